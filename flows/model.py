@@ -1,0 +1,43 @@
+"""The desired-state values the pipeline functions take: plain, immutable, no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import netaddr
+
+
+def mac_from_ip(ip: str) -> str:
+    """The MAC ovsctl gives an address it owns: 0a:58 + the IPv4 bytes (as ovn-kubernetes and
+    Kube-OVN do), so any node can compute a peer's gateway MAC from its IP."""
+    octets = netaddr.IPAddress(ip).words
+    return "0a:58:" + ":".join(f"{o:02x}" for o in octets)
+
+
+@dataclass(frozen=True)
+class NodeNet:
+    """This node's side of the pipeline."""
+
+    pod_cidr: str  # "10.244.0.0/24"
+    gw_ip: str  # first address of pod_cidr, on the gateway internal port
+    gw_mac: str
+    gw_ofport: int
+
+    @classmethod
+    def for_cidr(cls, pod_cidr: str, gw_ofport: int) -> NodeNet:
+        net = netaddr.IPNetwork(pod_cidr)
+        gw = str(netaddr.IPAddress(net.first + 1))
+        return cls(str(net.cidr), gw, mac_from_ip(gw), gw_ofport)
+
+
+@dataclass(frozen=True)
+class PodPort:
+    """One pod attachment plugged into br-int. `key` names the owner of its flows
+    (container id + interface), never the ofport, which OVS may hand to the next pod."""
+
+    key: str
+    ofport: int
+    ip: str
+    mac: str
+    namespace: str = ""
+    name: str = ""

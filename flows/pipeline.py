@@ -1,0 +1,133 @@
+"""Pure functions from desired state to flows. Each returns a frozenset of Flow; the controller
+diffs the union against the switch. Nothing here sends, reads the clock or touches a socket."""
+
+from __future__ import annotations
+
+from flows import cookie, regs, tables
+from flows.flow import DecTTL, Flow, Goto, InPort, Move, Output, SetField, flow
+from flows.model import NodeNet, PodPort
+
+PRIO_MISS = 0
+PRIO_LOW = 100
+PRIO_NORMAL = 200
+
+
+def pipeline_owner() -> str:
+    return "pipeline"
+
+
+def pod_owner(pod: PodPort) -> str:
+    return f"pod/{pod.key}"
+
+
+def table_miss_flows() -> frozenset[Flow]:
+    """One priority-0 flow per table: drop, or continue to the next table. Drops are explicit
+    flows so their counters say which table dropped a packet."""
+    ck = cookie.make("pipeline", pipeline_owner())
+    out = set()
+    for t in tables.PIPELINE:
+        actions = () if t.miss == "drop" else (Goto(tables.next_table(t.name).name),)
+        out.add(flow(t.name, PRIO_MISS, {}, actions, ck))
+    return frozenset(out)
+
+
+def arp_responder(ip: str, mac: str, ck: int) -> Flow:
+    """Answer 'who has ip' with mac, out of the port the request came in by."""
+    return flow(
+        "ARPResponder",
+        PRIO_NORMAL,
+        {"protocol": "arp", "arp_tpa": ip, "arp_op": 1},
+        (
+            Move("eth_src", "eth_dst"),
+            SetField("eth_src", mac),
+            SetField("arp_op", "2"),
+            Move("arp_sha", "arp_tha"),
+            SetField("arp_sha", mac),
+            Move("arp_spa", "arp_tpa"),
+            SetField("arp_spa", ip),
+            InPort(),
+        ),
+        ck,
+    )
+
+
+def gateway_flows(node: NodeNet) -> frozenset[Flow]:
+    """The gateway internal port: packets from the host stack, ARP for the gateway address,
+    and delivery of packets addressed to the gateway MAC (to the host, and out of the node)."""
+    ck = cookie.make("pipeline", pipeline_owner())
+    reg, val = regs.PKT_SOURCE.match(regs.FROM_GATEWAY)
+    return frozenset(
+        {
+            flow(
+                "Classifier",
+                PRIO_NORMAL,
+                {"in_port": node.gw_ofport},
+                (SetField(reg, val), Goto("ARPResponder")),
+                ck,
+            ),
+            arp_responder(node.gw_ip, node.gw_mac, ck),
+            flow(
+                "L2Forwarding", PRIO_NORMAL, {"dl_dst": node.gw_mac}, (Output(node.gw_ofport),), ck
+            ),
+        }
+    )
+
+
+def node_flows(node: NodeNet) -> frozenset[Flow]:
+    """Everything that belongs to the node itself, not to any pod."""
+    return table_miss_flows() | gateway_flows(node)
+
+
+def pod_flows(node: NodeNet, pod: PodPort) -> frozenset[Flow]:
+    """The flows one local pod attachment owns: classifier, spoof guard (IP, MAC, ARP), ARP
+    answer for its IP, routed delivery (MAC rewrite + TTL) and L2 output to its port."""
+    ck = cookie.make("pod", pod_owner(pod))
+    reg, val = regs.PKT_SOURCE.match(regs.FROM_POD)
+    port = pod.ofport
+    return frozenset(
+        {
+            flow(
+                "Classifier",
+                PRIO_NORMAL,
+                {"in_port": port},
+                (SetField(reg, val), Goto("SpoofGuard")),
+                ck,
+            ),
+            flow(
+                "SpoofGuard",
+                PRIO_NORMAL,
+                {"protocol": "ip", "in_port": port, "dl_src": pod.mac, "nw_src": pod.ip},
+                (Goto("ARPResponder"),),
+                ck,
+            ),
+            flow(
+                "SpoofGuard",
+                PRIO_NORMAL,
+                {
+                    "protocol": "arp",
+                    "in_port": port,
+                    "dl_src": pod.mac,
+                    "arp_spa": pod.ip,
+                    "arp_sha": pod.mac,
+                },
+                (Goto("ARPResponder"),),
+                ck,
+            ),
+            arp_responder(pod.ip, pod.mac, ck),
+            # Routed to this pod: addressed to the gateway MAC (from another subnet, or from a
+            # tunnel whose sender addressed this node's gateway MAC).
+            flow(
+                "L3Forwarding",
+                PRIO_NORMAL,
+                {"protocol": "ip", "dl_dst": node.gw_mac, "nw_dst": pod.ip},
+                (
+                    SetField("eth_src", node.gw_mac),
+                    SetField("eth_dst", pod.mac),
+                    DecTTL(),
+                    Goto("L2Forwarding"),
+                ),
+                ck,
+            ),
+            flow("L2Forwarding", PRIO_NORMAL, {"dl_dst": pod.mac}, (Output(port),), ck),
+        }
+    )

@@ -1,0 +1,37 @@
+"""Every register bit the pipeline uses, named in one place with its layout."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class RegField:
+    reg: int  # NXM register number (reg0..reg15)
+    start: int  # first bit
+    end: int  # last bit, inclusive
+    doc: str
+
+    @property
+    def mask(self) -> int:
+        return ((1 << (self.end - self.start + 1)) - 1) << self.start
+
+    def value(self, v: int) -> int:
+        if v < 0 or v > (self.mask >> self.start):
+            raise ValueError(f"value {v} does not fit reg{self.reg}[{self.start}..{self.end}]")
+        return v << self.start
+
+    def match(self, v: int) -> tuple[str, str]:
+        """Match field and value as ovs-ofctl prints them: ('reg0', '0x2/0xf')."""
+        full = self.mask == 0xFFFFFFFF
+        val = f"{self.value(v):#x}" if full else f"{self.value(v):#x}/{self.mask:#x}"
+        return f"reg{self.reg}", val
+
+
+# reg0[0..3]: which kind of port the packet entered by.
+PKT_SOURCE = RegField(0, 0, 3, "port kind the packet entered by")
+FROM_GATEWAY = 1
+FROM_POD = 2
+FROM_TUNNEL = 3
+
+ALL = {"PKT_SOURCE": PKT_SOURCE}

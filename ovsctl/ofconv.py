@@ -1,0 +1,181 @@
+"""Flow values (flows/) to os-ken OpenFlow 1.4 messages. The only place that knows both."""
+
+from __future__ import annotations
+
+from flows import cookie as ck
+from flows import tables
+from flows.flow import DecTTL, Flow, Goto, InPort, Move, Output, SetField
+
+ETH_TYPE = {"ip": 0x0800, "arp": 0x0806}
+IP_PROTO = {"tcp": 6, "udp": 17, "sctp": 132, "icmp": 1}
+
+# ovs-ofctl field name -> os-ken OXM field name (None: handled specially)
+FIELDS = {
+    "in_port": "in_port",
+    "dl_src": "eth_src",
+    "dl_dst": "eth_dst",
+    "dl_type": "eth_type",
+    "nw_src": "ipv4_src",
+    "nw_dst": "ipv4_dst",
+    "nw_proto": "ip_proto",
+    "arp_spa": "arp_spa",
+    "arp_tpa": "arp_tpa",
+    "arp_op": "arp_op",
+    "arp_sha": "arp_sha",
+    "arp_tha": "arp_tha",
+    "icmp_type": "icmpv4_type",
+    "icmp_code": "icmpv4_code",
+    "tun_id": "tunnel_id",
+    "tun_src": "tun_ipv4_src",
+    "tun_dst": "tun_ipv4_dst",
+    "conj_id": "conj_id",
+    "ct_zone": "ct_zone",
+    "ct_mark": "ct_mark",
+    "metadata": "metadata",
+    **{f"reg{i}": f"reg{i}" for i in range(16)},
+}
+# set_field targets: ovs-ofctl name -> os-ken name
+SET_FIELDS = {
+    "eth_src": "eth_src",
+    "eth_dst": "eth_dst",
+    "arp_op": "arp_op",
+    "arp_sha": "arp_sha",
+    "arp_spa": "arp_spa",
+    "arp_tha": "arp_tha",
+    "arp_tpa": "arp_tpa",
+    "tun_dst": "tun_ipv4_dst",
+    "tun_id": "tunnel_id",
+    "ipv4_src": "ipv4_src",
+    "ipv4_dst": "ipv4_dst",
+}
+MOVE_BITS = {
+    "eth_src": 48,
+    "eth_dst": 48,
+    "arp_sha": 48,
+    "arp_tha": 48,
+    "arp_spa": 32,
+    "arp_tpa": 32,
+    "ipv4_src": 32,
+    "ipv4_dst": 32,
+}
+
+
+def _num(v: str) -> int:
+    return int(v, 0)
+
+
+def _value(field: str, v: str):
+    """Value in the form os-ken wants: ints for numeric fields, (value, mask) when masked."""
+    if field in ("dl_src", "dl_dst", "arp_sha", "arp_tha"):
+        return v
+    if field in ("nw_src", "nw_dst", "arp_spa", "arp_tpa", "tun_src", "tun_dst"):
+        if "/" in v:
+            addr, plen = v.split("/")
+            bits = int(plen)
+            mask = ".".join(
+                str((((0xFFFFFFFF << (32 - bits)) & 0xFFFFFFFF) >> s) & 0xFF)
+                for s in (24, 16, 8, 0)
+            )
+            return (addr, mask)
+        return v
+    if "/" in v:
+        val, mask = v.split("/")
+        return (_num(val), _num(mask))
+    return _num(v)
+
+
+def match_kwargs(f: Flow) -> dict:
+    kw: dict = {}
+    proto = None
+    for field, v in f.match:
+        if field == "protocol":
+            proto = v
+            kw["eth_type"] = ETH_TYPE.get(v, 0x0800)
+            if v in IP_PROTO:
+                kw["ip_proto"] = IP_PROTO[v]
+        elif field in ("tp_src", "tp_dst"):
+            kw[f"{proto}_{field[3:]}"] = _value(field, v)
+        elif field == "ct_state":
+            raise NotImplementedError("ct_state matches arrive with the conntrack stage")
+        else:
+            kw[FIELDS[field]] = _value(field, v)
+    return kw
+
+
+def actions(parser, ofp, f: Flow) -> list:
+    """Instructions for a flow: apply-actions, then goto_table if any."""
+    acts, inst = [], []
+    for a in f.actions:
+        if isinstance(a, Output):
+            acts.append(parser.OFPActionOutput(a.port, 0xFFFF))
+        elif isinstance(a, InPort):
+            acts.append(parser.OFPActionOutput(ofp.OFPP_IN_PORT, 0xFFFF))
+        elif isinstance(a, SetField):
+            if a.field.startswith("reg"):
+                val, _, mask = a.value.partition("/")
+                acts.append(
+                    parser.NXActionRegLoad2(
+                        dst=a.field, value=_num(val), mask=_num(mask) if mask else None
+                    )
+                )
+            else:
+                name = SET_FIELDS[a.field]
+                val = _num(a.value) if name in ("arp_op", "tunnel_id") else a.value
+                acts.append(parser.OFPActionSetField(**{name: val}))
+        elif isinstance(a, Move):
+            acts.append(
+                parser.NXActionRegMove(src_field=a.src, dst_field=a.dst, n_bits=MOVE_BITS[a.src])
+            )
+        elif isinstance(a, DecTTL):
+            acts.append(parser.OFPActionDecNwTtl())
+        elif isinstance(a, Goto):
+            inst.append(parser.OFPInstructionGotoTable(tables.table(a.table).id))
+        else:
+            raise TypeError(f"no OpenFlow encoding for {a!r}")
+    if acts:
+        inst.insert(0, parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, acts))
+    return inst
+
+
+def flow_add(dp, f: Flow, rnd: int):
+    parser, ofp = dp.ofproto_parser, dp.ofproto
+    return parser.OFPFlowMod(
+        dp,
+        cookie=ck.with_round(f.cookie, rnd),
+        table_id=f.table_id,
+        command=ofp.OFPFC_ADD,
+        priority=f.priority,
+        match=parser.OFPMatch(**match_kwargs(f)),
+        instructions=actions(parser, ofp, f),
+    )
+
+
+def flow_delete_strict(dp, f: Flow, rnd: int):
+    """Delete exactly this flow, and only while it still carries the cookie we gave it."""
+    parser, ofp = dp.ofproto_parser, dp.ofproto
+    return parser.OFPFlowMod(
+        dp,
+        cookie=ck.with_round(f.cookie, rnd),
+        cookie_mask=0xFFFFFFFFFFFFFFFF,
+        table_id=f.table_id,
+        command=ofp.OFPFC_DELETE_STRICT,
+        priority=f.priority,
+        out_port=ofp.OFPP_ANY,
+        out_group=ofp.OFPG_ANY,
+        match=parser.OFPMatch(**match_kwargs(f)),
+    )
+
+
+def delete_round(dp, rnd: int):
+    """Delete every flow of one round, in all tables."""
+    parser, ofp = dp.ofproto_parser, dp.ofproto
+    return parser.OFPFlowMod(
+        dp,
+        cookie=rnd << ck.ROUND_SHIFT,
+        cookie_mask=ck.ROUND_MASK,
+        table_id=ofp.OFPTT_ALL,
+        command=ofp.OFPFC_DELETE,
+        out_port=ofp.OFPP_ANY,
+        out_group=ofp.OFPG_ANY,
+        match=parser.OFPMatch(),
+    )

@@ -1,0 +1,348 @@
+"""The OpenFlow side of the agent: an os-ken app (thin shell) and the controller around it.
+
+The os-ken app only turns switch events into calls on `Controller` and records replies. The
+controller sends every change as one OpenFlow 1.4 bundle (atomic, ordered) followed by a
+barrier, and waits, with a deadline, for the barrier reply before saying the flows are in.
+
+On every (re)connection it starts a new round: it reads which rounds the switch holds, then in
+one bundle installs every desired flow under the new round and deletes every older round, so
+forwarding never stops and nothing stale survives.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+
+import os_ken.base.app_manager  # noqa: F401 - must precede os_ken.controller imports
+from os_ken.base import app_manager
+from os_ken.controller import ofp_event
+from os_ken.controller.handler import (
+    CONFIG_DISPATCHER,
+    DEAD_DISPATCHER,
+    MAIN_DISPATCHER,
+    set_ev_cls,
+)
+from os_ken.ofproto import ofproto_v1_4
+
+from flows import cookie as ck
+from flows.flow import Flow
+from ovsctl import ofconv
+from ovsctl.flowsync import FlowSync, Plan
+
+log = logging.getLogger(__name__)
+
+
+class SyncError(RuntimeError):
+    pass
+
+
+class NotConnected(SyncError):
+    pass
+
+
+class _Pending:
+    """Replies to one exchange with the switch, keyed by xid."""
+
+    def __init__(self, xids: set[int], last_xid: int):
+        self.xids = xids
+        self.last_xid = last_xid
+        self.errors: list = []
+        self.replies: list = []
+        self.done = threading.Event()
+
+
+class OvsctlApp(app_manager.OSKenApp):
+    """os-ken app shell: forwards switch events to the Controller, collects replies."""
+
+    OFP_VERSIONS = [ofproto_v1_4.OFP_VERSION]
+    controller: Controller | None = None  # set by Controller.start()
+
+    @set_ev_cls(ofp_event.EventOFPStateChange, [MAIN_DISPATCHER, DEAD_DISPATCHER])
+    def _state_change(self, ev):
+        if self.controller is None:
+            return
+        if ev.state == MAIN_DISPATCHER:
+            self.controller.on_connect(ev.datapath)
+        elif ev.state == DEAD_DISPATCHER:
+            self.controller.on_disconnect(ev.datapath)
+
+    @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)
+    def _barrier_reply(self, ev):
+        self.controller.on_reply(ev.msg, final=True)
+
+    @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)
+    def _flow_stats_reply(self, ev):
+        msg = ev.msg
+        self.controller.on_reply(
+            msg, final=not (msg.flags & msg.datapath.ofproto.OFPMPF_REPLY_MORE)
+        )
+
+    @set_ev_cls(ofp_event.EventOFPErrorMsg, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
+    def _error(self, ev):
+        self.controller.on_error(ev.msg)
+
+
+class Controller:
+    """Keeps br-int's flows equal to the desired set in `sync`."""
+
+    def __init__(
+        self,
+        sync: FlowSync,
+        state_dir: str,
+        *,
+        listen_host: str = "127.0.0.1",
+        listen_port: int = 6653,
+        timeout: float = 10.0,
+        on_synced: Callable[[float, int], None] | None = None,
+    ):
+        self.sync = sync
+        self.state_dir = state_dir
+        self.listen_host = listen_host
+        self.listen_port = listen_port
+        self.timeout = timeout
+        self.on_synced = on_synced
+        self.dp = None
+        self.round = 0
+        self.ready = threading.Event()  # connected and the current round is fully installed
+        self._send_lock = threading.RLock()
+        self._pending: dict[int, _Pending] = {}
+        self._plock = threading.Lock()
+        self.reconnects = 0
+        self.last_sync: dict = {}
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start os-ken's OpenFlow listener and our app (native threads, no monkey-patching)."""
+        from os_ken import cfg
+
+        cfg.CONF(
+            args=[
+                "--ofp-listen-host",
+                self.listen_host,
+                "--ofp-tcp-listen-port",
+                str(self.listen_port),
+            ],
+            project="os_ken",
+        )
+        mgr = app_manager.AppManager.get_instance()
+        mgr.load_apps(["os_ken.controller.ofp_handler", __name__])
+        contexts = mgr.create_contexts()
+        mgr.instantiate_apps(**contexts)
+        app = next(a for a in mgr.applications.values() if isinstance(a, OvsctlApp))
+        app.controller = self
+        log.info("OpenFlow controller listening on tcp:%s:%d", self.listen_host, self.listen_port)
+
+    # -- events from the app (os-ken's thread: never block here) ---------------------------------
+
+    def on_connect(self, dp) -> None:
+        log.info("switch %016x connected", dp.id)
+        self.reconnects += 1
+        self.dp = dp
+        self.ready.clear()
+        threading.Thread(
+            target=self._resync_safely, args=(dp,), name="of-resync", daemon=True
+        ).start()
+
+    def on_disconnect(self, dp) -> None:
+        if self.dp is dp:
+            log.warning(
+                "switch %016x disconnected; flows stay, will replay on reconnect", dp.id or 0
+            )
+            self.dp = None
+            self.ready.clear()
+        with self._plock:
+            for p in self._pending.values():
+                p.errors.append("switch disconnected")
+                p.done.set()
+            self._pending.clear()
+
+    def on_reply(self, msg, final: bool) -> None:
+        with self._plock:
+            p = self._pending.get(msg.xid)
+        if p is None:
+            return
+        p.replies.append(msg)
+        if final and msg.xid == p.last_xid:
+            with self._plock:
+                for x in p.xids:
+                    self._pending.pop(x, None)
+            p.done.set()
+
+    def on_error(self, msg) -> None:
+        with self._plock:
+            p = self._pending.get(msg.xid)
+        if p is None:
+            log.error(
+                "OpenFlow error from switch (xid %s): type=%s code=%s", msg.xid, msg.type, msg.code
+            )
+            return
+        p.errors.append(f"OpenFlow error type={msg.type} code={msg.code} (xid {msg.xid})")
+
+    # -- talking to the switch -----------------------------------------------------------------
+
+    def _exchange(self, dp, msgs: list, final_msg, timeout: float) -> _Pending:
+        """Send msgs then final_msg; wait for final_msg's (last) reply or an error."""
+        for m in msgs + [final_msg]:
+            if m.xid is None:
+                dp.set_xid(m)
+        p = _Pending({m.xid for m in msgs} | {final_msg.xid}, final_msg.xid)
+        with self._plock:
+            for x in p.xids:
+                self._pending[x] = p
+        try:
+            for m in msgs + [final_msg]:
+                if not dp.send_msg(m):
+                    raise NotConnected("switch connection closed while sending")
+            if not p.done.wait(timeout):
+                raise SyncError(f"no reply from the switch within {timeout:.1f}s")
+        finally:
+            with self._plock:
+                for x in p.xids:
+                    self._pending.pop(x, None)
+        if p.errors:
+            raise SyncError("; ".join(p.errors))
+        return p
+
+    def _bundle(self, dp, mods: list, timeout: float) -> None:
+        parser, ofp = dp.ofproto_parser, dp.ofproto
+        bid = int.from_bytes(os.urandom(4), "big")
+        flags = ofp.OFPBF_ATOMIC | ofp.OFPBF_ORDERED
+        msgs = [parser.OFPBundleCtrlMsg(dp, bid, ofp.OFPBCT_OPEN_REQUEST, flags, [])]
+        for fm in mods:
+            dp.set_xid(fm)
+            add = parser.OFPBundleAddMsg(dp, bid, flags, fm, [])
+            add.xid = fm.xid  # OVS wants the inner message's xid to match
+            msgs.append(add)
+        msgs.append(parser.OFPBundleCtrlMsg(dp, bid, ofp.OFPBCT_COMMIT_REQUEST, flags, []))
+        self._exchange(dp, msgs, parser.OFPBarrierRequest(dp), timeout)
+
+    def dump_flows(self, timeout: float | None = None) -> list:
+        """Flow stats of every flow on the switch (os-ken OFPFlowStats objects)."""
+        dp = self.dp
+        if dp is None:
+            raise NotConnected("switch not connected")
+        return self._dump(dp, timeout or self.timeout)
+
+    def _dump(self, dp, timeout: float) -> list:
+        parser, ofp = dp.ofproto_parser, dp.ofproto
+        req = parser.OFPFlowStatsRequest(
+            dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY, 0, 0, parser.OFPMatch()
+        )
+        p = self._exchange(dp, [], req, timeout)
+        return [s for r in p.replies for s in r.body]
+
+    def _next_round(self) -> int:
+        path = os.path.join(self.state_dir, "round")
+        try:
+            with open(path) as fh:
+                rnd = int(fh.read().strip() or 0)
+        except (FileNotFoundError, ValueError):
+            rnd = 0
+        rnd = rnd % ck.MAX_ROUND + 1
+        tmp = path + ".tmp"
+        with open(tmp, "w") as fh:
+            fh.write(f"{rnd}\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        return rnd
+
+    def _resync_safely(self, dp) -> None:
+        try:
+            self.resync(dp)
+        except Exception as e:  # noqa: BLE001 - a failed resync is retried on the next connect
+            log.error("resync with switch failed: %s; reconnecting", e)
+            if self.dp is dp:
+                dp.close()
+
+    def resync(self, dp) -> None:
+        """Install the whole desired set under a new round and delete every older round."""
+        with self._send_lock:
+            t0 = time.monotonic()
+            present = {
+                (s.cookie & ck.ROUND_MASK) >> ck.ROUND_SHIFT for s in self._dump(dp, self.timeout)
+            }
+            rnd = self._next_round()
+            plan = self.sync.full_plan()
+            mods = [ofconv.flow_add(dp, f, rnd) for f in plan.add]
+            mods += [ofconv.delete_round(dp, r) for r in sorted(present - {rnd})]
+            self._bundle(dp, mods, max(self.timeout, len(mods) / 2000))
+            self.round = rnd
+            self.sync.reset_installed({f.key: f for f in plan.add})
+            took = time.monotonic() - t0
+            self.last_sync = {
+                "kind": "full",
+                "round": rnd,
+                "flows": len(plan.add),
+                "deleted_rounds": sorted(present - {rnd}),
+                "seconds": round(took, 4),
+                "at": time.time(),
+            }
+            log.info(
+                "round %d installed: %d flows, old rounds %s deleted, in %.3fs",
+                rnd,
+                len(plan.add),
+                sorted(present - {rnd}) or "none",
+                took,
+            )
+            if self.dp is dp:
+                self.ready.set()
+        if self.on_synced:
+            self.on_synced(took, len(plan.add))
+
+    # -- what the agent calls -----------------------------------------------------------------
+
+    def update(
+        self, owner: str, flows: frozenset[Flow] | set[Flow], timeout: float | None = None
+    ) -> int:
+        """Make `owner`'s flows exactly `flows` on the switch; returns how many flow-mods were
+        sent. Returns only once the switch has them (bundle + barrier), or raises."""
+        keys = self.sync.set_owner(owner, flows)
+        return self._push(keys, timeout)
+
+    def remove(self, owner: str, timeout: float | None = None) -> int:
+        keys = self.sync.remove_owner(owner)
+        return self._push(keys, timeout)
+
+    def _push(self, keys: set[tuple], timeout: float | None) -> int:
+        timeout = timeout or self.timeout
+        deadline = time.monotonic() + timeout
+        while True:
+            if not self.ready.wait(max(0.0, deadline - time.monotonic())):
+                raise NotConnected(f"switch not connected or not synced within {timeout:.1f}s")
+            with self._send_lock:
+                dp = self.dp
+                if dp is None or not self.ready.is_set():
+                    continue
+                plan: Plan = self.sync.plan(keys)
+                if not plan:
+                    return 0
+                t0 = time.monotonic()
+                rnd = self.round
+                mods = [ofconv.flow_delete_strict(dp, f, rnd) for f in plan.delete]
+                mods += [ofconv.flow_add(dp, f, rnd) for f in plan.add]
+                try:
+                    self._bundle(dp, mods, max(0.1, deadline - time.monotonic()))
+                except SyncError:
+                    # Unknown what the switch holds now: start a new round on a fresh connection.
+                    self.ready.clear()
+                    if self.dp is dp:
+                        dp.close()
+                    raise
+                self.sync.applied(plan)
+                took = time.monotonic() - t0
+                self.last_sync = {
+                    "kind": "incremental",
+                    "round": rnd,
+                    "flows": len(mods),
+                    "seconds": round(took, 4),
+                    "at": time.time(),
+                }
+                if self.on_synced:
+                    self.on_synced(took, len(mods))
+                return len(mods)

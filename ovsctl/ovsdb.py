@@ -1,0 +1,300 @@
+"""OVSDB access through the OVS Python IDL: the bridge, its controller and pod ports.
+
+One IDL connection per agent; a lock serialises transactions, and a background thread keeps
+the IDL replica current (echo replies, reconnects). Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import warnings
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # ovs.poller imports eventlet, which warns on import
+    import ovs.db.idl
+    import ovs.db.schema
+    import ovs.jsonrpc
+    import ovs.poller
+    import ovs.stream
+    import ovs.vlog
+
+log = logging.getLogger(__name__)
+
+TABLES = ("Open_vSwitch", "Bridge", "Port", "Interface", "Controller")
+
+
+class OVSDBError(RuntimeError):
+    pass
+
+
+def _fetch_schema(remote: str, timeout: float) -> ovs.db.idl.SchemaHelper:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        err, stream = ovs.stream.Stream.open_block(ovs.stream.Stream.open(remote), timeout * 1000)
+        if err:
+            last = f"cannot connect to {remote}: {err}"
+            time.sleep(0.1)
+            continue
+        rpc = ovs.jsonrpc.Connection(stream)
+        err, reply = rpc.transact_block(
+            ovs.jsonrpc.Message.create_request("get_schema", ["Open_vSwitch"])
+        )
+        rpc.close()
+        if err or reply.error:
+            last = f"get_schema from {remote} failed: {err or reply.error}"
+            time.sleep(0.1)
+            continue
+        helper = ovs.db.idl.SchemaHelper(schema_json=reply.result)
+        for t in TABLES:
+            helper.register_table(t)
+        return helper
+    raise OVSDBError(last or f"timed out connecting to {remote}")
+
+
+class OVSDB:
+    def __init__(self, remote: str, timeout: float = 10.0):
+        self.remote = remote
+        self.timeout = timeout
+        self._lock = threading.RLock()
+        self.idl = ovs.db.idl.Idl(remote, _fetch_schema(remote, timeout))
+        self._stop = threading.Event()
+        with self._lock:
+            self._wait(
+                lambda: self.idl.has_ever_connected() and self._root() is not None,
+                timeout,
+                "OVSDB initial sync",
+            )
+        self._thread = threading.Thread(target=self._keepalive, name="ovsdb-idl", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        with self._lock:
+            self.idl.close()
+
+    # -- IDL plumbing -------------------------------------------------------------------------
+
+    def _keepalive(self) -> None:
+        while not self._stop.wait(0.5):
+            with self._lock:
+                try:
+                    self.idl.run()
+                except Exception:  # noqa: BLE001 - keep the replica alive whatever happens
+                    log.exception("OVSDB IDL run failed")
+
+    def _wait(self, cond, timeout: float, what: str):
+        """Run the IDL until cond() is truthy; returns its value. Caller holds the lock."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.idl.run()
+            val = cond()
+            if val:
+                return val
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise OVSDBError(f"timed out after {timeout:.1f}s waiting for {what}")
+            poller = ovs.poller.Poller()
+            self.idl.wait(poller)
+            poller.timer_wait(int(min(left, 0.2) * 1000))
+            poller.block()
+
+    def _root(self):
+        rows = self.idl.tables["Open_vSwitch"].rows
+        return next(iter(rows.values()), None)
+
+    def _transact(self, fn, what: str):
+        """Run fn(txn) in a transaction, retrying TRY_AGAIN; returns fn's value."""
+        deadline = time.monotonic() + self.timeout
+        with self._lock:
+            while True:
+                self.idl.run()
+                txn = ovs.db.idl.Transaction(self.idl)
+                txn.add_comment(f"ovsctl: {what}")
+                val = fn(txn)
+                status = txn.commit_block()
+                if status in (txn.SUCCESS, txn.UNCHANGED):
+                    self.idl.run()
+                    return val
+                if status == txn.TRY_AGAIN and time.monotonic() < deadline:
+                    self._wait(lambda: True, 0.05, "retry")
+                    continue
+                raise OVSDBError(
+                    f"OVSDB transaction '{what}' failed: "
+                    f"{txn.status_to_string(status)} {txn.get_error() or ''}".strip()
+                )
+
+    def _find(self, table: str, name: str):
+        for row in self.idl.tables[table].rows.values():
+            if row.name == name:
+                return row
+        return None
+
+    # -- queries ------------------------------------------------------------------------------
+
+    def bridge_exists(self, bridge: str) -> bool:
+        with self._lock:
+            self.idl.run()
+            return self._find("Bridge", bridge) is not None
+
+    def ports(self, bridge: str) -> list[dict]:
+        """Ports on `bridge` (not the bridge's own internal port): name, type, ofport,
+        external_ids, options. ofport is -1 when OVS cannot open the interface."""
+        with self._lock:
+            self.idl.run()
+            br = self._find("Bridge", bridge)
+            if br is None:
+                return []
+            out = []
+            for port in br.ports:
+                if port.name == bridge:
+                    continue
+                for iface in port.interfaces:
+                    ofport = iface.ofport[0] if iface.ofport else 0
+                    out.append(
+                        {
+                            "name": iface.name,
+                            "type": iface.type,
+                            "ofport": ofport,
+                            "external_ids": dict(iface.external_ids),
+                            "options": dict(iface.options),
+                            "error": (iface.error[0] if iface.error else ""),
+                        }
+                    )
+            return out
+
+    def port(self, bridge: str, name: str) -> dict | None:
+        return next((p for p in self.ports(bridge) if p["name"] == name), None)
+
+    # -- changes ------------------------------------------------------------------------------
+
+    def ensure_bridge(
+        self,
+        name: str,
+        *,
+        datapath_type: str,
+        controller: str,
+        protocols=("OpenFlow13", "OpenFlow14", "OpenFlow15"),
+        fail_mode: str = "secure",
+        max_backoff_ms: int = 1000,
+        inactivity_probe_ms: int = 5000,
+        external_ids: dict | None = None,
+    ) -> None:
+        """Create or adopt the bridge and make its settings exactly ours."""
+
+        def fn(txn):
+            root = self._root()
+            br = self._find("Bridge", name)
+            if br is None:
+                br = txn.insert(self.idl.tables["Bridge"])
+                br.name = name
+                iface = txn.insert(self.idl.tables["Interface"])
+                iface.name = name
+                iface.type = "internal"
+                port = txn.insert(self.idl.tables["Port"])
+                port.name = name
+                port.interfaces = [iface]
+                br.ports = [port]
+                root.verify("bridges")
+                root.bridges = list(root.bridges) + [br]
+            br.datapath_type = datapath_type
+            br.fail_mode = [fail_mode]
+            br.protocols = list(protocols)
+            other = dict(br.other_config)
+            other["disable-in-band"] = "true"
+            br.other_config = other
+            ext = dict(br.external_ids)
+            ext.update(external_ids or {})
+            br.external_ids = ext
+            ctrl = br.controller[0] if br.controller else None
+            if ctrl is None or len(br.controller) != 1:
+                ctrl = txn.insert(self.idl.tables["Controller"])
+                br.controller = [ctrl]
+            ctrl.target = controller
+            ctrl.max_backoff = [max_backoff_ms]
+            ctrl.inactivity_probe = [inactivity_probe_ms]
+            ctrl.connection_mode = ["out-of-band"]
+
+        self._transact(fn, f"ensure bridge {name}")
+
+    def set_flow_restore_wait(self, on: bool) -> None:
+        def fn(txn):
+            root = self._root()
+            other = dict(root.other_config)
+            if on:
+                other["flow-restore-wait"] = "true"
+            else:
+                other.pop("flow-restore-wait", None)
+            root.other_config = other
+
+        self._transact(fn, f"flow-restore-wait={'true' if on else 'false'}")
+
+    def add_port(
+        self,
+        bridge: str,
+        name: str,
+        *,
+        type: str = "",
+        external_ids: dict | None = None,
+        options: dict | None = None,
+        ofport_request: int | None = None,
+        mtu_request: int | None = None,
+        wait_ofport: float | None = None,
+    ) -> int:
+        """Add (or update) a port; returns its ofport, waiting for it at most `wait_ofport`
+        seconds (default: the connection timeout). Raises OVSDBError if OVS cannot open it."""
+
+        def fn(txn):
+            br = self._find("Bridge", bridge)
+            if br is None:
+                raise OVSDBError(f"bridge {bridge} does not exist")
+            iface = self._find("Interface", name)
+            if iface is None:
+                iface = txn.insert(self.idl.tables["Interface"])
+                iface.name = name
+                port = txn.insert(self.idl.tables["Port"])
+                port.name = name
+                port.interfaces = [iface]
+                br.verify("ports")
+                br.ports = list(br.ports) + [port]
+            iface.type = type
+            iface.external_ids = dict(external_ids or {})
+            iface.options = dict(options or {})
+            if ofport_request is not None:
+                iface.ofport_request = [ofport_request]
+            if mtu_request is not None:
+                iface.mtu_request = [mtu_request]
+
+        self._transact(fn, f"add port {name} to {bridge}")
+        with self._lock:
+
+            def ready():
+                row = self._find("Interface", name)
+                if row is None:
+                    return None
+                if row.ofport and row.ofport[0] > 0:
+                    return row.ofport[0]
+                if row.ofport and row.ofport[0] == -1:
+                    err = row.error[0] if row.error else "ofport -1"
+                    raise OVSDBError(f"OVS cannot open port {name}: {err}")
+                return None
+
+            return self._wait(ready, wait_ofport or self.timeout, f"ofport of {name}")
+
+    def del_port(self, bridge: str, name: str) -> bool:
+        """Remove a port if present; returns whether it was there."""
+        found = []
+
+        def fn(txn):
+            br = self._find("Bridge", bridge)
+            port = self._find("Port", name)
+            if br is None or port is None:
+                return
+            found.append(True)
+            br.verify("ports")
+            br.ports = [p for p in br.ports if p.uuid != port.uuid]
+
+        self._transact(fn, f"delete port {name} from {bridge}")
+        return bool(found)

@@ -1,0 +1,260 @@
+"""Unit tests for ovsctl.ipam (pure file I/O under tmp_path)."""
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import netaddr
+import pytest
+
+from ovsctl.ipam import IPAM, Allocation, IPAMCorrupt, IPAMError, IPAMExhausted
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def state_file(d: Path, name: str = "ipam-10.244.0.0_24.json") -> Path:
+    return d / name
+
+
+def test_allocation_within_cidr_skips_reserved(tmp_path):
+    ipam = IPAM("10.244.0.0/28", str(tmp_path))
+    assert ipam.cidr == netaddr.IPNetwork("10.244.0.0/28")
+    assert ipam.gateway == netaddr.IPAddress("10.244.0.1")
+    assert ipam.prefixlen == 28
+    ips = [ipam.allocate(f"c{i}", "eth0").ip for i in range(13)]
+    assert ips[0] == "10.244.0.2"
+    assert len(set(ips)) == 13
+    assert all(netaddr.IPAddress(ip) in ipam.cidr for ip in ips)
+    assert not {"10.244.0.0", "10.244.0.1", "10.244.0.15"} & set(ips)
+    assert ipam.usage() == (13, 13)
+    with pytest.raises(IPAMExhausted):
+        ipam.allocate("one-more", "eth0")
+
+
+def test_cidr_is_normalised_and_validated(tmp_path):
+    ipam = IPAM("10.244.1.7/24", str(tmp_path))
+    assert str(ipam.cidr) == "10.244.1.0/24"
+    assert (tmp_path / "ipam-10.244.1.0_24.json").exists() is False
+    ipam.allocate("c", "eth0")
+    assert (tmp_path / "ipam-10.244.1.0_24.json").exists()
+    for bad in ("nonsense", "fd00::/64", "10.0.0.0/31"):
+        with pytest.raises(IPAMError):
+            IPAM(bad, str(tmp_path))
+
+
+def test_state_dir_created_0700(tmp_path):
+    d = tmp_path / "a" / "b"
+    IPAM("10.244.0.0/24", str(d)).allocate("c", "eth0")
+    assert stat.S_IMODE(d.stat().st_mode) == 0o700
+
+
+def test_idempotent_allocate_and_owner(tmp_path):
+    ipam = IPAM("10.244.0.0/24", str(tmp_path))
+    owner = {"namespace": "default", "name": "pod-a"}
+    a = ipam.allocate("c1", "eth0", owner)
+    assert a == Allocation("10.244.0.2", "c1", "eth0", owner)
+    assert ipam.allocate("c1", "eth0") == a
+    b = ipam.allocate("c1", "net1")
+    assert b.ip != a.ip
+    assert ipam.get("c1", "eth0") == a
+    assert ipam.by_ip("10.244.0.2") == a
+    assert ipam.by_ip("10.244.0.99") is None
+    assert ipam.get("nope", "eth0") is None
+    assert ipam.usage() == (2, 253)
+
+
+@pytest.mark.parametrize("cid,ifname", [("", "eth0"), ("c", ""), (None, "eth0")])
+def test_rejects_empty_inputs(tmp_path, cid, ifname):
+    ipam = IPAM("10.244.0.0/24", str(tmp_path))
+    for op in (ipam.allocate, ipam.release, ipam.get):
+        with pytest.raises(IPAMError):
+            op(cid, ifname)
+    with pytest.raises(IPAMError):
+        ipam.allocate("c", "eth0", owner={"x": object()})
+    with pytest.raises(IPAMError):
+        ipam.by_ip("not-an-ip")
+
+
+def test_release_idempotent_and_not_reused_immediately(tmp_path):
+    ipam = IPAM("10.244.0.0/24", str(tmp_path))
+    a = ipam.allocate("c1", "eth0")
+    assert ipam.release("c1", "eth0") == a
+    assert ipam.release("c1", "eth0") is None
+    assert ipam.get("c1", "eth0") is None
+    b = ipam.allocate("c2", "eth0")
+    assert b.ip != a.ip
+    assert b.ip == "10.244.0.3"
+
+
+def test_wrap_around_reuses_freed(tmp_path):
+    ipam = IPAM("10.244.0.0/29", str(tmp_path))  # hosts .2 .. .6
+    ipam.allocate("a", "eth0")  # .2
+    ipam.allocate("b", "eth0")  # .3
+    ipam.release("a", "eth0")
+    got = [ipam.allocate(c, "eth0").ip for c in ("c", "d", "e", "f")]
+    assert got == ["10.244.0.4", "10.244.0.5", "10.244.0.6", "10.244.0.2"]
+
+
+def test_persistence_across_instances(tmp_path):
+    first = IPAM("10.244.0.0/24", str(tmp_path))
+    a = first.allocate("c1", "eth0", {"namespace": "ns", "name": "p"})
+    first.allocate("c2", "eth0")
+    first.release("c2", "eth0")  # cursor stays at .3
+    second = IPAM("10.244.0.0/24", str(tmp_path))
+    assert second.allocations() == [a]
+    assert second.get("c1", "eth0").owner == {"namespace": "ns", "name": "p"}
+    assert second.allocate("c3", "eth0").ip == "10.244.0.4"  # cursor persisted
+    assert first.get("c3", "eth0") is not None  # first re-reads the file
+
+
+def test_exhaustion_names_cidr(tmp_path):
+    ipam = IPAM("10.244.0.0/29", str(tmp_path))
+    for i in range(5):
+        ipam.allocate(f"c{i}", "eth0")
+    assert ipam.usage() == (5, 5)
+    with pytest.raises(IPAMExhausted, match="10.244.0.0/29"):
+        ipam.allocate("c5", "eth0")
+    ipam.release("c2", "eth0")
+    assert ipam.allocate("c5", "eth0").ip == "10.244.0.4"
+
+
+def test_gc_keeps_valid_and_in_use(tmp_path):
+    ipam = IPAM("10.244.0.0/24", str(tmp_path))
+    keep = ipam.allocate("keep", "eth0")
+    busy = ipam.allocate("busy", "eth0")
+    gone = ipam.allocate("gone", "eth0")
+    gone2 = ipam.allocate("keep", "net1")  # same container, other ifname: not valid
+    freed = ipam.gc({("keep", "eth0"), ("unknown", "eth0")}, {busy.ip, "garbage"})
+    assert freed == [gone, gone2]
+    assert ipam.allocations() == [keep, busy]
+    assert IPAM("10.244.0.0/24", str(tmp_path)).allocations() == [keep, busy]
+    assert ipam.gc({("keep", "eth0"), ("busy", "eth0")}, set()) == []
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "{not json",
+        "",
+        "[]",
+        json.dumps({"version": 1, "cidr": "10.244.0.0/24", "cursor": None}),
+        json.dumps(
+            {
+                "version": 1,
+                "cidr": "10.244.0.0/24",
+                "cursor": None,
+                "allocations": [
+                    {"ip": "10.244.0.1", "container_id": "c", "ifname": "e", "owner": {}}
+                ],
+            }
+        ),
+        json.dumps(
+            {
+                "version": 1,
+                "cidr": "10.244.0.0/24",
+                "cursor": None,
+                "allocations": [
+                    {"ip": "10.244.0.5", "container_id": "c", "ifname": "e", "owner": {}},
+                    {"ip": "10.244.0.5", "container_id": "d", "ifname": "e", "owner": {}},
+                ],
+            }
+        ),
+    ],
+)
+def test_corrupt_file_raises_and_is_untouched(tmp_path, content):
+    path = state_file(tmp_path)
+    path.write_text(content)
+    ipam = IPAM("10.244.0.0/24", str(tmp_path))
+    for op in (
+        lambda: ipam.allocate("c", "eth0"),
+        lambda: ipam.release("c", "eth0"),
+        lambda: ipam.allocations(),
+        lambda: ipam.gc(set(), set()),
+        lambda: ipam.usage(),
+    ):
+        with pytest.raises(IPAMCorrupt, match=str(path)):
+            op()
+    assert path.read_text() == content
+
+
+def test_file_for_other_cidr_is_corrupt(tmp_path):
+    other = IPAM("10.245.0.0/24", str(tmp_path))
+    other.allocate("c", "eth0")
+    # Put that file where the 10.244.0.0/24 state belongs.
+    src = tmp_path / "ipam-10.245.0.0_24.json"
+    dst = state_file(tmp_path)
+    dst.write_bytes(src.read_bytes())
+    ipam = IPAM("10.244.0.0/24", str(tmp_path))
+    with pytest.raises(IPAMCorrupt, match="10.245.0.0/24"):
+        ipam.allocate("c2", "eth0")
+    assert dst.read_bytes() == src.read_bytes()
+
+
+def test_atomic_write_leaves_no_temp_files(tmp_path):
+    ipam = IPAM("10.244.0.0/24", str(tmp_path))
+    for i in range(10):
+        ipam.allocate(f"c{i}", "eth0")
+    ipam.release("c3", "eth0")
+    assert sorted(os.listdir(tmp_path)) == ["ipam-10.244.0.0_24.json", "ipam-10.244.0.0_24.lock"]
+    data = json.loads(state_file(tmp_path).read_text())
+    assert data["cidr"] == "10.244.0.0/24"
+    assert data["cursor"] == "10.244.0.11"
+    assert len(data["allocations"]) == 9
+
+
+def test_threads_get_distinct_ips(tmp_path):
+    ipams = [IPAM("10.244.0.0/24", str(tmp_path)), IPAM("10.244.0.0/24", str(tmp_path))]
+    results: list[str] = []
+    errors: list[BaseException] = []
+
+    def work(t: int) -> None:
+        try:
+            for i in range(20):
+                results.append(ipams[t % 2].allocate(f"t{t}-{i}", "eth0").ip)
+        except BaseException as e:  # surfaced below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(results) == 160 and len(set(results)) == 160
+    assert {a.ip for a in IPAM("10.244.0.0/24", str(tmp_path)).allocations()} == set(results)
+
+
+WORKER = """
+import sys
+from ovsctl.ipam import IPAM
+ipam = IPAM("10.244.0.0/24", sys.argv[1])
+for i in range(int(sys.argv[3])):
+    print(ipam.allocate(f"{sys.argv[2]}-{i}", "eth0").ip, flush=True)
+"""
+
+
+def test_processes_get_distinct_ips(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, str(tmp_path), f"p{n}", "25"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for n in range(4)
+    ]
+    ips: list[str] = []
+    for p in procs:
+        out, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err
+        ips += out.split()
+    assert len(ips) == 100 and len(set(ips)) == 100
+    persisted = IPAM("10.244.0.0/24", str(tmp_path)).allocations()
+    assert {a.ip for a in persisted} == set(ips)
+    assert {a.container_id for a in persisted} == {f"p{n}-{i}" for n in range(4) for i in range(25)}
