@@ -118,7 +118,11 @@ class SetField:
     value: str  # as ovs-ofctl prints it; registers: "0x2" or "0x2/0xf"
 
     def text(self) -> str:
-        return f"set_field:{self.value}->{self.field}"
+        return f"set_field:{self.value}->{_OVS_NAME.get(self.field, self.field)}"
+
+
+# set_field targets whose ovs-ofctl spelling differs from the OXM name.
+_OVS_NAME = {"ipv4_src": "ip_src", "ipv4_dst": "ip_dst"}
 
 
 # NXM names of the fields `move` uses, as ovs-ofctl prints them.
@@ -171,6 +175,9 @@ class Flow:
 
     def __hash__(self) -> int:
         return self._hash
+
+    def __reduce__(self):  # re-hash on unpickling: str hashes differ between processes
+        return (Flow, (self.table, self.priority, self.match, self.actions, self.cookie))
 
     @property
     def key(self) -> tuple:
@@ -235,6 +242,7 @@ def flow(table: str, priority: int, match: dict | None = None, actions=(), cooki
             raise FlowError(f"{table}: {f} needs {need} in the match")
         if isinstance(v, int) and f not in (
             "in_port",
+            "conj_id",
             "arp_op",
             "nw_ttl",
             "icmp_type",

@@ -10,7 +10,10 @@ import netaddr
 def mac_from_ip(ip: str) -> str:
     """The MAC ovsctl gives an address it owns: 0a:58 + the IPv4 bytes (as ovn-kubernetes and
     Kube-OVN do), so any node can compute a peer's gateway MAC from its IP."""
-    octets = netaddr.IPAddress(ip).words
+    addr = netaddr.IPAddress(ip)
+    if addr.version != 4:
+        raise ValueError(f"mac_from_ip needs an IPv4 address, not {ip}")
+    octets = addr.words
     return "0a:58:" + ":".join(f"{o:02x}" for o in octets)
 
 

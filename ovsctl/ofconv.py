@@ -29,6 +29,7 @@ FIELDS = {
     "tun_src": "tun_ipv4_src",
     "tun_dst": "tun_ipv4_dst",
     "conj_id": "conj_id",
+    "nw_ttl": "nw_ttl",
     "ct_zone": "ct_zone",
     "ct_mark": "ct_mark",
     "metadata": "metadata",
@@ -67,7 +68,7 @@ def _num(v: str) -> int:
 def _value(field: str, v: str):
     """Value in the form os-ken wants: ints for numeric fields, (value, mask) when masked."""
     if field in ("dl_src", "dl_dst", "arp_sha", "arp_tha"):
-        return v
+        return tuple(v.split("/")) if "/" in v else v
     if field in ("nw_src", "nw_dst", "arp_spa", "arp_tpa", "tun_src", "tun_dst"):
         if "/" in v:
             addr, plen = v.split("/")
@@ -168,6 +169,8 @@ def flow_delete_strict(dp, f: Flow, rnd: int):
 
 def delete_round(dp, rnd: int):
     """Delete every flow of one round, in all tables."""
+    if not 0 <= rnd <= ck.MAX_ROUND:
+        raise ValueError(f"round {rnd} out of range")
     parser, ofp = dp.ofproto_parser, dp.ofproto
     return parser.OFPFlowMod(
         dp,

@@ -202,14 +202,15 @@ class OVSDB:
             br.datapath_type = datapath_type
             br.fail_mode = [fail_mode]
             br.protocols = list(protocols)
-            other = dict(br.other_config)
+            other = dict(getattr(br, "other_config", {}))
             other["disable-in-band"] = "true"
             br.other_config = other
-            ext = dict(br.external_ids)
+            ext = dict(getattr(br, "external_ids", {}))
             ext.update(external_ids or {})
             br.external_ids = ext
-            ctrl = br.controller[0] if br.controller else None
-            if ctrl is None or len(br.controller) != 1:
+            current = list(getattr(br, "controller", []))
+            ctrl = current[0] if len(current) == 1 else None
+            if ctrl is None:
                 ctrl = txn.insert(self.idl.tables["Controller"])
                 br.controller = [ctrl]
             ctrl.target = controller

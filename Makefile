@@ -1,0 +1,42 @@
+# ovsctl — run as root on Debian/Ubuntu. `make demo` and `make test` install what they need.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+APT_PKGS := openvswitch-switch iproute2 iptables ethtool iputils-ping procps python3-venv
+STAMP_APT := $(VENV)/.apt-done
+STAMP_PIP := $(VENV)/.pip-done
+
+.PHONY: deps test unit integration demo lint clean
+
+deps: $(STAMP_PIP)
+
+$(STAMP_APT):
+	@if ! dpkg -s $(APT_PKGS) >/dev/null 2>&1; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PKGS); \
+	fi
+	@test -x $(PY) || python3 -m venv $(VENV)
+	@touch $@
+
+$(STAMP_PIP): $(STAMP_APT) setup.cfg pyproject.toml
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	@touch $@
+
+lint: deps
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+unit: deps
+	$(PY) -m pytest tests/unit -q
+
+integration: deps
+	$(PY) -m pytest tests/integration -q
+
+test: deps
+	$(PY) -m pytest tests -q -p no:cacheprovider
+
+demo: deps
+	$(PY) -m ovsctl.demo
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

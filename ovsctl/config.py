@@ -1,0 +1,145 @@
+"""Agent configuration: typed, with defaults; unknown keys are rejected by name.
+
+Sources, later ones winning: built-in defaults, a YAML/JSON file (`--config`), command-line
+flags. Keys use snake_case in files and --kebab-case as flags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import socket
+from dataclasses import dataclass, field, fields
+
+import netaddr
+import yaml
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass
+class AgentConfig:
+    node_name: str = field(default_factory=socket.gethostname)
+    pod_cidr: str = ""  # this node's pod CIDR, e.g. 10.244.0.0/24 (required)
+    cluster_cidr: str = "10.244.0.0/16"
+    bridge: str = "br-int"
+    datapath_type: str = "system"  # "system" on real nodes, "netdev" (userspace) in the lab
+    gateway_name: str = "ovsctl-gw0"
+    gateway_ofport: int = 2
+    ovsdb: str = "unix:/run/openvswitch/db.sock"
+    of_listen_host: str = "127.0.0.1"
+    of_listen_port: int = 6653
+    cni_socket: str = "/run/ovsctl/cni.sock"
+    state_dir: str = "/var/lib/ovsctl"
+    mtu: int = 1450  # pod and gateway MTU (underlay 1500 minus VXLAN overhead)
+    cni_timeout: float = 30.0  # bound on every wait inside one CNI request
+    log_level: str = "info"
+
+    def validate(self) -> AgentConfig:
+        if not self.pod_cidr:
+            raise ConfigError("pod_cidr is required (e.g. --pod-cidr 10.244.0.0/24)")
+        for key in ("pod_cidr", "cluster_cidr"):
+            try:
+                net = netaddr.IPNetwork(getattr(self, key))
+            except (netaddr.AddrFormatError, ValueError, TypeError) as e:
+                raise ConfigError(f"{key}: {getattr(self, key)!r} is not a CIDR ({e})") from None
+            if net.version != 4:
+                raise ConfigError(f"{key}: only IPv4 is supported, got {net}")
+            setattr(self, key, str(net.cidr))
+        if netaddr.IPNetwork(self.pod_cidr).prefixlen > 30:
+            raise ConfigError(f"pod_cidr: {self.pod_cidr} is too small (at most /30)")
+        if self.datapath_type not in ("system", "netdev"):
+            raise ConfigError(
+                f"datapath_type: must be 'system' or 'netdev', not {self.datapath_type!r}"
+            )
+        if not 576 <= self.mtu <= 65535:
+            raise ConfigError(f"mtu: {self.mtu} out of range 576..65535")
+        if len(self.gateway_name) > 15:
+            raise ConfigError(f"gateway_name: {self.gateway_name!r} is longer than 15 characters")
+        if not 1 <= self.of_listen_port <= 65535:
+            raise ConfigError(f"of_listen_port: {self.of_listen_port} out of range")
+        if self.cni_timeout <= 0:
+            raise ConfigError("cni_timeout: must be positive")
+        if self.log_level.lower() not in ("debug", "info", "warning", "error"):
+            raise ConfigError(f"log_level: {self.log_level!r} is not debug/info/warning/error")
+        return self
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+FIELD_TYPES = {f.name: f.type for f in fields(AgentConfig)}
+
+
+def _coerce(key: str, value):
+    typ = FIELD_TYPES[key]
+    try:
+        if typ == "int":
+            if isinstance(value, bool):
+                raise ValueError
+            return int(value)
+        if typ == "float":
+            return float(value)
+        if not isinstance(value, str | int | float):
+            raise ValueError
+        return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key}: expected {typ}, got {value!r}") from None
+
+
+def from_mapping(
+    data: dict, base: AgentConfig | None = None, origin: str = "config"
+) -> AgentConfig:
+    cfg = base or AgentConfig()
+    if not isinstance(data, dict):
+        raise ConfigError(f"{origin}: expected a mapping of settings")
+    for key, value in data.items():
+        k = str(key).replace("-", "_")
+        if k not in FIELD_TYPES:
+            raise ConfigError(f"{origin}: unknown key {key!r} (known: {', '.join(FIELD_TYPES)})")
+        setattr(cfg, k, _coerce(k, value))
+    return cfg
+
+
+def load_file(path: str, base: AgentConfig | None = None) -> AgentConfig:
+    try:
+        with open(path) as fh:
+            text = fh.read()
+    except OSError as e:
+        raise ConfigError(f"cannot read config {path}: {e.strerror}") from None
+    try:
+        data = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as e:
+        raise ConfigError(f"{path}: not valid YAML/JSON: {e}") from None
+    return from_mapping(data or {}, base, origin=path)
+
+
+def add_flags(parser) -> None:
+    """One --flag per setting, defaulting to None so only given flags override."""
+    for f in fields(AgentConfig):
+        flag = "--" + f.name.replace("_", "-")
+        parser.add_argument(
+            flag,
+            dest=f"cfg_{f.name}",
+            default=None,
+            metavar=f.name.upper(),
+            help=f"({f.type}) default: {_default(f)}",
+        )
+
+
+def _default(f) -> str:
+    if f.default is not dataclasses.MISSING:
+        return repr(f.default)
+    return "hostname" if f.name == "node_name" else "-"
+
+
+def from_args(args) -> AgentConfig:
+    cfg = load_file(args.config) if getattr(args, "config", None) else AgentConfig()
+    overrides = {
+        f.name: getattr(args, f"cfg_{f.name}")
+        for f in fields(AgentConfig)
+        if getattr(args, f"cfg_{f.name}", None) is not None
+    }
+    return from_mapping(overrides, cfg, origin="flags").validate()

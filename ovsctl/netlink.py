@@ -1,0 +1,241 @@
+"""Interfaces, addresses and routes, through pyroute2 (netlink) and one ethtool ioctl.
+
+Work inside a pod's network namespace runs in a short-lived thread that has entered that
+namespace with setns(2): sockets opened there belong to the pod, and nothing forks.
+"""
+
+from __future__ import annotations
+
+import array
+import ctypes
+import errno
+import fcntl
+import hashlib
+import logging
+import os
+import socket
+import struct
+import threading
+import time
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+log = logging.getLogger(__name__)
+
+_libc = ctypes.CDLL(None, use_errno=True)
+CLONE_NEWNET = 0x40000000
+SIOCETHTOOL = 0x8946
+ETHTOOL_STXCSUM = 0x17
+
+
+class NetlinkFailure(RuntimeError):
+    pass
+
+
+def host_ifname(container_id: str, ifname: str) -> str:
+    """Host-side veth name for an attachment: stable, unique, at most 15 bytes."""
+    digest = hashlib.sha256(f"{container_id}/{ifname}".encode()).hexdigest()
+    return "ovs" + digest[:11]
+
+
+def in_netns(path: str, fn, *args):
+    """Run fn(*args) in a thread that has entered the network namespace at `path`."""
+    out: dict = {}
+
+    def run():
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as e:
+            out["e"] = NetlinkFailure(f"cannot open network namespace {path}: {e.strerror}")
+            return
+        try:
+            if _libc.setns(fd, CLONE_NEWNET) != 0:
+                err = ctypes.get_errno()
+                out["e"] = NetlinkFailure(f"setns({path}): {os.strerror(err)}")
+                return
+        finally:
+            os.close(fd)
+        try:
+            out["v"] = fn(*args)
+        except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+            out["e"] = e
+
+    t = threading.Thread(target=run, name="netns-worker")
+    t.start()
+    t.join()
+    if "e" in out:
+        raise out["e"]
+    return out.get("v")
+
+
+def tx_checksum_off(ifname: str) -> None:
+    """Turn off TX checksum offload (ethtool -K IF tx off) in the current namespace.
+    With the userspace datapath, partial checksums would reach the receiver unfinished."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        buf = array.array("I", [ETHTOOL_STXCSUM, 0])
+        ifr = struct.pack("16sP", ifname.encode(), buf.buffer_info()[0])
+        fcntl.ioctl(s.fileno(), SIOCETHTOOL, ifr)
+    finally:
+        s.close()
+
+
+def _index(ipr: IPRoute, name: str) -> int | None:
+    found = ipr.link_lookup(ifname=name)
+    return found[0] if found else None
+
+
+def link_exists(name: str) -> bool:
+    with IPRoute() as ipr:
+        return _index(ipr, name) is not None
+
+
+def link_mac(name: str) -> str | None:
+    with IPRoute() as ipr:
+        idx = _index(ipr, name)
+        if idx is None:
+            return None
+        return ipr.get_links(idx)[0].get_attr("IFLA_ADDRESS")
+
+
+def link_mtu(name: str) -> int | None:
+    with IPRoute() as ipr:
+        idx = _index(ipr, name)
+        return None if idx is None else ipr.get_links(idx)[0].get_attr("IFLA_MTU")
+
+
+def setup_gateway(
+    name: str,
+    ip: str,
+    prefixlen: int,
+    mac: str,
+    mtu: int,
+    timeout: float = 10.0,
+    tx_off: bool = False,
+) -> None:
+    """Configure the gateway internal port (created by OVS): MAC, MTU, address, up. The
+    address's prefix gives the host its route to the pod CIDR through the gateway."""
+    deadline = time.monotonic() + timeout
+    with IPRoute() as ipr:
+        while (idx := _index(ipr, name)) is None:
+            if time.monotonic() > deadline:
+                raise NetlinkFailure(f"gateway interface {name} did not appear within {timeout}s")
+            time.sleep(0.02)
+        ipr.link("set", index=idx, address=mac, mtu=mtu)
+        have = {
+            (a.get_attr("IFA_ADDRESS"), a["prefixlen"])
+            for a in ipr.get_addr(index=idx, family=socket.AF_INET)
+        }
+        for addr, plen in have - {(ip, prefixlen)}:
+            ipr.addr("del", index=idx, address=addr, prefixlen=plen)
+        if (ip, prefixlen) not in have:
+            ipr.addr("add", index=idx, address=ip, prefixlen=prefixlen)
+        ipr.link("set", index=idx, state="up")
+    if tx_off:
+        tx_checksum_off(name)
+
+
+def create_pod_interface(
+    host_if: str,
+    netns: str,
+    ifname: str,
+    *,
+    mac: str,
+    ip: str,
+    prefixlen: int,
+    gateway: str,
+    mtu: int,
+    tx_off: bool,
+) -> str:
+    """Make a veth pair: `host_if` in this namespace, `ifname` inside `netns`, configured with
+    MAC, MTU, address, default route via the gateway, and loopback up. Returns the host MAC.
+    On failure the pair is removed again."""
+    with IPRoute() as ipr:
+        try:
+            ipr.link(
+                "add",
+                ifname=host_if,
+                kind="veth",
+                mtu=mtu,
+                peer={"ifname": ifname, "net_ns_fd": netns, "mtu": mtu},
+            )
+        except NetlinkError as e:
+            if e.code == errno.EEXIST:
+                raise NetlinkFailure(
+                    f"interface {host_if} or {ifname} in {netns} already exists"
+                ) from e
+            raise NetlinkFailure(f"creating veth {host_if}: {e}") from e
+        try:
+            idx = _index(ipr, host_if)
+            ipr.link("set", index=idx, state="up")
+            host_mac = ipr.get_links(idx)[0].get_attr("IFLA_ADDRESS")
+            in_netns(netns, _configure_pod_side, ifname, mac, ip, prefixlen, gateway, mtu, tx_off)
+            return host_mac
+        except BaseException:
+            _delete(ipr, host_if)
+            raise
+
+
+def _configure_pod_side(ifname, mac, ip, prefixlen, gateway, mtu, tx_off):
+    with IPRoute() as ipr:
+        idx = _index(ipr, ifname)
+        if idx is None:
+            raise NetlinkFailure(f"{ifname} did not appear in the pod's namespace")
+        ipr.link("set", index=idx, address=mac, mtu=mtu)
+        ipr.addr("add", index=idx, address=ip, prefixlen=prefixlen)
+        ipr.link("set", index=idx, state="up")
+        lo = _index(ipr, "lo")
+        if lo is not None:
+            ipr.link("set", index=lo, state="up")
+        ipr.route("add", dst="0.0.0.0/0", gateway=gateway, oif=idx)
+    if tx_off:
+        tx_checksum_off(ifname)
+
+
+def _delete(ipr: IPRoute, name: str) -> bool:
+    idx = _index(ipr, name)
+    if idx is None:
+        return False
+    try:
+        ipr.link("del", index=idx)
+    except NetlinkError as e:
+        if e.code != errno.ENODEV:
+            raise
+        return False
+    return True
+
+
+def delete_link(name: str) -> bool:
+    """Delete an interface (a veth takes its peer with it); False if it was not there."""
+    with IPRoute() as ipr:
+        return _delete(ipr, name)
+
+
+def pod_interface(netns: str, ifname: str) -> dict | None:
+    """What is configured on `ifname` inside `netns`: mac, mtu, IPv4 addresses, default gw."""
+
+    def read():
+        with IPRoute() as ipr:
+            idx = _index(ipr, ifname)
+            if idx is None:
+                return None
+            link = ipr.get_links(idx)[0]
+            addrs = [
+                f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}"
+                for a in ipr.get_addr(index=idx, family=socket.AF_INET)
+            ]
+            gws = [
+                r.get_attr("RTA_GATEWAY")
+                for r in ipr.get_routes(family=socket.AF_INET, oif=idx)
+                if r["dst_len"] == 0
+            ]
+            return {
+                "mac": link.get_attr("IFLA_ADDRESS"),
+                "mtu": link.get_attr("IFLA_MTU"),
+                "addresses": addrs,
+                "gateways": [g for g in gws if g],
+                "up": bool(link["flags"] & 1),
+            }
+
+    return in_netns(netns, read)
