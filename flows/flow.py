@@ -135,6 +135,7 @@ NXM = {
     "arp_tpa": "NXM_OF_ARP_TPA[]",
     "ipv4_src": "NXM_OF_IP_SRC[]",
     "ipv4_dst": "NXM_OF_IP_DST[]",
+    **{f"reg{i}": f"NXM_NX_REG{i}[]" for i in range(16)},
 }
 
 

@@ -34,6 +34,32 @@ class NodeNet:
 
 
 @dataclass(frozen=True)
+class Overlay:
+    """The node's tunnel side: one flow-based VXLAN port and the cluster CIDR it serves."""
+
+    tun_ofport: int
+    cluster_cidr: str  # e.g. 10.244.0.0/16
+
+
+@dataclass(frozen=True)
+class RemoteNode:
+    """Another node: where its pods live and how to reach it."""
+
+    name: str
+    pod_cidr: str
+    node_ip: str
+
+    @property
+    def gw_mac(self) -> str:
+        net = netaddr.IPNetwork(self.pod_cidr)
+        return mac_from_ip(str(netaddr.IPAddress(net.first + 1)))
+
+
+# Answered to the host for addresses behind a tunnel; L3Forwarding rewrites it anyway.
+VIRTUAL_ROUTER_MAC = "0a:58:ff:ff:ff:fe"
+
+
+@dataclass(frozen=True)
 class PodPort:
     """One pod attachment plugged into br-int. `key` names the owner of its flows
     (container id + interface), never the ofport, which OVS may hand to the next pod."""

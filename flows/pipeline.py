@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from flows import cookie, regs, tables
 from flows.flow import DecTTL, Flow, Goto, InPort, Move, Output, SetField, flow
-from flows.model import NodeNet, PodPort
+from flows.model import VIRTUAL_ROUTER_MAC, NodeNet, Overlay, PodPort, RemoteNode
 
 PRIO_MISS = 0
 PRIO_LOW = 100
@@ -73,9 +73,76 @@ def gateway_flows(node: NodeNet) -> frozenset[Flow]:
     )
 
 
-def node_flows(node: NodeNet) -> frozenset[Flow]:
+def node_flows(node: NodeNet, overlay: Overlay | None = None) -> frozenset[Flow]:
     """Everything that belongs to the node itself, not to any pod."""
-    return table_miss_flows() | gateway_flows(node)
+    out = table_miss_flows() | gateway_flows(node)
+    if overlay is not None:
+        out |= overlay_flows(node, overlay)
+    return out
+
+
+def overlay_flows(node: NodeNet, overlay: Overlay) -> frozenset[Flow]:
+    """The tunnel port: what arrives from it is routed to local pods (their L3 flows match the
+    gateway MAC the sender wrote). The host asks ARP for remote pods (its route to the cluster
+    CIDR points at the gateway); they are answered with a virtual router MAC."""
+    ck = cookie.make("pipeline", pipeline_owner())
+    reg, val = regs.PKT_SOURCE.match(regs.FROM_TUNNEL)
+    gw_reg, gw_val = regs.PKT_SOURCE.match(regs.FROM_GATEWAY)
+    return frozenset(
+        {
+            flow(
+                "Classifier",
+                PRIO_NORMAL,
+                {"in_port": overlay.tun_ofport},
+                (SetField(reg, val), Goto("L3Forwarding")),
+                ck,
+            ),
+            flow(
+                "ARPResponder",
+                PRIO_LOW,
+                {"protocol": "arp", gw_reg: gw_val, "arp_tpa": overlay.cluster_cidr, "arp_op": 1},
+                (
+                    Move("eth_src", "eth_dst"),
+                    SetField("eth_src", VIRTUAL_ROUTER_MAC),
+                    SetField("arp_op", "2"),
+                    Move("arp_sha", "arp_tha"),
+                    SetField("arp_sha", VIRTUAL_ROUTER_MAC),
+                    # swap SPA and TPA through a scratch register: we answer for the asked IP
+                    Move("arp_tpa", regs.SCRATCH.nxm),
+                    Move("arp_spa", "arp_tpa"),
+                    Move(regs.SCRATCH.nxm, "arp_spa"),
+                    InPort(),
+                ),
+                ck,
+            ),
+        }
+    )
+
+
+def node_owner(remote: RemoteNode) -> str:
+    return f"node/{remote.name}"
+
+
+def remote_node_flows(node: NodeNet, overlay: Overlay, remote: RemoteNode) -> frozenset[Flow]:
+    """Pods of another node: into the tunnel to its IP, addressed to its gateway MAC. The
+    source pod IP is kept (no NAT); the far side routes to the pod and decrements the TTL."""
+    ck = cookie.make("node", node_owner(remote))
+    return frozenset(
+        {
+            flow(
+                "L3Forwarding",
+                PRIO_NORMAL,
+                {"protocol": "ip", "nw_dst": remote.pod_cidr},
+                (
+                    SetField("eth_src", node.gw_mac),
+                    SetField("eth_dst", remote.gw_mac),
+                    SetField("tun_dst", remote.node_ip),
+                    Output(overlay.tun_ofport),
+                ),
+                ck,
+            )
+        }
+    )
 
 
 def pod_flows(node: NodeNet, pod: PodPort) -> frozenset[Flow]:

@@ -21,6 +21,11 @@ class RegField:
             raise ValueError(f"value {v} does not fit reg{self.reg}[{self.start}..{self.end}]")
         return v << self.start
 
+    @property
+    def nxm(self) -> str:
+        """Name for `move` (only whole registers are moved)."""
+        return f"reg{self.reg}"
+
     def match(self, v: int) -> tuple[str, str]:
         """Match field and value as ovs-ofctl prints them: ('reg0', '0x2/0xf')."""
         full = self.mask == 0xFFFFFFFF
@@ -34,4 +39,7 @@ FROM_GATEWAY = 1
 FROM_POD = 2
 FROM_TUNNEL = 3
 
-ALL = {"PKT_SOURCE": PKT_SOURCE}
+# reg1: scratch space within one table's actions (e.g. swapping ARP addresses).
+SCRATCH = RegField(1, 0, 31, "scratch within one flow's actions")
+
+ALL = {"PKT_SOURCE": PKT_SOURCE, "SCRATCH": SCRATCH}

@@ -9,15 +9,17 @@ from __future__ import annotations
 import logging
 import os
 import re
+import subprocess
 import threading
 import time
 from dataclasses import asdict, dataclass
 
 import netaddr
 
+from flows import cookie as ck
 from flows import pipeline
-from flows.model import NodeNet, PodPort, mac_from_ip
-from ovsctl import netlink
+from flows.model import NodeNet, Overlay, PodPort, RemoteNode, mac_from_ip
+from ovsctl import hostnet, netlink
 from ovsctl.cniserver import (
     ERR_CHECK_FAILED,
     ERR_INTERNAL,
@@ -25,13 +27,22 @@ from ovsctl.cniserver import (
     CNIError,
     CNIServer,
 )
-from ovsctl.config import AgentConfig
+from ovsctl.config import AgentConfig, ConfigError
 from ovsctl.flowsync import FlowSync
 from ovsctl.ipam import IPAM, IPAMError, IPAMExhausted
 from ovsctl.openflow import Controller, NotConnected, SyncError
 from ovsctl.ovsdb import OVSDB, OVSDBError
 
 log = logging.getLogger(__name__)
+
+
+def wait_until(cond, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.05)
+
 
 OWNER_KEY = "ovsctl-owner"  # external_ids marker on every port the agent made
 HOST_IF_RE = re.compile(r"^ovs[0-9a-f]{11}$")
@@ -93,19 +104,23 @@ class Attachment:
 
 
 class Agent:
-    def __init__(self, cfg: AgentConfig):
+    def __init__(self, cfg: AgentConfig, source=None):
         self.cfg = cfg
-        net = netaddr.IPNetwork(cfg.pod_cidr)
-        self.prefixlen = net.prefixlen
-        self.node = NodeNet.for_cidr(cfg.pod_cidr, cfg.gateway_ofport)
+        self.source = source  # cluster state (YAML directory or Kubernetes API); None: static
         self.sync = FlowSync()
-        self.ipam = IPAM(cfg.pod_cidr, os.path.join(cfg.state_dir, "ipam"))
         self.pods: dict[str, Attachment] = {}
+        self.cluster: dict[tuple, object] = {}  # the source's objects by key
+        self.remote_nodes: dict[str, RemoteNode] = {}
         self._pods_lock = threading.Lock()
         self._key_locks: dict[str, threading.Lock] = {}
+        self._restoring = threading.Lock()
         self.ovsdb: OVSDB | None = None
         self.controller: Controller | None = None
         self.server: CNIServer | None = None
+        self.node: NodeNet | None = None
+        self.overlay: Overlay | None = None
+        self.node_ip = cfg.node_ip
+        self.mtu = cfg.mtu
         self.started = time.time()
 
     # -- start-up -----------------------------------------------------------------------------
@@ -113,12 +128,22 @@ class Agent:
     def start(self) -> None:
         cfg = self.cfg
         os.makedirs(cfg.state_dir, mode=0o700, exist_ok=True)
+        if self.source is not None:
+            self._start_source()
+        if not cfg.pod_cidr:
+            raise ConfigError("no pod CIDR: set pod_cidr, or give the Node a spec.podCIDR")
+        net = netaddr.IPNetwork(cfg.pod_cidr)
+        self.prefixlen = net.prefixlen
+        self.ipam = IPAM(cfg.pod_cidr, os.path.join(cfg.state_dir, "ipam"))
+        self.mtu = hostnet.pod_mtu(self.node_ip, cfg.mtu)
         log.info(
-            "agent for node %s: pod CIDR %s, bridge %s (%s datapath)",
+            "agent for node %s: pod CIDR %s, node IP %s, bridge %s (%s datapath), MTU %d",
             cfg.node_name,
             cfg.pod_cidr,
+            self.node_ip or "-",
             cfg.bridge,
             cfg.datapath_type,
+            self.mtu,
         )
         self.ovsdb = OVSDB(cfg.ovsdb, timeout=cfg.cni_timeout)
         self.ovsdb.ensure_bridge(
@@ -127,25 +152,15 @@ class Agent:
             controller=f"tcp:{cfg.of_listen_host}:{cfg.of_listen_port}",
             external_ids={"ovsctl-node": cfg.node_name},
         )
-        gw_ofport = self.ovsdb.add_port(
-            cfg.bridge,
-            cfg.gateway_name,
-            type="internal",
-            ofport_request=cfg.gateway_ofport,
-            external_ids={OWNER_KEY: "gateway"},
-        )
-        if gw_ofport != cfg.gateway_ofport:
-            log.warning(
-                "gateway got ofport %d, not the requested %d", gw_ofport, cfg.gateway_ofport
-            )
-            self.node = NodeNet.for_cidr(cfg.pod_cidr, gw_ofport)
+        self._plug_node_ports()
+        tx_off = cfg.datapath_type == "netdev"
         netlink.setup_gateway(
             cfg.gateway_name,
             self.node.gw_ip,
             self.prefixlen,
             self.node.gw_mac,
-            cfg.mtu,
-            tx_off=cfg.datapath_type == "netdev",
+            self.mtu,
+            tx_off=tx_off,
         )
         log.info(
             "gateway %s: %s/%d (%s), ofport %d",
@@ -155,8 +170,13 @@ class Agent:
             self.node.gw_mac,
             self.node.gw_ofport,
         )
-        self.sync.set_owner(pipeline.pipeline_owner(), pipeline.node_flows(self.node))
+        hostnet.enable_forwarding()
+        hostnet.route_cluster_cidr(cfg.gateway_name, cfg.cluster_cidr, self.mtu)
+        if cfg.masquerade:
+            hostnet.setup_masquerade(cfg.pod_cidr, cfg.cluster_cidr)
+        self.sync.set_owner(pipeline.pipeline_owner(), pipeline.node_flows(self.node, self.overlay))
         self._restore_pods()
+        self._apply_nodes(push=False)
         self.controller = Controller(
             self.sync,
             cfg.state_dir,
@@ -164,14 +184,183 @@ class Agent:
             listen_port=cfg.of_listen_port,
             timeout=cfg.cni_timeout,
             on_synced=self._on_synced,
+            before_resync=self._refresh_ports,
         )
+        self.ovsdb.on_change = self._on_ovsdb_change
+        self._on_ovsdb_change()  # a flow-restore-wait left set must not stop forwarding
         self.controller.start()
         self.server = CNIServer(cfg.cni_socket, self.dispatch)
         self.server.start()
 
+    def _start_source(self) -> None:
+        """Take the initial snapshot; learn this node's pod CIDR and IP from its Node object
+        (waiting for a Node that has no pod CIDR yet, as kubelet does)."""
+        cfg = self.cfg
+        self.source.start(self._on_events)
+        wait_until(self.source.synced, 60, "the cluster state's initial snapshot")
+        last_log = 0.0
+        while True:
+            me = self.cluster.get(("Node", "", cfg.node_name))
+            if me is not None and (cfg.pod_cidr or me.pod_cidr):
+                break
+            if time.monotonic() - last_log > 10:
+                log.info("waiting for Node %s to have a spec.podCIDR", cfg.node_name)
+                last_log = time.monotonic()
+            time.sleep(0.2)
+        if not cfg.pod_cidr:
+            cfg.pod_cidr = str(netaddr.IPNetwork(me.pod_cidr).cidr)
+        if not self.node_ip:
+            self.node_ip = me.internal_ip or ""
+
+    def _plug_node_ports(self) -> None:
+        cfg = self.cfg
+        gw_ofport = self.ovsdb.add_port(
+            cfg.bridge,
+            cfg.gateway_name,
+            type="internal",
+            ofport_request=cfg.gateway_ofport,
+            external_ids={OWNER_KEY: "gateway"},
+        )
+        self.node = NodeNet.for_cidr(cfg.pod_cidr, gw_ofport)
+        if self.node_ip:
+            tun = self.ovsdb.add_port(
+                cfg.bridge,
+                cfg.tunnel_name,
+                type="vxlan",
+                ofport_request=cfg.tunnel_ofport,
+                options={"remote_ip": "flow", "key": "flow"},
+                external_ids={OWNER_KEY: "tunnel"},
+            )
+            self.overlay = Overlay(tun, cfg.cluster_cidr)
+            log.info("tunnel %s (vxlan, remote_ip=flow) on ofport %d", cfg.tunnel_name, tun)
+
+    def _refresh_ports(self) -> None:
+        """Before a new round: OVS may have renumbered ports (after a restart)."""
+        by_name = {p["name"]: p for p in self.ovsdb.ports(self.cfg.bridge)}
+        gw = by_name.get(self.cfg.gateway_name, {}).get("ofport", 0)
+        tun = by_name.get(self.cfg.tunnel_name, {}).get("ofport", 0)
+        changed = (gw > 0 and gw != self.node.gw_ofport) or (
+            self.overlay is not None and tun > 0 and tun != self.overlay.tun_ofport
+        )
+        if changed:
+            log.warning("node ports renumbered: gateway %d, tunnel %d", gw, tun)
+            self.node = NodeNet.for_cidr(self.cfg.pod_cidr, gw)
+            if self.overlay is not None:
+                self.overlay = Overlay(tun, self.cfg.cluster_cidr)
+            self.sync.set_owner(
+                pipeline.pipeline_owner(), pipeline.node_flows(self.node, self.overlay)
+            )
+            self._apply_nodes(push=False)
+        for att in list(self.pods.values()):
+            port = by_name.get(att.host_if)
+            if port and port["ofport"] > 0 and (port["ofport"] != att.ofport or changed):
+                self.sync.remove_owner(pipeline.pod_owner(att.pod_port()))
+                att.ofport = port["ofport"]
+                self.sync.set_owner(
+                    pipeline.pod_owner(att.pod_port()),
+                    pipeline.pod_flows(self.node, att.pod_port()),
+                )
+
     def _on_synced(self, seconds: float, count: int) -> None:
         if self.ovsdb is not None and self.controller.last_sync.get("kind") == "full":
             self.ovsdb.set_flow_restore_wait(False)
+
+    # -- flow-restore-wait: a restarted ovs-vswitchd gets its flows before it forwards --------
+
+    def _on_ovsdb_change(self) -> None:
+        if self.ovsdb.flow_restore_wait() and self._restoring.acquire(blocking=False):
+            threading.Thread(target=self._restore_flows, name="flow-restore", daemon=True).start()
+
+    def _restore_flows(self) -> None:
+        """While flow-restore-wait is set, ovs-vswitchd neither forwards nor talks to its
+        controller; the bridge's management socket still takes flows. Install the desired set
+        there in one bundle, then clear flow-restore-wait: the switch starts forwarding with
+        full tables and connects to us, and the next round replaces these flows."""
+        try:
+            mgmt = f"unix:{os.path.join(self.cfg.ovs_rundir, self.cfg.bridge + '.mgmt')}"
+            rnd = self.controller.next_round()
+            text = "".join(
+                f.text(ck.with_round(f.cookie, rnd)) + "\n" for f in self.sync.desired().values()
+            )
+            deadline = time.monotonic() + 60
+            while True:
+                p = subprocess.run(
+                    ["ovs-ofctl", "-O", "OpenFlow15", "--bundle", "add-flows", mgmt, "-"],
+                    input=text,
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                )
+                if p.returncode == 0:
+                    break
+                if time.monotonic() > deadline:
+                    log.error("could not restore flows through %s: %s", mgmt, p.stderr.strip())
+                    break
+                time.sleep(0.2)  # ovs-vswitchd not up yet
+            log.info(
+                "flow-restore-wait: %d flows restored through %s (round %d); clearing it",
+                len(text.splitlines()),
+                mgmt,
+                rnd,
+            )
+        finally:
+            self.ovsdb.set_flow_restore_wait(False)
+            self._restoring.release()
+
+    # -- cluster state ------------------------------------------------------------------------
+
+    def _on_events(self, events) -> None:
+        nodes_changed = False
+        for ev in events:
+            key = ev.obj.key
+            if ev.type == "DELETED":
+                self.cluster.pop(key, None)
+            else:
+                self.cluster[key] = ev.obj
+            if key[0] == "Node":
+                nodes_changed = True
+                if key[2] == self.cfg.node_name and ev.type == "MODIFIED" and self.node is not None:
+                    cidr = ev.obj.pod_cidr and str(netaddr.IPNetwork(ev.obj.pod_cidr).cidr)
+                    if cidr and cidr != self.cfg.pod_cidr:
+                        log.error("this node's podCIDR changed to %s; restart the agent", cidr)
+            log.debug("cluster %s %s", ev.type, key)
+        if nodes_changed and self.node is not None:
+            self._apply_nodes(push=self.controller is not None)
+
+    def _apply_nodes(self, push: bool) -> None:
+        """Tunnel flows for every other node with a pod CIDR and an IP; only changed nodes are
+        touched (each node owns its flows)."""
+        if self.overlay is None:
+            return
+        want = {}
+        for key, obj in list(self.cluster.items()):
+            if key[0] != "Node" or obj.name == self.cfg.node_name:
+                continue
+            if obj.pod_cidr and obj.internal_ip:
+                want[obj.name] = RemoteNode(
+                    obj.name, str(netaddr.IPNetwork(obj.pod_cidr).cidr), obj.internal_ip
+                )
+        for name in set(self.remote_nodes) | set(want):
+            old, new = self.remote_nodes.get(name), want.get(name)
+            if old == new:
+                continue
+            owner = pipeline.node_owner(old or new)
+            flows = pipeline.remote_node_flows(self.node, self.overlay, new) if new else frozenset()
+            if new:
+                self.remote_nodes[name] = new
+                log.info("node %s: pods %s via tunnel to %s", name, new.pod_cidr, new.node_ip)
+            else:
+                self.remote_nodes.pop(name, None)
+                log.info("node %s left: its tunnel flows go", name)
+            if push:
+                try:
+                    self.controller.update(owner, flows, wait=False)
+                except SyncError as e:
+                    log.warning(
+                        "node %s flows not pushed now (%s); the next round has them", name, e
+                    )
+            else:
+                self.sync.set_owner(owner, flows)
 
     def _restore_pods(self) -> None:
         """Rebuild attachments from OVSDB; drop what a crash left half-made."""
@@ -220,6 +409,8 @@ class Agent:
         return [n for n in names if n and HOST_IF_RE.match(n) and n not in known]
 
     def stop(self) -> None:
+        if self.source is not None:
+            self.source.stop()
         if self.server:
             self.server.stop()
         if self.ovsdb:
@@ -324,7 +515,7 @@ class Agent:
                 ip=att.ip,
                 prefixlen=self.prefixlen,
                 gateway=self.node.gw_ip,
-                mtu=cfg.mtu,
+                mtu=self.mtu,
                 tx_off=cfg.datapath_type == "netdev",
             )
             undo.append(lambda: netlink.delete_link(att.host_if))

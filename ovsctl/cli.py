@@ -26,7 +26,12 @@ def _agent(args) -> int:
         logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLogger().level))
     from ovsctl.agent import Agent
 
-    agent = Agent(cfg)
+    source = None
+    if cfg.cluster_state:
+        from ovsctl.k8s.source import YAMLDirSource
+
+        source = YAMLDirSource(cfg.cluster_state)
+    agent = Agent(cfg, source)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -83,6 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--json", action="store_true", help="print JSON")
     f.add_argument("--no-stats", action="store_true", help="omit packet/byte counters")
     f.set_defaults(func=_flows)
+
+    from ovsctl.lab import cli as lab_cli
+
+    lab_cli.add_parser(sub)
     return p
 
 

@@ -33,14 +33,24 @@ class AgentConfig:
     of_listen_port: int = 6653
     cni_socket: str = "/run/ovsctl/cni.sock"
     state_dir: str = "/var/lib/ovsctl"
-    mtu: int = 1450  # pod and gateway MTU (underlay 1500 minus VXLAN overhead)
+    node_ip: str = ""  # tunnel endpoint; default: the Node's InternalIP from the cluster state
+    cluster_state: str = ""  # directory of Kubernetes YAML (the embedded source); "" = none
+    tunnel_name: str = "ovsctl-tun0"
+    tunnel_ofport: int = 1
+    ovs_rundir: str = "/var/run/openvswitch"  # where <bridge>.mgmt lives (flow-restore-wait)
+    masquerade: bool = True  # SNAT pod traffic leaving the cluster CIDR to the node's IP
+    mtu: int = 0  # pod MTU; 0 = the node uplink's MTU minus the VXLAN overhead
     cni_timeout: float = 30.0  # bound on every wait inside one CNI request
     log_level: str = "info"
 
     def validate(self) -> AgentConfig:
-        if not self.pod_cidr:
-            raise ConfigError("pod_cidr is required (e.g. --pod-cidr 10.244.0.0/24)")
+        if not self.pod_cidr and not self.cluster_state:
+            raise ConfigError(
+                "pod_cidr is required without cluster_state (e.g. --pod-cidr 10.244.0.0/24)"
+            )
         for key in ("pod_cidr", "cluster_cidr"):
+            if not getattr(self, key):
+                continue
             try:
                 net = netaddr.IPNetwork(getattr(self, key))
             except (netaddr.AddrFormatError, ValueError, TypeError) as e:
@@ -48,16 +58,22 @@ class AgentConfig:
             if net.version != 4:
                 raise ConfigError(f"{key}: only IPv4 is supported, got {net}")
             setattr(self, key, str(net.cidr))
-        if netaddr.IPNetwork(self.pod_cidr).prefixlen > 30:
+        if self.node_ip:
+            try:
+                netaddr.IPAddress(self.node_ip, version=4)
+            except (netaddr.AddrFormatError, ValueError):
+                raise ConfigError(f"node_ip: {self.node_ip!r} is not an IPv4 address") from None
+        if self.pod_cidr and netaddr.IPNetwork(self.pod_cidr).prefixlen > 30:
             raise ConfigError(f"pod_cidr: {self.pod_cidr} is too small (at most /30)")
         if self.datapath_type not in ("system", "netdev"):
             raise ConfigError(
                 f"datapath_type: must be 'system' or 'netdev', not {self.datapath_type!r}"
             )
-        if not 576 <= self.mtu <= 65535:
-            raise ConfigError(f"mtu: {self.mtu} out of range 576..65535")
-        if len(self.gateway_name) > 15:
-            raise ConfigError(f"gateway_name: {self.gateway_name!r} is longer than 15 characters")
+        if self.mtu and not 576 <= self.mtu <= 65535:
+            raise ConfigError(f"mtu: {self.mtu} out of range 576..65535 (0 = detect)")
+        for key in ("gateway_name", "tunnel_name"):
+            if not 0 < len(getattr(self, key)) <= 15:
+                raise ConfigError(f"{key}: {getattr(self, key)!r} must be 1-15 characters")
         if not 1 <= self.of_listen_port <= 65535:
             raise ConfigError(f"of_listen_port: {self.of_listen_port} out of range")
         if self.cni_timeout <= 0:
@@ -76,6 +92,14 @@ FIELD_TYPES = {f.name: f.type for f in fields(AgentConfig)}
 def _coerce(key: str, value):
     typ = FIELD_TYPES[key]
     try:
+        if typ == "bool":
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in ("true", "1", "yes", "on"):
+                return True
+            if str(value).lower() in ("false", "0", "no", "off"):
+                return False
+            raise ValueError
         if typ == "int":
             if isinstance(value, bool):
                 raise ValueError

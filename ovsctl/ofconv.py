@@ -58,6 +58,7 @@ MOVE_BITS = {
     "arp_tpa": 32,
     "ipv4_src": 32,
     "ipv4_dst": 32,
+    **{f"reg{i}": 32 for i in range(16)},
 }
 
 

@@ -98,6 +98,7 @@ class Controller:
         listen_port: int = 6653,
         timeout: float = 10.0,
         on_synced: Callable[[float, int], None] | None = None,
+        before_resync: Callable[[], None] | None = None,
     ):
         self.sync = sync
         self.state_dir = state_dir
@@ -105,6 +106,7 @@ class Controller:
         self.listen_port = listen_port
         self.timeout = timeout
         self.on_synced = on_synced
+        self.before_resync = before_resync
         self.dp = None
         self.round = 0
         self.ready = threading.Event()  # connected and the current round is fully installed
@@ -236,6 +238,11 @@ class Controller:
         p = self._exchange(dp, [], req, timeout)
         return [s for r in p.replies for s in r.body]
 
+    def next_round(self) -> int:
+        """Take the next round number (persisted, so it also moves on across restarts)."""
+        with self._send_lock:
+            return self._next_round()
+
     def _next_round(self) -> int:
         path = os.path.join(self.state_dir, "round")
         try:
@@ -264,6 +271,8 @@ class Controller:
         """Install the whole desired set under a new round and delete every older round."""
         with self._send_lock:
             t0 = time.monotonic()
+            if self.before_resync:
+                self.before_resync()
             present = {
                 (s.cookie & ck.ROUND_MASK) >> ck.ROUND_SHIFT for s in self._dump(dp, self.timeout)
             }
@@ -298,11 +307,19 @@ class Controller:
     # -- what the agent calls -----------------------------------------------------------------
 
     def update(
-        self, owner: str, flows: frozenset[Flow] | set[Flow], timeout: float | None = None
+        self,
+        owner: str,
+        flows: frozenset[Flow] | set[Flow],
+        timeout: float | None = None,
+        wait: bool = True,
     ) -> int:
         """Make `owner`'s flows exactly `flows` on the switch; returns how many flow-mods were
-        sent. Returns only once the switch has them (bundle + barrier), or raises."""
+        sent. Returns only once the switch has them (bundle + barrier), or raises. With
+        wait=False and no switch connected, only the desired state changes (the next round
+        installs it)."""
         keys = self.sync.set_owner(owner, flows)
+        if not wait and not self.ready.is_set():
+            return 0
         return self._push(keys, timeout)
 
     def remove(self, owner: str, timeout: float | None = None) -> int:

@@ -61,6 +61,7 @@ class OVSDB:
         self._lock = threading.RLock()
         self.idl = ovs.db.idl.Idl(remote, _fetch_schema(remote, timeout))
         self._stop = threading.Event()
+        self.on_change = None  # called (outside the lock) after the replica changed
         with self._lock:
             self._wait(
                 lambda: self.idl.has_ever_connected() and self._root() is not None,
@@ -78,12 +79,20 @@ class OVSDB:
     # -- IDL plumbing -------------------------------------------------------------------------
 
     def _keepalive(self) -> None:
-        while not self._stop.wait(0.5):
+        while not self._stop.wait(0.2):
             with self._lock:
                 try:
+                    seq = self.idl.change_seqno
                     self.idl.run()
+                    changed = self.idl.change_seqno != seq
                 except Exception:  # noqa: BLE001 - keep the replica alive whatever happens
                     log.exception("OVSDB IDL run failed")
+                    changed = False
+            if changed and self.on_change is not None:
+                try:
+                    self.on_change()
+                except Exception:  # noqa: BLE001
+                    log.exception("OVSDB change handler failed")
 
     def _wait(self, cond, timeout: float, what: str):
         """Run the IDL until cond() is truthy; returns its value. Caller holds the lock."""
@@ -219,6 +228,12 @@ class OVSDB:
             ctrl.connection_mode = ["out-of-band"]
 
         self._transact(fn, f"ensure bridge {name}")
+
+    def flow_restore_wait(self) -> bool:
+        with self._lock:
+            self.idl.run()
+            root = self._root()
+            return root is not None and root.other_config.get("flow-restore-wait") == "true"
 
     def set_flow_restore_wait(self, on: bool) -> None:
         def fn(txn):

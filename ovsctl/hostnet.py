@@ -1,0 +1,112 @@
+"""The node's host stack around br-int: forwarding, the route to the cluster CIDR through the
+gateway, masquerade for pod traffic leaving the cluster, and the underlay MTU.
+
+Egress SNAT uses iptables MASQUERADE in the host stack rather than OVS ct(nat): packets to
+the outside already leave br-int through the gateway into the host, which owns the node IP and
+picks the egress interface; MASQUERADE takes that interface's address, and the kernel's
+conntrack un-NATs the replies before they are routed back through the gateway. It works the
+same on the system and userspace datapaths, and needs no flows per destination.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import subprocess
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+log = logging.getLogger(__name__)
+
+NAT_CHAIN = "OVSCTL-POSTROUTING"
+FWD_CHAIN = "OVSCTL-FORWARD"
+VXLAN_OVERHEAD = 50  # outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14
+
+
+class HostNetError(RuntimeError):
+    pass
+
+
+def _ipt(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    p = subprocess.run(["iptables", "-w", "5", *args], capture_output=True, text=True, timeout=30)
+    if check and p.returncode != 0:
+        raise HostNetError(f"iptables {' '.join(args)}: {p.stderr.strip()}")
+    return p
+
+
+def _ensure_chain(table: str, chain: str, parent: str) -> None:
+    if _ipt("-t", table, "-L", chain, "-n", check=False).returncode != 0:
+        _ipt("-t", table, "-N", chain)
+    _ipt("-t", table, "-F", chain)
+    if _ipt("-t", table, "-C", parent, "-j", chain, check=False).returncode != 0:
+        _ipt("-t", table, "-I", parent, "1", "-j", chain)
+
+
+def setup_masquerade(pod_cidr: str, cluster_cidr: str) -> None:
+    """Pod traffic to outside the cluster CIDR is masqueraded to the node's address; forwarded
+    pod traffic is accepted even where the FORWARD policy is DROP."""
+    _ensure_chain("nat", NAT_CHAIN, "POSTROUTING")
+    _ipt(
+        "-t",
+        "nat",
+        "-A",
+        NAT_CHAIN,
+        "-s",
+        pod_cidr,
+        "!",
+        "-d",
+        cluster_cidr,
+        "-m",
+        "comment",
+        "--comment",
+        "ovsctl: pods to outside the cluster",
+        "-j",
+        "MASQUERADE",
+    )
+    _ensure_chain("filter", FWD_CHAIN, "FORWARD")
+    for direction in ("-s", "-d"):
+        _ipt("-t", "filter", "-A", FWD_CHAIN, direction, pod_cidr, "-j", "ACCEPT")
+    log.info(
+        "masquerade %s -> outside %s; forwarding of pod traffic accepted", pod_cidr, cluster_cidr
+    )
+
+
+def enable_forwarding() -> None:
+    with open("/proc/sys/net/ipv4/ip_forward", "w") as fh:
+        fh.write("1\n")
+
+
+def route_cluster_cidr(gateway_if: str, cluster_cidr: str, mtu: int) -> None:
+    """The host reaches pods of other nodes through the gateway (the pipeline tunnels them)."""
+    with IPRoute() as ipr:
+        idx = ipr.link_lookup(ifname=gateway_if)
+        if not idx:
+            raise HostNetError(f"gateway {gateway_if} missing")
+        try:
+            ipr.route("replace", dst=cluster_cidr, oif=idx[0], scope=253, metrics={"mtu": mtu})
+        except NetlinkError as e:
+            raise HostNetError(f"route {cluster_cidr} dev {gateway_if}: {e}") from e
+
+
+def interface_of(ip: str) -> tuple[str, int] | None:
+    """(name, mtu) of the interface holding `ip` in this namespace."""
+    with IPRoute() as ipr:
+        for a in ipr.get_addr(family=socket.AF_INET):
+            if a.get_attr("IFA_ADDRESS") == ip:
+                link = ipr.get_links(a["index"])[0]
+                return link.get_attr("IFLA_IFNAME"), link.get_attr("IFLA_MTU")
+    return None
+
+
+def pod_mtu(node_ip: str | None, configured: int) -> int:
+    """Configured MTU, or the uplink's MTU minus the VXLAN overhead."""
+    if configured:
+        return configured
+    found = interface_of(node_ip) if node_ip else None
+    if found is None:
+        log.info("no uplink found for node IP %s; pod MTU 1450", node_ip)
+        return 1500 - VXLAN_OVERHEAD
+    name, mtu = found
+    log.info("uplink %s has MTU %d: pods get %d", name, mtu, mtu - VXLAN_OVERHEAD)
+    return mtu - VXLAN_OVERHEAD
