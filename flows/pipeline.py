@@ -10,6 +10,8 @@ from flows.model import VIRTUAL_ROUTER_MAC, NodeNet, Overlay, PodPort, RemoteNod
 PRIO_MISS = 0
 PRIO_LOW = 100
 PRIO_NORMAL = 200
+PRIO_TUNNEL = 150  # remote pod CIDRs: below the /32s of local pods
+PRIO_NO_HAIRPIN = 210  # tunnel -> tunnel is never right
 
 
 def pipeline_owner() -> str:
@@ -125,13 +127,15 @@ def node_owner(remote: RemoteNode) -> str:
 
 def remote_node_flows(node: NodeNet, overlay: Overlay, remote: RemoteNode) -> frozenset[Flow]:
     """Pods of another node: into the tunnel to its IP, addressed to its gateway MAC. The
-    source pod IP is kept (no NAT); the far side routes to the pod and decrements the TTL."""
+    source pod IP is kept (no NAT); the far side routes to the pod and decrements the TTL.
+    What arrives from the tunnel for that node is dropped, never sent back into the tunnel."""
     ck = cookie.make("node", node_owner(remote))
+    reg, val = regs.PKT_SOURCE.match(regs.FROM_TUNNEL)
     return frozenset(
         {
             flow(
                 "L3Forwarding",
-                PRIO_NORMAL,
+                PRIO_TUNNEL,
                 {"protocol": "ip", "nw_dst": remote.pod_cidr},
                 (
                     SetField("eth_src", node.gw_mac),
@@ -140,7 +144,14 @@ def remote_node_flows(node: NodeNet, overlay: Overlay, remote: RemoteNode) -> fr
                     Output(overlay.tun_ofport),
                 ),
                 ck,
-            )
+            ),
+            flow(
+                "L3Forwarding",
+                PRIO_NO_HAIRPIN,
+                {"protocol": "ip", reg: val, "nw_dst": remote.pod_cidr},
+                (),
+                ck,
+            ),
         }
     )
 

@@ -16,7 +16,6 @@ from dataclasses import asdict, dataclass
 
 import netaddr
 
-from flows import cookie as ck
 from flows import pipeline
 from flows.model import NodeNet, Overlay, PodPort, RemoteNode, mac_from_ip
 from ovsctl import hostnet, netlink
@@ -228,7 +227,7 @@ class Agent:
                 cfg.tunnel_name,
                 type="vxlan",
                 ofport_request=cfg.tunnel_ofport,
-                options={"remote_ip": "flow", "key": "flow"},
+                options={"remote_ip": "flow", "key": "flow", "local_ip": self.node_ip},
                 external_ids={OWNER_KEY: "tunnel"},
             )
             self.overlay = Overlay(tun, cfg.cluster_cidr)
@@ -265,44 +264,35 @@ class Agent:
         if self.ovsdb is not None and self.controller.last_sync.get("kind") == "full":
             self.ovsdb.set_flow_restore_wait(False)
 
-    # -- flow-restore-wait: a restarted ovs-vswitchd gets its flows before it forwards --------
+    # -- flow-restore-wait: never left set -----------------------------------------------------
 
     def _on_ovsdb_change(self) -> None:
         if self.ovsdb.flow_restore_wait() and self._restoring.acquire(blocking=False):
-            threading.Thread(target=self._restore_flows, name="flow-restore", daemon=True).start()
+            threading.Thread(
+                target=self._clear_flow_restore_wait, name="flow-restore-wait", daemon=True
+            ).start()
 
-    def _restore_flows(self) -> None:
-        """While flow-restore-wait is set, ovs-vswitchd neither forwards nor talks to its
-        controller; the bridge's management socket still takes flows. Install the desired set
-        there in one bundle, then clear flow-restore-wait: the switch starts forwarding with
-        full tables and connects to us, and the next round replaces these flows."""
+    def _clear_flow_restore_wait(self) -> None:
+        """A restart script (ovs-ctl) sets flow-restore-wait so that a new ovs-vswitchd neither
+        forwards nor connects to controllers until flows are restored. Left set, the node never
+        forwards again (Antrea #1600). OVS flushes the table anyway when the primary controller
+        becomes active after it is cleared, so the agent clears it as soon as the new daemon
+        answers on its management socket; the controller connection then brings a new round
+        with every flow (see docs/pipeline.md)."""
         try:
             mgmt = f"unix:{os.path.join(self.cfg.ovs_rundir, self.cfg.bridge + '.mgmt')}"
-            rnd = self.controller.next_round()
-            text = "".join(
-                f.text(ck.with_round(f.cookie, rnd)) + "\n" for f in self.sync.desired().values()
-            )
             deadline = time.monotonic() + 60
-            while True:
+            while time.monotonic() < deadline:
                 p = subprocess.run(
-                    ["ovs-ofctl", "-O", "OpenFlow15", "--bundle", "add-flows", mgmt, "-"],
-                    input=text,
+                    ["ovs-ofctl", "-O", "OpenFlow15", "show", mgmt],
                     capture_output=True,
                     text=True,
-                    timeout=60,
+                    timeout=10,
                 )
                 if p.returncode == 0:
                     break
-                if time.monotonic() > deadline:
-                    log.error("could not restore flows through %s: %s", mgmt, p.stderr.strip())
-                    break
-                time.sleep(0.2)  # ovs-vswitchd not up yet
-            log.info(
-                "flow-restore-wait: %d flows restored through %s (round %d); clearing it",
-                len(text.splitlines()),
-                mgmt,
-                rnd,
-            )
+                time.sleep(0.1)  # the new ovs-vswitchd is not up yet
+            log.info("flow-restore-wait is set and ovs-vswitchd is up: clearing it")
         finally:
             self.ovsdb.set_flow_restore_wait(False)
             self._restoring.release()

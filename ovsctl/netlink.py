@@ -168,6 +168,7 @@ def create_pod_interface(
             raise NetlinkFailure(f"creating veth {host_if}: {e}") from e
         try:
             idx = _index(ipr, host_if)
+            quiet_host_side(host_if)
             ipr.link("set", index=idx, state="up")
             host_mac = ipr.get_links(idx)[0].get_attr("IFLA_ADDRESS")
             in_netns(netns, _configure_pod_side, ifname, mac, ip, prefixlen, gateway, mtu, tx_off)
@@ -175,6 +176,22 @@ def create_pod_interface(
         except BaseException:
             _delete(ipr, host_if)
             raise
+
+
+def quiet_host_side(name: str) -> None:
+    """The host end of a pod's veth is only a wire into br-int: the host stack must not answer
+    ARP on it (it would hand the pod its own MAC for the gateway address and then route the
+    pod's packets itself, next to OVS) nor speak IPv6 on it."""
+    for path, value in (
+        (f"/proc/sys/net/ipv4/conf/{name}/arp_ignore", "8"),
+        (f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6", "1"),
+    ):
+        try:
+            with open(path, "w") as fh:
+                fh.write(value)
+        except FileNotFoundError:
+            if "ipv4" in path:
+                raise NetlinkFailure(f"{path} is missing") from None
 
 
 def _configure_pod_side(ifname, mac, ip, prefixlen, gateway, mtu, tx_off):

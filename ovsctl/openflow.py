@@ -273,9 +273,9 @@ class Controller:
             t0 = time.monotonic()
             if self.before_resync:
                 self.before_resync()
-            present = {
-                (s.cookie & ck.ROUND_MASK) >> ck.ROUND_SHIFT for s in self._dump(dp, self.timeout)
-            }
+            held = self._dump(dp, self.timeout)
+            present = {(s.cookie & ck.ROUND_MASK) >> ck.ROUND_SHIFT for s in held}
+            log.info("switch holds %d flows of rounds %s", len(held), sorted(present) or "none")
             rnd = self._next_round()
             plan = self.sync.full_plan()
             mods = [ofconv.flow_add(dp, f, rnd) for f in plan.add]

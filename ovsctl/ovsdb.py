@@ -54,6 +54,23 @@ def _fetch_schema(remote: str, timeout: float) -> ovs.db.idl.SchemaHelper:
     raise OVSDBError(last or f"timed out connecting to {remote}")
 
 
+def _set(row, column: str, value) -> None:
+    """Write a column only when it differs: every real write makes ovs-vswitchd reconfigure,
+    which among other things forgets the userspace tunnel neighbours."""
+    try:
+        current = getattr(row, column)
+    except AttributeError:  # a row inserted in this transaction
+        current = None
+    if isinstance(value, dict):
+        same = current is not None and dict(current) == value
+    elif isinstance(value, list):
+        same = current is not None and list(current) == value
+    else:
+        same = current == value
+    if not same:
+        setattr(row, column, value)
+
+
 class OVSDB:
     def __init__(self, remote: str, timeout: float = 10.0):
         self.remote = remote
@@ -208,24 +225,24 @@ class OVSDB:
                 br.ports = [port]
                 root.verify("bridges")
                 root.bridges = list(root.bridges) + [br]
-            br.datapath_type = datapath_type
-            br.fail_mode = [fail_mode]
-            br.protocols = list(protocols)
+            _set(br, "datapath_type", datapath_type)
+            _set(br, "fail_mode", [fail_mode])
+            _set(br, "protocols", list(protocols))
             other = dict(getattr(br, "other_config", {}))
             other["disable-in-band"] = "true"
-            br.other_config = other
+            _set(br, "other_config", other)
             ext = dict(getattr(br, "external_ids", {}))
             ext.update(external_ids or {})
-            br.external_ids = ext
+            _set(br, "external_ids", ext)
             current = list(getattr(br, "controller", []))
             ctrl = current[0] if len(current) == 1 else None
             if ctrl is None:
                 ctrl = txn.insert(self.idl.tables["Controller"])
                 br.controller = [ctrl]
-            ctrl.target = controller
-            ctrl.max_backoff = [max_backoff_ms]
-            ctrl.inactivity_probe = [inactivity_probe_ms]
-            ctrl.connection_mode = ["out-of-band"]
+            _set(ctrl, "target", controller)
+            _set(ctrl, "max_backoff", [max_backoff_ms])
+            _set(ctrl, "inactivity_probe", [inactivity_probe_ms])
+            _set(ctrl, "connection_mode", ["out-of-band"])
 
         self._transact(fn, f"ensure bridge {name}")
 
@@ -275,13 +292,13 @@ class OVSDB:
                 port.interfaces = [iface]
                 br.verify("ports")
                 br.ports = list(br.ports) + [port]
-            iface.type = type
-            iface.external_ids = dict(external_ids or {})
-            iface.options = dict(options or {})
+            _set(iface, "type", type)
+            _set(iface, "external_ids", dict(external_ids or {}))
+            _set(iface, "options", dict(options or {}))
             if ofport_request is not None:
-                iface.ofport_request = [ofport_request]
+                _set(iface, "ofport_request", [ofport_request])
             if mtu_request is not None:
-                iface.mtu_request = [mtu_request]
+                _set(iface, "mtu_request", [mtu_request])
 
         self._transact(fn, f"add port {name} to {bridge}")
         with self._lock:

@@ -1,0 +1,192 @@
+"""`ovsctl lab …` subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+DEFAULT = os.environ.get("OVSCTL_LAB", "lab")
+
+
+def add_parser(sub) -> None:
+    lab = sub.add_parser(
+        "lab",
+        help="a multi-node cluster of network namespaces on this machine",
+        description="Build and use an N-node ovsctl cluster out of network "
+        "namespaces: real OVS (userspace datapath) and a real agent "
+        "per node, pods plugged in through the CNI shim as kubelet "
+        "would. Needs root.",
+    )
+    ls = lab.add_subparsers(dest="lab_command", metavar="SUBCOMMAND")
+    ls.required = True
+
+    def common(p):
+        p.add_argument(
+            "--name", default=DEFAULT, help=f"lab name (default {DEFAULT}; env OVSCTL_LAB)"
+        )
+        return p
+
+    up = common(ls.add_parser("up", help="create the lab, or grow it to --nodes nodes"))
+    up.add_argument(
+        "--nodes", type=int, default=3, help="number of nodes, node0..nodeN-1 (default 3)"
+    )
+    up.add_argument("--cluster-cidr", default="10.244.0.0/16")
+    up.add_argument(
+        "--node-prefix", type=int, default=24, help="pod CIDR size per node (default /24)"
+    )
+    up.add_argument(
+        "-f", "--filename", action="append", default=[], help="YAML/JSON file or directory to apply"
+    )
+    up.set_defaults(func=_up)
+
+    ap = common(
+        ls.add_parser("apply", help="apply Kubernetes YAML/JSON (pods get a netns + CNI ADD)")
+    )
+    ap.add_argument("-f", "--filename", action="append", required=True)
+    ap.set_defaults(func=_apply)
+
+    de = common(ls.add_parser("delete", help="delete objects (pods get CNI DEL)"))
+    de.add_argument("-f", "--filename", action="append", required=True)
+    de.set_defaults(func=_delete)
+
+    st = common(ls.add_parser("status", help="nodes, pods and agents' health"))
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=_status)
+
+    ex = common(ls.add_parser("exec", help="run a command inside a pod: exec POD -- CMD..."))
+    ex.add_argument("pod", help="namespace/name (default namespace: default)")
+    ex.add_argument("cmd", nargs=argparse.REMAINDER)
+    ex.set_defaults(func=_exec)
+
+    pr = common(ls.add_parser("probe", help="every pod to every other pod on every declared port"))
+    pr.add_argument("--json", action="store_true")
+    pr.add_argument("--timeout", type=float, default=2.0, help="seconds per probe (default 2)")
+    pr.set_defaults(func=_probe)
+
+    rs = common(ls.add_parser("restart", help="restart a node's agent or ovs-vswitchd"))
+    rs.add_argument("node")
+    rs.add_argument("--component", choices=["agent", "ovs-vswitchd"], default="agent")
+    rs.add_argument("--graceful", action="store_true", help="SIGTERM instead of kill -9")
+    rs.add_argument(
+        "--no-flow-restore-wait",
+        action="store_true",
+        help="ovs-vswitchd: do not set flow-restore-wait first (a crash)",
+    )
+    rs.set_defaults(func=_restart)
+
+    dn = common(ls.add_parser("down", help="remove everything the lab made (idempotent)"))
+    dn.set_defaults(func=_down)
+
+
+def _lab(args):
+    from ovsctl.lab.lab import Lab
+
+    return Lab(args.name)
+
+
+def _err(fn):
+    def wrapped(args):
+        from ovsctl.lab.lab import LabError
+
+        if os.geteuid() != 0:
+            print("ovsctl lab: needs root (network namespaces, OVS)", file=sys.stderr)
+            return 2
+        try:
+            return fn(args) or 0
+        except LabError as e:
+            print(f"ovsctl lab: {e}", file=sys.stderr)
+            return 1
+
+    return wrapped
+
+
+@_err
+def _up(args):
+    lab = _lab(args)
+    lab.up(args.nodes, args.cluster_cidr, args.node_prefix, args.filename)
+    print(
+        f"lab {args.name} is up: `ovsctl lab status --name {args.name}`; remove it with "
+        f"`ovsctl lab down --name {args.name}`"
+    )
+
+
+@_err
+def _apply(args):
+    _lab(args).apply(args.filename)
+
+
+@_err
+def _delete(args):
+    _lab(args).delete(args.filename)
+
+
+@_err
+def _status(args):
+    st = _lab(args).status()
+    if args.json:
+        print(json.dumps(st, indent=2))
+        return 0
+    print(f"lab {st['name']}   external host {st['external']['ip']}:{st['external']['port']}")
+    print(f"{'NODE':<8} {'IP':<14} {'POD CIDR':<16} HEALTHY")
+    for n in st["nodes"]:
+        print(f"{n['name']:<8} {n['ip']:<14} {n['podCIDR']:<16} {'yes' if n['healthy'] else 'NO'}")
+    print(f"\n{'POD':<28} {'NODE':<8} IP")
+    for p in st["pods"]:
+        print(f"{p['namespace'] + '/' + p['name']:<28} {p['node']:<8} {p['ip']}")
+    return 0 if all(n["healthy"] for n in st["nodes"]) else 1
+
+
+@_err
+def _exec(args):
+    cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    if not cmd:
+        print("ovsctl lab exec: give a command after --", file=sys.stderr)
+        return 2
+    ns = _lab(args).pod_netns(args.pod)
+    os.execvp("ip", ["ip", "netns", "exec", ns, *cmd])
+
+
+@_err
+def _probe(args):
+    res = _lab(args).probe(args.timeout)
+    if args.json:
+        print(json.dumps(res, indent=2))
+        return 0
+    print(render_matrix(res))
+    return 0
+
+
+def render_matrix(res: dict[str, bool]) -> str:
+    """Rows: source pods; columns: destination pod:port/proto; '.' reachable, 'X' blocked."""
+    srcs = sorted({k.split("->")[0] for k in res})
+    dsts = sorted({k.split("->")[1] for k in res})
+    width = max([len(s) for s in srcs] + [4])
+    lines = [" " * (width + 1) + " ".join(f"{i:>2}" for i in range(len(dsts)))]
+    for s in srcs:
+        row = []
+        for d in dsts:
+            v = res.get(f"{s}->{d}")
+            row.append(" -" if v is None else (" ." if v else " X"))
+        lines.append(f"{s:<{width}} " + " ".join(row))
+    lines.append("")
+    lines += [f"{i:>2}: {d}" for i, d in enumerate(dsts)]
+    ok = sum(res.values())
+    lines.append(f"\n{ok}/{len(res)} reachable ('.' reachable, 'X' blocked, '-' self)")
+    return "\n".join(lines)
+
+
+@_err
+def _restart(args):
+    _lab(args).restart(
+        args.node,
+        args.component,
+        flow_restore_wait=not args.no_flow_restore_wait,
+        kill=not args.graceful,
+    )
+
+
+@_err
+def _down(args):
+    _lab(args).down()
