@@ -1,153 +1,67 @@
-"""`make demo`: one node in a network namespace with its own OVS (userspace datapath) and an
-ovsctl agent, three pods plugged in through the CNI shim exactly as kubelet would, pings
-between them and from the node, and the flow tables with names. Everything is removed at the
-end unless --keep is given."""
+"""`make demo`: a 3-node lab (each node a network namespace with its own OVS and ovsctl
+agent, a VXLAN overlay between them), nine sample pods in three namespaces plugged in through
+the CNI shim as kubelet would, then the lab's status, the probe matrix and one node's flow
+tables. Everything is removed at the end unless --keep is given."""
 
 from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import signal
-import subprocess
 import sys
-import tempfile
-import time
-import uuid
 
-from ovsctl import flowdump, kubelet
-from ovsctl.ovsproc import OVS
+from ovsctl import flowdump
+from ovsctl.lab.cli import render_matrix
+from ovsctl.lab.lab import Lab, LabError
 
-
-def sh(*cmd: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(list(cmd), capture_output=True, text=True, check=check)
+HERE = os.path.dirname(os.path.abspath(__file__))
+EXAMPLES = os.path.join(os.path.dirname(HERE), "examples", "pods.yaml")
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m ovsctl.demo", description=__doc__)
-    ap.add_argument("--keep", action="store_true", help="leave the node and pods running")
+    ap.add_argument("--keep", action="store_true", help="leave the lab running")
+    ap.add_argument("--name", default="demo", help="lab name (default demo)")
+    ap.add_argument("--nodes", type=int, default=3)
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
         print("the demo needs root (network namespaces, OVS)", file=sys.stderr)
         return 2
-    tag = uuid.uuid4().hex[:4]
-    node_ns = f"demo{tag}-node"
-    work = tempfile.mkdtemp(prefix=f"ovsctl-demo{tag}-")
-    ovs = OVS(os.path.join(work, "ovs"), netns=node_ns)
-    sock = os.path.join(work, "cni.sock")
-    pods = [("default", "web"), ("default", "db"), ("shop", "cart")]
-    made_ns = []
-    agent = None
+    lab = Lab(args.name)
+    if lab.exists():
+        print(f"== a lab named {args.name} exists; removing it first")
+        lab.down()
+    ok = False
     try:
-        print(f"== node {node_ns}: ovsdb-server + ovs-vswitchd (userspace datapath) in {work}")
-        sh("ip", "netns", "add", node_ns)
-        made_ns.append(node_ns)
-        sh("ip", "netns", "exec", node_ns, "ip", "link", "set", "lo", "up")
-        ovs.start()
-        log = open(os.path.join(work, "agent.log"), "w")  # noqa: SIM115 - the agent's log
-        agent = subprocess.Popen(
-            [
-                "ip",
-                "netns",
-                "exec",
-                node_ns,
-                sys.executable,
-                "-m",
-                "ovsctl.cli",
-                "agent",
-                "--pod-cidr",
-                "10.244.0.0/24",
-                "--datapath-type",
-                "netdev",
-                "--node-name",
-                node_ns,
-                "--ovsdb",
-                ovs.remote,
-                "--cni-socket",
-                sock,
-                "--state-dir",
-                os.path.join(work, "state"),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=dict(os.environ, OVS_RUNDIR=ovs.rundir),
+        print(f"== ovsctl lab up --name {args.name} --nodes {args.nodes} -f examples/pods.yaml")
+        lab.up(args.nodes, files=[EXAMPLES], log=lambda m: print("   " + m))
+        st = lab.status()
+        print("\n== ovsctl lab status")
+        for n in st["nodes"]:
+            print(f"   {n['name']:<6} {n['ip']:<13} pods {n['podCIDR']:<15} healthy={n['healthy']}")
+        for p in st["pods"]:
+            print(f"   {p['namespace'] + '/' + p['name']:<14} on {p['node']:<6} {p['ip']}")
+        print("\n== ovsctl lab probe   (every pod to every other pod, TCP 80 and UDP 53)")
+        res = lab.probe()
+        print("\n".join("   " + line for line in render_matrix(res).splitlines()))
+        print(
+            "\n== ovsctl lab flows node0   (br-int of node0, tables by name, owners from cookies)"
         )
-        deadline = time.monotonic() + 30
-        status = kubelet.cni_env("STATUS", "", "", "")
-        while (
-            kubelet.run(
-                status,
-                f'{{"cniVersion":"1.1.0","name":"ovsctl","type":"ovsctl-cni","socket":"{sock}"}}',
-            ).returncode
-            != 0
-        ):
-            if agent.poll() is not None or time.monotonic() > deadline:
-                print(open(os.path.join(work, "agent.log")).read(), file=sys.stderr)
-                raise RuntimeError("the agent did not become ready")
-            time.sleep(0.1)
-        print(f"== agent ready (log: {work}/agent.log)")
-        ips = {}
-        for ns, name in pods:
-            pns = f"demo{tag}-{name}"
-            sh("ip", "netns", "add", pns)
-            made_ns.append(pns)
-            cid = uuid.uuid4().hex
-            t0 = time.monotonic()
-            res = kubelet.add(sock, cid, f"/var/run/netns/{pns}", ns, name)
-            ips[f"{ns}/{name}"] = (pns, res["ips"][0]["address"].split("/")[0])
-            print(
-                f"   CNI ADD {ns}/{name:<5} -> {res['ips'][0]['address']:<15} "
-                f"gw {res['ips'][0]['gateway']}  ({(time.monotonic() - t0) * 1000:.0f} ms)"
-            )
-        print("== pings (pod -> pod, node -> pod)")
-        failures = 0
-        for src, (sns, _) in ips.items():
-            for dst, (_, dip) in ips.items():
-                if src == dst:
-                    continue
-                ok = (
-                    sh(
-                        "ip", "netns", "exec", sns, "ping", "-c1", "-W1", dip, check=False
-                    ).returncode
-                    == 0
-                )
-                failures += not ok
-                print(f"   {src:>12} -> {dst:<12} {dip:<12} {'ok' if ok else 'FAILED'}")
-        for dst, (_, dip) in ips.items():
-            ok = (
-                sh(
-                    "ip", "netns", "exec", node_ns, "ping", "-c1", "-W1", dip, check=False
-                ).returncode
-                == 0
-            )
-            failures += not ok
-            print(f"   {'node':>12} -> {dst:<12} {dip:<12} {'ok' if ok else 'FAILED'}")
-        print("== flow tables of br-int (ovsctl flows)")
-        os.environ["OVS_RUNDIR"] = ovs.rundir
+        os.environ["OVS_RUNDIR"] = lab.ovs("node0").rundir
         flowdump.main(argparse.Namespace(bridge="br-int", table=None, json=False, no_stats=False))
+        ok = all(res.values()) and all(n["healthy"] for n in st["nodes"])
+        print(f"\n== {'all pods reach each other across nodes' if ok else 'SOME PROBES FAILED'}")
+    except LabError as e:
+        print(f"demo failed: {e}", file=sys.stderr)
+    finally:
         if args.keep:
             print(
-                f"\nleft running: node netns {node_ns}, pods {' '.join(made_ns[1:])}; agent pid "
-                f"{agent.pid}. Remove with: kill {agent.pid}; OVS_RUNDIR={ovs.rundir} "
-                f"ovs-appctl -t {ovs.rundir}/ovs-vswitchd.ctl exit; OVS_RUNDIR={ovs.rundir} "
-                f"ovs-appctl -t {ovs.rundir}/ovsdb-server.ctl exit; "
-                + "; ".join(f"ip netns del {n}" for n in made_ns)
+                f"\nthe lab is still up: ovsctl lab status --name {args.name}; "
+                f"ovsctl lab exec --name {args.name} frontend/f1 -- ping 10.244.1.2; "
+                f"remove it with: ovsctl lab down --name {args.name}"
             )
-            return 1 if failures else 0
-        return 1 if failures else 0
-    finally:
-        if not args.keep:
-            if agent and agent.poll() is None:
-                agent.send_signal(signal.SIGTERM)
-                try:
-                    agent.wait(10)
-                except subprocess.TimeoutExpired:
-                    agent.kill()
-            ovs.stop()
-            for ns in made_ns:
-                sh("ip", "netns", "del", ns, check=False)
-            shutil.rmtree(work, ignore_errors=True)
-            print("== removed the demo node and pods")
+        else:
+            lab.down(log=lambda m: print("== " + m))
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -76,6 +76,13 @@ def add_parser(sub) -> None:
     )
     rs.set_defaults(func=_restart)
 
+    fl = common(ls.add_parser("flows", help="a node's br-int flows with table names and owners"))
+    fl.add_argument("node")
+    fl.add_argument("--table", help="only this table (name or number)")
+    fl.add_argument("--json", action="store_true")
+    fl.add_argument("--no-stats", action="store_true")
+    fl.set_defaults(func=_flows)
+
     dn = common(ls.add_parser("down", help="remove everything the lab made (idempotent)"))
     dn.set_defaults(func=_down)
 
@@ -185,6 +192,19 @@ def _restart(args):
         flow_restore_wait=not args.no_flow_restore_wait,
         kill=not args.graceful,
     )
+
+
+@_err
+def _flows(args):
+    from ovsctl import flowdump
+
+    lab = _lab(args)
+    if args.node not in lab.meta()["nodes"]:
+        print(f"ovsctl lab flows: no node {args.node}", file=sys.stderr)
+        return 1
+    os.environ["OVS_RUNDIR"] = lab.ovs(args.node).rundir
+    args.bridge = "br-int"
+    return flowdump.main(args)
 
 
 @_err
