@@ -154,7 +154,53 @@ class DecTTL:
         return "dec_ttl"
 
 
-Action = Output | InPort | Goto | SetField | Move | DecTTL
+@dataclass(frozen=True)
+class OutputReg:
+    """Output to the port number held in a whole register."""
+
+    reg: str  # "reg2"
+
+    def text(self) -> str:
+        return f"output:{NXM[self.reg]}"
+
+
+@dataclass(frozen=True)
+class Conjunction:
+    id: int
+    clause: int  # 1-based, as ovs-ofctl writes it
+    n_clauses: int
+
+    def text(self) -> str:
+        return f"conjunction({self.id},{self.clause}/{self.n_clauses})"
+
+
+@dataclass(frozen=True)
+class CT:
+    """Conntrack in a fixed zone: recirculate to `table`, or commit."""
+
+    zone: int
+    table: str | None = None
+    commit: bool = False
+
+    def text(self) -> str:
+        parts = (["commit"] if self.commit else []) + (
+            [f"table={tables.table(self.table).id}"] if self.table else []
+        )
+        return f"ct({','.join(parts + [f'zone={self.zone}'])})"
+
+
+Action = Output | InPort | Goto | SetField | Move | DecTTL | OutputReg | Conjunction | CT
+
+# ct_state flags in the order ovs-ofctl prints them.
+CT_FLAGS = ("new", "est", "rel", "rpl", "inv", "trk")
+
+
+def ct_state(**flags: bool) -> str:
+    """ct_state match text: ct_state(new=True, trk=True) -> '+new+trk'."""
+    unknown = set(flags) - set(CT_FLAGS)
+    if unknown:
+        raise FlowError(f"unknown ct_state flags {sorted(unknown)}")
+    return "".join(("+" if flags[f] else "-") + f for f in CT_FLAGS if f in flags)
 
 
 # ---- the flow ------------------------------------------------------------------------------
@@ -261,10 +307,21 @@ def flow(table: str, priority: int, match: dict | None = None, actions=(), cooki
             target = tables.table(a.table)
             if target.id <= t.id:
                 raise FlowError(f"{table}: goto_table must go forward, not to {a.table}")
-        elif not isinstance(a, Output | InPort | SetField | Move | DecTTL):
+        elif not isinstance(
+            a, Output | InPort | SetField | Move | DecTTL | OutputReg | Conjunction | CT
+        ):
             raise FlowError(f"{table}: unsupported action {a!r}")
-        if isinstance(a, DecTTL) and "ip" not in protos:
-            raise FlowError(f"{table}: dec_ttl needs ip in the match")
+        if isinstance(a, DecTTL | CT) and "ip" not in protos:
+            raise FlowError(f"{table}: {a.text()} needs ip in the match")
+        if isinstance(a, CT) and a.table is not None and tables.table(a.table).id <= t.id:
+            raise FlowError(f"{table}: ct(table=) must go forward, not to {a.table}")
+        if isinstance(a, Conjunction):
+            if not 1 <= a.clause <= a.n_clauses or a.n_clauses < 2:
+                raise FlowError(f"{table}: bad conjunction clause {a.clause}/{a.n_clauses}")
+            if any(not isinstance(b, Conjunction) for b in acts):
+                raise FlowError(f"{table}: conjunction actions cannot mix with other actions")
+    if "ct_state" in match and "ip" not in protos:
+        raise FlowError(f"{table}: ct_state needs ip in the match")
     gotos = [a for a in acts if isinstance(a, Goto)]
     if gotos and acts[-1] is not gotos[0] or len(gotos) > 1:
         raise FlowError(f"{table}: goto_table must be the last action, once")

@@ -25,12 +25,13 @@ class NodeNet:
     gw_ip: str  # first address of pod_cidr, on the gateway internal port
     gw_mac: str
     gw_ofport: int
+    node_ip: str = ""  # the node's own address (pods may always reach it)
 
     @classmethod
-    def for_cidr(cls, pod_cidr: str, gw_ofport: int) -> NodeNet:
+    def for_cidr(cls, pod_cidr: str, gw_ofport: int, node_ip: str = "") -> NodeNet:
         net = netaddr.IPNetwork(pod_cidr)
         gw = str(netaddr.IPAddress(net.first + 1))
-        return cls(str(net.cidr), gw, mac_from_ip(gw), gw_ofport)
+        return cls(str(net.cidr), gw, mac_from_ip(gw), gw_ofport, node_ip)
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ diffs the union against the switch. Nothing here sends, reads the clock or touch
 from __future__ import annotations
 
 from flows import cookie, regs, tables
-from flows.flow import DecTTL, Flow, Goto, InPort, Move, Output, SetField, flow
+from flows.flow import CT, DecTTL, Flow, Goto, InPort, Move, OutputReg, SetField, ct_state, flow
 from flows.model import VIRTUAL_ROUTER_MAC, NodeNet, Overlay, PodPort, RemoteNode
 
 PRIO_MISS = 0
@@ -12,6 +12,8 @@ PRIO_LOW = 100
 PRIO_NORMAL = 200
 PRIO_TUNNEL = 150  # remote pod CIDRs: below the /32s of local pods
 PRIO_NO_HAIRPIN = 210  # tunnel -> tunnel is never right
+PRIO_ALWAYS = 65000  # policy tables: what no NetworkPolicy may block (replies, the node)
+CT_ZONE = 65000
 
 
 def pipeline_owner() -> str:
@@ -68,16 +70,75 @@ def gateway_flows(node: NodeNet) -> frozenset[Flow]:
                 ck,
             ),
             arp_responder(node.gw_ip, node.gw_mac, ck),
-            flow(
-                "L2Forwarding", PRIO_NORMAL, {"dl_dst": node.gw_mac}, (Output(node.gw_ofport),), ck
-            ),
+            l2_flow(node.gw_mac, node.gw_ofport, ck),
         }
     )
 
 
+def l2_flow(mac: str, ofport: int, ck: int) -> Flow:
+    """Destination MAC -> output port (in reg2); every output passes ConntrackCommit."""
+    reg, val = regs.OUT_PORT.match(ofport)
+    return flow(
+        "L2Forwarding",
+        PRIO_NORMAL,
+        {"dl_dst": mac},
+        (SetField(reg, val), Goto("ConntrackCommit")),
+        ck,
+    )
+
+
+def conntrack_flows(node: NodeNet) -> frozenset[Flow]:
+    """Stateful policy: every IPv4 packet goes through conntrack once on its way in. Replies
+    and established connections skip the policy tables; new connections that pass them are
+    committed just before output. Traffic between a pod and its own node is always allowed."""
+    ck = cookie.make("pipeline", pipeline_owner())
+    est, est_val = regs.ESTABLISHED.match(1)
+    gw_reg, gw_val = regs.PKT_SOURCE.match(regs.FROM_GATEWAY)
+    ip = {"protocol": "ip"}
+    out = {
+        flow("Conntrack", PRIO_NORMAL, ip, (CT(CT_ZONE, table="ConntrackState"),), ck),
+        flow(
+            "ConntrackState",
+            PRIO_NORMAL + 10,
+            {**ip, "ct_state": ct_state(inv=True, trk=True)},
+            (),
+            ck,
+        ),
+        flow(
+            "ConntrackState",
+            PRIO_NORMAL,
+            {**ip, "ct_state": ct_state(new=False, trk=True)},
+            (SetField(est, est_val), Goto("L3Forwarding")),
+            ck,
+        ),
+        flow("EgressRule", PRIO_ALWAYS, {**ip, "nw_dst": node.gw_ip}, (Goto("L3Forwarding"),), ck),
+        flow("IngressRule", PRIO_ALWAYS, {est: est_val}, (Goto("L2Forwarding"),), ck),
+        flow("IngressRule", PRIO_ALWAYS - 1, {gw_reg: gw_val}, (Goto("L2Forwarding"),), ck),
+        flow(
+            "ConntrackCommit",
+            PRIO_NORMAL,
+            {**ip, "ct_state": ct_state(new=True, trk=True)},
+            (CT(CT_ZONE, commit=True), Goto("Output")),
+            ck,
+        ),
+        flow("Output", PRIO_NORMAL, {}, (OutputReg(f"reg{regs.OUT_PORT.reg}"),), ck),
+    }
+    if node.node_ip:
+        out.add(
+            flow(
+                "EgressRule",
+                PRIO_ALWAYS,
+                {**ip, "nw_dst": node.node_ip},
+                (Goto("L3Forwarding"),),
+                ck,
+            )
+        )
+    return frozenset(out)
+
+
 def node_flows(node: NodeNet, overlay: Overlay | None = None) -> frozenset[Flow]:
     """Everything that belongs to the node itself, not to any pod."""
-    out = table_miss_flows() | gateway_flows(node)
+    out = table_miss_flows() | gateway_flows(node) | conntrack_flows(node)
     if overlay is not None:
         out |= overlay_flows(node, overlay)
     return out
@@ -96,7 +157,7 @@ def overlay_flows(node: NodeNet, overlay: Overlay) -> frozenset[Flow]:
                 "Classifier",
                 PRIO_NORMAL,
                 {"in_port": overlay.tun_ofport},
-                (SetField(reg, val), Goto("L3Forwarding")),
+                (SetField(reg, val), Goto("Conntrack")),
                 ck,
             ),
             flow(
@@ -141,10 +202,11 @@ def remote_node_flows(node: NodeNet, overlay: Overlay, remote: RemoteNode) -> fr
                     SetField("eth_src", node.gw_mac),
                     SetField("eth_dst", remote.gw_mac),
                     SetField("tun_dst", remote.node_ip),
-                    Output(overlay.tun_ofport),
+                    Goto("IngressRule"),
                 ),
                 ck,
             ),
+            l2_flow(remote.gw_mac, overlay.tun_ofport, ck),
             flow(
                 "L3Forwarding",
                 PRIO_NO_HAIRPIN,
@@ -202,10 +264,10 @@ def pod_flows(node: NodeNet, pod: PodPort) -> frozenset[Flow]:
                     SetField("eth_src", node.gw_mac),
                     SetField("eth_dst", pod.mac),
                     DecTTL(),
-                    Goto("L2Forwarding"),
+                    Goto("IngressRule"),
                 ),
                 ck,
             ),
-            flow("L2Forwarding", PRIO_NORMAL, {"dl_dst": pod.mac}, (Output(port),), ck),
+            l2_flow(pod.mac, port, ck),
         }
     )

@@ -39,7 +39,18 @@ FROM_GATEWAY = 1
 FROM_POD = 2
 FROM_TUNNEL = 3
 
+# reg0[4]: the packet belongs to an established (or related) connection: policy is skipped.
+ESTABLISHED = RegField(0, 4, 4, "established connection: skip policy")
+
+# reg2: the output port, chosen by L2Forwarding, used by Output.
+OUT_PORT = RegField(2, 0, 31, "output port")
+
 # reg1: scratch space within one table's actions (e.g. swapping ARP addresses).
 SCRATCH = RegField(1, 0, 31, "scratch within one flow's actions")
 
-ALL = {"PKT_SOURCE": PKT_SOURCE, "SCRATCH": SCRATCH}
+ALL = {
+    "PKT_SOURCE": PKT_SOURCE,
+    "ESTABLISHED": ESTABLISHED,
+    "OUT_PORT": OUT_PORT,
+    "SCRATCH": SCRATCH,
+}

@@ -21,8 +21,18 @@ PIPELINE: tuple[Table, ...] = (
     Table("Classifier", 0, "drop", "marks where a packet came from: pod, gateway or tunnel port"),
     Table("SpoofGuard", 10, "drop", "a pod port may only send from its own IP and MAC (ARP too)"),
     Table("ARPResponder", 20, "next", "answers ARP requests for local pod IPs and the gateway"),
+    Table("Conntrack", 30, "next", "IPv4 goes through conntrack (zone 65000), then ConntrackState"),
+    Table("ConntrackState", 31, "next", "invalid: drop; established/related: skip policy"),
+    Table(
+        "EgressRule", 40, "next", "NetworkPolicy egress rules of local source pods (conjunctions)"
+    ),
+    Table("EgressDefault", 45, "next", "drop for egress-isolated pods no rule allowed"),
     Table("L3Forwarding", 50, "next", "routes to local pods (MAC rewrite, TTL) and to other nodes"),
-    Table("L2Forwarding", 70, "drop", "outputs by destination MAC to a pod port or the gateway"),
+    Table("IngressRule", 60, "next", "NetworkPolicy ingress rules of local destination pods"),
+    Table("IngressDefault", 65, "next", "drop for ingress-isolated pods no rule allowed"),
+    Table("L2Forwarding", 70, "drop", "picks the output port by destination MAC (into reg2)"),
+    Table("ConntrackCommit", 80, "next", "commits new connections that got this far"),
+    Table("Output", 90, "drop", "outputs to the port in reg2"),
 )
 
 BY_NAME: dict[str, Table] = {t.name: t for t in PIPELINE}

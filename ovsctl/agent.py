@@ -16,8 +16,9 @@ from dataclasses import asdict, dataclass
 
 import netaddr
 
-from flows import pipeline
+from flows import netpol, pipeline, policy
 from flows.model import NodeNet, Overlay, PodPort, RemoteNode, mac_from_ip
+from flows.policy import PodInfo, View
 from ovsctl import hostnet, netlink
 from ovsctl.cniserver import (
     ERR_CHECK_FAILED,
@@ -43,6 +44,7 @@ def wait_until(cond, timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
+POLICY_INPUTS = ("Namespace", "Pod", "NetworkPolicy")
 OWNER_KEY = "ovsctl-owner"  # external_ids marker on every port the agent made
 HOST_IF_RE = re.compile(r"^ovs[0-9a-f]{11}$")
 
@@ -113,6 +115,9 @@ class Agent:
         self._pods_lock = threading.Lock()
         self._key_locks: dict[str, threading.Lock] = {}
         self._restoring = threading.Lock()
+        self._policy_lock = threading.RLock()
+        self._policy_slots: dict[str, int] = {}
+        self._free_slots: list[int] = []
         self.ovsdb: OVSDB | None = None
         self.controller: Controller | None = None
         self.server: CNIServer | None = None
@@ -176,6 +181,7 @@ class Agent:
         self.sync.set_owner(pipeline.pipeline_owner(), pipeline.node_flows(self.node, self.overlay))
         self._restore_pods()
         self._apply_nodes(push=False)
+        self._apply_policies(push=False)
         self.controller = Controller(
             self.sync,
             cfg.state_dir,
@@ -316,6 +322,80 @@ class Agent:
             log.debug("cluster %s %s", ev.type, key)
         if nodes_changed and self.node is not None:
             self._apply_nodes(push=self.controller is not None)
+        if self.node is not None and any(ev.obj.key[0] in POLICY_INPUTS for ev in events):
+            self._apply_policies(push=self.controller is not None)
+
+    # -- NetworkPolicy ----------------------------------------------------------------------------
+
+    def _policy_view(self) -> View:
+        namespaces, pods = {}, {}
+        for key, obj in list(self.cluster.items()):
+            if key[0] == "Namespace":
+                namespaces[obj.name] = obj.labels_dict()
+            elif key[0] == "Pod" and not obj.host_network and obj.ip:
+                pods[(obj.namespace, obj.name)] = PodInfo(
+                    obj.namespace,
+                    obj.name,
+                    tuple(sorted(obj.labels_dict().items())),
+                    obj.ip,
+                    tuple((cp.name, cp.port, cp.protocol) for cp in obj.ports),
+                )
+        for att in list(self.pods.values()):
+            if att.ofport <= 0:
+                continue
+            obj = self.cluster.get(("Pod", att.namespace, att.name))
+            labels = tuple(sorted(obj.labels_dict().items())) if obj is not None else ()
+            ports = (
+                tuple((cp.name, cp.port, cp.protocol) for cp in obj.ports)
+                if obj is not None
+                else ()
+            )
+            pods[(att.namespace, att.name)] = PodInfo(
+                att.namespace, att.name, labels, att.ip, ports, local=True
+            )
+        return View(namespaces, sorted(pods.values(), key=lambda p: (p.namespace, p.name)))
+
+    def _policy_owners(self) -> dict:
+        """Desired flows of every policy owner (rules and isolation); owners that are gone map
+        to an empty set. Slots (priority + conjunction ids) stay with an owner while it lives."""
+        view = self._policy_view()
+        want: dict[str, frozenset] = {}
+        for key, obj in list(self.cluster.items()):
+            if key[0] != "NetworkPolicy":
+                continue
+            try:
+                pol = netpol.parse(obj.obj())
+            except netpol.PolicyError as e:
+                log.error("ignoring %s", e)
+                continue
+            want.update(policy.policy_flows(pol, view, self._slot))
+        for owner in set(self._policy_slots) - set(want):
+            want[owner] = frozenset()
+            self._free_slots.append(self._policy_slots.pop(owner))
+        return want
+
+    def _slot(self, owner: str) -> int:
+        if owner not in self._policy_slots:
+            if self._free_slots:
+                self._policy_slots[owner] = self._free_slots.pop()
+            else:
+                self._policy_slots[owner] = len(self._policy_slots)
+        return self._policy_slots[owner]
+
+    def _apply_policies(self, push: bool, extra: dict | None = None) -> None:
+        with self._policy_lock:
+            owners = self._policy_owners()
+            owners.update(extra or {})
+            if push:
+                try:
+                    n = self.controller.update_many(owners, wait=False)
+                    if n:
+                        log.info("policy: %d flow changes sent", n)
+                except SyncError as e:
+                    log.warning("policy flows not pushed now (%s); the next round has them", e)
+            else:
+                for owner, flows in owners.items():
+                    self.sync.set_owner(owner, flows)
 
     def _apply_nodes(self, push: bool) -> None:
         """Tunnel flows for every other node with a pod CIDR and an IP; only changed nodes are
@@ -521,9 +601,10 @@ class Agent:
             with self._pods_lock:
                 self.pods[att.key] = att
             undo.append(lambda: self.pods.pop(att.key, None))
-            self.controller.update(
-                owner, pipeline.pod_flows(self.node, att.pod_port()), timeout=cfg.cni_timeout
-            )
+            with self._policy_lock:  # the pod's own flows and its policy flows in one bundle
+                owners = self._policy_owners()
+                owners[owner] = pipeline.pod_flows(self.node, att.pod_port())
+                self.controller.update_many(owners, timeout=cfg.cni_timeout)
             log.info(
                 "pod %s/%s (%s): %s %s on ofport %d via %s",
                 ns,
@@ -544,14 +625,20 @@ class Agent:
             raise _as_cni_error(e) from None
 
     def _remove_flows(self, owner: str) -> None:
+        """Remove a pod's flows, and its place in policy flows, in one bundle."""
         try:
-            self.controller.remove(owner, timeout=self.cfg.cni_timeout)
+            with self._policy_lock:
+                owners = self._policy_owners()
+                owners[owner] = frozenset()
+                self.controller.update_many(owners, timeout=self.cfg.cni_timeout)
         except NotConnected:
             # Desired state no longer has them; the next round (on reconnect) drops them.
             log.warning("switch not connected: flows of %s will go with the next round", owner)
 
     def _teardown(self, att: Attachment) -> None:
         """Remove an attachment: flows first, then port, veth, and last the IP."""
+        with self._pods_lock:
+            self.pods.pop(att.key, None)
         self._remove_flows(pipeline.pod_owner(att.pod_port()))
         self.ovsdb.del_port(self.cfg.bridge, att.host_if)
         netlink.delete_link(att.host_if)

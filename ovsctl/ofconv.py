@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+import re
+
 from flows import cookie as ck
 from flows import tables
-from flows.flow import DecTTL, Flow, Goto, InPort, Move, Output, SetField
+from flows.flow import (
+    CT,
+    Conjunction,
+    DecTTL,
+    Flow,
+    Goto,
+    InPort,
+    Move,
+    Output,
+    OutputReg,
+    SetField,
+)
 
 ETH_TYPE = {"ip": 0x0800, "arp": 0x0806}
 IP_PROTO = {"tcp": 6, "udp": 17, "sctp": 132, "icmp": 1}
@@ -86,6 +99,19 @@ def _value(field: str, v: str):
     return _num(v)
 
 
+CT_BITS = {"new": 0x01, "est": 0x02, "rel": 0x04, "rpl": 0x08, "inv": 0x10, "trk": 0x20}
+
+
+def _ct_state(text: str) -> tuple[int, int]:
+    """'+new-est+trk' -> (value, mask)."""
+    value = mask = 0
+    for sign, name in re.findall(r"([+-])([a-z]+)", text):
+        mask |= CT_BITS[name]
+        if sign == "+":
+            value |= CT_BITS[name]
+    return value, mask
+
+
 def match_kwargs(f: Flow) -> dict:
     kw: dict = {}
     proto = None
@@ -98,7 +124,7 @@ def match_kwargs(f: Flow) -> dict:
         elif field in ("tp_src", "tp_dst"):
             kw[f"{proto}_{field[3:]}"] = _value(field, v)
         elif field == "ct_state":
-            raise NotImplementedError("ct_state matches arrive with the conntrack stage")
+            kw["ct_state"] = _ct_state(v)
         else:
             kw[FIELDS[field]] = _value(field, v)
     return kw
@@ -130,6 +156,24 @@ def actions(parser, ofp, f: Flow) -> list:
             )
         elif isinstance(a, DecTTL):
             acts.append(parser.OFPActionDecNwTtl())
+        elif isinstance(a, OutputReg):
+            acts.append(parser.NXActionOutputReg(ofs_nbits=31, src=a.reg, max_len=0))  # [0..31]
+        elif isinstance(a, Conjunction):
+            # on the wire the clause is 0-based (ovs-ofctl writes k/n with k from 1)
+            acts.append(
+                parser.NXActionConjunction(clause=a.clause - 1, n_clauses=a.n_clauses, id_=a.id)
+            )
+        elif isinstance(a, CT):
+            acts.append(
+                parser.NXActionCT(
+                    flags=1 if a.commit else 0,
+                    zone_src="",
+                    zone_ofs_nbits=a.zone,
+                    recirc_table=tables.table(a.table).id if a.table else 0xFF,
+                    alg=0,
+                    actions=[],
+                )
+            )
         elif isinstance(a, Goto):
             inst.append(parser.OFPInstructionGotoTable(tables.table(a.table).id))
         else:

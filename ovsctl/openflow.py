@@ -322,6 +322,15 @@ class Controller:
             return 0
         return self._push(keys, timeout)
 
+    def update_many(self, owners: dict, timeout: float | None = None, wait: bool = True) -> int:
+        """Like update() for several owners at once, sent as one bundle."""
+        keys: set = set()
+        for owner, flows in owners.items():
+            keys |= self.sync.set_owner(owner, flows)
+        if not keys or (not wait and not self.ready.is_set()):
+            return 0
+        return self._push(keys, timeout)
+
     def remove(self, owner: str, timeout: float | None = None) -> int:
         keys = self.sync.remove_owner(owner)
         return self._push(keys, timeout)

@@ -499,6 +499,7 @@ class Lab:
         ns = rec["netns"]
         try:
             sh("ip", "netns", "add", ns)
+            self._write_pod(obj, rec)  # the API has the pod (and its labels) before kubelet runs it
             rec["cid"] = uuid.uuid4().hex
             res = kubelet.add(
                 self.socket(rec["node"]),
@@ -523,6 +524,7 @@ class Lab:
             return LabError(f"pod {obj.namespace}/{obj.name}: {e}")
 
     def _stop_pod(self, rec: dict) -> None:
+        self.remove_object(("Pod", rec["namespace"], rec["name"]))
         _stop_pid(rec.get("pid"), "responder.py")
         if rec.get("cid"):
             with contextlib.suppress(RuntimeError, OSError, subprocess.TimeoutExpired):

@@ -163,10 +163,9 @@ def test_trace_verdicts(node, pods):
         "br-int",
         f"in_port={a.ofport},ip,dl_src={a.mac},dl_dst={b.mac},nw_src={a.ip},nw_dst={b.ip}",
     )
-    # Classifier -> SpoofGuard -> ... -> L2Forwarding, out of b's port.
-    assert "10. ip,in_port=" in ok and f"70. dl_dst={b.mac}" in ok and f"output:{b.ofport}" in ok, (
-        ok
-    )
+    # Classifier -> SpoofGuard -> conntrack -> ... -> L2Forwarding -> commit -> b's port.
+    assert "10. ip,in_port=" in ok and f"70. dl_dst={b.mac}" in ok, ok
+    assert f"output port is {b.ofport}" in ok and "ct(commit,zone=65000)" in ok, ok
     assert "Datapath actions: drop" not in ok
     spoof = node.ovs.appctl(
         "ofproto/trace",

@@ -4,7 +4,7 @@ import dataclasses
 
 from flows import cookie, pipeline
 from flows.flow import Output, SetField, flow
-from flows.model import NodeNet, PodPort, mac_from_ip
+from flows.model import NodeNet, Overlay, PodPort, RemoteNode, mac_from_ip
 from ovsctl.flowsync import FlowSync, Plan
 
 NODE = NodeNet.for_cidr("10.244.0.0/24", gw_ofport=2)
@@ -136,8 +136,46 @@ def test_changing_an_owners_flows_plans_only_the_difference():
     # Keys that no longer exist are deleted; keys that stay get their new flow by an add.
     assert set(p.delete) == {f for f in old if f.key not in {g.key for g in new}}
     unchanged = old & new
-    assert unchanged  # the ARP answer and L3/L2 flows do not depend on the port
+    assert unchanged  # the ARP answer and the L3 flow do not depend on the port
     assert not unchanged & (set(p.add) | set(p.delete))
+    # The L2 flow keeps its key (the pod's MAC) and is replaced in place with the new port.
+    (l2,) = [f for f in p.add if f.table == "L2Forwarding"]
+    assert l2.actions[0] == SetField("reg2", "0x7")
+    assert not [f for f in p.delete if f.table == "L2Forwarding"]
+
+
+def test_learning_the_node_ip_adds_only_its_egress_flow():
+    s = synced(POD_A)
+    with_ip = NodeNet.for_cidr("10.244.0.0/24", gw_ofport=2, node_ip="192.168.50.10")
+    s.set_owner(pipeline.pipeline_owner(), pipeline.node_flows(with_ip))
+    p = s.plan()
+    assert p.delete == []
+    assert [f.text() for f in p.add] == [
+        "cookie=0x1e5bcd38d0b, table=40, priority=65000,ip,nw_dst=192.168.50.10 "
+        "actions=goto_table:50"
+    ]
+
+
+def test_a_remote_node_comes_and_goes_with_its_l2_flow():
+    overlay = Overlay(tun_ofport=1, cluster_cidr="10.244.0.0/16")
+    remote = RemoteNode("node-b", "10.244.1.0/24", "192.168.50.11")
+    s, sw = FlowSync(), FakeSwitch()
+    s.set_owner(pipeline.pipeline_owner(), pipeline.node_flows(NODE, overlay))
+    s.set_owner(owner(POD_A), pipeline.pod_flows(NODE, POD_A))
+    sync(s, sw)
+    before = dict(sw.flows)
+
+    r_flows = pipeline.remote_node_flows(NODE, overlay, remote)
+    touched = s.set_owner(pipeline.node_owner(remote), r_flows)
+    p = sync(s, sw, touched)
+    assert set(p.add) == r_flows and p.delete == []
+    assert sorted(f.table for f in r_flows) == ["L2Forwarding", "L3Forwarding", "L3Forwarding"]
+
+    touched = s.remove_owner(pipeline.node_owner(remote))
+    p = sync(s, sw, touched)
+    assert set(p.delete) == r_flows and p.add == []
+    assert sw.flows == before
+    assert not s.plan()
 
 
 # ---- two owners, one key --------------------------------------------------------------------
@@ -250,7 +288,7 @@ def test_plan_orders_by_table_then_priority_descending():
     p = s.plan()
     got = _order(p.add)
     assert got == sorted(got, key=lambda tp: (tp[0], -tp[1]))
-    assert got[0] == (0, 200) and got[-1] == (70, 0)
+    assert got[0] == (0, 200) and got[-1] == (90, 0)  # Output, the last table
     s.applied(p)
 
     s.remove_owner(owner(POD_A))
@@ -289,7 +327,7 @@ def test_install_twice_is_idempotent():
     s, sw = FlowSync(), FakeSwitch()
     everything(s)
     first = sync(s, sw)
-    assert len(first.add) == len(sw.flows) == 8 + 6 + 6
+    assert len(first.add) == len(sw.flows) == 24 + 6 + 6  # node (with conntrack) + 2 pods
     snapshot, sent = dict(sw.flows), sw.messages
 
     everything(s)  # the same state recomputed from scratch

@@ -14,22 +14,82 @@ import types
 # os-ken needs app_manager imported before its controller/ofproto modules (circular import).
 import os_ken.base.app_manager  # noqa: F401
 import pytest
-from os_ken.ofproto import ofproto_parser, ofproto_v1_4, ofproto_v1_4_parser
+from os_ken.ofproto import (
+    nicira_ext,
+    ofproto_common,
+    ofproto_parser,
+    ofproto_v1_4,
+    ofproto_v1_4_parser,
+)
 
 from flows import cookie, pipeline, regs
-from flows.flow import DecTTL, Goto, Output, SetField, flow
-from flows.model import NodeNet, PodPort, mac_from_ip
+from flows.flow import (
+    CT,
+    Conjunction,
+    DecTTL,
+    Goto,
+    InPort,
+    Move,
+    Output,
+    OutputReg,
+    SetField,
+    ct_state,
+    flow,
+)
+from flows.model import NodeNet, Overlay, PodPort, RemoteNode, mac_from_ip
 from ovsctl import ofconv
 
 OFP = ofproto_v1_4
 PARSER = ofproto_v1_4_parser
-NODE = NodeNet.for_cidr("10.244.0.0/24", gw_ofport=2)
+NODE = NodeNet.for_cidr("10.244.0.0/24", gw_ofport=2, node_ip="192.168.50.10")
+OVERLAY = Overlay(tun_ofport=1, cluster_cidr="10.244.0.0/16")
+REMOTE = RemoteNode("node-b", "10.244.1.0/24", "192.168.50.11")
 PODS = [
     PodPort("3f2a9c1e/eth0", 3, "10.244.0.2", mac_from_ip("10.244.0.2")),
     PodPort("7b41d0aa/eth0", 4, "10.244.0.3", mac_from_ip("10.244.0.3")),
 ]
+IP = {"protocol": "ip"}
+POLICY = cookie.make("policy", "policy/default/web")
+# Not (yet) made by the pipeline: a three-clause conjunction with its conj_id flow, a flow in
+# two conjunctions at once, every ct_state flag both ways, ct(commit,table=) and output:reg
+# from another register.
+EXTRA_FLOWS = [
+    flow("EgressRule", 300, {**IP, "nw_src": "10.244.0.2"}, (Conjunction(7, 1, 3),), POLICY),
+    flow(
+        "EgressRule",
+        300,
+        {**IP, "nw_dst": "10.244.0.0/16"},
+        (Conjunction(7, 2, 3), Conjunction(8, 1, 2)),
+        POLICY,
+    ),
+    flow("EgressRule", 300, {"protocol": "tcp", "tp_dst": 80}, (Conjunction(7, 3, 3),), POLICY),
+    flow("EgressRule", 300, {"protocol": "udp"}, (Conjunction(8, 2, 2),), POLICY),
+    flow("EgressRule", 310, {"conj_id": 7, **IP}, (Goto("L3Forwarding"),), POLICY),
+    flow("EgressRule", 310, {"conj_id": 8, **IP}, (Goto("L3Forwarding"),), POLICY),
+    flow("EgressRule", 320, {**IP, "nw_src": "10.244.0.9"}, (Conjunction(0xFFFFFFFF, 64, 64),)),
+    flow(
+        "IngressRule",
+        300,
+        {**IP, "ct_state": ct_state(new=True, est=False, rel=False, rpl=True, inv=False, trk=True)},
+    ),
+    flow("IngressRule", 301, {**IP, "ct_state": ct_state(new=False, est=True, rel=True, trk=True)}),
+    flow("IngressRule", 302, {"protocol": "tcp", "ct_state": ct_state(trk=False)}),
+    flow(
+        "IngressRule",
+        303,
+        {**IP, "ct_state": ct_state(est=True, rpl=False)},  # with +inv, OVS refuses commit
+        (CT(7, table="L2Forwarding", commit=True),),
+    ),
+    flow("Conntrack", 100, IP, (CT(1, table="Output"),)),
+    flow("ConntrackCommit", 100, IP, (CT(5, commit=True), OutputReg("reg5"))),
+    flow("Output", 300, {"in_port": 9}, (Output(1),)),
+]
 ALL_FLOWS = sorted(
-    pipeline.node_flows(NODE).union(*(pipeline.pod_flows(NODE, p) for p in PODS)),
+    pipeline.node_flows(NODE, OVERLAY).union(
+        *(pipeline.pod_flows(NODE, p) for p in PODS),
+        pipeline.remote_node_flows(NODE, OVERLAY, REMOTE),
+        EXTRA_FLOWS,
+    ),
     key=lambda f: (f.table_id, -f.priority, f.match),
 )
 ROUND = 7
@@ -95,6 +155,26 @@ def parse_back(dp, data: bytes):
             {"protocol": "icmp", "icmp_type": 8, "icmp_code": 0},
             {"eth_type": 0x0800, "ip_proto": 1, "icmpv4_type": 8, "icmpv4_code": 0},
         ),
+        # ct_state: bits new 0x01, est 0x02, rel 0x04, rpl 0x08, inv 0x10, trk 0x20
+        ({"protocol": "ip", "ct_state": "+trk"}, {"eth_type": 0x0800, "ct_state": (0x20, 0x20)}),
+        ({"protocol": "ip", "ct_state": "-trk"}, {"eth_type": 0x0800, "ct_state": (0, 0x20)}),
+        (
+            {"protocol": "ip", "ct_state": "+new+trk"},
+            {"eth_type": 0x0800, "ct_state": (0x21, 0x21)},
+        ),
+        (
+            {"protocol": "ip", "ct_state": "-new+trk"},
+            {"eth_type": 0x0800, "ct_state": (0x20, 0x21)},
+        ),
+        (
+            {"protocol": "ip", "ct_state": "+inv+trk"},
+            {"eth_type": 0x0800, "ct_state": (0x30, 0x30)},
+        ),
+        (
+            {"protocol": "tcp", "ct_state": "+new-est-rel+rpl-inv+trk", "tp_dst": 80},
+            {"eth_type": 0x0800, "ip_proto": 6, "ct_state": (0x29, 0x3F), "tcp_dst": 80},
+        ),
+        ({"conj_id": 7, "protocol": "ip"}, {"conj_id": 7, "eth_type": 0x0800}),
         (
             {"tun_id": 5, "tun_dst": "192.168.1.2", "tun_src": "10.0.0.0/8"},
             {
@@ -124,9 +204,17 @@ def test_tp_fields_follow_the_protocol():
     }
 
 
-def test_ct_state_is_not_silently_dropped():
-    f = flow("L3Forwarding", 1, {"ct_state": "+trk"})
-    with pytest.raises(NotImplementedError):
+def test_unknown_ct_state_flag_is_not_silently_dropped():
+    f = flow("L3Forwarding", 1, {"protocol": "ip", "ct_state": "+trk+snat"})  # raw text
+    with pytest.raises(KeyError):
+        ofconv.match_kwargs(f)
+
+
+@pytest.mark.xfail(reason="ofconv ignores ct_state text without +/- flags: it matches anything")
+@pytest.mark.parametrize("text", ["trk", "+trk,new"])
+def test_ct_state_text_that_is_not_flags_is_refused(text):
+    f = flow("L3Forwarding", 1, {"protocol": "ip", "ct_state": text})
+    with pytest.raises((KeyError, ValueError)):
         ofconv.match_kwargs(f)
 
 
@@ -196,6 +284,75 @@ def test_routed_delivery_actions(dp):
     assert goto.table_id == 70
 
 
+def test_conjunction_clause_is_zero_based_on_the_wire(dp):
+    f = flow(
+        "EgressRule", 300, {"protocol": "ip"}, (Conjunction(7, 1, 3), Conjunction(8, 2, 2))
+    )
+    (apply_,) = ofconv.actions(PARSER, OFP, f)
+    assert [type(a).__name__ for a in apply_.actions] == ["NXActionConjunction"] * 2
+    assert [(a.id, a.clause, a.n_clauses) for a in apply_.actions] == [(7, 0, 3), (8, 1, 2)]
+    back = parse_back(dp, wire(ofconv.flow_add(dp, f, ROUND)))
+    (inst,) = back.instructions
+    assert [(a.id, a.clause, a.n_clauses) for a in inst.actions] == [(7, 0, 3), (8, 1, 2)]
+    # The bytes of struct nx_action_conjunction: type, len, vendor, subtype, clause, n_clauses,
+    # id; the first clause is 0 on the wire.
+    data = wire(ofconv.flow_add(dp, f, ROUND))
+    nx = (0xFFFF, 16, ofproto_common.NX_EXPERIMENTER_ID, nicira_ext.NXAST_CONJUNCTION)
+    assert struct.pack("!HHIHBBI", *nx, 0, 3, 7) + struct.pack("!HHIHBBI", *nx, 1, 2, 8) in data
+
+
+@pytest.mark.parametrize(
+    "action, flags, recirc",
+    [
+        (CT(65000, table="ConntrackState"), 0, 31),
+        (CT(65000, commit=True), 1, 0xFF),  # NX_CT_F_COMMIT, NX_CT_RECIRC_NONE
+        (CT(7, table="Output", commit=True), 1, 90),
+    ],
+)
+def test_ct_actions(dp, action, flags, recirc):
+    f = flow("Conntrack", 1, {"protocol": "ip"}, (action,))
+    (apply_,) = ofconv.actions(PARSER, OFP, f)
+    (ct,) = apply_.actions
+    assert isinstance(ct, PARSER.NXActionCT)
+    want = (flags, action.zone, recirc, 0, [])
+    assert (ct.flags, ct.zone_ofs_nbits, ct.recirc_table, ct.alg, ct.actions) == want
+    assert not ct.zone_src  # an immediate zone, not one read from a field
+    back = parse_back(dp, wire(ofconv.flow_add(dp, f, ROUND)))
+    (bct,) = back.instructions[0].actions
+    assert (bct.flags, bct.zone_ofs_nbits, bct.recirc_table, bct.alg, bct.actions) == want
+    assert bct.zone_src == ""
+
+
+def test_ct_commit_then_goto(dp):
+    f = next(f for f in ALL_FLOWS if f.table == "ConntrackCommit" and f.priority == 200)
+    apply_, goto = ofconv.actions(PARSER, OFP, f)
+    (ct,) = apply_.actions
+    assert (ct.flags, ct.recirc_table) == (1, 0xFF)
+    assert isinstance(goto, PARSER.OFPInstructionGotoTable)
+    assert goto.table_id == 90
+
+
+def test_output_reg(dp):
+    f = next(f for f in ALL_FLOWS if f.table == "Output" and f.priority == 200)
+    assert f.actions == (OutputReg("reg2"),)
+    (apply_,) = ofconv.actions(PARSER, OFP, f)
+    (out,) = apply_.actions
+    assert isinstance(out, PARSER.NXActionOutputReg)
+    assert (out.src, out.ofs_nbits) == ("reg2", nicira_ext.ofs_nbits(0, 31))
+    back = parse_back(dp, wire(ofconv.flow_add(dp, f, ROUND)))
+    (bout,) = back.instructions[0].actions
+    assert (bout.src, bout.ofs_nbits) == ("reg2", nicira_ext.ofs_nbits(0, 31))
+
+
+def test_l2_flow_loads_the_out_port(dp):
+    f = next(f for f in ALL_FLOWS if f.table == "L2Forwarding" and f.priority and f.cookie)
+    apply_, goto = ofconv.actions(PARSER, OFP, f)
+    (load,) = apply_.actions
+    assert isinstance(load, PARSER.NXActionRegLoad2)
+    assert load.dst == "reg2" and load.mask is None
+    assert goto.table_id == 80
+
+
 def test_unknown_action_is_refused():
     f = flow("Classifier", 1)
     bad = type(f)(f.table, f.priority, f.match, (object(),), f.cookie)  # bypasses flow()'s check
@@ -221,6 +378,9 @@ def test_every_pipeline_flow_serialises_and_parses_back(dp, f):
     assert kinds == ["OFPInstructionActions"] * bool(n_apply) + ["OFPInstructionGotoTable"] * n_goto
     if n_apply:
         assert len(back.instructions[0].actions) == n_apply
+    # Every field of every action and instruction comes back as it was built (lengths included,
+    # filled in by serialising): conjunction clauses, ct flags/zone/table, output:reg ofs_nbits.
+    assert str(back.instructions) == str(add.instructions)
 
     dele = ofconv.flow_delete_strict(dp, f, ROUND)
     back = parse_back(dp, wire(dele))
@@ -283,6 +443,12 @@ ADD_LINE = (
 
 @pytest.mark.skipif(shutil.which("ovs-ofctl") is None, reason="ovs-ofctl not installed")
 def test_ovs_decodes_the_messages_as_the_golden_text(dp):
+    # The check covers every kind of action and the ct_state match, so that OVS vouches for
+    # the 0-based conjunction clause, the NXAST_CT encoding and output:reg.
+    kinds = {type(a) for f in ALL_FLOWS for a in f.actions}
+    assert {Conjunction, CT, OutputReg, DecTTL, Goto, Output, SetField, Move, InPort} <= kinds
+    assert any(dict(f.match).get("ct_state") for f in ALL_FLOWS)
+    assert any(isinstance(a, CT) and a.commit and a.table for f in ALL_FLOWS for a in f.actions)
     data = b"".join(wire(ofconv.flow_add(dp, f, ROUND)) for f in ALL_FLOWS)
     out = subprocess.run(
         ["ovs-ofctl", "ofp-parse", "-"], input=data, capture_output=True, check=True, timeout=10

@@ -1,0 +1,224 @@
+"""NetworkPolicy (networking.k8s.io/v1) as plain values: parsing, label selectors, port ranges.
+
+Pure code: the agent feeds it the cluster's policies, namespaces and pods; `flows/policy.py`
+turns the result into conjunctive flows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import netaddr
+
+PROTOCOLS = ("TCP", "UDP", "SCTP")
+
+
+class PolicyError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Requirement:
+    key: str
+    operator: str  # In, NotIn, Exists, DoesNotExist
+    values: tuple[str, ...] = ()
+
+    def matches(self, labels: dict) -> bool:
+        if self.operator == "In":
+            return self.key in labels and labels[self.key] in self.values
+        if self.operator == "NotIn":
+            return self.key not in labels or labels[self.key] not in self.values
+        if self.operator == "Exists":
+            return self.key in labels
+        return self.key not in labels  # DoesNotExist
+
+
+@dataclass(frozen=True)
+class Selector:
+    """A label selector; the empty selector selects everything."""
+
+    match_labels: tuple[tuple[str, str], ...] = ()
+    match_expressions: tuple[Requirement, ...] = ()
+
+    def matches(self, labels: dict) -> bool:
+        return all(labels.get(k) == v for k, v in self.match_labels) and all(
+            r.matches(labels) for r in self.match_expressions
+        )
+
+
+@dataclass(frozen=True)
+class IPBlock:
+    cidr: str
+    excepts: tuple[str, ...] = ()
+
+    def cidrs(self) -> list[str]:
+        """The block minus its exceptions, as a list of CIDRs."""
+        s = netaddr.IPSet([self.cidr]) - netaddr.IPSet(list(self.excepts))
+        return [str(c) for c in s.iter_cidrs()]
+
+
+@dataclass(frozen=True)
+class Peer:
+    pod_selector: Selector | None = None
+    namespace_selector: Selector | None = None
+    ip_block: IPBlock | None = None
+
+
+@dataclass(frozen=True)
+class Port:
+    protocol: str = "TCP"
+    port: int | str | None = None  # None: every port of the protocol; str: a named port
+    end_port: int | None = None
+
+
+@dataclass(frozen=True)
+class Rule:
+    peers: tuple[Peer, ...] = ()  # empty: every peer
+    ports: tuple[Port, ...] = ()  # empty: every port and protocol
+
+
+@dataclass(frozen=True)
+class Policy:
+    namespace: str
+    name: str
+    pod_selector: Selector
+    ingress: tuple[Rule, ...] = ()
+    egress: tuple[Rule, ...] = ()
+    types: frozenset[str] = frozenset({"Ingress"})
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+# -- parsing -----------------------------------------------------------------------------------
+
+
+def _selector(obj, where: str) -> Selector:
+    if obj is None:
+        return Selector()
+    if not isinstance(obj, dict):
+        raise PolicyError(f"{where}: must be a label selector")
+    ml = obj.get("matchLabels") or {}
+    if not isinstance(ml, dict):
+        raise PolicyError(f"{where}.matchLabels: must be a map")
+    exprs = []
+    for i, e in enumerate(obj.get("matchExpressions") or []):
+        op = e.get("operator") if isinstance(e, dict) else None
+        if op not in ("In", "NotIn", "Exists", "DoesNotExist"):
+            raise PolicyError(
+                f"{where}.matchExpressions[{i}].operator: {op!r} is not In/NotIn/Exists/DoesNotExist"
+            )
+        values = tuple(str(v) for v in (e.get("values") or []))
+        if op in ("In", "NotIn") and not values:
+            raise PolicyError(f"{where}.matchExpressions[{i}].values: required for {op}")
+        if op in ("Exists", "DoesNotExist") and values:
+            raise PolicyError(f"{where}.matchExpressions[{i}].values: must be empty for {op}")
+        exprs.append(Requirement(str(e.get("key", "")), op, tuple(sorted(values))))
+    return Selector(tuple(sorted((str(k), str(v)) for k, v in ml.items())), tuple(exprs))
+
+
+def _peer(obj, where: str) -> Peer:
+    if not isinstance(obj, dict):
+        raise PolicyError(f"{where}: must be an object")
+    if "ipBlock" in obj:
+        if "podSelector" in obj or "namespaceSelector" in obj:
+            raise PolicyError(f"{where}: ipBlock cannot be combined with selectors")
+        ib = obj["ipBlock"] or {}
+        try:
+            cidr = netaddr.IPNetwork(ib["cidr"])
+            excepts = tuple(str(netaddr.IPNetwork(e).cidr) for e in ib.get("except") or [])
+        except (KeyError, netaddr.AddrFormatError, ValueError, TypeError) as e:
+            raise PolicyError(f"{where}.ipBlock: {e}") from None
+        for e in excepts:
+            if netaddr.IPNetwork(e) not in cidr:
+                raise PolicyError(f"{where}.ipBlock.except: {e} is not inside {cidr.cidr}")
+        return Peer(ip_block=IPBlock(str(cidr.cidr), excepts))
+    ps = _selector(obj["podSelector"], f"{where}.podSelector") if "podSelector" in obj else None
+    ns = (
+        _selector(obj["namespaceSelector"], f"{where}.namespaceSelector")
+        if "namespaceSelector" in obj
+        else None
+    )
+    if ps is None and ns is None:
+        raise PolicyError(f"{where}: needs podSelector, namespaceSelector or ipBlock")
+    return Peer(pod_selector=ps, namespace_selector=ns)
+
+
+def _port(obj, where: str) -> Port:
+    if not isinstance(obj, dict):
+        raise PolicyError(f"{where}: must be an object")
+    proto = obj.get("protocol", "TCP")
+    if proto not in PROTOCOLS:
+        raise PolicyError(f"{where}.protocol: {proto!r} is not TCP, UDP or SCTP")
+    port = obj.get("port")
+    end = obj.get("endPort")
+    if isinstance(port, bool) or (port is not None and not isinstance(port, int | str)):
+        raise PolicyError(f"{where}.port: must be a number or a name")
+    if isinstance(port, str) and port.isdigit():
+        port = int(port)
+    if isinstance(port, int) and not 1 <= port <= 65535:
+        raise PolicyError(f"{where}.port: {port} out of range 1..65535")
+    if end is not None:
+        if not isinstance(port, int) or isinstance(end, bool) or not isinstance(end, int):
+            raise PolicyError(f"{where}.endPort: needs a numeric port")
+        if not port <= end <= 65535:
+            raise PolicyError(f"{where}.endPort: {end} must be in {port}..65535")
+    return Port(proto, port, end)
+
+
+def _rules(items, where: str) -> tuple[Rule, ...]:
+    out = []
+    for i, r in enumerate(items or []):
+        if not isinstance(r, dict):
+            raise PolicyError(f"{where}[{i}]: must be an object")
+        key = "from" if where.endswith("ingress") else "to"
+        peers = tuple(_peer(p, f"{where}[{i}].{key}[{j}]") for j, p in enumerate(r.get(key) or []))
+        ports = tuple(
+            _port(p, f"{where}[{i}].ports[{j}]") for j, p in enumerate(r.get("ports") or [])
+        )
+        out.append(Rule(peers, ports))
+    return tuple(out)
+
+
+def parse(obj: dict) -> Policy:
+    """A networking.k8s.io/v1 NetworkPolicy dict to a Policy (policyTypes defaulted as the API
+    does: Ingress always, Egress when there are egress rules)."""
+    meta = obj.get("metadata") or {}
+    ns, name = meta.get("namespace") or "default", meta.get("name", "")
+    where = f"NetworkPolicy {ns}/{name}: spec"
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        raise PolicyError(f"{where}: missing")
+    if "podSelector" not in spec:
+        raise PolicyError(f"{where}.podSelector: required (use {{}} for every pod)")
+    ingress = _rules(spec.get("ingress"), f"{where}.ingress")
+    egress = _rules(spec.get("egress"), f"{where}.egress")
+    types = spec.get("policyTypes")
+    if types is None:
+        types = ["Ingress"] + (["Egress"] if spec.get("egress") else [])
+    if not isinstance(types, list) or any(t not in ("Ingress", "Egress") for t in types):
+        raise PolicyError(f"{where}.policyTypes: must be a list of Ingress/Egress")
+    return Policy(
+        ns,
+        name,
+        _selector(spec["podSelector"], f"{where}.podSelector"),
+        ingress,
+        egress,
+        frozenset(types),
+    )
+
+
+# -- ports ---------------------------------------------------------------------------------------
+
+
+def port_masks(start: int, end: int) -> list[tuple[int, int]]:
+    """[start, end] as (value, mask) pairs for a 16-bit field (fewest prefixes)."""
+    out = []
+    while start <= end:
+        size = start & -start if start else 1 << 16
+        while size > end - start + 1:
+            size >>= 1
+        out.append((start, 0xFFFF & ~(size - 1)))
+        start += size
+    return out

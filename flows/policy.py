@@ -1,0 +1,246 @@
+"""NetworkPolicy to flows: conjunctive matches, so flows grow with pods + rules, not pods x rules.
+
+Each rule of each policy gets a slot from the agent: its own priority in the rule tables and a
+block of conjunction ids. A rule is one conjunction per "port variant" with up to three
+clauses, each a separate set of flows:
+
+    1. the policy's own pods on this node   (ingress: nw_dst=POD   egress: nw_src=POD)
+    2. the peers                            (ingress: nw_src=PEER  egress: nw_dst=PEER)
+    3. the ports                            (tcp,tp_dst=80 / masked ranges for endPort)
+
+and one flow `conj_id=ID,ip -> next stage` that lets the packet skip the default-drop table.
+Named ports resolve per destination pod (ingress: the policy's pods; egress: the peer pods),
+so a named port that means 8080 on one pod and 9090 on another becomes two conjunctions.
+Pods selected by a policy get a drop flow in IngressDefault/EgressDefault at the policy's
+priority (its packet counter says how much that policy dropped).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from flows import cookie
+from flows.flow import Conjunction, Flow, Goto, flow
+from flows.netpol import Peer, Policy, Port, Rule, port_masks
+
+PRIO_BASE = 1000
+MAX_SLOTS = 60000
+CONJ_PER_RULE = 256
+
+
+@dataclass(frozen=True)
+class PodInfo:
+    namespace: str
+    name: str
+    labels: tuple[tuple[str, str], ...]
+    ip: str
+    ports: tuple[tuple[str, int, str], ...] = ()  # (name, containerPort, protocol)
+    local: bool = False
+
+    def label_dict(self) -> dict:
+        return dict(self.labels)
+
+    def named_port(self, name: str, protocol: str) -> int | None:
+        for pname, port, proto in self.ports:
+            if pname == name and proto == protocol:
+                return port
+        return None
+
+
+@dataclass
+class View:
+    """What policy computation needs from the cluster: namespace labels and pods with IPs."""
+
+    namespaces: dict[str, dict] = field(default_factory=dict)
+    pods: list[PodInfo] = field(default_factory=list)
+
+    def ns_labels(self, ns: str) -> dict:
+        return self.namespaces.get(ns, {"kubernetes.io/metadata.name": ns})
+
+
+def selected(policy: Policy, view: View) -> list[PodInfo]:
+    return [
+        p
+        for p in view.pods
+        if p.namespace == policy.namespace and policy.pod_selector.matches(p.label_dict())
+    ]
+
+
+def peer_pods(peer: Peer, policy_ns: str, view: View) -> list[PodInfo]:
+    if peer.ip_block is not None:
+        return []
+    out = []
+    for p in view.pods:
+        if peer.namespace_selector is None:
+            if p.namespace != policy_ns:
+                continue
+        elif not peer.namespace_selector.matches(view.ns_labels(p.namespace)):
+            continue
+        if peer.pod_selector is None or peer.pod_selector.matches(p.label_dict()):
+            out.append(p)
+    return out
+
+
+def rule_owner(policy: Policy, direction: str, idx: int) -> str:
+    return f"policy/{policy.key}/{direction}/{idx}"
+
+
+def isolation_owner(policy: Policy) -> str:
+    return f"policy/{policy.key}/isolation"
+
+
+def _port_matches(protocol: str, start: int | None, end: int | None) -> list[dict]:
+    proto = protocol.lower()
+    if start is None:
+        return [{"protocol": proto}]
+    if end is None or end == start:
+        return [{"protocol": proto, "tp_dst": start}]
+    return [
+        {"protocol": proto, "tp_dst": v if m == 0xFFFF else f"{v:#x}/{m:#x}"}
+        for v, m in port_masks(start, end)
+    ]
+
+
+def _variants(
+    rule: Rule, targets: list[PodInfo]
+) -> list[tuple[list[PodInfo] | None, list[dict] | None]]:
+    """(pods the variant applies to, port matches). `targets` are the pods whose ports a named
+    port is resolved against; None for pods means "all of them" and for ports "any port"."""
+    if not rule.ports:
+        return [(None, None)]
+    numeric: list[dict] = []
+    named: dict[tuple[str, int], list[PodInfo]] = defaultdict(list)
+    for port in rule.ports:
+        if isinstance(port.port, str):
+            for p in targets:
+                num = p.named_port(port.port, port.protocol)
+                if num is not None:
+                    named[(port.protocol, num)].append(p)
+        else:
+            numeric += _port_matches(port.protocol, port.port, port.end_port)
+    out: list = []
+    if numeric:
+        out.append((None, numeric))
+    for (proto, num), pods in sorted(named.items()):
+        out.append((pods, _port_matches(proto, num, None)))
+    return out
+
+
+def rule_flows(
+    policy: Policy, direction: str, idx: int, rule: Rule, view: View, slot: int
+) -> frozenset[Flow]:
+    """The flows of one rule (direction 'ingress' or 'egress') on this node."""
+    if not 0 <= slot < MAX_SLOTS:
+        raise ValueError(f"policy slot {slot} out of range")
+    own = [p for p in selected(policy, view) if p.local and p.ip]
+    if not own:
+        return frozenset()
+    table = "IngressRule" if direction == "ingress" else "EgressRule"
+    allow_to = "L2Forwarding" if direction == "ingress" else "L3Forwarding"
+    own_field, peer_field = ("nw_dst", "nw_src") if direction == "ingress" else ("nw_src", "nw_dst")
+    prio = PRIO_BASE + slot
+    ck = cookie.make("policy", rule_owner(policy, direction, idx))
+
+    # peers: None = anyone; otherwise pods (with IPs) and CIDRs
+    peer_pod_list: list[PodInfo] | None = None
+    cidrs: list[str] = []
+    if rule.peers:
+        peer_pod_list = []
+        for peer in rule.peers:
+            if peer.ip_block is not None:
+                cidrs += peer.ip_block.cidrs()
+            else:
+                peer_pod_list += [p for p in peer_pods(peer, policy.namespace, view) if p.ip]
+
+    # named ports resolve against the destination: ingress -> own pods, egress -> peer pods
+    if direction == "ingress":
+        resolve_against = own
+    else:
+        resolve_against = peer_pod_list if rule.peers else [p for p in view.pods if p.ip]
+    actions: dict[tuple, list] = defaultdict(list)  # (match items) -> conjunction actions
+    direct: set[tuple] = set()  # single-clause allows
+    conj_flows: list[Flow] = []
+    for k, (variant_pods, ports) in enumerate(_variants(rule, resolve_against)):
+        if k >= CONJ_PER_RULE:
+            break
+        conj_id = (slot + 1) * CONJ_PER_RULE + k
+        if direction == "ingress":
+            own_pods = own if variant_pods is None else [p for p in own if p in variant_pods]
+            peer_ips = None if not rule.peers else [p.ip for p in peer_pod_list] + cidrs
+        else:
+            own_pods = own
+            if variant_pods is not None:  # a named port: only the peers it resolved on
+                peer_ips = [p.ip for p in variant_pods]
+            else:
+                peer_ips = None if not rule.peers else [p.ip for p in peer_pod_list] + cidrs
+        if not own_pods or (peer_ips is not None and not peer_ips):
+            continue
+        clauses: list[list[dict]] = [[{"protocol": "ip", own_field: p.ip} for p in own_pods]]
+        if peer_ips is not None:
+            clauses.append([{"protocol": "ip", peer_field: ip} for ip in sorted(set(peer_ips))])
+        if ports is not None:
+            clauses.append(ports)
+        if len(clauses) == 1:
+            for m in clauses[0]:
+                direct.add(tuple(sorted(m.items())))
+            continue
+        n = len(clauses)
+        for ci, clause in enumerate(clauses, start=1):
+            for m in clause:
+                actions[tuple(sorted(m.items()))].append(Conjunction(conj_id, ci, n))
+        conj_flows.append(
+            flow(table, prio, {"protocol": "ip", "conj_id": conj_id}, (Goto(allow_to),), ck)
+        )
+
+    out = set(conj_flows)
+    for m in direct:
+        out.add(flow(table, prio, dict(m), (Goto(allow_to),), ck))
+    for m, acts in actions.items():
+        if m in direct:
+            continue  # the pod already allows everything at this priority
+        out.add(
+            flow(table, prio, dict(m), tuple(sorted(set(acts), key=lambda a: (a.id, a.clause))), ck)
+        )
+    return frozenset(out)
+
+
+def isolation_flows(policy: Policy, view: View, slot: int) -> frozenset[Flow]:
+    """Default deny for this node's pods the policy selects, per direction it isolates."""
+    ck = cookie.make("policy", isolation_owner(policy))
+    prio = PRIO_BASE + slot
+    out = set()
+    for p in selected(policy, view):
+        if not (p.local and p.ip):
+            continue
+        if "Ingress" in policy.types:
+            out.add(flow("IngressDefault", prio, {"protocol": "ip", "nw_dst": p.ip}, (), ck))
+        if "Egress" in policy.types:
+            out.add(flow("EgressDefault", prio, {"protocol": "ip", "nw_src": p.ip}, (), ck))
+    return frozenset(out)
+
+
+def policy_flows(policy: Policy, view: View, slot_of) -> dict[str, frozenset[Flow]]:
+    """Every owner of a policy with its flows: one per rule, one for its isolation drops.
+    `slot_of(owner)` gives each owner a distinct, stable slot."""
+    out = {}
+    iso = isolation_owner(policy)
+    out[iso] = isolation_flows(policy, view, slot_of(iso))
+    for direction, rules, kind in (
+        ("ingress", policy.ingress, "Ingress"),
+        ("egress", policy.egress, "Egress"),
+    ):
+        if kind not in policy.types:
+            continue
+        for idx, rule in enumerate(rules):
+            owner = rule_owner(policy, direction, idx)
+            out[owner] = rule_flows(policy, direction, idx, rule, view, slot_of(owner))
+    return out
+
+
+def port_spec(port: Port) -> str:
+    """Human form of a policy port, for logs and tools."""
+    p = "*" if port.port is None else str(port.port)
+    if port.end_port:
+        p += f"-{port.end_port}"
+    return f"{p}/{port.protocol}"
