@@ -7,6 +7,7 @@ fails in a unit test and not on a switch.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from flows import tables
@@ -186,7 +187,7 @@ class CT:
         parts = (["commit"] if self.commit else []) + (
             [f"table={tables.table(self.table).id}"] if self.table else []
         )
-        return f"ct({','.join(parts + [f'zone={self.zone}'])})"
+        return f"ct({','.join(parts + ([f'zone={self.zone}'] if self.zone else []))})"
 
 
 Action = Output | InPort | Goto | SetField | Move | DecTTL | OutputReg | Conjunction | CT
@@ -316,12 +317,27 @@ def flow(table: str, priority: int, match: dict | None = None, actions=(), cooki
         if isinstance(a, CT) and a.table is not None and tables.table(a.table).id <= t.id:
             raise FlowError(f"{table}: ct(table=) must go forward, not to {a.table}")
         if isinstance(a, Conjunction):
-            if not 1 <= a.clause <= a.n_clauses or a.n_clauses < 2:
+            if not 1 <= a.clause <= a.n_clauses or not 2 <= a.n_clauses <= 64:
                 raise FlowError(f"{table}: bad conjunction clause {a.clause}/{a.n_clauses}")
+            if not 0 <= a.id <= 0xFFFFFFFF:
+                raise FlowError(f"{table}: conjunction id {a.id} out of range")
             if any(not isinstance(b, Conjunction) for b in acts):
                 raise FlowError(f"{table}: conjunction actions cannot mix with other actions")
-    if "ct_state" in match and "ip" not in protos:
-        raise FlowError(f"{table}: ct_state needs ip in the match")
+    if "ct_state" in match:
+        if "ip" not in protos:
+            raise FlowError(f"{table}: ct_state needs ip in the match")
+        flags = re.findall(r"[+-](new|est|rel|rpl|inv|trk)", match["ct_state"])
+        if not re.fullmatch(
+            r"([+-](new|est|rel|rpl|inv|trk))+", match["ct_state"]
+        ) or flags != sorted(flags, key=CT_FLAGS.index):
+            raise FlowError(
+                f"{table}: ct_state {match['ct_state']!r}: use ct_state() (flags in OVS order)"
+            )
+    for a in acts:
+        if isinstance(a, CT) and a.commit and "+inv" in match.get("ct_state", ""):
+            raise FlowError(f"{table}: ct(commit) cannot apply to +inv packets")
+        if isinstance(a, CT) and not 0 <= a.zone <= 0xFFFF:
+            raise FlowError(f"{table}: ct zone {a.zone} out of range")
     gotos = [a for a in acts if isinstance(a, Goto)]
     if gotos and acts[-1] is not gotos[0] or len(gotos) > 1:
         raise FlowError(f"{table}: goto_table must be the last action, once")

@@ -104,6 +104,8 @@ CT_BITS = {"new": 0x01, "est": 0x02, "rel": 0x04, "rpl": 0x08, "inv": 0x10, "trk
 
 def _ct_state(text: str) -> tuple[int, int]:
     """'+new-est+trk' -> (value, mask)."""
+    if not re.fullmatch(r"([+-](new|est|rel|rpl|inv|trk))+", text):
+        raise ValueError(f"bad ct_state {text!r}")
     value = mask = 0
     for sign, name in re.findall(r"([+-])([a-z]+)", text):
         mask |= CT_BITS[name]

@@ -153,7 +153,14 @@ def test_a_full_node_never_claims_the_same_switch_key_twice():
     every |= pipeline.remote_node_flows(NODE_WITH_IP, OVERLAY, REMOTE)
     dup = [k for k, n in Counter(f.key for f in every).items() if n > 1]
     assert dup == []
-    golden = (GOLDEN_NODE, GOLDEN_NODE_IP, GOLDEN_OVERLAY, GOLDEN_POD_A, GOLDEN_POD_B, GOLDEN_REMOTE)
+    golden = (
+        GOLDEN_NODE,
+        GOLDEN_NODE_IP,
+        GOLDEN_OVERLAY,
+        GOLDEN_POD_A,
+        GOLDEN_POD_B,
+        GOLDEN_REMOTE,
+    )
     assert texts(every) == set().union(*golden)
 
 
@@ -348,7 +355,6 @@ def test_flow_rejects(args, error, words):
         flow(*args)
 
 
-@pytest.mark.xfail(reason="flow() does not check these yet; OVS 3.1 refuses each of them")
 @pytest.mark.parametrize(
     "args, words",
     [
@@ -363,7 +369,12 @@ def test_flow_rejects(args, error, words):
         (("ConntrackState", 1, {**_IP, "ct_state": ct_state()}), "ct_state"),
         # OVS refuses ct(commit) in a flow that matches +inv (OFPBAC_MATCH_INCONSISTENT)
         (
-            ("IngressRule", 1, {**_IP, "ct_state": ct_state(inv=True, trk=True)}, (CT(1, commit=True),)),
+            (
+                "IngressRule",
+                1,
+                {**_IP, "ct_state": ct_state(inv=True, trk=True)},
+                (CT(1, commit=True),),
+            ),
             "inv",
         ),
     ],
@@ -425,7 +436,6 @@ def test_new_action_texts(action, text):
     assert action.text() == text
 
 
-@pytest.mark.xfail(reason="OVS omits zone=0 (the default zone): it prints ct(table=90), ct(commit)")
 @pytest.mark.parametrize(
     "action, text",
     [(CT(0, table="Output"), "ct(table=90)"), (CT(0, commit=True), "ct(commit)")],
@@ -456,9 +466,9 @@ def test_conjunctive_flows_text():
 
 
 def test_ct_flows_text():
-    assert flow(
-        "ConntrackCommit", 100, _IP, (CT(1, commit=True), OutputReg("reg5"))
-    ).text() == ("table=80, priority=100,ip actions=ct(commit,zone=1),output:NXM_NX_REG5[]")
+    assert flow("ConntrackCommit", 100, _IP, (CT(1, commit=True), OutputReg("reg5"))).text() == (
+        "table=80, priority=100,ip actions=ct(commit,zone=1),output:NXM_NX_REG5[]"
+    )
     state = ct_state(new=True, est=False, rel=False, rpl=True, inv=False, trk=True)
     assert flow("IngressRule", 300, {"ct_state": state, **_IP}).text() == (
         "table=60, priority=300,ct_state=+new-est-rel+rpl-inv+trk,ip actions=drop"
@@ -796,7 +806,9 @@ def test_every_l2_flow_goes_through_conntrack_commit_and_only_output_outputs():
         "cookie=0x1e5bcd38d0b, table=90, priority=200 actions=output:NXM_NX_REG2[]"
     ]
     # The tunnel port is reached the same way, for the remote node's gateway MAC.
-    (l2,) = [f for f in pipeline.remote_node_flows(NODE, OVERLAY, REMOTE) if f.table == "L2Forwarding"]
+    (l2,) = [
+        f for f in pipeline.remote_node_flows(NODE, OVERLAY, REMOTE) if f.table == "L2Forwarding"
+    ]
     assert out_ports(l2) == {OVERLAY.tun_ofport}
 
 
