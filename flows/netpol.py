@@ -131,13 +131,18 @@ def _peer(obj, where: str) -> Peer:
         except (KeyError, netaddr.AddrFormatError, ValueError, TypeError) as e:
             raise PolicyError(f"{where}.ipBlock: {e}") from None
         for e in excepts:
-            if netaddr.IPNetwork(e) not in cidr:
+            if netaddr.IPNetwork(e) not in cidr or netaddr.IPNetwork(e).cidr == cidr.cidr:
                 raise PolicyError(f"{where}.ipBlock.except: {e} is not inside {cidr.cidr}")
         return Peer(ip_block=IPBlock(str(cidr.cidr), excepts))
-    ps = _selector(obj["podSelector"], f"{where}.podSelector") if "podSelector" in obj else None
+    # a null selector is the same as an absent one (the API drops it)
+    ps = (
+        _selector(obj["podSelector"], f"{where}.podSelector")
+        if obj.get("podSelector") is not None
+        else None
+    )
     ns = (
         _selector(obj["namespaceSelector"], f"{where}.namespaceSelector")
-        if "namespaceSelector" in obj
+        if obj.get("namespaceSelector") is not None
         else None
     )
     if ps is None and ns is None:
@@ -148,7 +153,7 @@ def _peer(obj, where: str) -> Peer:
 def _port(obj, where: str) -> Port:
     if not isinstance(obj, dict):
         raise PolicyError(f"{where}: must be an object")
-    proto = obj.get("protocol", "TCP")
+    proto = obj.get("protocol") or "TCP"
     if proto not in PROTOCOLS:
         raise PolicyError(f"{where}.protocol: {proto!r} is not TCP, UDP or SCTP")
     port = obj.get("port")
@@ -195,7 +200,7 @@ def parse(obj: dict) -> Policy:
     ingress = _rules(spec.get("ingress"), f"{where}.ingress")
     egress = _rules(spec.get("egress"), f"{where}.egress")
     types = spec.get("policyTypes")
-    if types is None:
+    if not types:  # absent, null and [] are all defaulted by the API server
         types = ["Ingress"] + (["Egress"] if spec.get("egress") else [])
     if not isinstance(types, list) or any(t not in ("Ingress", "Egress") for t in types):
         raise PolicyError(f"{where}.policyTypes: must be a list of Ingress/Egress")

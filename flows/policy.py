@@ -20,6 +20,8 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+import netaddr
+
 from flows import cookie
 from flows.flow import Conjunction, Flow, Goto, flow
 from flows.netpol import Peer, Policy, Port, Rule, port_masks
@@ -157,7 +159,16 @@ def rule_flows(
     if direction == "ingress":
         resolve_against = own
     else:
-        resolve_against = peer_pod_list if rule.peers else [p for p in view.pods if p.ip]
+        if not rule.peers:
+            resolve_against = [p for p in view.pods if p.ip]
+        else:  # selector peers, and pods whose IPs an ipBlock covers
+            blocks = netaddr.IPSet(cidrs)
+            resolve_against = list(
+                {
+                    (p.namespace, p.name): p
+                    for p in peer_pod_list + [p for p in view.pods if p.ip and p.ip in blocks]
+                }.values()
+            )
     actions: dict[tuple, list] = defaultdict(list)  # (match items) -> conjunction actions
     direct: set[tuple] = set()  # single-clause allows
     conj_flows: list[Flow] = []
