@@ -226,7 +226,7 @@ class Agent:
             ofport_request=cfg.gateway_ofport,
             external_ids={OWNER_KEY: "gateway"},
         )
-        self.node = NodeNet.for_cidr(cfg.pod_cidr, gw_ofport)
+        self.node = NodeNet.for_cidr(cfg.pod_cidr, gw_ofport, self.node_ip)
         if self.node_ip:
             tun = self.ovsdb.add_port(
                 cfg.bridge,
@@ -249,7 +249,7 @@ class Agent:
         )
         if changed:
             log.warning("node ports renumbered: gateway %d, tunnel %d", gw, tun)
-            self.node = NodeNet.for_cidr(self.cfg.pod_cidr, gw)
+            self.node = NodeNet.for_cidr(self.cfg.pod_cidr, gw, self.node_ip)
             if self.overlay is not None:
                 self.overlay = Overlay(tun, self.cfg.cluster_cidr)
             self.sync.set_owner(

@@ -11,6 +11,7 @@ import time
 
 import pytest
 import yaml
+
 from tests.netpol_reference import evaluate
 
 NAMESPACES = ("x", "y", "z")
@@ -611,5 +612,34 @@ def test_random_policies_match_the_reference(world, tmp_path, seed):
     try:
         got = converge(lab, want)
         assert got == want, f"seed {seed}: {json.dumps(policies)}\n" + diff(got, want)
+    finally:
+        lab.delete([f], log=lambda *_: None)
+
+
+def test_traffic_between_a_pod_and_its_own_node_is_always_allowed(world, tmp_path):
+    """kubelet probes: with x isolated both ways and nothing allowed, the node still reaches
+    x's pods and they reach the node."""
+    lab = world["lab"]
+    from tests.helpers import in_ns
+
+    policies = [netpol("deny-both", "x", {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]})]
+    f = apply(lab, tmp_path, policies)
+    try:
+        want = matrix(lambda sn, sp, dn, dp, port, proto: sn != "x" and dn != "x")
+        got = converge(lab, want)
+        assert got == want, diff(got, want)
+        meta = lab.meta()
+        for p in lab.status()["pods"]:
+            if p["namespace"] != "x":
+                continue
+            node = meta["nodes"][p["node"]]
+            assert in_ns(node["netns"], "ping", "-c1", "-W1", p["ip"], check=False).returncode == 0
+            gw = node["podCIDR"].rsplit(".", 1)[0] + ".1"
+            pns = lab.pod_netns(f"x/{p['name']}")
+            assert in_ns(pns, "ping", "-c1", "-W1", gw, check=False).returncode == 0
+            assert in_ns(pns, "ping", "-c1", "-W1", node["ip"], check=False).returncode == 0
+            # ...while another node is not the pod's own node: blocked by egress isolation
+            other = next(n for n in meta["nodes"].values() if n["name"] != p["node"])
+            assert in_ns(pns, "ping", "-c1", "-W1", other["ip"], check=False).returncode != 0
     finally:
         lab.delete([f], log=lambda *_: None)
