@@ -427,6 +427,15 @@ class Lab:
                 raise LabError(f"unknown component {component!r} (agent or ovs-vswitchd)")
             log(f"{node}: {component} restarted")
 
+    def flush_conntrack(self) -> None:
+        """Forget every tracked connection and every cached datapath flow on every node, so
+        that the next probe's connections are all new and are translated from the current
+        OpenFlow tables (policy changes apply to new connections only)."""
+        for name in self.meta()["nodes"]:
+            ovs = self.ovs(name)
+            ovs.appctl("dpctl/flush-conntrack")
+            ovs.appctl("revalidator/purge")
+
     # -- apply / delete ---------------------------------------------------------------------------
 
     def apply(self, files: list[str], log=print) -> list:

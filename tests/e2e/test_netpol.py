@@ -112,9 +112,12 @@ def netpol(name: str, ns: str, spec: dict) -> dict:
 
 def converge(lab, want: dict, timeout: float = 20.0) -> dict:
     """Probe until the matrix equals `want` (policy changes take a moment to reach every node);
-    returns the last matrix."""
+    returns the last matrix. Connections tracked before the change are forgotten first: a policy
+    change applies to new connections, and a probe that happened to reuse an old connection's
+    source port would otherwise ride on its conntrack entry."""
     deadline = time.monotonic() + timeout
     while True:
+        lab.flush_conntrack()
         got = lab.probe(timeout=1.0)
         if got == want or time.monotonic() > deadline:
             return got
