@@ -88,9 +88,9 @@ def l2_flow(mac: str, ofport: int, ck: int) -> Flow:
 
 
 def conntrack_flows(node: NodeNet) -> frozenset[Flow]:
-    """Stateful policy: every IPv4 packet goes through conntrack once on its way in. Replies
-    and established connections skip the policy tables; new connections that pass them are
-    committed just before output. Traffic between a pod and its own node is always allowed."""
+    """Stateful policy: every IPv4 packet goes through conntrack once on its way in. Replies,
+    established and related connections skip the policy tables; new connections that pass them
+    are committed just before output. Traffic between a pod and its own node is always allowed."""
     ck = cookie.make("pipeline", pipeline_owner())
     est, est_val = regs.ESTABLISHED.match(1)
     gw_reg, gw_val = regs.PKT_SOURCE.match(regs.FROM_GATEWAY)
@@ -104,12 +104,20 @@ def conntrack_flows(node: NodeNet) -> frozenset[Flow]:
             (),
             ck,
         ),
-        flow(
-            "ConntrackState",
-            PRIO_NORMAL,
-            {**ip, "ct_state": ct_state(new=False, trk=True)},
-            (SetField(est, est_val), Goto("L3Forwarding")),
-            ck,
+        # Only connections that saw a reply skip policy: a committed connection whose reply
+        # never came (-new-est) is evaluated again, so its retries obey a policy change.
+        *(
+            flow(
+                "ConntrackState",
+                prio,
+                {**ip, "ct_state": state},
+                (SetField(est, est_val), Goto("L3Forwarding")),
+                ck,
+            )
+            for prio, state in (
+                (PRIO_NORMAL, ct_state(est=True, trk=True)),
+                (PRIO_NORMAL - 1, ct_state(rel=True, trk=True)),
+            )
         ),
         flow("EgressRule", PRIO_ALWAYS, {**ip, "nw_dst": node.gw_ip}, (Goto("L3Forwarding"),), ck),
         flow("IngressRule", PRIO_ALWAYS, {est: est_val}, (Goto("L2Forwarding"),), ck),
