@@ -32,16 +32,9 @@ from ovsctl.flowsync import FlowSync
 from ovsctl.ipam import IPAM, IPAMError, IPAMExhausted
 from ovsctl.openflow import Controller, NotConnected, SyncError
 from ovsctl.ovsdb import OVSDB, OVSDBError
+from ovsctl.util import wait_until
 
 log = logging.getLogger(__name__)
-
-
-def wait_until(cond, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.05)
 
 
 POLICY_INPUTS = ("Namespace", "Pod", "NetworkPolicy")
@@ -113,7 +106,8 @@ class Agent:
         self.cluster: dict[tuple, object] = {}  # the source's objects by key
         self.remote_nodes: dict[str, RemoteNode] = {}
         self._pods_lock = threading.Lock()
-        self._key_locks: dict[str, threading.Lock] = {}
+        self._key_locks: dict[str, threading.Lock] = {}  # never removed: see cni_del
+        self._inflight: set[tuple[str, str]] = set()  # ADDs under way (GC must not free them)
         self._restoring = threading.Lock()
         self._policy_lock = threading.RLock()
         self._policy_slots: dict[str, int] = {}
@@ -255,6 +249,7 @@ class Agent:
             self.sync.set_owner(
                 pipeline.pipeline_owner(), pipeline.node_flows(self.node, self.overlay)
             )
+            self.remote_nodes.clear()  # their L2 flows name the tunnel's ofport
             self._apply_nodes(push=False)
         for att in list(self.pods.values()):
             port = by_name.get(att.host_if)
@@ -382,20 +377,20 @@ class Agent:
                 self._policy_slots[owner] = len(self._policy_slots)
         return self._policy_slots[owner]
 
-    def _apply_policies(self, push: bool, extra: dict | None = None) -> None:
+    def _apply_policies(self, push: bool) -> None:
         with self._policy_lock:
             owners = self._policy_owners()
-            owners.update(extra or {})
-            if push:
-                try:
-                    n = self.controller.update_many(owners, wait=False)
-                    if n:
-                        log.info("policy: %d flow changes sent", n)
-                except SyncError as e:
-                    log.warning("policy flows not pushed now (%s); the next round has them", e)
-            else:
+            if not push:
                 for owner, flows in owners.items():
                     self.sync.set_owner(owner, flows)
+                return
+            keys = self.controller.stage(owners)
+        try:
+            n = self.controller.push(keys, wait=False)
+            if n:
+                log.info("policy: %d flow changes sent", n)
+        except SyncError as e:
+            log.warning("policy flows not pushed now (%s); the next round has them", e)
 
     def _apply_nodes(self, push: bool) -> None:
         """Tunnel flows for every other node with a pod CIDR and an IP; only changed nodes are
@@ -554,7 +549,13 @@ class Agent:
                 return self._result(existing)
             if existing is not None:
                 self._teardown(existing)
-            return self._add(cid, ifname, netns, args)
+            with self._pods_lock:
+                self._inflight.add((cid, ifname))
+            try:
+                return self._add(cid, ifname, netns, args)
+            finally:
+                with self._pods_lock:
+                    self._inflight.discard((cid, ifname))
 
     def _add(self, cid: str, ifname: str, netns: str, args: dict) -> dict:
         cfg = self.cfg
@@ -600,11 +601,12 @@ class Agent:
             undo.append(lambda: self._remove_flows(owner))
             with self._pods_lock:
                 self.pods[att.key] = att
-            undo.append(lambda: self.pods.pop(att.key, None))
+            undo.append(lambda: self._forget(att.key))
             with self._policy_lock:  # the pod's own flows and its policy flows in one bundle
                 owners = self._policy_owners()
                 owners[owner] = pipeline.pod_flows(self.node, att.pod_port())
-                self.controller.update_many(owners, timeout=cfg.cni_timeout)
+                keys = self.controller.stage(owners)
+            self.controller.push(keys, timeout=cfg.cni_timeout)
             log.info(
                 "pod %s/%s (%s): %s %s on ofport %d via %s",
                 ns,
@@ -624,13 +626,19 @@ class Agent:
                     log.warning("rollback step failed for %s/%s: %s", cid, ifname, ue)
             raise _as_cni_error(e) from None
 
+    def _forget(self, key: str) -> None:
+        with self._pods_lock:
+            self.pods.pop(key, None)
+
     def _remove_flows(self, owner: str) -> None:
         """Remove a pod's flows, and its place in policy flows, in one bundle."""
+        with self._policy_lock:
+            owners = self._policy_owners()
+            owners[owner] = frozenset()
+            keys = self.controller.stage(owners)
         try:
-            with self._policy_lock:
-                owners = self._policy_owners()
-                owners[owner] = frozenset()
-                self.controller.update_many(owners, timeout=self.cfg.cni_timeout)
+            # Without a switch, the desired state is enough: the next round leaves them out.
+            self.controller.push(keys, timeout=self.cfg.cni_timeout, wait=False)
         except NotConnected:
             # Desired state no longer has them; the next round (on reconnect) drops them.
             log.warning("switch not connected: flows of %s will go with the next round", owner)
@@ -663,8 +671,6 @@ class Agent:
                     self.ipam.release(cid, ifname)
             except BaseException as e:
                 raise _as_cni_error(e) from None
-        with self._pods_lock:
-            self._key_locks.pop(key, None)
         return None
 
     def cni_check(self, req: dict):
@@ -728,11 +734,15 @@ class Agent:
             if not isinstance(v, dict) or "containerID" not in v or "ifname" not in v:
                 raise CNIError(7, "each valid attachment needs containerID and ifname")
             valid.add((v["containerID"], v["ifname"]))
+        with self._pods_lock:
+            valid |= self._inflight  # an ADD under way is not yet in the runtime's list
         live_ips = set()
         for att in list(self.pods.values()):
             if (att.container_id, att.ifname) in valid:
                 continue
             with self._lock_for(att.key):
+                if self.pods.get(att.key) is not att:
+                    continue  # DEL'd (or replaced) meanwhile
                 port = self.ovsdb.port(self.cfg.bridge, att.host_if)
                 if port and port["ofport"] > 0 and netlink.link_exists(att.host_if):
                     live_ips.add(att.ip)

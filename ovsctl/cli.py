@@ -39,7 +39,7 @@ def _agent(args) -> int:
         agent.start()
     except Exception as e:  # noqa: BLE001 - say why and exit non-zero
         logging.getLogger("ovsctl").error(
-            "agent failed to start: %s", e, exc_info=cfg.log_level == "debug"
+            "agent failed to start: %s", e, exc_info=cfg.log_level.lower() == "debug"
         )
         return 1
     logging.getLogger("ovsctl").info("agent running (pid file none; stop with SIGTERM)")
@@ -79,11 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     f = sub.add_parser(
         "flows",
-        help="dump br-int's flows with table names and owners",
+        help="dump br-int's flows with table names and cookie owners",
         description="Dump the flows on the bridge with table names instead of "
         "numbers and the owner decoded from each cookie.",
     )
-    f.add_argument("--bridge", default="br-int")
+    f.add_argument("--bridge", default="br-int", help="bridge to dump (default br-int)")
     f.add_argument("--table", help="only this table (name or number)")
     f.add_argument("--json", action="store_true", help="print JSON")
     f.add_argument("--no-stats", action="store_true", help="omit packet/byte counters")

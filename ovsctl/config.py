@@ -78,7 +78,8 @@ class AgentConfig:
             raise ConfigError(f"of_listen_port: {self.of_listen_port} out of range")
         if self.cni_timeout <= 0:
             raise ConfigError("cni_timeout: must be positive")
-        if self.log_level.lower() not in ("debug", "info", "warning", "error"):
+        self.log_level = self.log_level.lower()
+        if self.log_level not in ("debug", "info", "warning", "error"):
             raise ConfigError(f"log_level: {self.log_level!r} is not debug/info/warning/error")
         return self
 
@@ -140,6 +141,31 @@ def load_file(path: str, base: AgentConfig | None = None) -> AgentConfig:
     return from_mapping(data or {}, base, origin=path)
 
 
+HELP = {
+    "node_name": "this node's name (its Node object in the cluster state)",
+    "pod_cidr": "this node's pod CIDR; default: the Node's spec.podCIDR",
+    "cluster_cidr": "every pod CIDR together; traffic leaving it is masqueraded",
+    "bridge": "the integration bridge the agent owns",
+    "datapath_type": "system (kernel datapath) or netdev (userspace, for labs)",
+    "gateway_name": "internal port holding the pod CIDR's first address",
+    "gateway_ofport": "OpenFlow port number requested for the gateway",
+    "ovsdb": "OVSDB to connect to",
+    "of_listen_host": "OpenFlow controller address (loopback)",
+    "of_listen_port": "OpenFlow controller TCP port",
+    "cni_socket": "unix socket the ovsctl-cni shim talks to (mode 0600)",
+    "state_dir": "IPAM allocations and the flow round live here",
+    "node_ip": "tunnel endpoint; default: the Node's InternalIP",
+    "cluster_state": "directory of Kubernetes YAML to watch (the embedded source)",
+    "tunnel_name": "the flow-based VXLAN port",
+    "tunnel_ofport": "OpenFlow port number requested for the tunnel",
+    "ovs_rundir": "OVS run directory (for <bridge>.mgmt)",
+    "masquerade": "true/false: SNAT pod traffic leaving the cluster CIDR to the node IP",
+    "mtu": "pod MTU; 0 = the uplink's MTU minus 50 (VXLAN)",
+    "cni_timeout": "seconds: bound on each wait inside one CNI request",
+    "log_level": "debug, info, warning or error",
+}
+
+
 def add_flags(parser) -> None:
     """One --flag per setting, defaulting to None so only given flags override."""
     for f in fields(AgentConfig):
@@ -148,8 +174,8 @@ def add_flags(parser) -> None:
             flag,
             dest=f"cfg_{f.name}",
             default=None,
-            metavar=f.name.upper(),
-            help=f"({f.type}) default: {_default(f)}",
+            metavar=f.type.upper(),
+            help=f"{HELP.get(f.name, '')} (default: {_default(f)})",
         )
 
 

@@ -47,6 +47,11 @@ def dump(bridge: str) -> list[dict]:
     return rows
 
 
+def _owner(o: dict) -> str:
+    """feature:owner-id (the owner id is a hash of the owner's key, e.g. pod/<cid>/<ifname>)."""
+    return f"{o['feature']}:{o['owner']:#012x}" if o["owner"] else o["feature"]
+
+
 def main(args) -> int:
     try:
         rows = dump(args.bridge)
@@ -67,7 +72,5 @@ def main(args) -> int:
             print(f"\n[{r['table_id']}] {current}  — {doc}")
         o = r["owner"]
         stats = "" if args.no_stats else f" n_packets={r['packets']} n_bytes={r['bytes']}"
-        print(
-            f"  {o['feature']:<8} round={o['round']:<3}{stats} {r['match']} actions={r['actions']}"
-        )
+        print(f"  {_owner(o):<22} round={o['round']:<3}{stats} {r['match']} actions={r['actions']}")
     return 0

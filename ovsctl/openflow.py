@@ -32,6 +32,7 @@ from flows import cookie as ck
 from flows.flow import Flow
 from ovsctl import ofconv
 from ovsctl.flowsync import FlowSync, Plan
+from ovsctl.util import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,8 @@ class NotConnected(SyncError):
 class _Pending:
     """Replies to one exchange with the switch, keyed by xid."""
 
-    def __init__(self, xids: set[int], last_xid: int):
+    def __init__(self, xids: set[int], last_xid: int, dp=None):
+        self.dp = dp
         self.xids = xids
         self.last_xid = last_xid
         self.errors: list = []
@@ -157,11 +159,12 @@ class Controller:
             )
             self.dp = None
             self.ready.clear()
-        with self._plock:
-            for p in self._pending.values():
-                p.errors.append("switch disconnected")
-                p.done.set()
-            self._pending.clear()
+        with self._plock:  # fail only this connection's exchanges, not a newer one's
+            for x, p in list(self._pending.items()):
+                if p.dp is dp:
+                    p.errors.append("switch disconnected")
+                    p.done.set()
+                    del self._pending[x]
 
     def on_reply(self, msg, final: bool) -> None:
         with self._plock:
@@ -192,7 +195,7 @@ class Controller:
         for m in msgs + [final_msg]:
             if m.xid is None:
                 dp.set_xid(m)
-        p = _Pending({m.xid for m in msgs} | {final_msg.xid}, final_msg.xid)
+        p = _Pending({m.xid for m in msgs} | {final_msg.xid}, final_msg.xid, dp)
         with self._plock:
             for x in p.xids:
                 self._pending[x] = p
@@ -251,12 +254,7 @@ class Controller:
         except (FileNotFoundError, ValueError):
             rnd = 0
         rnd = rnd % ck.MAX_ROUND + 1
-        tmp = path + ".tmp"
-        with open(tmp, "w") as fh:
-            fh.write(f"{rnd}\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        atomic_write(path, f"{rnd}\n")
         return rnd
 
     def _resync_safely(self, dp) -> None:
@@ -277,12 +275,21 @@ class Controller:
             present = {(s.cookie & ck.ROUND_MASK) >> ck.ROUND_SHIFT for s in held}
             log.info("switch holds %d flows of rounds %s", len(held), sorted(present) or "none")
             rnd = self._next_round()
+            while rnd in present:  # never reuse a round the switch still holds
+                rnd = self._next_round()
             plan = self.sync.full_plan()
             mods = [ofconv.flow_add(dp, f, rnd) for f in plan.add]
             mods += [ofconv.delete_round(dp, r) for r in sorted(present - {rnd})]
             self._bundle(dp, mods, max(self.timeout, len(mods) / 2000))
             self.round = rnd
             self.sync.reset_installed({f.key: f for f in plan.add})
+            # owners changed while this round was being installed: send the difference too
+            late = self.sync.plan(None)
+            if late:
+                mods = [ofconv.flow_delete_strict(dp, f, rnd) for f in late.delete]
+                mods += [ofconv.flow_add(dp, f, rnd) for f in late.add]
+                self._bundle(dp, mods, self.timeout)
+                self.sync.applied(late)
             took = time.monotonic() - t0
             self.last_sync = {
                 "kind": "full",
@@ -319,6 +326,20 @@ class Controller:
         installs it)."""
         keys = self.sync.set_owner(owner, flows)
         if not wait and not self.ready.is_set():
+            return 0
+        return self._push(keys, timeout)
+
+    def stage(self, owners: dict) -> set[tuple]:
+        """Change owners' desired flows without sending; returns the keys to push()."""
+        keys: set = set()
+        for owner, flows in owners.items():
+            keys |= self.sync.set_owner(owner, flows)
+        return keys
+
+    def push(self, keys: set[tuple], timeout: float | None = None, wait: bool = True) -> int:
+        """Send what `keys` need (see stage); with wait=False and no switch, nothing (the
+        next round carries it)."""
+        if not keys or (not wait and not self.ready.is_set()):
             return 0
         return self._push(keys, timeout)
 

@@ -139,7 +139,11 @@ class OVSDB:
                 self.idl.run()
                 txn = ovs.db.idl.Transaction(self.idl)
                 txn.add_comment(f"ovsctl: {what}")
-                val = fn(txn)
+                try:
+                    val = fn(txn)
+                except BaseException:
+                    txn.abort()  # an open transaction would block every later one
+                    raise
                 status = txn.commit_block()
                 if status in (txn.SUCCESS, txn.UNCHANGED):
                     self.idl.run()
@@ -301,20 +305,21 @@ class OVSDB:
                 _set(iface, "mtu_request", [mtu_request])
 
         self._transact(fn, f"add port {name} to {bridge}")
-        with self._lock:
-
-            def ready():
+        timeout = wait_ofport or self.timeout
+        deadline = time.monotonic() + timeout
+        while True:  # poll with the lock taken only briefly: other requests go on meanwhile
+            with self._lock:
+                self.idl.run()
                 row = self._find("Interface", name)
-                if row is None:
-                    return None
-                if row.ofport and row.ofport[0] > 0:
-                    return row.ofport[0]
-                if row.ofport and row.ofport[0] == -1:
+                ofport = row.ofport[0] if row is not None and row.ofport else 0
+                if ofport > 0:
+                    return ofport
+                if ofport == -1:
                     err = row.error[0] if row.error else "ofport -1"
                     raise OVSDBError(f"OVS cannot open port {name}: {err}")
-                return None
-
-            return self._wait(ready, wait_ofport or self.timeout, f"ofport of {name}")
+            if time.monotonic() > deadline:
+                raise OVSDBError(f"timed out after {timeout:.1f}s waiting for the ofport of {name}")
+            time.sleep(0.002)
 
     def del_port(self, bridge: str, name: str) -> bool:
         """Remove a port if present; returns whether it was there."""

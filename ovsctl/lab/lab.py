@@ -27,7 +27,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -38,6 +37,7 @@ import yaml
 from ovsctl import kubelet
 from ovsctl.k8s import model
 from ovsctl.ovsproc import OVS
+from ovsctl.util import atomic_write, wait_until
 
 ROOT = os.environ.get("OVSCTL_LAB_ROOT", "/run/ovsctl-lab")
 UNDERLAY = netaddr.IPNetwork("172.30.0.0/24")
@@ -94,25 +94,8 @@ def _stop_pid(pid: int | None, marker: str, sig=signal.SIGTERM, timeout: float =
             os.kill(pid, signal.SIGKILL)
 
 
-def _atomic_write(path: str, text: str) -> None:
-    d = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def _wait(cond, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise LabError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.05)
+    return wait_until(cond, timeout, what, error=LabError)
 
 
 class Lab:
@@ -147,7 +130,7 @@ class Lab:
             ) from None
 
     def save_meta(self, meta: dict) -> None:
-        _atomic_write(self.meta_path, json.dumps(meta, indent=2))
+        atomic_write(self.meta_path, json.dumps(meta, indent=2))
 
     def pods(self) -> dict:
         try:
@@ -157,7 +140,7 @@ class Lab:
             return {}
 
     def save_pods(self, pods: dict) -> None:
-        _atomic_write(self.pods_path, json.dumps(pods, indent=2))
+        atomic_write(self.pods_path, json.dumps(pods, indent=2))
 
     def ns(self, what: str) -> str:
         return f"{self.name}.{what}"
@@ -171,7 +154,7 @@ class Lab:
     def write_object(self, obj) -> None:
         kind, ns, name = obj.key
         fname = f"{kind}-{ns + '.' if ns else ''}{name}.yaml"
-        _atomic_write(os.path.join(self.cluster_dir, fname), yaml.safe_dump(model.to_dict(obj)))
+        atomic_write(os.path.join(self.cluster_dir, fname), yaml.safe_dump(model.to_dict(obj)))
 
     def remove_object(self, key: tuple) -> None:
         kind, ns, name = key
@@ -347,7 +330,7 @@ class Lab:
             "log_level": "info",
         }
         path = os.path.join(d, "agent.yaml")
-        _atomic_write(path, yaml.safe_dump(conf))
+        atomic_write(path, yaml.safe_dump(conf))
         info["agent_pid"] = self._spawn(
             info["netns"],
             [sys.executable, "-m", "ovsctl.cli", "agent", "--config", path],
