@@ -449,6 +449,18 @@ class Agent:
                     att.key,
                     att.ofport,
                 )
+        for att in self.pods.values():  # a live port keeps its address even if IPAM lost it
+            if att.ip and self.ipam.get(att.container_id, att.ifname) is None:
+                try:
+                    self.ipam.adopt(
+                        att.ip,
+                        att.container_id,
+                        att.ifname,
+                        {"namespace": att.namespace, "name": att.name},
+                    )
+                    log.warning("IPAM had no record of %s for %s; re-reserved it", att.ip, att.key)
+                except IPAMError as e:
+                    log.error("cannot re-reserve %s for %s: %s", att.ip, att.key, e)
         known_ips = {a.ip for a in self.pods.values()}
         known_ifs = {a.host_if for a in self.pods.values()}
         for alloc in self.ipam.allocations():

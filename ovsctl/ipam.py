@@ -104,6 +104,30 @@ class IPAM:
             self._save(state)
             return alloc
 
+    def adopt(
+        self, ip: str, container_id: str, ifname: str, owner: dict | None = None
+    ) -> Allocation:
+        """Record that (container_id, ifname) holds `ip` (found in use, e.g. on a live port
+        after the state was lost). Idempotent; raises if another attachment holds it."""
+        key = _key(container_id, ifname)
+        owner = _check_owner(owner)
+        want = _norm_ip(ip)
+        if want is None or netaddr.IPAddress(want) not in self.cidr:
+            raise IPAMError(f"{ip!r} is not an address in {self.cidr}")
+        with self._locked():
+            state = self._load()
+            for k, a in state.allocs.items():
+                if a.ip == want:
+                    if k == key:
+                        return a
+                    raise IPAMError(f"{want} is already held by {k[0]}/{k[1]}")
+            if key in state.allocs:
+                raise IPAMError(f"{key[0]}/{key[1]} already holds {state.allocs[key].ip}")
+            alloc = Allocation(want, key[0], key[1], owner)
+            state.allocs[key] = alloc
+            self._save(state)
+            return alloc
+
     def release(self, container_id: str, ifname: str) -> Allocation | None:
         """Free the address of (container_id, ifname); idempotent, None if there was none."""
         key = _key(container_id, ifname)

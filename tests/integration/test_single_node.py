@@ -411,3 +411,19 @@ def test_gc_frees_stale_allocations_but_never_a_live_port(node, pods):
     assert stale["result"]["interfaces"][0]["name"] not in ovs_ports(node)
     assert all(p["ip"] in ips for p in pods)
     assert ping(keep["ns"], pods[0]["ip"])
+
+
+def test_lost_ipam_state_is_rebuilt_from_live_ports(node, pods):
+    """If the IPAM file is lost while the agent is down, addresses of live pods are re-reserved
+    from OVSDB at start-up: a new pod never gets one of them."""
+    node.kill_agent(signal.SIGKILL)
+    ipam_dir = os.path.join(node.state, "ipam")
+    for f in os.listdir(ipam_dir):
+        if f.endswith(".json"):
+            os.unlink(os.path.join(ipam_dir, f))
+    node.start_agent()
+    live = {p["ip"] for p in pods}
+    assert live <= ipam_ips(node)
+    fresh = node.add_pod(f"lost{uid(3)}")
+    assert fresh["ip"] not in live
+    assert ping(fresh["ns"], pods[0]["ip"])

@@ -258,3 +258,17 @@ def test_processes_get_distinct_ips(tmp_path):
     persisted = IPAM("10.244.0.0/24", str(tmp_path)).allocations()
     assert {a.ip for a in persisted} == set(ips)
     assert {a.container_id for a in persisted} == {f"p{n}-{i}" for n in range(4) for i in range(25)}
+
+
+def test_adopt_records_an_address_found_in_use_and_refuses_conflicts(tmp_path):
+    ipam = IPAM("10.244.0.0/24", str(tmp_path))
+    a = ipam.adopt("10.244.0.7", "c1", "eth0", {"name": "p"})
+    assert a.ip == "10.244.0.7" and ipam.adopt("10.244.0.7", "c1", "eth0") == a
+    assert IPAM("10.244.0.0/24", str(tmp_path)).get("c1", "eth0") == a  # persisted
+    with pytest.raises(IPAMError, match="already held"):
+        ipam.adopt("10.244.0.7", "c2", "eth0")
+    with pytest.raises(IPAMError, match="not an address"):
+        ipam.adopt("10.9.0.7", "c3", "eth0")
+    # never handed out again while adopted
+    got = {ipam.allocate(f"x{i}", "eth0").ip for i in range(252)}
+    assert "10.244.0.7" not in got
