@@ -12,6 +12,8 @@ import signal
 import subprocess
 import time
 
+from ovsctl.util import kill_pid
+
 SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
 
 
@@ -109,20 +111,8 @@ class OVS:
 
     def stop_daemon(self, daemon: str, sig: int = signal.SIGTERM, timeout: float = 10) -> None:
         pid = self.pid(daemon)
-        if pid is None:
-            return
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.02)
-        os.kill(pid, signal.SIGKILL)
+        if pid is not None:
+            kill_pid(pid, sig, timeout)
 
     def stop(self) -> None:
         self.stop_daemon("ovs-vswitchd")

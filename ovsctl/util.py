@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
 import time
 
@@ -38,3 +39,22 @@ def wait_until(cond, timeout: float, what: str, interval: float = 0.05, error=Ti
         if time.monotonic() > deadline:
             raise error(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(interval)
+
+
+def kill_pid(pid: int, sig: int = signal.SIGTERM, timeout: float = 10) -> None:
+    """Send `sig` to a process we started, wait up to `timeout` s for it to go, then SIGKILL."""
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.02)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

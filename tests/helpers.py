@@ -15,6 +15,7 @@ import uuid
 
 from ovsctl import kubelet
 from ovsctl.ovsproc import OVS
+from ovsctl.util import kill_pid
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VENV_BIN = os.path.dirname(sys.executable)
@@ -65,21 +66,6 @@ def netns_add(name: str) -> str:
 
 def netns_del(name: str) -> None:
     subprocess.run(["ip", "netns", "del", name], capture_output=True)
-
-
-def kill_pid(pid: int, sig: int = signal.SIGTERM, timeout: float = 10) -> None:
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.02)
-    os.kill(pid, signal.SIGKILL)
 
 
 class Node:

@@ -19,6 +19,25 @@ PODS = ("a", "b", "c")
 PORTS = ((80, "TCP"), (81, "TCP"), (53, "UDP"))
 
 
+CONTAINER_PORTS = [
+    {"name": "http", "containerPort": 80, "protocol": "TCP"},
+    {"name": "alt", "containerPort": 81, "protocol": "TCP"},
+    {"name": "dns", "containerPort": 53, "protocol": "UDP"},
+]
+
+
+def pod_doc(ns: str, name: str, labels: dict, ip: str | None = None) -> dict:
+    doc = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns, "labels": labels},
+        "spec": {"containers": [{"name": "c", "image": "x", "ports": CONTAINER_PORTS}]},
+    }
+    if ip:
+        doc["status"] = {"podIP": ip}
+    return doc
+
+
 def cluster_yaml() -> str:
     docs = []
     for ns in NAMESPACES:
@@ -29,27 +48,7 @@ def cluster_yaml() -> str:
                 "metadata": {"name": ns, "labels": {"ns": ns}},
             }
         )
-        for p in PODS:
-            docs.append(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Pod",
-                    "metadata": {"name": p, "namespace": ns, "labels": {"pod": p}},
-                    "spec": {
-                        "containers": [
-                            {
-                                "name": "c",
-                                "image": "x",
-                                "ports": [
-                                    {"name": "http", "containerPort": 80, "protocol": "TCP"},
-                                    {"name": "alt", "containerPort": 81, "protocol": "TCP"},
-                                    {"name": "dns", "containerPort": 53, "protocol": "UDP"},
-                                ],
-                            }
-                        ]
-                    },
-                }
-            )
+        docs += [pod_doc(ns, p, {"pod": p}) for p in PODS]
     return yaml.safe_dump_all(docs)
 
 
@@ -63,25 +62,7 @@ def world(lab):
     """Kubernetes-shaped namespaces and pods (with their IPs) for the reference evaluator."""
     ips = {(p["namespace"], p["name"]): p["ip"] for p in lab.status()["pods"]}
     nss = [{"metadata": {"name": ns, "labels": {"ns": ns}}} for ns in NAMESPACES]
-    pods = [
-        {
-            "metadata": {"namespace": ns, "name": p, "labels": {"pod": p}},
-            "spec": {
-                "containers": [
-                    {
-                        "ports": [
-                            {"name": "http", "containerPort": 80, "protocol": "TCP"},
-                            {"name": "alt", "containerPort": 81, "protocol": "TCP"},
-                            {"name": "dns", "containerPort": 53, "protocol": "UDP"},
-                        ]
-                    }
-                ]
-            },
-            "status": {"podIP": ips[(ns, p)]},
-        }
-        for ns in NAMESPACES
-        for p in PODS
-    ]
+    pods = [pod_doc(ns, p, {"pod": p}, ips[(ns, p)]) for ns in NAMESPACES for p in PODS]
     return {"namespaces": nss, "pods": pods, "ips": ips, "lab": lab}
 
 
@@ -561,37 +542,17 @@ def test_pod_relabel_flips_a_connection(world, tmp_path):
     f = apply(lab, tmp_path, policies)
     relabel = tmp_path / "relabel.yaml"
 
-    def pod_doc(labels):
-        return {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": "c", "namespace": "y", "labels": labels},
-            "spec": {
-                "containers": [
-                    {
-                        "name": "c",
-                        "image": "x",
-                        "ports": [
-                            {"name": "http", "containerPort": 80, "protocol": "TCP"},
-                            {"name": "alt", "containerPort": 81, "protocol": "TCP"},
-                            {"name": "dns", "containerPort": 53, "protocol": "UDP"},
-                        ],
-                    }
-                ]
-            },
-        }
-
     try:
         want = matrix(lambda sn, sp, dn, dp, port, proto: dn != "x")
         got = converge(lab, want)
         assert got == want, diff(got, want)
-        relabel.write_text(json.dumps(pod_doc({"pod": "c", "role": "frontend"})))
+        relabel.write_text(json.dumps(pod_doc("y", "c", {"pod": "c", "role": "frontend"})))
         lab.apply([str(relabel)], log=lambda *_: None)
         want = matrix(lambda sn, sp, dn, dp, port, proto: dn != "x" or (sn, sp) == ("y", "c"))
         got = converge(lab, want)
         assert got == want, diff(got, want)
     finally:
-        relabel.write_text(json.dumps(pod_doc({"pod": "c"})))
+        relabel.write_text(json.dumps(pod_doc("y", "c", {"pod": "c"})))
         lab.apply([str(relabel)], log=lambda *_: None)
         lab.delete([f], log=lambda *_: None)
 
