@@ -182,15 +182,34 @@ class CT:
     zone: int
     table: str | None = None
     commit: bool = False
+    nat: str | None = None  # None: no NAT; "": apply the connection's NAT; "dst=IP:PORT"
 
     def text(self) -> str:
         parts = (["commit"] if self.commit else []) + (
             [f"table={tables.table(self.table).id}"] if self.table else []
         )
-        return f"ct({','.join(parts + ([f'zone={self.zone}'] if self.zone else []))})"
+        parts += [f"zone={self.zone}"] if self.zone else []
+        if self.nat is not None:
+            parts.append(f"nat({self.nat})" if self.nat else "nat")
+        return f"ct({','.join(parts)})"
 
 
-Action = Output | InPort | Goto | SetField | Move | DecTTL | OutputReg | Conjunction | CT
+@dataclass(frozen=True)
+class Multipath:
+    """Pick one of n_links (0..n-1) by a symmetric hash of the 5-tuple, highest random weight
+    (a link change moves only the flows of that link), into a register field."""
+
+    n_links: int
+    reg: str  # "reg3"
+    bits: int = 16
+
+    def text(self) -> str:
+        return f"multipath(symmetric_l4,0,hrw,{self.n_links - 1},0,NXM_NX_{self.reg.upper()}[0..{self.bits - 1}])"
+
+
+Action = (
+    Output | InPort | Goto | SetField | Move | DecTTL | OutputReg | Conjunction | CT | Multipath
+)
 
 # ct_state flags in the order ovs-ofctl prints them.
 CT_FLAGS = ("new", "est", "rel", "rpl", "inv", "trk")
@@ -309,7 +328,7 @@ def flow(table: str, priority: int, match: dict | None = None, actions=(), cooki
             if target.id <= t.id:
                 raise FlowError(f"{table}: goto_table must go forward, not to {a.table}")
         elif not isinstance(
-            a, Output | InPort | SetField | Move | DecTTL | OutputReg | Conjunction | CT
+            a, Output | InPort | SetField | Move | DecTTL | OutputReg | Conjunction | CT | Multipath
         ):
             raise FlowError(f"{table}: unsupported action {a!r}")
         if isinstance(a, DecTTL | CT) and "ip" not in protos:

@@ -96,7 +96,7 @@ def conntrack_flows(node: NodeNet) -> frozenset[Flow]:
     gw_reg, gw_val = regs.PKT_SOURCE.match(regs.FROM_GATEWAY)
     ip = {"protocol": "ip"}
     out = {
-        flow("Conntrack", PRIO_NORMAL, ip, (CT(CT_ZONE, table="ConntrackState"),), ck),
+        flow("Conntrack", PRIO_NORMAL, ip, (CT(CT_ZONE, table="ConntrackState", nat=""),), ck),
         flow(
             "ConntrackState",
             PRIO_NORMAL + 10,

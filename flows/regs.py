@@ -27,10 +27,10 @@ class RegField:
         return f"reg{self.reg}"
 
     def match(self, v: int) -> tuple[str, str]:
-        """Match field and value as ovs-ofctl prints them: ('reg0', '0x2/0xf')."""
+        """Match field and value as ovs-ofctl prints them: ('reg0', '0x2/0xf'), ('reg3', '0/0xffff')."""
+        val = "0" if self.value(v) == 0 else f"{self.value(v):#x}"
         full = self.mask == 0xFFFFFFFF
-        val = f"{self.value(v):#x}" if full else f"{self.value(v):#x}/{self.mask:#x}"
-        return f"reg{self.reg}", val
+        return f"reg{self.reg}", val if full else f"{val}/{self.mask:#x}"
 
 
 # reg0[0..3]: which kind of port the packet entered by.
@@ -45,10 +45,14 @@ ESTABLISHED = RegField(0, 4, 4, "established connection: skip policy")
 # reg2: the output port, chosen by L2Forwarding, used by Output.
 OUT_PORT = RegField(2, 0, 31, "output port")
 
+# reg3[0..15]: the endpoint index ServiceLB picked for a new Service connection.
+ENDPOINT = RegField(3, 0, 15, "endpoint index picked by ServiceLB")
+
 # reg1: scratch space within one table's actions (e.g. swapping ARP addresses).
 SCRATCH = RegField(1, 0, 31, "scratch within one flow's actions")
 
 ALL = {
+    "ENDPOINT": ENDPOINT,
     "PKT_SOURCE": PKT_SOURCE,
     "ESTABLISHED": ESTABLISHED,
     "OUT_PORT": OUT_PORT,

@@ -23,6 +23,8 @@ PIPELINE: tuple[Table, ...] = (
     Table("ARPResponder", 20, "next", "answers ARP requests for local pod IPs and the gateway"),
     Table("Conntrack", 30, "next", "IPv4 goes through conntrack (zone 65000), then ConntrackState"),
     Table("ConntrackState", 31, "next", "invalid: drop; established/related: skip policy"),
+    Table("ServiceLB", 35, "next", "new connections to a Service port: pick an endpoint (reg3)"),
+    Table("EndpointDNAT", 36, "next", "commit the connection with DNAT to the picked endpoint"),
     Table(
         "EgressRule", 40, "next", "NetworkPolicy egress rules of local source pods (conjunctions)"
     ),

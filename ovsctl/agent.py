@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 
 import netaddr
 
-from flows import netpol, pipeline, policy
+from flows import netpol, pipeline, policy, services
 from flows.model import NodeNet, Overlay, PodPort, RemoteNode, mac_from_ip
 from flows.policy import PodInfo, View
 from ovsctl import hostnet, netlink
@@ -37,7 +37,7 @@ from ovsctl.util import wait_until
 log = logging.getLogger(__name__)
 
 
-POLICY_INPUTS = ("Namespace", "Pod", "NetworkPolicy")
+POLICY_INPUTS = ("Namespace", "Pod", "NetworkPolicy", "Service", "EndpointSlice")
 OWNER_KEY = "ovsctl-owner"  # external_ids marker on every port the agent made
 HOST_IF_RE = re.compile(r"^ovs[0-9a-f]{11}$")
 
@@ -112,6 +112,7 @@ class Agent:
         self._policy_lock = threading.RLock()
         self._policy_slots: dict[str, int] = {}
         self._free_slots: list[int] = []
+        self._services: set[str] = set()  # Service owners with flows
         self.ovsdb: OVSDB | None = None
         self.controller: Controller | None = None
         self.server: CNIServer | None = None
@@ -367,6 +368,39 @@ class Agent:
         for owner in set(self._policy_slots) - set(want):
             want[owner] = frozenset()
             self._free_slots.append(self._policy_slots.pop(owner))
+        want.update(self._service_owners(view))
+        return want
+
+    def _service_owners(self, view: View) -> dict:
+        """Flows of every Service (ClusterIP load-balancing); Services that are gone map to an
+        empty set. Endpoints come from EndpointSlices, or from the selector when there are none
+        (as the EndpointSlice controller would make them)."""
+        slices: dict[tuple[str, str], list[dict]] = {}
+        for key, obj in list(self.cluster.items()):
+            if key[0] == "EndpointSlice":
+                body = obj.obj()
+                svc = ((body.get("metadata") or {}).get("labels") or {}).get(
+                    "kubernetes.io/service-name"
+                )
+                if svc:
+                    slices.setdefault((key[1], svc), []).append(body)
+        want: dict[str, frozenset] = {}
+        for key, obj in list(self.cluster.items()):
+            if key[0] != "Service":
+                continue
+            try:
+                svc = services.parse_service(obj.obj())
+            except services.ServiceError as e:
+                log.error("ignoring %s", e)
+                continue
+            if (svc.namespace, svc.name) in slices:
+                eps = services.endpoints_from_slices(slices[(svc.namespace, svc.name)])
+            else:
+                eps = services.endpoints_from_pods(svc, view.pods)
+            want[services.service_owner(svc)] = services.service_flows(svc, eps)
+        for owner in self._services - set(want):
+            want[owner] = frozenset()
+        self._services = {o for o, f in want.items() if f}
         return want
 
     def _slot(self, owner: str) -> int:

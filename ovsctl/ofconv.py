@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from os_ken.ofproto import nicira_ext
+
 from flows import cookie as ck
 from flows import tables
 from flows.flow import (
@@ -14,6 +16,7 @@ from flows.flow import (
     Goto,
     InPort,
     Move,
+    Multipath,
     Output,
     OutputReg,
     SetField,
@@ -114,6 +117,23 @@ def _ct_state(text: str) -> tuple[int, int]:
     return value, mask
 
 
+NX_NAT_F_DST = 1 << 1
+
+
+def _nat(parser, spec: str):
+    """'' -> nat (apply the connection's existing NAT); 'dst=IP:PORT' -> DNAT to IP:PORT."""
+    if not spec:
+        return parser.NXActionNAT(flags=0)
+    kind, _, target = spec.partition("=")
+    if kind != "dst":
+        raise ValueError(f"unsupported nat {spec!r}")
+    ip, _, port = target.partition(":")
+    kw = {"range_ipv4_min": ip, "range_ipv4_max": ip}
+    if port:
+        kw.update(range_proto_min=int(port), range_proto_max=int(port))
+    return parser.NXActionNAT(flags=NX_NAT_F_DST, **kw)
+
+
 def match_kwargs(f: Flow) -> dict:
     kw: dict = {}
     proto = None
@@ -173,7 +193,19 @@ def actions(parser, ofp, f: Flow) -> list:
                     zone_ofs_nbits=a.zone,
                     recirc_table=tables.table(a.table).id if a.table else 0xFF,
                     alg=0,
-                    actions=[],
+                    actions=[] if a.nat is None else [_nat(parser, a.nat)],
+                )
+            )
+        elif isinstance(a, Multipath):
+            acts.append(
+                parser.NXActionMultipath(
+                    fields=nicira_ext.NX_HASH_FIELDS_SYMMETRIC_L4,
+                    basis=0,
+                    algorithm=nicira_ext.NX_MP_ALG_HRW,
+                    max_link=a.n_links - 1,
+                    arg=0,
+                    ofs_nbits=nicira_ext.ofs_nbits(0, a.bits - 1),
+                    dst=a.reg,
                 )
             )
         elif isinstance(a, Goto):

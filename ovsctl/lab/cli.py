@@ -63,6 +63,11 @@ def add_parser(sub) -> None:
     pr = common(ls.add_parser("probe", help="every pod to every other pod on every declared port"))
     pr.add_argument("--json", action="store_true")
     pr.add_argument("--timeout", type=float, default=2.0, help="seconds per probe (default 2)")
+    pr.add_argument(
+        "--services",
+        action="store_true",
+        help='also every pod to every Service port (keys "src->svc:ns/name:PORT/PROTO")',
+    )
     pr.set_defaults(func=_probe)
 
     rs = common(ls.add_parser("restart", help="restart a node's agent or ovs-vswitchd"))
@@ -157,7 +162,7 @@ def _exec(args):
 
 @_err
 def _probe(args):
-    res = _lab(args).probe(args.timeout)
+    res = _lab(args).probe(args.timeout, services=args.services)
     if args.json:
         print(json.dumps(res, indent=2))
         return 0

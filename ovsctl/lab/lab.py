@@ -589,8 +589,42 @@ class Lab:
             raise LabError(f"no pod {pod} in lab {self.name}")
         return rec["netns"]
 
-    def probe(self, timeout: float = 2.0) -> dict[str, bool]:
+    def services(self) -> list[dict]:
+        """The Service objects in the lab's state: {namespace, name, clusterIP, ports}."""
+        out = []
+        for f in sorted(os.listdir(self.cluster_dir)):
+            if not f.startswith("Service-"):
+                continue
+            with open(os.path.join(self.cluster_dir, f)) as fh:
+                body = yaml.safe_load(fh) or {}
+            spec, meta = body.get("spec") or {}, body.get("metadata") or {}
+            if spec.get("clusterIP") in (None, "", "None"):
+                continue
+            out.append(
+                {
+                    "namespace": meta.get("namespace", "default"),
+                    "name": meta.get("name"),
+                    "clusterIP": spec["clusterIP"],
+                    "ports": [
+                        (int(p["port"]), p.get("protocol") or "TCP")
+                        for p in spec.get("ports") or []
+                    ],
+                }
+            )
+        return out
+
+    def probe(self, timeout: float = 2.0, services: bool = False) -> dict[str, bool]:
+        """Every pod to every other pod on every declared port; with services=True also every
+        pod to every Service port (keys "src->svc:ns/name:PORT/PROTO")."""
         pods = self.pods()
+        svc_targets = []
+        if services:
+            for svc in self.services():
+                for port, proto in svc["ports"]:
+                    if proto in ("TCP", "UDP"):
+                        svc_targets.append(
+                            (f"svc:{svc['namespace']}/{svc['name']}", svc["clusterIP"], port, proto)
+                        )
         targets = []
         for dst in pods.values():
             for _name, port, proto in dst["ports"]:
@@ -607,6 +641,14 @@ class Lab:
                 }
                 for d, port, proto in targets
                 if d is not src
+            ] + [
+                {
+                    "key": f"{src['namespace']}/{src['name']}->{name}:{port}/{proto}",
+                    "ip": ip,
+                    "port": port,
+                    "proto": proto,
+                }
+                for name, ip, port, proto in svc_targets
             ]
             if not todo:
                 return {}

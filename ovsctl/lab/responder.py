@@ -1,6 +1,6 @@
 """A pod's stand-in application in the lab (standard library only, started inside the pod's
-network namespace): on each TCP port it accepts connections and answers with the peer's
-address; on each UDP port it echoes the peer's address. Tests use the answer to check that
+network namespace): on each TCP port it accepts connections and answers with a line
+"PEER_IP OWN_IP"; on each UDP port it answers each datagram with the same line. Tests use the answer to check that
 source IPs arrive unchanged.
 
     python3 responder.py --tcp 80 --tcp 8080 --udp 53
@@ -25,7 +25,7 @@ def _serve(conn: socket.socket, peer) -> None:
     with conn:
         try:
             conn.settimeout(30)
-            conn.sendall(f"{peer[0]}\n".encode())
+            conn.sendall(f"{peer[0]} {conn.getsockname()[0]}\n".encode())
             # drain whatever the client sends (bulk transfer tests), then report the count
             total = 0
             while True:
@@ -38,12 +38,19 @@ def _serve(conn: socket.socket, peer) -> None:
             pass
 
 
+def server_ip(peer_ip: str) -> str:
+    """The address this pod answers from (the one a reply to `peer_ip` leaves with)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect((peer_ip, 9))
+        return s.getsockname()[0]
+
+
 def udp(port: int) -> None:
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.bind(("0.0.0.0", port))
     while True:
         _data, peer = s.recvfrom(2048)
-        s.sendto(f"{peer[0]}\n".encode(), peer)
+        s.sendto(f"{peer[0]} {server_ip(peer[0])}\n".encode(), peer)
 
 
 def main() -> None:

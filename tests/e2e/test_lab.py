@@ -23,7 +23,7 @@ host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 c = socket.create_connection((host, port), timeout=5)
 c.settimeout(30)
 f = c.makefile("rb")
-peer = f.readline().decode().strip()
+peer = f.readline().decode().split()[0]  # "PEER_IP SERVER_IP"
 chunk = b"x" * 65536
 left = n
 while left > 0:

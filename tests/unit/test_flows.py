@@ -46,12 +46,14 @@ GOLDEN_NODE = {
     "cookie=0x1e5bcd38d0b, table=10, priority=0 actions=drop",
     "cookie=0x1e5bcd38d0b, table=20, priority=200,arp,arp_tpa=10.244.0.1,arp_op=1 actions=move:NXM_OF_ETH_SRC[]->NXM_OF_ETH_DST[],set_field:0a:58:0a:f4:00:01->eth_src,set_field:2->arp_op,move:NXM_NX_ARP_SHA[]->NXM_NX_ARP_THA[],set_field:0a:58:0a:f4:00:01->arp_sha,move:NXM_OF_ARP_SPA[]->NXM_OF_ARP_TPA[],set_field:10.244.0.1->arp_spa,IN_PORT",
     "cookie=0x1e5bcd38d0b, table=20, priority=0 actions=goto_table:30",
-    "cookie=0x1e5bcd38d0b, table=30, priority=200,ip actions=ct(table=31,zone=65000)",
+    "cookie=0x1e5bcd38d0b, table=30, priority=200,ip actions=ct(table=31,zone=65000,nat)",
     "cookie=0x1e5bcd38d0b, table=30, priority=0 actions=goto_table:31",
     "cookie=0x1e5bcd38d0b, table=31, priority=210,ct_state=+inv+trk,ip actions=drop",
     "cookie=0x1e5bcd38d0b, table=31, priority=200,ct_state=+est+trk,ip actions=set_field:0x10/0x10->reg0,goto_table:50",
     "cookie=0x1e5bcd38d0b, table=31, priority=199,ct_state=+rel+trk,ip actions=set_field:0x10/0x10->reg0,goto_table:50",
-    "cookie=0x1e5bcd38d0b, table=31, priority=0 actions=goto_table:40",
+    "cookie=0x1e5bcd38d0b, table=31, priority=0 actions=goto_table:35",
+    "cookie=0x1e5bcd38d0b, table=35, priority=0 actions=goto_table:36",
+    "cookie=0x1e5bcd38d0b, table=36, priority=0 actions=goto_table:40",
     "cookie=0x1e5bcd38d0b, table=40, priority=65000,ip,nw_dst=10.244.0.1 actions=goto_table:50",
     "cookie=0x1e5bcd38d0b, table=40, priority=0 actions=goto_table:45",
     "cookie=0x1e5bcd38d0b, table=45, priority=0 actions=goto_table:50",
@@ -569,7 +571,8 @@ def test_table_lookup_helpers():
     assert tables.next_table("Classifier").name == "SpoofGuard"
     assert tables.name_of(70) == "L2Forwarding"
     assert tables.next_table("ARPResponder").name == "Conntrack"
-    assert tables.next_table("ConntrackState").name == "EgressRule"
+    assert tables.next_table("ConntrackState").name == "ServiceLB"
+    assert tables.next_table("EndpointDNAT").name == "EgressRule"
     assert tables.next_table("L2Forwarding").name == "ConntrackCommit"
     assert tables.name_of(90) == "Output"
     assert tables.name_of(254) == "254"

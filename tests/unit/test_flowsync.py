@@ -329,7 +329,7 @@ def test_install_twice_is_idempotent():
     s, sw = FlowSync(), FakeSwitch()
     everything(s)
     first = sync(s, sw)
-    assert len(first.add) == len(sw.flows) == 25 + 6 + 6  # node (with conntrack) + 2 pods
+    assert len(first.add) == len(sw.flows) == 27 + 6 + 6  # node (with conntrack) + 2 pods
     snapshot, sent = dict(sw.flows), sw.messages
 
     everything(s)  # the same state recomputed from scratch

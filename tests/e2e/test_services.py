@@ -1,0 +1,181 @@
+"""Services in the lab: ClusterIP load-balanced in OVS (conntrack DNAT, no kube-proxy), over
+endpoints on three nodes, NetworkPolicy applied after DNAT, endpoints scaling."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import yaml
+
+from tests.e2e.conftest import lab_pods_yaml
+from tests.helpers import in_ns, wait_for
+
+VIP = "10.96.0.10"
+SERVICE = {
+    "apiVersion": "v1",
+    "kind": "Service",
+    "metadata": {"name": "web", "namespace": "backend"},
+    "spec": {
+        "clusterIP": VIP,
+        "selector": {"app": "backend"},
+        "ports": [
+            {"name": "web", "port": 8080, "targetPort": "http", "protocol": "TCP"},
+            {"name": "dns", "port": 5353, "targetPort": 53, "protocol": "UDP"},
+        ],
+    },
+}
+
+CONNECT = """
+import collections, json, socket, sys
+host, port, n, proto = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+seen = collections.Counter(); peers = set(); failed = 0
+for _ in range(n):
+    try:
+        if proto == "UDP":
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(2)
+            s.sendto(b"x", (host, port)); data, src = s.recvfrom(256)
+            peers.add(src[0])
+        else:
+            s = socket.create_connection((host, port), timeout=2); s.settimeout(2)
+            data = s.recv(256); peers.add(host)
+        client, server = data.decode().split()
+        seen[server] += 1; peers.add("client=" + client)
+        s.close()
+    except OSError:
+        failed += 1
+print(json.dumps({"servers": seen, "failed": failed, "peers": sorted(peers)}))
+"""
+
+
+@pytest.fixture(scope="module")
+def lab(make_lab):
+    return make_lab(
+        3, lab_pods_yaml(("frontend", "backend"), per_ns=3) + "---\n" + yaml.safe_dump(SERVICE)
+    )
+
+
+def pods(lab) -> dict:
+    return {f"{p['namespace']}/{p['name']}": p for p in lab.status()["pods"]}
+
+
+def connect(lab, src: str, n: int, port: int = 8080, proto: str = "TCP") -> dict:
+    import json
+
+    out = in_ns(
+        lab.pod_netns(src),
+        sys.executable,
+        "-c",
+        CONNECT,
+        VIP,
+        str(port),
+        str(n),
+        proto,
+        timeout=120,
+    )
+    return json.loads(out.stdout)
+
+
+def test_cluster_ip_spreads_over_endpoints_on_every_node(lab):
+    ps = pods(lab)
+    backends = {ps[f"backend/b{i}"]["ip"] for i in (1, 2, 3)}
+    assert len({ps[f"backend/b{i}"]["node"] for i in (1, 2, 3)}) == 3
+    res = connect(lab, "frontend/f1", 300)
+    assert res["failed"] == 0
+    assert set(res["servers"]) == backends
+    assert all(c >= 45 for c in res["servers"].values()), res["servers"]  # each at least 15%
+    # the endpoint sees the client's own address (no SNAT)
+    assert f"client={ps['frontend/f1']['ip']}" in res["peers"]
+
+
+def test_udp_service_answers_from_the_cluster_ip(lab):
+    res = connect(lab, "frontend/f2", 30, port=5353, proto="UDP")
+    assert res["failed"] == 0 and sum(res["servers"].values()) == 30
+    assert VIP in res["peers"]  # replies are un-NATed back to the ClusterIP
+
+
+def test_probe_services_keys(lab):
+    res = lab.probe(services=True)
+    svc = {k: v for k, v in res.items() if "->svc:" in k}
+    ps = pods(lab)
+    assert set(svc) == {
+        f"{p}->svc:backend/web:{port}" for p in ps for port in ("8080/TCP", "5353/UDP")
+    }
+    assert all(v for k, v in svc.items() if k.startswith("frontend/"))
+
+
+def test_network_policy_applies_after_dnat(lab, tmp_path):
+    """Only frontend/f1 may reach the backend pods: through the ClusterIP too."""
+    pol = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "only-f1", "namespace": "backend"},
+        "spec": {
+            "podSelector": {"matchLabels": {"app": "backend"}},
+            "ingress": [
+                {
+                    "from": [
+                        {
+                            "namespaceSelector": {"matchLabels": {"team": "frontend"}},
+                            "podSelector": {
+                                "matchExpressions": [
+                                    {"key": "app", "operator": "In", "values": ["frontend"]}
+                                ]
+                            },
+                        }
+                    ],
+                    "ports": [{"port": "http"}],
+                }
+            ],
+        },
+    }
+    f = tmp_path / "pol.yaml"
+    f.write_text(yaml.safe_dump(pol))
+    relabel = tmp_path / "f2.yaml"
+    try:
+        lab.apply([str(f)], log=lambda *_: None)
+        # f2 loses the label the policy needs: it is blocked through the ClusterIP
+        doc = yaml.safe_load(lab_pods_yaml(("frontend",), per_ns=3).split("---\n")[2])
+        doc["metadata"]["labels"] = {"app": "other"}
+        relabel.write_text(yaml.safe_dump(doc))
+        lab.apply([str(relabel)], log=lambda *_: None)
+
+        def blocked():
+            lab.flush_conntrack()
+            return connect(lab, "frontend/f2", 5)["failed"] == 5
+
+        wait_for(blocked, 20, interval=0.2, what="frontend/f2 blocked through the ClusterIP")
+        res = connect(lab, "frontend/f1", 30)
+        assert res["failed"] == 0 and len(res["servers"]) == 3
+        # and UDP 5353 -> 53 is not in the policy's ports: blocked for everyone
+        assert connect(lab, "frontend/f1", 3, port=5353, proto="UDP")["failed"] == 3
+    finally:
+        doc = yaml.safe_load(lab_pods_yaml(("frontend",), per_ns=3).split("---\n")[2])
+        relabel.write_text(yaml.safe_dump(doc))
+        lab.apply([str(relabel)], log=lambda *_: None)
+        lab.delete([str(f)], log=lambda *_: None)
+
+
+def test_endpoints_scaling_moves_new_connections_only(lab, tmp_path):
+    ps = pods(lab)
+    spec = yaml.safe_load_all(lab_pods_yaml(("backend",), per_ns=3))
+    docs = list(spec)
+    gone = tmp_path / "gone.yaml"
+    gone.write_text(yaml.safe_dump_all(docs[2:]))  # b2, b3
+    lab.delete([str(gone)], log=lambda *_: None)
+    try:
+
+        def only_b1():
+            res = connect(lab, "frontend/f3", 20)
+            return res["failed"] == 0 and set(res["servers"]) == {ps["backend/b1"]["ip"]}
+
+        wait_for(only_b1, 20, interval=0.2, what="all connections on the one endpoint left")
+    finally:
+        lab.apply([str(gone)], log=lambda *_: None)
+    back = {p["ip"] for n, p in pods(lab).items() if n.startswith("backend/")}
+
+    def spread():
+        res = connect(lab, "frontend/f3", 60)
+        return res["failed"] == 0 and set(res["servers"]) == back
+
+    wait_for(spread, 20, interval=0.2, what="connections spread over three endpoints again")
