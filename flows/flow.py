@@ -202,9 +202,11 @@ class Multipath:
     n_links: int
     reg: str  # "reg3"
     bits: int = 16
+    fields: str = "symmetric_l4"  # or "symmetric_l3l4+udp" (UDP ports too)
 
     def text(self) -> str:
-        return f"multipath(symmetric_l4,0,hrw,{self.n_links - 1},0,NXM_NX_{self.reg.upper()}[0..{self.bits - 1}])"
+        dst = f"NXM_NX_{self.reg.upper()}[0..{self.bits - 1}]"
+        return f"multipath({self.fields},0,hrw,{self.n_links - 1},0,{dst})"
 
 
 Action = (

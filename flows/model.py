@@ -56,6 +56,10 @@ class RemoteNode:
         return mac_from_ip(str(netaddr.IPAddress(net.first + 1)))
 
 
+# The source a pod sees when it reaches itself through a Service (hairpin), as kube-proxy's
+# masquerade would make it; link-local, never routed.
+HAIRPIN_IP = "169.254.169.252"
+
 # Answered to the host for addresses behind a tunnel; L3Forwarding rewrites it anyway.
 VIRTUAL_ROUTER_MAC = "0a:58:ff:ff:ff:fe"
 

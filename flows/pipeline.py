@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from flows import cookie, regs, tables
 from flows.flow import CT, DecTTL, Flow, Goto, InPort, Move, OutputReg, SetField, ct_state, flow
-from flows.model import VIRTUAL_ROUTER_MAC, NodeNet, Overlay, PodPort, RemoteNode
+from flows.model import HAIRPIN_IP, VIRTUAL_ROUTER_MAC, NodeNet, Overlay, PodPort, RemoteNode
 
 PRIO_MISS = 0
 PRIO_LOW = 100
@@ -14,6 +14,7 @@ PRIO_TUNNEL = 150  # remote pod CIDRs: below the /32s of local pods
 PRIO_NO_HAIRPIN = 210  # tunnel -> tunnel is never right
 PRIO_ALWAYS = 65000  # policy tables: what no NetworkPolicy may block (replies, the node)
 CT_ZONE = 65000
+HAIRPIN_ZONE = 65001
 
 
 def pipeline_owner() -> str:
@@ -97,6 +98,13 @@ def conntrack_flows(node: NodeNet) -> frozenset[Flow]:
     ip = {"protocol": "ip"}
     out = {
         flow("Conntrack", PRIO_NORMAL, ip, (CT(CT_ZONE, table="ConntrackState", nat=""),), ck),
+        flow(
+            "HairpinUnSNAT",
+            PRIO_NORMAL,
+            {**ip, "nw_dst": HAIRPIN_IP},
+            (CT(HAIRPIN_ZONE, table="Conntrack", nat=""),),
+            ck,
+        ),
         flow(
             "ConntrackState",
             PRIO_NORMAL + 10,
@@ -226,6 +234,35 @@ def remote_node_flows(node: NodeNet, overlay: Overlay, remote: RemoteNode) -> fr
     )
 
 
+def hairpin_flows(pod: PodPort, ck: int) -> tuple[Flow, ...]:
+    """A pod that reaches itself through a Service: after DNAT the packet goes from the pod to
+    the pod. Its source becomes HAIRPIN_IP (SNAT in its own zone, so the Service's DNAT entry
+    stays), later packets of the connection get the same SNAT, and the output goes back out of
+    the port it came in by."""
+    est, est_val = regs.ESTABLISHED.match(1)
+    out_reg, out_val = regs.OUT_PORT.match(pod.ofport)
+    self_to_self = {"protocol": "ip", "nw_src": pod.ip, "nw_dst": pod.ip}
+    return (
+        flow(
+            "HairpinSNAT",
+            PRIO_NORMAL,
+            self_to_self,
+            (CT(HAIRPIN_ZONE, table="EgressRule", commit=True, nat=f"src={HAIRPIN_IP}"),),
+            ck,
+        ),
+        flow(
+            "ConntrackState",
+            PRIO_NORMAL + 5,
+            {**self_to_self, "ct_state": ct_state(est=True, trk=True)},
+            (SetField(est, est_val), CT(HAIRPIN_ZONE, table="L3Forwarding", nat="")),
+            ck,
+        ),
+        flow(
+            "Output", PRIO_NORMAL + 10, {"in_port": pod.ofport, out_reg: out_val}, (InPort(),), ck
+        ),
+    )
+
+
 def pod_flows(node: NodeNet, pod: PodPort) -> frozenset[Flow]:
     """The flows one local pod attachment owns: classifier, spoof guard (IP, MAC, ARP), ARP
     answer for its IP, routed delivery (MAC rewrite + TTL) and L2 output to its port."""
@@ -277,5 +314,6 @@ def pod_flows(node: NodeNet, pod: PodPort) -> frozenset[Flow]:
                 ck,
             ),
             l2_flow(pod.mac, port, ck),
+            *hairpin_flows(pod, ck),
         }
     )

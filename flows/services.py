@@ -20,6 +20,8 @@ from flows.flow import CT, Flow, Goto, Multipath, SetField, flow
 from flows.pipeline import CT_ZONE
 
 PRIO_SERVICE = 200
+# symmetric_l4 hashes TCP and SCTP ports but not UDP's; symmetric_l3l4+udp adds UDP ports.
+HASH_FIELDS = {"tcp": "symmetric_l4", "sctp": "symmetric_l4", "udp": "symmetric_l3l4+udp"}
 
 
 @dataclass(frozen=True)
@@ -151,7 +153,10 @@ def service_flows(svc: Service, endpoints: list[Endpoint]) -> frozenset[Flow]:
                 "ServiceLB",
                 PRIO_SERVICE,
                 base,
-                (Multipath(len(backends), f"reg{regs.ENDPOINT.reg}"), Goto("EndpointDNAT")),
+                (
+                    Multipath(len(backends), f"reg{regs.ENDPOINT.reg}", fields=HASH_FIELDS[proto]),
+                    Goto("EndpointDNAT"),
+                ),
                 ck,
             )
         )
@@ -162,7 +167,7 @@ def service_flows(svc: Service, endpoints: list[Endpoint]) -> frozenset[Flow]:
                     "EndpointDNAT",
                     PRIO_SERVICE,
                     {**base, reg: val},
-                    (CT(CT_ZONE, table="EgressRule", commit=True, nat=f"dst={ip}:{port}"),),
+                    (CT(CT_ZONE, table="HairpinSNAT", commit=True, nat=f"dst={ip}:{port}"),),
                     ck,
                 )
             )

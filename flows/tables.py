@@ -21,10 +21,16 @@ PIPELINE: tuple[Table, ...] = (
     Table("Classifier", 0, "drop", "marks where a packet came from: pod, gateway or tunnel port"),
     Table("SpoofGuard", 10, "drop", "a pod port may only send from its own IP and MAC (ARP too)"),
     Table("ARPResponder", 20, "next", "answers ARP requests for local pod IPs and the gateway"),
+    Table(
+        "HairpinUnSNAT", 25, "next", "replies to the hairpin address: undo its SNAT (zone 65001)"
+    ),
     Table("Conntrack", 30, "next", "IPv4 goes through conntrack (zone 65000), then ConntrackState"),
     Table("ConntrackState", 31, "next", "invalid: drop; established/related: skip policy"),
     Table("ServiceLB", 35, "next", "new connections to a Service port: pick an endpoint (reg3)"),
     Table("EndpointDNAT", 36, "next", "commit the connection with DNAT to the picked endpoint"),
+    Table(
+        "HairpinSNAT", 37, "next", "a pod that reached itself through a Service: SNAT (zone 65001)"
+    ),
     Table(
         "EgressRule", 40, "next", "NetworkPolicy egress rules of local source pods (conjunctions)"
     ),

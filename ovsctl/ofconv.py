@@ -117,6 +117,14 @@ def _ct_state(text: str) -> tuple[int, int]:
     return value, mask
 
 
+# OVS hash fields "symmetric_l3l4+udp": addresses, protocol and TCP/UDP/SCTP ports, both ways
+# alike (symmetric_l4 leaves UDP ports out, which would send all of a client's UDP to one endpoint).
+NX_HASH_FIELDS_SYMMETRIC_L3L4_UDP = 4
+MP_FIELDS = {
+    "symmetric_l4": nicira_ext.NX_HASH_FIELDS_SYMMETRIC_L4,
+    "symmetric_l3l4+udp": NX_HASH_FIELDS_SYMMETRIC_L3L4_UDP,
+}
+NX_NAT_F_SRC = 1 << 0
 NX_NAT_F_DST = 1 << 1
 
 
@@ -125,13 +133,13 @@ def _nat(parser, spec: str):
     if not spec:
         return parser.NXActionNAT(flags=0)
     kind, _, target = spec.partition("=")
-    if kind != "dst":
+    if kind not in ("src", "dst"):
         raise ValueError(f"unsupported nat {spec!r}")
     ip, _, port = target.partition(":")
     kw = {"range_ipv4_min": ip, "range_ipv4_max": ip}
     if port:
         kw.update(range_proto_min=int(port), range_proto_max=int(port))
-    return parser.NXActionNAT(flags=NX_NAT_F_DST, **kw)
+    return parser.NXActionNAT(flags=NX_NAT_F_DST if kind == "dst" else NX_NAT_F_SRC, **kw)
 
 
 def match_kwargs(f: Flow) -> dict:
@@ -199,7 +207,7 @@ def actions(parser, ofp, f: Flow) -> list:
         elif isinstance(a, Multipath):
             acts.append(
                 parser.NXActionMultipath(
-                    fields=nicira_ext.NX_HASH_FIELDS_SYMMETRIC_L4,
+                    fields=MP_FIELDS[a.fields],
                     basis=0,
                     algorithm=nicira_ext.NX_MP_ALG_HRW,
                     max_link=a.n_links - 1,

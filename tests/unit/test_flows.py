@@ -45,7 +45,9 @@ GOLDEN_NODE = {
     "cookie=0x1e5bcd38d0b, priority=0 actions=drop",
     "cookie=0x1e5bcd38d0b, table=10, priority=0 actions=drop",
     "cookie=0x1e5bcd38d0b, table=20, priority=200,arp,arp_tpa=10.244.0.1,arp_op=1 actions=move:NXM_OF_ETH_SRC[]->NXM_OF_ETH_DST[],set_field:0a:58:0a:f4:00:01->eth_src,set_field:2->arp_op,move:NXM_NX_ARP_SHA[]->NXM_NX_ARP_THA[],set_field:0a:58:0a:f4:00:01->arp_sha,move:NXM_OF_ARP_SPA[]->NXM_OF_ARP_TPA[],set_field:10.244.0.1->arp_spa,IN_PORT",
-    "cookie=0x1e5bcd38d0b, table=20, priority=0 actions=goto_table:30",
+    "cookie=0x1e5bcd38d0b, table=20, priority=0 actions=goto_table:25",
+    "cookie=0x1e5bcd38d0b, table=25, priority=200,ip,nw_dst=169.254.169.252 actions=ct(table=30,zone=65001,nat)",
+    "cookie=0x1e5bcd38d0b, table=25, priority=0 actions=goto_table:30",
     "cookie=0x1e5bcd38d0b, table=30, priority=200,ip actions=ct(table=31,zone=65000,nat)",
     "cookie=0x1e5bcd38d0b, table=30, priority=0 actions=goto_table:31",
     "cookie=0x1e5bcd38d0b, table=31, priority=210,ct_state=+inv+trk,ip actions=drop",
@@ -53,7 +55,8 @@ GOLDEN_NODE = {
     "cookie=0x1e5bcd38d0b, table=31, priority=199,ct_state=+rel+trk,ip actions=set_field:0x10/0x10->reg0,goto_table:50",
     "cookie=0x1e5bcd38d0b, table=31, priority=0 actions=goto_table:35",
     "cookie=0x1e5bcd38d0b, table=35, priority=0 actions=goto_table:36",
-    "cookie=0x1e5bcd38d0b, table=36, priority=0 actions=goto_table:40",
+    "cookie=0x1e5bcd38d0b, table=36, priority=0 actions=goto_table:37",
+    "cookie=0x1e5bcd38d0b, table=37, priority=0 actions=goto_table:40",
     "cookie=0x1e5bcd38d0b, table=40, priority=65000,ip,nw_dst=10.244.0.1 actions=goto_table:50",
     "cookie=0x1e5bcd38d0b, table=40, priority=0 actions=goto_table:45",
     "cookie=0x1e5bcd38d0b, table=45, priority=0 actions=goto_table:50",
@@ -82,6 +85,9 @@ GOLDEN_POD_A = {
     "cookie=0x28d0bc6746f, table=20, priority=200,arp,arp_tpa=10.244.0.2,arp_op=1 actions=move:NXM_OF_ETH_SRC[]->NXM_OF_ETH_DST[],set_field:0a:58:0a:f4:00:02->eth_src,set_field:2->arp_op,move:NXM_NX_ARP_SHA[]->NXM_NX_ARP_THA[],set_field:0a:58:0a:f4:00:02->arp_sha,move:NXM_OF_ARP_SPA[]->NXM_OF_ARP_TPA[],set_field:10.244.0.2->arp_spa,IN_PORT",
     "cookie=0x28d0bc6746f, table=50, priority=200,ip,dl_dst=0a:58:0a:f4:00:01,nw_dst=10.244.0.2 actions=set_field:0a:58:0a:f4:00:01->eth_src,set_field:0a:58:0a:f4:00:02->eth_dst,dec_ttl,goto_table:60",
     "cookie=0x28d0bc6746f, table=70, priority=200,dl_dst=0a:58:0a:f4:00:02 actions=set_field:0x3->reg2,goto_table:80",
+    "cookie=0x28d0bc6746f, table=31, priority=205,ct_state=+est+trk,ip,nw_src=10.244.0.2,nw_dst=10.244.0.2 actions=set_field:0x10/0x10->reg0,ct(table=50,zone=65001,nat)",
+    "cookie=0x28d0bc6746f, table=37, priority=200,ip,nw_src=10.244.0.2,nw_dst=10.244.0.2 actions=ct(commit,table=40,zone=65001,nat(src=169.254.169.252))",
+    "cookie=0x28d0bc6746f, table=90, priority=210,reg2=0x3,in_port=3 actions=IN_PORT",
 }
 
 GOLDEN_POD_B = {
@@ -91,6 +97,9 @@ GOLDEN_POD_B = {
     "cookie=0x222ee7483c2, table=20, priority=200,arp,arp_tpa=10.244.0.3,arp_op=1 actions=move:NXM_OF_ETH_SRC[]->NXM_OF_ETH_DST[],set_field:0a:58:0a:f4:00:03->eth_src,set_field:2->arp_op,move:NXM_NX_ARP_SHA[]->NXM_NX_ARP_THA[],set_field:0a:58:0a:f4:00:03->arp_sha,move:NXM_OF_ARP_SPA[]->NXM_OF_ARP_TPA[],set_field:10.244.0.3->arp_spa,IN_PORT",
     "cookie=0x222ee7483c2, table=50, priority=200,ip,dl_dst=0a:58:0a:f4:00:01,nw_dst=10.244.0.3 actions=set_field:0a:58:0a:f4:00:01->eth_src,set_field:0a:58:0a:f4:00:03->eth_dst,dec_ttl,goto_table:60",
     "cookie=0x222ee7483c2, table=70, priority=200,dl_dst=0a:58:0a:f4:00:03 actions=set_field:0x4->reg2,goto_table:80",
+    "cookie=0x222ee7483c2, table=31, priority=205,ct_state=+est+trk,ip,nw_src=10.244.0.3,nw_dst=10.244.0.3 actions=set_field:0x10/0x10->reg0,ct(table=50,zone=65001,nat)",
+    "cookie=0x222ee7483c2, table=37, priority=200,ip,nw_src=10.244.0.3,nw_dst=10.244.0.3 actions=ct(commit,table=40,zone=65001,nat(src=169.254.169.252))",
+    "cookie=0x222ee7483c2, table=90, priority=210,reg2=0x4,in_port=4 actions=IN_PORT",
 }
 
 GOLDEN_OVERLAY = {
@@ -570,9 +579,9 @@ def test_last_table_drops_and_has_no_next():
 def test_table_lookup_helpers():
     assert tables.next_table("Classifier").name == "SpoofGuard"
     assert tables.name_of(70) == "L2Forwarding"
-    assert tables.next_table("ARPResponder").name == "Conntrack"
+    assert tables.next_table("ARPResponder").name == "HairpinUnSNAT"
     assert tables.next_table("ConntrackState").name == "ServiceLB"
-    assert tables.next_table("EndpointDNAT").name == "EgressRule"
+    assert tables.next_table("EndpointDNAT").name == "HairpinSNAT"
     assert tables.next_table("L2Forwarding").name == "ConntrackCommit"
     assert tables.name_of(90) == "Output"
     assert tables.name_of(254) == "254"

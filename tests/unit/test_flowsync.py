@@ -239,7 +239,10 @@ def test_ofport_reused_by_a_new_pod_survives_the_old_pods_removal():
     old_flows = pipeline.pod_flows(NODE, old_pod)
     new_flows = pipeline.pod_flows(NODE, new_pod)
     shared = {f.key for f in old_flows} & {f.key for f in new_flows}
-    assert shared == {("Classifier", 200, (("in_port", "3"),))}
+    assert shared == {
+        ("Classifier", 200, (("in_port", "3"),)),
+        ("Output", 210, (("reg2", "0x3"), ("in_port", "3"))),
+    }
 
     s.set_owner(owner(old_pod), old_flows)
     sync(s, sw)
@@ -329,7 +332,7 @@ def test_install_twice_is_idempotent():
     s, sw = FlowSync(), FakeSwitch()
     everything(s)
     first = sync(s, sw)
-    assert len(first.add) == len(sw.flows) == 27 + 6 + 6  # node (with conntrack) + 2 pods
+    assert len(first.add) == len(sw.flows) == 30 + 9 + 9  # node (with conntrack) + 2 pods
     snapshot, sent = dict(sw.flows), sw.messages
 
     everything(s)  # the same state recomputed from scratch
