@@ -59,7 +59,7 @@ def pods(lab) -> dict:
     return {f"{p['namespace']}/{p['name']}": p for p in lab.status()["pods"]}
 
 
-def connect(lab, src: str, n: int, port: int = 8080, proto: str = "TCP") -> dict:
+def connect(lab, src: str, n: int, port: int = 8080, proto: str = "TCP", vip: str = VIP) -> dict:
     import json
 
     out = in_ns(
@@ -67,7 +67,7 @@ def connect(lab, src: str, n: int, port: int = 8080, proto: str = "TCP") -> dict
         sys.executable,
         "-c",
         CONNECT,
-        VIP,
+        vip,
         str(port),
         str(n),
         proto,
@@ -181,14 +181,53 @@ def test_endpoints_scaling_moves_new_connections_only(lab, tmp_path):
     wait_for(spread, 20, interval=0.2, what="connections spread over three endpoints again")
 
 
-def test_hairpin_a_pod_reaches_itself_through_its_service(lab):
-    """backend/b1 is one of web's endpoints: through the ClusterIP it reaches every endpoint,
-    itself included; it sees itself as the hairpin address, the others see its own IP."""
-    ps = pods(lab)
-    me = ps["backend/b1"]["ip"]
-    res = connect(lab, "backend/b1", 60)
-    assert res["failed"] == 0, res
-    assert me in res["servers"] and len(res["servers"]) == 3
-    assert "client=169.254.169.252" in res["peers"] and f"client={me}" in res["peers"]
-    udp = connect(lab, "backend/b1", 30, port=5353, proto="UDP")
-    assert udp["failed"] == 0 and me in udp["servers"]
+def test_hairpin_a_pod_reaches_itself_through_its_service(lab, tmp_path):
+    """A Service whose only endpoint (from an explicit EndpointSlice) is backend/b1: b1 reaches
+    itself through the ClusterIP, over TCP and UDP, and sees the hairpin address as the client;
+    another pod reaching the same Service is seen with its own address."""
+    me = pods(lab)["backend/b1"]["ip"]
+    solo = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "solo", "namespace": "backend"},
+        "spec": {
+            "clusterIP": "10.96.0.11",
+            "ports": [
+                {"name": "web", "port": 8080, "targetPort": 80, "protocol": "TCP"},
+                {"name": "dns", "port": 5353, "targetPort": 53, "protocol": "UDP"},
+            ],
+        },
+    }
+    eps = {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": "solo-1",
+            "namespace": "backend",
+            "labels": {"kubernetes.io/service-name": "solo"},
+        },
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": [me], "conditions": {"ready": True}}],
+        "ports": [
+            {"name": "web", "port": 80, "protocol": "TCP"},
+            {"name": "dns", "port": 53, "protocol": "UDP"},
+        ],
+    }
+    f = tmp_path / "solo.yaml"
+    f.write_text(yaml.safe_dump_all([solo, eps]))
+    lab.apply([str(f)], log=lambda *_: None)
+    try:
+        wait_for(
+            lambda: connect(lab, "frontend/f1", 1, vip="10.96.0.11")["servers"] == {me: 1},
+            20,
+            interval=0.2,
+            what="the solo Service answering",
+        )
+        for port, proto in ((8080, "TCP"), (5353, "UDP")):
+            res = connect(lab, "backend/b1", 20, port=port, proto=proto, vip="10.96.0.11")
+            assert res["failed"] == 0 and res["servers"] == {me: 20}, (proto, res)
+            assert "client=169.254.169.252" in res["peers"], res
+        other = connect(lab, "frontend/f1", 5, vip="10.96.0.11")
+        assert f"client={pods(lab)['frontend/f1']['ip']}" in other["peers"]
+    finally:
+        lab.delete([str(f)], log=lambda *_: None)
