@@ -166,6 +166,14 @@ class OutputReg:
 
 
 @dataclass(frozen=True)
+class ToController:
+    """Send the whole packet to the agent (packet-in)."""
+
+    def text(self) -> str:
+        return "CONTROLLER:65535"
+
+
+@dataclass(frozen=True)
 class Conjunction:
     id: int
     clause: int  # 1-based, as ovs-ofctl writes it
@@ -210,7 +218,17 @@ class Multipath:
 
 
 Action = (
-    Output | InPort | Goto | SetField | Move | DecTTL | OutputReg | Conjunction | CT | Multipath
+    Output
+    | InPort
+    | Goto
+    | SetField
+    | Move
+    | DecTTL
+    | OutputReg
+    | Conjunction
+    | CT
+    | Multipath
+    | ToController
 )
 
 # ct_state flags in the order ovs-ofctl prints them.
@@ -330,7 +348,17 @@ def flow(table: str, priority: int, match: dict | None = None, actions=(), cooki
             if target.id <= t.id:
                 raise FlowError(f"{table}: goto_table must go forward, not to {a.table}")
         elif not isinstance(
-            a, Output | InPort | SetField | Move | DecTTL | OutputReg | Conjunction | CT | Multipath
+            a,
+            Output
+            | InPort
+            | SetField
+            | Move
+            | DecTTL
+            | OutputReg
+            | Conjunction
+            | CT
+            | Multipath
+            | ToController,
         ):
             raise FlowError(f"{table}: unsupported action {a!r}")
         if isinstance(a, DecTTL | CT) and "ip" not in protos:

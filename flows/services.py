@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from flows import cookie, regs
-from flows.flow import CT, Flow, Goto, Multipath, SetField, flow
+from flows.flow import CT, Flow, Goto, Multipath, SetField, ToController, flow
 from flows.pipeline import CT_ZONE
 
 PRIO_SERVICE = 200
@@ -143,10 +143,13 @@ def service_flows(svc: Service, endpoints: list[Endpoint]) -> frozenset[Flow]:
             if match:
                 backends.append((ep.ip, match[0][1]))
         backends = sorted(set(backends))
-        if not backends:
-            continue  # no endpoint: the connection goes nowhere (issue #5 asks for a reject)
         proto = sp.protocol.lower()
         base = {"protocol": proto, "nw_dst": svc.cluster_ip, "tp_dst": sp.port}
+        if not backends:
+            # No endpoint: the agent answers as kube-proxy's REJECT does (TCP RST, ICMP
+            # port unreachable), so clients fail at once instead of hanging.
+            out.add(flow("ServiceLB", PRIO_SERVICE, base, (ToController(),), ck))
+            continue
         reg, _ = regs.ENDPOINT.match(0)
         out.add(
             flow(

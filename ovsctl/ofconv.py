@@ -20,6 +20,7 @@ from flows.flow import (
     Output,
     OutputReg,
     SetField,
+    ToController,
 )
 
 ETH_TYPE = {"ip": 0x0800, "arp": 0x0806}
@@ -216,6 +217,8 @@ def actions(parser, ofp, f: Flow) -> list:
                     dst=a.reg,
                 )
             )
+        elif isinstance(a, ToController):
+            acts.append(parser.OFPActionOutput(ofp.OFPP_CONTROLLER, 0xFFFF))
         elif isinstance(a, Goto):
             inst.append(parser.OFPInstructionGotoTable(tables.table(a.table).id))
         else:

@@ -32,6 +32,7 @@ from flows import cookie as ck
 from flows.flow import Flow
 from ovsctl import ofconv
 from ovsctl.flowsync import FlowSync, Plan
+from ovsctl.reject import reject
 from ovsctl.util import atomic_write
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,10 @@ class OvsctlApp(app_manager.OSKenApp):
             msg, final=not (msg.flags & msg.datapath.ofproto.OFPMPF_REPLY_MORE)
         )
 
+    @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
+    def _packet_in(self, ev):
+        self.controller.on_packet_in(ev.msg)
+
     @set_ev_cls(ofp_event.EventOFPErrorMsg, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
     def _error(self, ev):
         self.controller.on_error(ev.msg)
@@ -116,6 +121,9 @@ class Controller:
         self._pending: dict[int, _Pending] = {}
         self._plock = threading.Lock()
         self.reconnects = 0
+        self.packet_in_rate = 100.0  # answers per second, at most
+        self._tokens = self.packet_in_rate
+        self._tokens_at = time.monotonic()
         self.last_sync: dict = {}
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -177,6 +185,33 @@ class Controller:
                 for x in p.xids:
                     self._pending.pop(x, None)
             p.done.set()
+
+    def on_packet_in(self, msg) -> None:
+        """Answer packets the pipeline sends up (Service without endpoints: RST / ICMP
+        unreachable), at most `packet_in_rate` a second so a flood cannot load the agent."""
+        now = time.monotonic()
+        self._tokens = min(
+            self.packet_in_rate, self._tokens + (now - self._tokens_at) * self.packet_in_rate
+        )
+        self._tokens_at = now
+        if self._tokens < 1:
+            return
+        self._tokens -= 1
+        frame = reject(msg.data)
+        in_port = msg.match.get("in_port")
+        if frame is None or in_port is None:
+            return
+        dp = msg.datapath
+        parser, ofp = dp.ofproto_parser, dp.ofproto
+        dp.send_msg(
+            parser.OFPPacketOut(
+                dp,
+                buffer_id=ofp.OFP_NO_BUFFER,
+                in_port=ofp.OFPP_CONTROLLER,
+                actions=[parser.OFPActionOutput(in_port, 0)],
+                data=frame,
+            )
+        )
 
     def on_error(self, msg) -> None:
         with self._plock:

@@ -231,3 +231,68 @@ def test_hairpin_a_pod_reaches_itself_through_its_service(lab, tmp_path):
         assert f"client={pods(lab)['frontend/f1']['ip']}" in other["peers"]
     finally:
         lab.delete([str(f)], log=lambda *_: None)
+
+
+REFUSE = """
+import json, socket, sys, time
+host, port, proto = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+t0 = time.monotonic()
+try:
+    if proto == "UDP":
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3)
+        s.connect((host, port)); s.send(b"x"); s.recv(64)
+    else:
+        socket.create_connection((host, port), timeout=3)
+    outcome = "answered"
+except ConnectionRefusedError:
+    outcome = "refused"
+except OSError as e:
+    outcome = type(e).__name__
+print(json.dumps({"outcome": outcome, "seconds": time.monotonic() - t0}))
+"""
+
+
+def test_a_service_without_endpoints_refuses_at_once(lab, tmp_path):
+    import json
+
+    empty = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "empty", "namespace": "backend"},
+        "spec": {
+            "clusterIP": "10.96.0.12",
+            "selector": {"app": "nobody"},
+            "ports": [
+                {"name": "web", "port": 80, "protocol": "TCP"},
+                {"name": "dns", "port": 53, "protocol": "UDP"},
+            ],
+        },
+    }
+    f = tmp_path / "empty.yaml"
+    f.write_text(yaml.safe_dump(empty))
+    lab.apply([str(f)], log=lambda *_: None)
+    try:
+
+        def attempt(port, proto):
+            out = in_ns(
+                lab.pod_netns("frontend/f1"),
+                sys.executable,
+                "-c",
+                REFUSE,
+                "10.96.0.12",
+                str(port),
+                proto,
+            )
+            return json.loads(out.stdout)
+
+        wait_for(
+            lambda: attempt(80, "TCP")["outcome"] == "refused",
+            20,
+            interval=0.2,
+            what="the Service without endpoints refusing",
+        )
+        for port, proto in ((80, "TCP"), (53, "UDP")):
+            res = attempt(port, proto)
+            assert res["outcome"] == "refused" and res["seconds"] < 1, (proto, res)
+    finally:
+        lab.delete([str(f)], log=lambda *_: None)
