@@ -181,6 +181,7 @@ class YAMLDirSource:
         self.path = path
         self.poll_interval = poll_interval
         self._files: dict[str, _File] = {}  # by file name
+        self._pending: dict[str, tuple] = {}  # file -> signature seen once
         self._view: dict[Key, Object] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -262,6 +263,14 @@ class YAMLDirSource:
             sig = _sig(st)
             if rec is not None and rec.sig == sig and rec.read_ns - _ctime_ns(st) >= _RACY_NS:
                 continue  # unchanged, and last read well after its last change
+            if rec is not None and rec.sig != sig and time.time_ns() - _ctime_ns(st) < _RACY_NS:
+                # A known file just changed: a writer may be half-way (an in-place rewrite
+                # reads as empty or cut short, which would look like deletions). Take it once
+                # two polls in a row see the same file.
+                if self._pending.get(name) != sig:
+                    self._pending[name] = sig
+                    continue
+            self._pending.pop(name, None)
             changed |= self._refresh(name, sig, rec)
         return changed
 
