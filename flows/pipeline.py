@@ -36,22 +36,24 @@ def table_miss_flows() -> frozenset[Flow]:
     return frozenset(out)
 
 
+def _arp_reply(mac: str) -> tuple:
+    """Turn an ARP request into the reply from `mac` (addresses are set by the caller)."""
+    return (
+        Move("eth_src", "eth_dst"),
+        SetField("eth_src", mac),
+        SetField("arp_op", "2"),
+        Move("arp_sha", "arp_tha"),
+        SetField("arp_sha", mac),
+    )
+
+
 def arp_responder(ip: str, mac: str, ck: int) -> Flow:
     """Answer 'who has ip' with mac, out of the port the request came in by."""
     return flow(
         "ARPResponder",
         PRIO_NORMAL,
         {"protocol": "arp", "arp_tpa": ip, "arp_op": 1},
-        (
-            Move("eth_src", "eth_dst"),
-            SetField("eth_src", mac),
-            SetField("arp_op", "2"),
-            Move("arp_sha", "arp_tha"),
-            SetField("arp_sha", mac),
-            Move("arp_spa", "arp_tpa"),
-            SetField("arp_spa", ip),
-            InPort(),
-        ),
+        (*_arp_reply(mac), Move("arp_spa", "arp_tpa"), SetField("arp_spa", ip), InPort()),
         ck,
     )
 
@@ -181,11 +183,7 @@ def overlay_flows(node: NodeNet, overlay: Overlay) -> frozenset[Flow]:
                 PRIO_LOW,
                 {"protocol": "arp", gw_reg: gw_val, "arp_tpa": overlay.cluster_cidr, "arp_op": 1},
                 (
-                    Move("eth_src", "eth_dst"),
-                    SetField("eth_src", VIRTUAL_ROUTER_MAC),
-                    SetField("arp_op", "2"),
-                    Move("arp_sha", "arp_tha"),
-                    SetField("arp_sha", VIRTUAL_ROUTER_MAC),
+                    *_arp_reply(VIRTUAL_ROUTER_MAC),
                     # swap SPA and TPA through a scratch register: we answer for the asked IP
                     Move("arp_tpa", regs.SCRATCH.nxm),
                     Move("arp_spa", "arp_tpa"),
