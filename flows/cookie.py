@@ -25,6 +25,7 @@ FEATURES = {
     "node": 3,
     "policy": 4,
     "service": 5,
+    "affinity": 6,  # flows learned by the switch (sessionAffinity); round 0, never ours to sync
 }
 FEATURE_NAMES = {v: k for k, v in FEATURES.items()}
 

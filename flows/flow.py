@@ -191,6 +191,7 @@ class CT:
     table: str | None = None
     commit: bool = False
     nat: str | None = None  # None: no NAT; "": apply the connection's NAT; "dst=IP:PORT"
+    mark: int | None = None  # with commit: set the connection's ct_mark (all 32 bits)
 
     def text(self) -> str:
         parts = (["commit"] if self.commit else []) + (
@@ -199,7 +200,66 @@ class CT:
         parts += [f"zone={self.zone}"] if self.zone else []
         if self.nat is not None:
             parts.append(f"nat({self.nat})" if self.nat else "nat")
+        if self.mark is not None:
+            parts.append(f"exec(set_field:{self.mark:#x}->ct_mark)")
         return f"ct({','.join(parts)})"
+
+
+def _bit_range(mask: int) -> str:
+    """'0' for one bit, '0..3' for several contiguous bits (as ovs-ofctl prints subfields)."""
+    lo = (mask & -mask).bit_length() - 1
+    hi = mask.bit_length() - 1
+    if mask >> lo != (1 << (hi - lo + 1)) - 1:
+        raise FlowError(f"mask {mask:#x} is not contiguous")
+    return f"{lo}" if lo == hi else f"{lo}..{hi}"
+
+
+@dataclass(frozen=True)
+class Resubmit:
+    """Run a side table's matching flow here and come back (its actions apply, then ours go on)."""
+
+    table: str
+
+    def text(self) -> str:
+        return f"resubmit(,{tables.table(self.table).id})"
+
+
+# learn() match fields by protocol: the packet's source, destination address and port
+LEARN_L4_DST = {"tcp": "NXM_OF_TCP_DST[]", "udp": "NXM_OF_UDP_DST[]", "sctp": "OXM_OF_SCTP_DST[]"}
+LEARN_IP_PROTO = {"tcp": 6, "udp": 17, "sctp": 132}
+
+
+@dataclass(frozen=True)
+class Learn:
+    """Add a flow to `table` matching this packet's (protocol, source IP, destination IP,
+    destination port) that loads constants into register fields: session affinity. The learned
+    flows carry `cookie` and go when the last flow that learns with that cookie goes
+    (delete_learned); they expire `idle_timeout` seconds after their last hit."""
+
+    table: str
+    protocol: str  # tcp, udp, sctp
+    idle_timeout: int
+    priority: int
+    cookie: int
+    loads: tuple[tuple[int, str, int], ...]  # (value, "regN", mask within the register)
+
+    def text(self) -> str:
+        parts = [
+            f"table={tables.table(self.table).id}",
+            f"idle_timeout={self.idle_timeout}",
+            f"priority={self.priority}",
+            "delete_learned",
+            f"cookie={self.cookie:#x}",
+            "eth_type=0x800",
+            f"nw_proto={LEARN_IP_PROTO[self.protocol]}",
+            "NXM_OF_IP_SRC[]",
+            "NXM_OF_IP_DST[]",
+            LEARN_L4_DST[self.protocol],
+        ]
+        for value, reg, mask in self.loads:
+            bits = "" if mask == 0xFFFFFFFF else _bit_range(mask)
+            parts.append(f"load:{value:#x}->NXM_NX_{reg.upper()}[{bits}]")
+        return f"learn({','.join(parts)})"
 
 
 @dataclass(frozen=True)
@@ -214,7 +274,7 @@ class Multipath:
 
     def text(self) -> str:
         dst = f"NXM_NX_{self.reg.upper()}[0..{self.bits - 1}]"
-        return f"multipath({self.fields},0,hrw,{self.n_links - 1},0,{dst})"
+        return f"multipath({self.fields},0,hrw,{self.n_links},0,{dst})"
 
 
 Action = (
@@ -228,6 +288,8 @@ Action = (
     | Conjunction
     | CT
     | Multipath
+    | Learn
+    | Resubmit
     | ToController
 )
 
@@ -358,6 +420,8 @@ def flow(table: str, priority: int, match: dict | None = None, actions=(), cooki
             | Conjunction
             | CT
             | Multipath
+            | Learn
+            | Resubmit
             | ToController,
         ):
             raise FlowError(f"{table}: unsupported action {a!r}")
@@ -385,6 +449,12 @@ def flow(table: str, priority: int, match: dict | None = None, actions=(), cooki
     for a in acts:
         if isinstance(a, CT) and a.commit and "+inv" in match.get("ct_state", ""):
             raise FlowError(f"{table}: ct(commit) cannot apply to +inv packets")
+        if isinstance(a, CT) and a.mark is not None and not a.commit:
+            raise FlowError(f"{table}: ct_mark can only be set by ct(commit)")
+        if isinstance(a, Resubmit) and not tables.table(a.table).side:
+            raise FlowError(f"{table}: resubmit only to side tables, not {a.table}")
+        if isinstance(a, Learn) and a.protocol not in LEARN_L4_DST:
+            raise FlowError(f"{table}: learn needs tcp, udp or sctp, not {a.protocol!r}")
         if isinstance(a, CT) and not 0 <= a.zone <= 0xFFFF:
             raise FlowError(f"{table}: ct zone {a.zone} out of range")
     gotos = [a for a in acts if isinstance(a, Goto)]

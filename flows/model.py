@@ -60,6 +60,17 @@ class RemoteNode:
 # masquerade would make it; link-local, never routed.
 HAIRPIN_IP = "169.254.169.252"
 
+# NodePort traffic: the host DNATs nodeIP:nodePort to one of these (same port) and routes it
+# into br-int through the gateway; ServiceLB load-balances it there. Traffic to NODEPORT_IP
+# (externalTrafficPolicy Cluster) is also SNATed to the gateway IP so that replies come back
+# through this node; NODEPORT_LOCAL_IP (policy Local) keeps the client's IP and only uses this
+# node's endpoints.
+NODEPORT_IP = "169.254.169.250"
+NODEPORT_LOCAL_IP = "169.254.169.251"
+
+# ct_mark bit of connections that need the NodePort SNAT (zone 65001) on every packet.
+SNAT_MARK = 0x1
+
 # Answered to the host for addresses behind a tunnel; L3Forwarding rewrites it anyway.
 VIRTUAL_ROUTER_MAC = "0a:58:ff:ff:ff:fe"
 

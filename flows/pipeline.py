@@ -5,7 +5,15 @@ from __future__ import annotations
 
 from flows import cookie, regs, tables
 from flows.flow import CT, DecTTL, Flow, Goto, InPort, Move, OutputReg, SetField, ct_state, flow
-from flows.model import HAIRPIN_IP, VIRTUAL_ROUTER_MAC, NodeNet, Overlay, PodPort, RemoteNode
+from flows.model import (
+    HAIRPIN_IP,
+    SNAT_MARK,
+    VIRTUAL_ROUTER_MAC,
+    NodeNet,
+    Overlay,
+    PodPort,
+    RemoteNode,
+)
 
 PRIO_MISS = 0
 PRIO_LOW = 100
@@ -131,7 +139,43 @@ def conntrack_flows(node: NodeNet) -> frozenset[Flow]:
         ),
         flow("EgressRule", PRIO_ALWAYS, {**ip, "nw_dst": node.gw_ip}, (Goto("L3Forwarding"),), ck),
         flow("IngressRule", PRIO_ALWAYS, {est: est_val}, (Goto("L2Forwarding"),), ck),
-        flow("IngressRule", PRIO_ALWAYS - 1, {gw_reg: gw_val}, (Goto("L2Forwarding"),), ck),
+        # The node itself (kubelet probes, host processes) may always reach its pods; other
+        # sources behind the gateway (NodePort clients whose IP is kept) meet the policies.
+        *(
+            flow(
+                "IngressRule",
+                PRIO_ALWAYS - 1,
+                {**ip, gw_reg: gw_val, "nw_src": src},
+                (Goto("L2Forwarding"),),
+                ck,
+            )
+            for src in {node.gw_ip, node.node_ip} - {""}
+        ),
+        # NodePort (externalTrafficPolicy Cluster): a new connection that EndpointDNAT marked
+        # is SNATed to the gateway IP in the hairpin zone, so the endpoint's replies come back
+        # through this node; later packets of the connection get the same SNAT, replies to the
+        # gateway IP are un-SNATed before the Service's DNAT is undone.
+        flow(
+            "HairpinSNAT",
+            PRIO_NORMAL,
+            {**ip, "ct_state": ct_state(new=True, trk=True), "ct_mark": _mark()},
+            (CT(HAIRPIN_ZONE, table="EgressRule", commit=True, nat=f"src={node.gw_ip}"),),
+            ck,
+        ),
+        flow(
+            "ConntrackState",
+            PRIO_NORMAL + 6,
+            {**ip, "ct_state": ct_state(est=True, rpl=False, trk=True), "ct_mark": _mark()},
+            (SetField(est, est_val), CT(HAIRPIN_ZONE, table="L3Forwarding", nat="")),
+            ck,
+        ),
+        flow(
+            "HairpinUnSNAT",
+            PRIO_NORMAL,
+            {**ip, "nw_dst": node.gw_ip},
+            (CT(HAIRPIN_ZONE, table="Conntrack", nat=""),),
+            ck,
+        ),
         flow(
             "ConntrackCommit",
             PRIO_NORMAL,
@@ -152,6 +196,10 @@ def conntrack_flows(node: NodeNet) -> frozenset[Flow]:
             )
         )
     return frozenset(out)
+
+
+def _mark() -> str:
+    return f"{SNAT_MARK:#x}/{SNAT_MARK:#x}"
 
 
 def node_flows(node: NodeNet, overlay: Overlay | None = None) -> frozenset[Flow]:
@@ -175,7 +223,7 @@ def overlay_flows(node: NodeNet, overlay: Overlay) -> frozenset[Flow]:
                 "Classifier",
                 PRIO_NORMAL,
                 {"in_port": overlay.tun_ofport},
-                (SetField(reg, val), Goto("Conntrack")),
+                (SetField(reg, val), Goto("HairpinUnSNAT")),
                 ck,
             ),
             flow(

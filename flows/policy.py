@@ -39,6 +39,8 @@ class PodInfo:
     ip: str
     ports: tuple[tuple[str, int, str], ...] = ()  # (name, containerPort, protocol)
     local: bool = False
+    ready: bool = True  # Service endpoints only (policy ignores readiness)
+    terminating: bool = False
 
     def label_dict(self) -> dict:
         return dict(self.labels)

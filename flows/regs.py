@@ -42,6 +42,13 @@ FROM_TUNNEL = 3
 # reg0[4]: the packet belongs to an established (or related) connection: policy is skipped.
 ESTABLISHED = RegField(0, 4, 4, "established connection: skip policy")
 
+# reg0[5]: SessionAffinity found this client's endpoint (in reg4 and reg5[0..15]).
+AFFINITY = RegField(0, 5, 5, "SessionAffinity hit: endpoint in reg4/reg5")
+
+# reg4, reg5[0..15]: the endpoint's IP and port remembered by SessionAffinity.
+AFFINITY_IP = RegField(4, 0, 31, "endpoint IP from SessionAffinity")
+AFFINITY_PORT = RegField(5, 0, 15, "endpoint port from SessionAffinity")
+
 # reg2: the output port, chosen by L2Forwarding, used by Output.
 OUT_PORT = RegField(2, 0, 31, "output port")
 
@@ -55,6 +62,9 @@ ALL = {
     "ENDPOINT": ENDPOINT,
     "PKT_SOURCE": PKT_SOURCE,
     "ESTABLISHED": ESTABLISHED,
+    "AFFINITY": AFFINITY,
+    "AFFINITY_IP": AFFINITY_IP,
+    "AFFINITY_PORT": AFFINITY_PORT,
     "OUT_PORT": OUT_PORT,
     "SCRATCH": SCRATCH,
 }

@@ -15,6 +15,7 @@ class Table:
     id: int
     miss: str  # "drop" or "next": what the priority-0 flow does
     doc: str
+    side: bool = False  # only visited by resubmit (learned flows); the pipeline skips it
 
 
 PIPELINE: tuple[Table, ...] = (
@@ -26,6 +27,13 @@ PIPELINE: tuple[Table, ...] = (
     ),
     Table("Conntrack", 30, "next", "IPv4 goes through conntrack (zone 65000), then ConntrackState"),
     Table("ConntrackState", 31, "next", "invalid: drop; established/related: skip policy"),
+    Table(
+        "SessionAffinity",
+        33,
+        "drop",
+        "learned (resubmit from ServiceLB): a client's endpoint for sessionAffinity ClientIP",
+        side=True,
+    ),
     Table("ServiceLB", 35, "next", "new connections to a Service port: pick an endpoint (reg3)"),
     Table("EndpointDNAT", 36, "next", "commit the connection with DNAT to the picked endpoint"),
     Table(
@@ -59,11 +67,12 @@ def table(name: str) -> Table:
 
 
 def next_table(name: str) -> Table:
-    """The table after `name` in pipeline order."""
+    """The table after `name` in pipeline order (side tables skipped)."""
     idx = PIPELINE.index(table(name))
-    if idx + 1 >= len(PIPELINE):
-        raise UnknownTable(f"table {name!r} is the last one")
-    return PIPELINE[idx + 1]
+    for t in PIPELINE[idx + 1 :]:
+        if not t.side:
+            return t
+    raise UnknownTable(f"table {name!r} is the last one")
 
 
 def name_of(table_id: int) -> str:

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 
 import netaddr
 
-from flows import netpol, pipeline, policy, services
+from flows import model, netpol, pipeline, policy, services
 from flows.model import NodeNet, Overlay, PodPort, RemoteNode, mac_from_ip
 from flows.policy import PodInfo, View
 from ovsctl import hostnet, netlink
@@ -113,6 +113,7 @@ class Agent:
         self._policy_slots: dict[str, int] = {}
         self._free_slots: list[int] = []
         self._services: set[str] = set()  # Service owners with flows
+        self._node_ports: set | None = None  # NodePort host rules as last written
         self.ovsdb: OVSDB | None = None
         self.controller: Controller | None = None
         self.server: CNIServer | None = None
@@ -173,6 +174,9 @@ class Agent:
         hostnet.route_cluster_cidr(cfg.gateway_name, cfg.cluster_cidr, self.mtu)
         if cfg.masquerade:
             hostnet.setup_masquerade(cfg.pod_cidr, cfg.cluster_cidr)
+        hostnet.setup_node_ports(
+            cfg.gateway_name, self.node.gw_mac, (model.NODEPORT_IP, model.NODEPORT_LOCAL_IP)
+        )
         self.sync.set_owner(pipeline.pipeline_owner(), pipeline.node_flows(self.node, self.overlay))
         self._restore_pods()
         self._apply_nodes(push=False)
@@ -335,6 +339,8 @@ class Agent:
                     tuple(sorted(obj.labels_dict().items())),
                     obj.ip,
                     tuple((cp.name, cp.port, cp.protocol) for cp in obj.ports),
+                    ready=obj.ready,
+                    terminating=obj.terminating,
                 )
         for att in list(self.pods.values()):
             if att.ofport <= 0:
@@ -347,7 +353,14 @@ class Agent:
                 else ()
             )
             pods[(att.namespace, att.name)] = PodInfo(
-                att.namespace, att.name, labels, att.ip, ports, local=True
+                att.namespace,
+                att.name,
+                labels,
+                att.ip,
+                ports,
+                local=True,
+                ready=obj.ready if obj is not None else True,
+                terminating=obj.terminating if obj is not None else False,
             )
         return View(namespaces, sorted(pods.values(), key=lambda p: (p.namespace, p.name)))
 
@@ -385,6 +398,7 @@ class Agent:
                 if svc:
                     slices.setdefault((key[1], svc), []).append(body)
         want: dict[str, frozenset] = {}
+        node_ports: set[tuple[str, int, str]] = set()
         for key, obj in list(self.cluster.items()):
             if key[0] != "Service":
                 continue
@@ -397,7 +411,14 @@ class Agent:
                 eps = services.endpoints_from_slices(slices[(svc.namespace, svc.name)])
             else:
                 eps = services.endpoints_from_pods(svc, view.pods)
-            want[services.service_owner(svc)] = services.service_flows(svc, eps)
+            want[services.service_owner(svc)] = services.service_flows(svc, eps, self.cfg.pod_cidr)
+            node_ports |= services.node_port_entries(svc)
+        if node_ports != self._node_ports:
+            try:
+                hostnet.sync_node_ports(node_ports)
+                self._node_ports = node_ports
+            except hostnet.HostNetError as e:
+                log.error("node ports not updated (retried on the next change): %s", e)
         for owner in self._services - set(want):
             want[owner] = frozenset()
         self._services = {o for o, f in want.items() if f}

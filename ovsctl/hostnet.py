@@ -20,6 +20,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 log = logging.getLogger(__name__)
 
 NAT_CHAIN = "OVSCTL-POSTROUTING"
+NODEPORT_CHAIN = "OVSCTL-NODEPORTS"
 FWD_CHAIN = "OVSCTL-FORWARD"
 VXLAN_OVERHEAD = 50  # outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14
 
@@ -69,6 +70,67 @@ def setup_masquerade(pod_cidr: str, cluster_cidr: str) -> None:
         _ipt("-t", "filter", "-A", FWD_CHAIN, direction, pod_cidr, "-j", "ACCEPT")
     log.info(
         "masquerade %s -> outside %s; forwarding of pod traffic accepted", pod_cidr, cluster_cidr
+    )
+
+
+def setup_node_ports(gateway_if: str, gw_mac: str, addresses: tuple[str, ...]) -> None:
+    """NodePort entry: packets to a local address and a node port are DNATed (port kept) to a
+    node-port address, which is routed into br-int through the gateway (a permanent neighbour
+    entry with the gateway's own MAC, so the pipeline routes them like host traffic to pods).
+    The per-port rules are written by sync_node_ports."""
+    with IPRoute() as ipr:
+        idx = ipr.link_lookup(ifname=gateway_if)
+        if not idx:
+            raise HostNetError(f"gateway {gateway_if} missing")
+        for addr in addresses:
+            try:
+                ipr.route("replace", dst=f"{addr}/32", oif=idx[0], scope=253)
+                ipr.neigh("replace", dst=addr, lladdr=gw_mac, ifindex=idx[0], state=0x80)
+            except NetlinkError as e:
+                raise HostNetError(f"route/neighbour {addr} dev {gateway_if}: {e}") from e
+    if _ipt("-t", "nat", "-L", NODEPORT_CHAIN, "-n", check=False).returncode != 0:
+        _ipt("-t", "nat", "-N", NODEPORT_CHAIN)
+    jump = ["PREROUTING", "-m", "addrtype", "--dst-type", "LOCAL", "-j", NODEPORT_CHAIN]
+    if _ipt("-t", "nat", "-C", *jump, check=False).returncode != 0:
+        _ipt("-t", "nat", "-I", jump[0], "1", *jump[1:])
+    if _missing_chain("filter", FWD_CHAIN):
+        _ensure_chain("filter", FWD_CHAIN, "FORWARD")  # (setup_masquerade makes it otherwise)
+    for addr in addresses:
+        for direction in ("-s", "-d"):
+            rule = ["-t", "filter", "-A", FWD_CHAIN, direction, f"{addr}/32", "-j", "ACCEPT"]
+            check = ["-t", "filter", "-C", *rule[3:]]
+            if _ipt(*check, check=False).returncode != 0:
+                _ipt(*rule)
+    log.info("node ports enter br-int through %s at %s", gateway_if, ", ".join(addresses))
+
+
+def _missing_chain(table: str, chain: str) -> bool:
+    return _ipt("-t", table, "-L", chain, "-n", check=False).returncode != 0
+
+
+def sync_node_ports(entries: set[tuple[str, int, str]]) -> None:
+    """Replace the NodePort rules with `entries` (protocol, node port, node-port address), in
+    one atomic iptables-restore of the chain."""
+    lines = ["*nat", f":{NODEPORT_CHAIN} - [0:0]"]
+    for proto, port, addr in sorted(entries):
+        lines.append(
+            f"-A {NODEPORT_CHAIN} -p {proto} -m {proto} --dport {port} "
+            f'-m comment --comment "ovsctl: nodePort {port}/{proto}" '
+            f"-j DNAT --to-destination {addr}"
+        )
+    lines.append("COMMIT")
+    p = subprocess.run(
+        ["iptables-restore", "-w", "5", "--noflush"],
+        input="\n".join(lines) + "\n",
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    if p.returncode != 0:
+        raise HostNetError(f"iptables-restore of {NODEPORT_CHAIN}: {p.stderr.strip()}")
+    log.info(
+        "node ports: %s",
+        ", ".join(f"{port}/{proto}->{addr}" for proto, port, addr in sorted(entries)) or "none",
     )
 
 

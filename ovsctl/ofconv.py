@@ -15,10 +15,12 @@ from flows.flow import (
     Flow,
     Goto,
     InPort,
+    Learn,
     Move,
     Multipath,
     Output,
     OutputReg,
+    Resubmit,
     SetField,
     ToController,
 )
@@ -120,7 +122,7 @@ def _ct_state(text: str) -> tuple[int, int]:
 
 # OVS hash fields "symmetric_l3l4+udp": addresses, protocol and TCP/UDP/SCTP ports, both ways
 # alike (symmetric_l4 leaves UDP ports out, which would send all of a client's UDP to one endpoint).
-NX_HASH_FIELDS_SYMMETRIC_L3L4_UDP = 4
+NX_HASH_FIELDS_SYMMETRIC_L3L4_UDP = 3
 MP_FIELDS = {
     "symmetric_l4": nicira_ext.NX_HASH_FIELDS_SYMMETRIC_L4,
     "symmetric_l3l4+udp": NX_HASH_FIELDS_SYMMETRIC_L3L4_UDP,
@@ -140,7 +142,23 @@ def _nat(parser, spec: str):
     kw = {"range_ipv4_min": ip, "range_ipv4_max": ip}
     if port:
         kw.update(range_proto_min=int(port), range_proto_max=int(port))
-    return parser.NXActionNAT(flags=NX_NAT_F_DST if kind == "dst" else NX_NAT_F_SRC, **kw)
+    return _padded(parser.NXActionNAT(flags=NX_NAT_F_DST if kind == "dst" else NX_NAT_F_SRC, **kw))
+
+
+NX_ACTION_HEADER = 10  # type, len, experimenter, subtype
+
+
+def _padded(action):
+    """os-ken counts NAT's padding to 8 bytes in its length but leaves the bytes out, which is
+    harmless only when nothing follows it inside ct(): write them."""
+    body = action.serialize_body
+
+    def serialize_body():
+        data = body()
+        return data + bytes(-(NX_ACTION_HEADER + len(data)) % 8)
+
+    action.serialize_body = serialize_body
+    return action
 
 
 def match_kwargs(f: Flow) -> dict:
@@ -202,9 +220,14 @@ def actions(parser, ofp, f: Flow) -> list:
                     zone_ofs_nbits=a.zone,
                     recirc_table=tables.table(a.table).id if a.table else 0xFF,
                     alg=0,
-                    actions=[] if a.nat is None else [_nat(parser, a.nat)],
+                    actions=([] if a.nat is None else [_nat(parser, a.nat)])
+                    + ([] if a.mark is None else [parser.OFPActionSetField(ct_mark=a.mark)]),
                 )
             )
+        elif isinstance(a, Learn):
+            acts.append(_learn(parser, a))
+        elif isinstance(a, Resubmit):
+            acts.append(parser.NXActionResubmitTable(table_id=tables.table(a.table).id))
         elif isinstance(a, Multipath):
             acts.append(
                 parser.NXActionMultipath(
@@ -226,6 +249,39 @@ def actions(parser, ofp, f: Flow) -> list:
     if acts:
         inst.insert(0, parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, acts))
     return inst
+
+
+LEARN_DST = {"tcp": "tcp_dst_nxm", "udp": "udp_dst_nxm", "sctp": "sctp_dst"}
+NX_LEARN_F_DELETE_LEARNED = 1 << 1
+
+
+def _learn(parser, a: Learn):
+    """learn(): match eth_type, nw_proto, source and destination IP and destination port of
+    the packet; load the constants."""
+    specs = [
+        parser.NXFlowSpecMatch(src=ETH_TYPE["ip"], dst=("eth_type_nxm", 0), n_bits=16),
+        parser.NXFlowSpecMatch(src=IP_PROTO[a.protocol], dst=("ip_proto_nxm", 0), n_bits=8),
+        parser.NXFlowSpecMatch(src=("ipv4_src_nxm", 0), dst=("ipv4_src_nxm", 0), n_bits=32),
+        parser.NXFlowSpecMatch(src=("ipv4_dst_nxm", 0), dst=("ipv4_dst_nxm", 0), n_bits=32),
+        parser.NXFlowSpecMatch(
+            src=(LEARN_DST[a.protocol], 0), dst=(LEARN_DST[a.protocol], 0), n_bits=16
+        ),
+    ]
+    for value, reg, mask in a.loads:
+        lo = (mask & -mask).bit_length() - 1
+        n_bits = mask.bit_length() - lo
+        specs.append(parser.NXFlowSpecLoad(src=value, dst=(reg, lo), n_bits=n_bits))
+    return parser.NXActionLearn(
+        table_id=tables.table(a.table).id,
+        specs=specs,
+        idle_timeout=a.idle_timeout,
+        hard_timeout=0,
+        priority=a.priority,
+        cookie=a.cookie,
+        flags=NX_LEARN_F_DELETE_LEARNED,
+        fin_idle_timeout=0,
+        fin_hard_timeout=0,
+    )
 
 
 def flow_add(dp, f: Flow, rnd: int):

@@ -314,7 +314,8 @@ class Controller:
                 rnd = self._next_round()
             plan = self.sync.full_plan()
             mods = [ofconv.flow_add(dp, f, rnd) for f in plan.add]
-            mods += [ofconv.delete_round(dp, r) for r in sorted(present - {rnd})]
+            # round 0: flows the switch learned (sessionAffinity), not ours to delete
+            mods += [ofconv.delete_round(dp, r) for r in sorted(present - {rnd, 0})]
             self._bundle(dp, mods, max(self.timeout, len(mods) / 2000))
             self.round = rnd
             self.sync.reset_installed({f.key: f for f in plan.add})
@@ -330,7 +331,7 @@ class Controller:
                 "kind": "full",
                 "round": rnd,
                 "flows": len(plan.add),
-                "deleted_rounds": sorted(present - {rnd}),
+                "deleted_rounds": sorted(present - {rnd, 0}),
                 "seconds": round(took, 4),
                 "at": time.time(),
             }
@@ -338,7 +339,7 @@ class Controller:
                 "round %d installed: %d flows, old rounds %s deleted, in %.3fs",
                 rnd,
                 len(plan.add),
-                sorted(present - {rnd}) or "none",
+                sorted(present - {rnd, 0}) or "none",
                 took,
             )
             if self.dp is dp:

@@ -415,7 +415,13 @@ class ContainerPort:
 @dataclass(frozen=True)
 class Pod(_LabelledMixin):
     """A pod. ``node_name`` is "" while unscheduled; ``ip`` is None until it has one;
-    ``ports`` are the ports of all its containers, in order; ``uid`` is "" when unknown."""
+    ``ports`` are the ports of all its containers, in order; ``uid`` is "" when unknown.
+
+    ``ready`` is its Ready condition; a pod written without conditions (hand-made YAML) counts
+    as ready when its phase is Running, or when it has no phase either (a pod without an IP
+    is never an endpoint anyway).
+    ``terminating`` is set once it has a deletionTimestamp. Both decide whether it is a
+    Service endpoint (as the EndpointSlice controller decides)."""
 
     kind: ClassVar[str] = "Pod"
     namespace: str
@@ -427,6 +433,8 @@ class Pod(_LabelledMixin):
     ports: tuple[ContainerPort, ...] = ()
     host_network: bool = False
     phase: str = "Pending"
+    ready: bool = True
+    terminating: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "labels", Labels(self.labels))
@@ -704,12 +712,20 @@ def _parse_pod(
     ip = ips[0] if ips else _first_v4(more)
 
     phase = status.get("phase")
+    ready = None
+    for i, cond in enumerate(ctx.sequence(status.get("conditions"), "status.conditions")):
+        cond = ctx.mapping(cond, f"status.conditions[{i}]")
+        if cond.get("type") == "Ready":
+            ready = cond.get("status") == "True"
+    if ready is None:
+        ready = phase == "Running" if phase else True
     if phase is None or phase == "":
         phase = "Pending"
     if phase not in POD_PHASES:
         raise ctx.fail(
             "status.phase", f"must be one of {', '.join(POD_PHASES)}, got {_show(phase)}"
         )
+    terminating = meta.get("deletionTimestamp") not in (None, "")
 
     return Pod(
         namespace=namespace,
@@ -721,6 +737,8 @@ def _parse_pod(
         ports=tuple(ports),
         host_network=host_network,
         phase=phase,
+        ready=ready,
+        terminating=terminating,
     )
 
 
@@ -766,6 +784,8 @@ def to_dict(obj: Object) -> dict[str, Any]:
         meta = _meta(obj.name, obj.namespace, obj.labels)
         if obj.uid:
             meta["uid"] = obj.uid
+        if obj.terminating:
+            meta["deletionTimestamp"] = "1970-01-01T00:00:00Z"
         spec: dict[str, Any] = {}
         if obj.node_name:
             spec["nodeName"] = obj.node_name
@@ -782,7 +802,10 @@ def to_dict(obj: Object) -> dict[str, Any]:
                 for p in obj.ports
             ]
         spec["containers"] = [container]
-        status: dict[str, Any] = {"phase": obj.phase}
+        status: dict[str, Any] = {
+            "phase": obj.phase,
+            "conditions": [{"type": "Ready", "status": "True" if obj.ready else "False"}],
+        }
         if obj.ip is not None:
             status["podIP"] = obj.ip
             status["podIPs"] = [{"ip": obj.ip}]

@@ -70,6 +70,15 @@ def add_parser(sub) -> None:
     )
     pr.set_defaults(func=_probe)
 
+    rd = common(
+        ls.add_parser(
+            "ready", help="set a pod's Ready condition (not ready: no new Service connections)"
+        )
+    )
+    rd.add_argument("pod", help="namespace/name (default namespace: default)")
+    rd.add_argument("ready", choices=["true", "false"])
+    rd.set_defaults(func=_ready)
+
     rs = common(ls.add_parser("restart", help="restart a node's agent or ovs-vswitchd"))
     rs.add_argument("node")
     rs.add_argument("--component", choices=["agent", "ovs-vswitchd"], default="agent")
@@ -187,6 +196,11 @@ def render_matrix(res: dict[str, bool]) -> str:
     ok = sum(res.values())
     lines.append(f"\n{ok}/{len(res)} reachable ('.' reachable, 'X' blocked, '-' self)")
     return "\n".join(lines)
+
+
+@_err
+def _ready(args):
+    _lab(args).set_ready(args.pod, args.ready == "true")
 
 
 @_err

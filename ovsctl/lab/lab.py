@@ -42,6 +42,7 @@ from ovsctl.util import atomic_write, wait_until
 ROOT = os.environ.get("OVSCTL_LAB_ROOT", "/run/ovsctl-lab")
 UNDERLAY = netaddr.IPNetwork("172.30.0.0/24")
 EXTERNAL_IP = "172.30.0.2"
+SERVICE_CIDR = netaddr.IPNetwork("10.96.0.0/16")  # where the lab allocates missing ClusterIPs
 EXTERNAL_PORT = 8080
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESPONDER = os.path.join(HERE, "responder.py")
@@ -436,6 +437,8 @@ class Lab:
             todo = sorted(objs, key=lambda o: order.get(o.key[0], 9))
             pod_objs = [o for o in todo if o.key[0] == "Pod"]
             for obj in todo:
+                if obj.key[0] == "Service":
+                    obj = self._allocate(obj)
                 if obj.key[0] != "Pod":
                     self.write_object(obj)
                     log(f"{obj.key[0].lower()}/{obj.name} applied")
@@ -483,8 +486,75 @@ class Lab:
         body.setdefault("spec", {})["nodeName"] = rec["node"]
         body["metadata"]["labels"] = rec["labels"]
         if rec.get("ip"):
-            body["status"] = {"podIP": rec["ip"], "phase": "Running"}
+            ready = "True" if rec.get("ready", True) else "False"
+            body["status"] = {
+                "podIP": rec["ip"],
+                "phase": "Running",
+                "conditions": [{"type": "Ready", "status": ready}],
+            }
         self.write_object(model.parse(body))
+
+    def set_ready(self, pod: str, ready: bool, log=print) -> None:
+        """Flip a pod's Ready condition (as a failing readiness probe would): Services stop
+        (or start again) sending new connections to it."""
+        if "/" not in pod:
+            pod = f"default/{pod}"
+        with self.locked():
+            pods = self.pods()
+            rec = pods.get(pod)
+            if rec is None:
+                raise LabError(f"no pod {pod} in lab {self.name}")
+            rec["ready"] = ready
+            ns, name = pod.split("/", 1)
+            fname = os.path.join(self.cluster_dir, f"Pod-{ns}.{name}.yaml")
+            with open(fname) as fh:
+                self._write_pod(model.parse(yaml.safe_load(fh)), rec)
+            self.save_pods(pods)
+        log(f"pod/{pod} {'ready' if ready else 'not ready'}")
+
+    def _allocate(self, obj):
+        """The control plane's part for a Service: a ClusterIP (from SERVICE_CIDR) and node
+        ports (30000-32767) where the manifest has none; a re-applied Service keeps its own."""
+        body = obj.obj()
+        spec = body.setdefault("spec", {})
+        if spec.get("type") == "ExternalName":
+            return obj
+        used_ips, used_ports, mine = set(), set(), {}
+        for f in os.listdir(self.cluster_dir):
+            if not f.startswith("Service-"):
+                continue
+            with open(os.path.join(self.cluster_dir, f)) as fh:
+                other = yaml.safe_load(fh) or {}
+            ospec, ometa = other.get("spec") or {}, other.get("metadata") or {}
+            if (ometa.get("namespace"), ometa.get("name")) == (obj.namespace, obj.name):
+                mine = ospec
+                continue
+            used_ips.add(ospec.get("clusterIP"))
+            used_ports |= {p.get("nodePort") for p in ospec.get("ports") or []}
+        changed = False
+        if spec.get("clusterIP") in (None, ""):
+            ip = mine.get("clusterIP")
+            if ip in (None, "", "None") or ip in used_ips:
+                ip = next(str(a) for a in SERVICE_CIDR.iter_hosts() if str(a) not in used_ips)
+            spec["clusterIP"] = ip
+            changed = True
+        if spec.get("type") in ("NodePort", "LoadBalancer"):
+            mine_ports = {
+                (p.get("port"), p.get("protocol") or "TCP"): p.get("nodePort")
+                for p in mine.get("ports") or []
+            }
+            for p in spec.get("ports") or []:
+                if p.get("nodePort"):
+                    used_ports.add(p["nodePort"])
+            for p in spec.get("ports") or []:
+                if not p.get("nodePort"):
+                    port = mine_ports.get((p.get("port"), p.get("protocol") or "TCP"))
+                    if not port or port in used_ports:
+                        port = next(n for n in range(30000, 32768) if n not in used_ports)
+                    p["nodePort"] = port
+                    used_ports.add(port)
+                    changed = True
+        return model.parse(body) if changed else obj
 
     def _start_pod(self, obj, rec: dict):
         """Kubelet's part for one pod: netns, CNI ADD, the responder, the pod in the state."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 
+import netaddr
 import pytest
 import yaml
 
@@ -296,3 +297,256 @@ def test_a_service_without_endpoints_refuses_at_once(lab, tmp_path):
             assert res["outcome"] == "refused" and res["seconds"] < 1, (proto, res)
     finally:
         lab.delete([str(f)], log=lambda *_: None)
+
+
+# ---- NodePort, session affinity, readiness --------------------------------------------------
+
+
+def external(lab, node_ip: str, port: int, n: int, proto: str = "TCP", timeout=2) -> dict:
+    import json
+
+    out = in_ns(
+        lab.meta()["external"]["netns"],
+        sys.executable,
+        "-c",
+        CONNECT.replace("settimeout(2)", f"settimeout({timeout})"),
+        node_ip,
+        str(port),
+        str(n),
+        proto,
+        timeout=120,
+    )
+    return json.loads(out.stdout)
+
+
+def apply_docs(lab, tmp_path, name: str, *docs) -> str:
+    f = tmp_path / f"{name}.yaml"
+    f.write_text(yaml.safe_dump_all(list(docs)))
+    lab.apply([str(f)], log=lambda *_: None)
+    return str(f)
+
+
+def node_port_service(name: str, node_port: int, policy: str, **spec) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": "backend"},
+        "spec": {
+            "type": "NodePort",
+            "externalTrafficPolicy": policy,
+            "selector": {"app": "backend"},
+            "ports": [
+                {"name": "web", "port": 8080, "targetPort": "http", "nodePort": node_port},
+                {
+                    "name": "dns",
+                    "port": 5353,
+                    "targetPort": 53,
+                    "protocol": "UDP",
+                    "nodePort": node_port,
+                },
+            ],
+            **spec,
+        },
+    }
+
+
+def test_node_port_from_the_external_host_through_every_node(lab, tmp_path):
+    """externalTrafficPolicy Cluster: every node answers on the node port with any endpoint
+    (local or remote); the endpoint sees the node's gateway address (SNAT), as kube-proxy's
+    masquerade would make it. The lab allocated the ClusterIP, which answers too."""
+    f = apply_docs(lab, tmp_path, "np", node_port_service("np", 30080, "Cluster"))
+    try:
+        ps = pods(lab)
+        backends = {ps[f"backend/b{i}"]["ip"] for i in (1, 2, 3)}
+        nodes = lab.status()["nodes"]
+        gateways = {str(netaddr.IPNetwork(n["podCIDR"]).network + 1): n for n in nodes}
+        wait_for(
+            lambda: external(lab, nodes[0]["ip"], 30080, 1)["failed"] == 0,
+            20,
+            interval=0.2,
+            what="the node port answering",
+        )
+        seen = set()
+        for n in nodes:
+            res = external(lab, n["ip"], 30080, 30)
+            assert res["failed"] == 0, (n, res)
+            assert set(res["servers"]) <= backends
+            seen |= set(res["servers"])
+            clients = {p[len("client=") :] for p in res["peers"] if p.startswith("client=")}
+            assert clients <= set(gateways), clients  # SNAT to a gateway IP...
+            mine = str(netaddr.IPNetwork(n["podCIDR"]).network + 1)
+            assert clients == {mine}, (n["name"], clients)  # ...of the node entered
+            udp = external(lab, n["ip"], 30080, 5, proto="UDP")
+            assert udp["failed"] == 0 and n["ip"] in udp["peers"], udp  # replies from nodeIP
+        assert seen == backends  # through three nodes, every endpoint answered
+        vip = next(s["clusterIP"] for s in lab.services() if s["name"] == "np")
+        assert netaddr.IPAddress(vip) in netaddr.IPNetwork("10.96.0.0/16")
+        assert connect(lab, "frontend/f1", 10, vip=vip)["failed"] == 0
+    finally:
+        lab.delete([f], log=lambda *_: None)
+
+
+def test_node_port_local_keeps_the_client_ip_and_uses_local_endpoints(lab, tmp_path):
+    ps = pods(lab)
+    ext_ip = lab.status()["external"]["ip"]
+    svc = node_port_service("npl", 30081, "Local")
+    f = apply_docs(lab, tmp_path, "npl", svc)
+    try:
+        nodes = {n["name"]: n for n in lab.status()["nodes"]}
+        wait_for(
+            lambda: all(external(lab, n["ip"], 30081, 1)["failed"] == 0 for n in nodes.values()),
+            20,
+            interval=0.2,
+            what="the Local node port answering on every node",
+        )
+        for name, n in nodes.items():
+            local = {
+                p["ip"] for k, p in ps.items() if k.startswith("backend/") and p["node"] == name
+            }
+            res = external(lab, n["ip"], 30081, 20)
+            assert res["failed"] == 0 and set(res["servers"]) == local, (name, res)
+            assert f"client={ext_ip}" in res["peers"], res  # the client's own address
+        # Only b1 is an endpoint now (explicit EndpointSlice): the other nodes drop, b1's node
+        # answers.
+        b1 = ps["backend/b1"]
+        svc["spec"].pop("selector")
+        eps = {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {
+                "name": "npl-1",
+                "namespace": "backend",
+                "labels": {"kubernetes.io/service-name": "npl"},
+            },
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [b1["ip"]], "conditions": {"ready": True}}],
+            "ports": [{"name": "web", "port": 80, "protocol": "TCP"}],
+        }
+        f = apply_docs(lab, tmp_path, "npl", svc, eps)
+        others = [n for name, n in nodes.items() if name != b1["node"]]
+        wait_for(
+            lambda: all(
+                external(lab, n["ip"], 30081, 1, timeout=0.5)["failed"] == 1 for n in others
+            ),
+            20,
+            interval=0.2,
+            what="nodes without a local endpoint dropping",
+        )
+        res = external(lab, nodes[b1["node"]]["ip"], 30081, 10)
+        assert res["failed"] == 0 and res["servers"] == {b1["ip"]: 10}
+    finally:
+        lab.delete([f], log=lambda *_: None)
+
+
+def test_session_affinity_pins_each_client(lab, tmp_path):
+    svc = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "sticky", "namespace": "backend"},
+        "spec": {
+            "clusterIP": "10.96.0.20",
+            "selector": {"app": "backend"},
+            "sessionAffinity": "ClientIP",
+            "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 300}},
+            "ports": [{"name": "web", "port": 8080, "targetPort": "http"}],
+        },
+    }
+    f = apply_docs(lab, tmp_path, "sticky", svc)
+    try:
+        wait_for(
+            lambda: connect(lab, "frontend/f1", 1, vip="10.96.0.20")["failed"] == 0,
+            20,
+            interval=0.2,
+            what="the sticky Service answering",
+        )
+        chosen = {}
+        for c in ("frontend/f1", "frontend/f2", "frontend/f3", "backend/b1"):
+            res = connect(lab, c, 30, vip="10.96.0.20")
+            assert res["failed"] == 0 and len(res["servers"]) == 1, (c, res)
+            chosen[c] = next(iter(res["servers"]))
+        assert len(chosen) == 4
+        # the pinned endpoint of f1 goes out of service: f1 is pinned to another one
+        ps = pods(lab)
+        gone = next(k for k, p in ps.items() if p["ip"] == chosen["frontend/f1"])
+        lab.set_ready(gone, False, log=lambda *_: None)
+        try:
+
+            def repinned():
+                res = connect(lab, "frontend/f1", 20, vip="10.96.0.20")
+                return (
+                    res["failed"] == 0
+                    and len(res["servers"]) == 1
+                    and (chosen["frontend/f1"] not in res["servers"])
+                )
+
+            wait_for(repinned, 20, interval=0.2, what="f1 pinned to a remaining endpoint")
+        finally:
+            lab.set_ready(gone, True, log=lambda *_: None)
+    finally:
+        lab.delete([f], log=lambda *_: None)
+
+
+HOLD = """
+import socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
+print(s.recv(256).decode().split()[1], flush=True)
+sys.stdin.readline()                  # the test changes the endpoints meanwhile
+s.sendall(b"x" * 1000); s.shutdown(socket.SHUT_WR)
+data = b""
+while not data.endswith(b"\\n"):
+    chunk = s.recv(256)
+    if not chunk:
+        break
+    data += chunk
+print(data.decode().strip(), flush=True)
+"""
+
+
+def test_unready_endpoint_gets_no_new_connections_and_existing_ones_live_on(lab):
+    import subprocess
+
+    ps = pods(lab)
+    other = None
+    hold = subprocess.Popen(
+        [
+            "ip",
+            "netns",
+            "exec",
+            lab.pod_netns("frontend/f2"),
+            sys.executable,
+            "-c",
+            HOLD,
+            VIP,
+            "8080",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        server = hold.stdout.readline().strip()
+        held = next(k for k, p in ps.items() if p["ip"] == server)
+        other = next(f"backend/b{i}" for i in (1, 2, 3) if f"backend/b{i}" != held)
+        lab.set_ready(other, False, log=lambda *_: None)
+        rest = {ps[f"backend/b{i}"]["ip"] for i in (1, 2, 3)} - {ps[other]["ip"]}
+
+        def moved():
+            res = connect(lab, "frontend/f3", 30)
+            return res["failed"] == 0 and set(res["servers"]) == rest
+
+        wait_for(moved, 20, interval=0.2, what=f"{other} (not ready) getting no new connections")
+        # the connection opened before the change still works, on its endpoint
+        out, _ = hold.communicate("go\n", timeout=20)
+        assert out.strip() == "1000"
+    finally:
+        if hold.poll() is None:
+            hold.kill()
+        if other:
+            lab.set_ready(other, True, log=lambda *_: None)
+    back = {ps[f"backend/b{i}"]["ip"] for i in (1, 2, 3)}
+    wait_for(
+        lambda: set(connect(lab, "frontend/f3", 60)["servers"]) == back,
+        20,
+        interval=0.2,
+        what="the endpoint back in service once ready",
+    )

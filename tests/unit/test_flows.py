@@ -26,6 +26,7 @@ from flows.flow import (
     Move,
     Output,
     OutputReg,
+    Resubmit,
     SetField,
     ct_state,
     flow,
@@ -47,22 +48,26 @@ GOLDEN_NODE = {
     "cookie=0x1e5bcd38d0b, table=20, priority=200,arp,arp_tpa=10.244.0.1,arp_op=1 actions=move:NXM_OF_ETH_SRC[]->NXM_OF_ETH_DST[],set_field:0a:58:0a:f4:00:01->eth_src,set_field:2->arp_op,move:NXM_NX_ARP_SHA[]->NXM_NX_ARP_THA[],set_field:0a:58:0a:f4:00:01->arp_sha,move:NXM_OF_ARP_SPA[]->NXM_OF_ARP_TPA[],set_field:10.244.0.1->arp_spa,IN_PORT",
     "cookie=0x1e5bcd38d0b, table=20, priority=0 actions=goto_table:25",
     "cookie=0x1e5bcd38d0b, table=25, priority=200,ip,nw_dst=169.254.169.252 actions=ct(table=30,zone=65001,nat)",
+    "cookie=0x1e5bcd38d0b, table=25, priority=200,ip,nw_dst=10.244.0.1 actions=ct(table=30,zone=65001,nat)",
     "cookie=0x1e5bcd38d0b, table=25, priority=0 actions=goto_table:30",
     "cookie=0x1e5bcd38d0b, table=30, priority=200,ip actions=ct(table=31,zone=65000,nat)",
     "cookie=0x1e5bcd38d0b, table=30, priority=0 actions=goto_table:31",
     "cookie=0x1e5bcd38d0b, table=31, priority=210,ct_state=+inv+trk,ip actions=drop",
+    "cookie=0x1e5bcd38d0b, table=31, priority=206,ct_state=+est-rpl+trk,ct_mark=0x1/0x1,ip actions=set_field:0x10/0x10->reg0,ct(table=50,zone=65001,nat)",
     "cookie=0x1e5bcd38d0b, table=31, priority=200,ct_state=+est+trk,ip actions=set_field:0x10/0x10->reg0,goto_table:50",
     "cookie=0x1e5bcd38d0b, table=31, priority=199,ct_state=+rel+trk,ip actions=set_field:0x10/0x10->reg0,goto_table:50",
     "cookie=0x1e5bcd38d0b, table=31, priority=0 actions=goto_table:35",
+    "cookie=0x1e5bcd38d0b, table=33, priority=0 actions=drop",
     "cookie=0x1e5bcd38d0b, table=35, priority=0 actions=goto_table:36",
     "cookie=0x1e5bcd38d0b, table=36, priority=0 actions=goto_table:37",
+    "cookie=0x1e5bcd38d0b, table=37, priority=200,ct_state=+new+trk,ct_mark=0x1/0x1,ip actions=ct(commit,table=40,zone=65001,nat(src=10.244.0.1))",
     "cookie=0x1e5bcd38d0b, table=37, priority=0 actions=goto_table:40",
     "cookie=0x1e5bcd38d0b, table=40, priority=65000,ip,nw_dst=10.244.0.1 actions=goto_table:50",
     "cookie=0x1e5bcd38d0b, table=40, priority=0 actions=goto_table:45",
     "cookie=0x1e5bcd38d0b, table=45, priority=0 actions=goto_table:50",
     "cookie=0x1e5bcd38d0b, table=50, priority=0 actions=goto_table:60",
     "cookie=0x1e5bcd38d0b, table=60, priority=65000,reg0=0x10/0x10 actions=goto_table:70",
-    "cookie=0x1e5bcd38d0b, table=60, priority=64999,reg0=0x1/0xf actions=goto_table:70",
+    "cookie=0x1e5bcd38d0b, table=60, priority=64999,ip,reg0=0x1/0xf,nw_src=10.244.0.1 actions=goto_table:70",
     "cookie=0x1e5bcd38d0b, table=60, priority=0 actions=goto_table:65",
     "cookie=0x1e5bcd38d0b, table=65, priority=0 actions=goto_table:70",
     "cookie=0x1e5bcd38d0b, table=70, priority=200,dl_dst=0a:58:0a:f4:00:01 actions=set_field:0x2->reg2,goto_table:80",
@@ -76,6 +81,7 @@ GOLDEN_NODE = {
 # What a node IP adds: pods may always reach their own node.
 GOLDEN_NODE_IP = {
     "cookie=0x1e5bcd38d0b, table=40, priority=65000,ip,nw_dst=192.168.50.10 actions=goto_table:50",
+    "cookie=0x1e5bcd38d0b, table=60, priority=64999,ip,reg0=0x1/0xf,nw_src=192.168.50.10 actions=goto_table:70",
 }
 
 GOLDEN_POD_A = {
@@ -103,7 +109,7 @@ GOLDEN_POD_B = {
 }
 
 GOLDEN_OVERLAY = {
-    "cookie=0x1e5bcd38d0b, priority=200,in_port=1 actions=set_field:0x3/0xf->reg0,goto_table:30",
+    "cookie=0x1e5bcd38d0b, priority=200,in_port=1 actions=set_field:0x3/0xf->reg0,goto_table:25",
     "cookie=0x1e5bcd38d0b, table=20, priority=100,arp,reg0=0x1/0xf,arp_tpa=10.244.0.0/16,arp_op=1 actions=move:NXM_OF_ETH_SRC[]->NXM_OF_ETH_DST[],set_field:0a:58:ff:ff:ff:fe->eth_src,set_field:2->arp_op,move:NXM_NX_ARP_SHA[]->NXM_NX_ARP_THA[],set_field:0a:58:ff:ff:ff:fe->arp_sha,move:NXM_OF_ARP_TPA[]->NXM_NX_REG1[],move:NXM_OF_ARP_SPA[]->NXM_OF_ARP_TPA[],move:NXM_NX_REG1[]->NXM_OF_ARP_SPA[],IN_PORT",
 }
 
@@ -566,7 +572,17 @@ def test_every_table_has_one_miss_flow_that_drops_or_goes_to_the_next_table():
         else:
             assert f.actions == (Goto(tables.next_table(t.name).name),)
             idx = tables.PIPELINE.index(t)
-            assert tables.table(f.actions[0].table) == tables.PIPELINE[idx + 1]
+            main_path = [u for u in tables.PIPELINE[idx + 1 :] if not u.side]
+            assert tables.table(f.actions[0].table) == main_path[0]
+
+
+def test_side_tables_are_skipped_by_the_pipeline_and_only_resubmitted_to():
+    assert tables.next_table("ConntrackState").name == "ServiceLB"
+    assert tables.table("SessionAffinity").side and tables.table("SessionAffinity").miss == "drop"
+    with pytest.raises(FlowError, match="side tables"):
+        flow("ServiceLB", 1, {}, (Resubmit("EndpointDNAT"),))
+    f = flow("ServiceLB", 1, {}, (Resubmit("SessionAffinity"), Goto("EndpointDNAT")))
+    assert f.actions_text() == "resubmit(,33),goto_table:36"
 
 
 def test_last_table_drops_and_has_no_next():

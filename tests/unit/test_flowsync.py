@@ -146,7 +146,7 @@ def test_changing_an_owners_flows_plans_only_the_difference():
     assert not [f for f in p.delete if f.table == "L2Forwarding"]
 
 
-def test_learning_the_node_ip_adds_only_its_egress_flow():
+def test_learning_the_node_ip_adds_only_its_always_allowed_flows():
     s = synced(POD_A)
     with_ip = NodeNet.for_cidr("10.244.0.0/24", gw_ofport=2, node_ip="192.168.50.10")
     s.set_owner(pipeline.pipeline_owner(), pipeline.node_flows(with_ip))
@@ -154,7 +154,9 @@ def test_learning_the_node_ip_adds_only_its_egress_flow():
     assert p.delete == []
     assert [f.text() for f in p.add] == [
         "cookie=0x1e5bcd38d0b, table=40, priority=65000,ip,nw_dst=192.168.50.10 "
-        "actions=goto_table:50"
+        "actions=goto_table:50",
+        "cookie=0x1e5bcd38d0b, table=60, priority=64999,ip,reg0=0x1/0xf,nw_src=192.168.50.10 "
+        "actions=goto_table:70",
     ]
 
 
@@ -332,7 +334,7 @@ def test_install_twice_is_idempotent():
     s, sw = FlowSync(), FakeSwitch()
     everything(s)
     first = sync(s, sw)
-    assert len(first.add) == len(sw.flows) == 30 + 9 + 9  # node (with conntrack) + 2 pods
+    assert len(first.add) == len(sw.flows) == 34 + 9 + 9  # node (conntrack, NodePort SNAT) + 2 pods
     snapshot, sent = dict(sw.flows), sw.messages
 
     everything(s)  # the same state recomputed from scratch

@@ -22,7 +22,7 @@ from os_ken.ofproto import (
     ofproto_v1_4_parser,
 )
 
-from flows import cookie, pipeline, regs
+from flows import cookie, pipeline, regs, services
 from flows.flow import (
     CT,
     Conjunction,
@@ -30,9 +30,12 @@ from flows.flow import (
     FlowError,
     Goto,
     InPort,
+    Learn,
     Move,
+    Multipath,
     Output,
     OutputReg,
+    Resubmit,
     SetField,
     ct_state,
     flow,
@@ -85,11 +88,41 @@ EXTRA_FLOWS = [
     flow("ConntrackCommit", 100, IP, (CT(5, commit=True), OutputReg("reg5"))),
     flow("Output", 300, {"in_port": 9}, (Output(1),)),
 ]
+# Services with every frontend kind: ClusterIP, NodePort (Cluster: ct_mark; Local), session
+# affinity (resubmit, learn) over TCP, UDP and SCTP.
+SERVICE_FLOWS = frozenset().union(
+    *(
+        services.service_flows(
+            services.parse_service(
+                {
+                    "metadata": {"namespace": "shop", "name": f"web-{proto.lower()}-{etp}"},
+                    "spec": {
+                        "type": "NodePort",
+                        "clusterIP": "10.96.0.10",
+                        "externalTrafficPolicy": etp,
+                        "sessionAffinity": "ClientIP" if proto != "UDP" else "None",
+                        "ports": [
+                            {"port": 80, "protocol": proto, "targetPort": 8080, "nodePort": 30080}
+                        ],
+                    },
+                }
+            ),
+            [
+                services.Endpoint("10.244.0.5", (("", 8080, proto),)),
+                services.Endpoint("10.244.1.5", (("", 8080, proto),)),
+            ],
+            "10.244.0.0/24",
+        )
+        for proto in ("TCP", "UDP", "SCTP")
+        for etp in ("Cluster", "Local")
+    )
+)
 ALL_FLOWS = sorted(
     pipeline.node_flows(NODE, OVERLAY).union(
         *(pipeline.pod_flows(NODE, p) for p in PODS),
         pipeline.remote_node_flows(NODE, OVERLAY, REMOTE),
         EXTRA_FLOWS,
+        SERVICE_FLOWS,
     ),
     key=lambda f: (f.table_id, -f.priority, f.match),
 )
@@ -441,6 +474,8 @@ def test_ovs_decodes_the_messages_as_the_golden_text(dp):
     # the 0-based conjunction clause, the NXAST_CT encoding and output:reg.
     kinds = {type(a) for f in ALL_FLOWS for a in f.actions}
     assert {Conjunction, CT, OutputReg, DecTTL, Goto, Output, SetField, Move, InPort} <= kinds
+    assert {Learn, Resubmit, Multipath} <= kinds
+    assert any(isinstance(a, CT) and a.mark for f in ALL_FLOWS for a in f.actions)
     assert any(dict(f.match).get("ct_state") for f in ALL_FLOWS)
     assert any(isinstance(a, CT) and a.commit and a.table for f in ALL_FLOWS for a in f.actions)
     data = b"".join(wire(ofconv.flow_add(dp, f, ROUND)) for f in ALL_FLOWS)
