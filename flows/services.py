@@ -44,6 +44,8 @@ HASH_FIELDS = {"tcp": "symmetric_l4", "sctp": "symmetric_l4", "udp": "symmetric_
 SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName")
 DEFAULT_AFFINITY_TIMEOUT = 10800  # seconds, as the API server defaults it
 MAX_AFFINITY_TIMEOUT = 86400
+# learn()'s idle_timeout is 16 bits in OpenFlow: longer affinity timeouts are clamped to ~18 h
+MAX_LEARN_TIMEOUT = 0xFFFF
 
 
 @dataclass(frozen=True)
@@ -118,9 +120,13 @@ def parse_service(obj: dict) -> Service:
         proto = p.get("protocol") or "TCP"
         if proto not in ("TCP", "UDP", "SCTP"):
             raise ServiceError(f"{ref}: spec.ports[{i}].protocol {proto!r}")
-        target = p.get("targetPort", port)
+        target = p.get("targetPort")
+        if target in (None, "", 0):
+            target = port  # as the API server defaults it
         if isinstance(target, str) and target.isdigit():
             target = int(target)
+        if isinstance(target, int):
+            target = _int(target, f"{ref}: spec.ports[{i}].targetPort", 1, 65535)
         node_port = None
         if p.get("nodePort") not in (None, 0) and stype in ("NodePort", "LoadBalancer"):
             node_port = _int(p["nodePort"], f"{ref}: spec.ports[{i}].nodePort", 1, 65535)
@@ -211,13 +217,15 @@ def service_owner(svc: Service) -> str:
     return f"service/{svc.key}"
 
 
+def _port_of(sp: ServicePort, ep: Endpoint) -> int | None:
+    match = [p for p in ep.ports if p[0] == sp.name and p[2] == sp.protocol]
+    return match[0][1] if match else None
+
+
 def _backends(sp: ServicePort, endpoints: list[Endpoint]) -> list[tuple[str, int]]:
-    out = set()
-    for ep in endpoints:
-        match = [p for p in ep.ports if p[0] == sp.name and p[2] == sp.protocol]
-        if match:
-            out.add((ep.ip, match[0][1]))
-    return sorted(out)
+    """(IP, port) of the usable endpoints among those serving this Service port (the fallback
+    to terminating endpoints is decided per port, and per node for Local)."""
+    return sorted({(ep.ip, _port_of(sp, ep)) for ep in usable(endpoints)})
 
 
 def service_flows(
@@ -226,20 +234,26 @@ def service_flows(
     """The flows of one Service (all its ports and frontends) on a node whose pods are in
     `local_cidr` (needed for externalTrafficPolicy Local)."""
     ck = cookie.make("service", service_owner(svc))
-    eps = usable(endpoints)
+    net = netaddr.IPNetwork(local_cidr) if local_cidr else None
     out: set[Flow] = set()
     for sp in svc.ports:
-        backends = _backends(sp, eps)
+        serving = [ep for ep in endpoints if _port_of(sp, ep) is not None]
+        backends = _backends(sp, serving)
         if svc.cluster_ip:
             out |= _frontend(svc, sp, svc.cluster_ip, sp.port, backends, ck)
         if sp.node_port and svc.has_node_ports:
             if svc.external_local:
-                net = netaddr.IPNetwork(local_cidr) if local_cidr else None
-                local = [b for b in backends if net is not None and b[0] in net]
+                local = [ep for ep in serving if net is not None and ep.ip in net]
                 # Local with endpoints elsewhere only: drop, as kube-proxy does (a load
                 # balancer's health check steers clients to nodes that have one).
                 out |= _frontend(
-                    svc, sp, NODEPORT_LOCAL_IP, sp.node_port, local, ck, none_drops=bool(backends)
+                    svc,
+                    sp,
+                    NODEPORT_LOCAL_IP,
+                    sp.node_port,
+                    _backends(sp, local),
+                    ck,
+                    none_drops=bool(backends),
                 )
             else:
                 out |= _frontend(svc, sp, NODEPORT_IP, sp.node_port, backends, ck, SNAT_MARK)
@@ -278,7 +292,7 @@ def _frontend(
         learn = Learn(
             table="SessionAffinity",
             protocol=proto,
-            idle_timeout=svc.affinity_timeout,
+            idle_timeout=min(svc.affinity_timeout, MAX_LEARN_TIMEOUT),
             priority=PRIO_SERVICE,
             cookie=cookie.make(
                 "affinity", f"{service_owner(svc)} {ip}:{port}/{proto} {ep_ip}:{ep_port}"

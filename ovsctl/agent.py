@@ -6,6 +6,7 @@ read back from OVSDB first, so the first round the controller installs is comple
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import re
@@ -16,7 +17,7 @@ from dataclasses import asdict, dataclass
 
 import netaddr
 
-from flows import model, netpol, pipeline, policy, services
+from flows import cookie, model, netpol, pipeline, policy, services, tables
 from flows.model import NodeNet, Overlay, PodPort, RemoteNode, mac_from_ip
 from flows.policy import PodInfo, View
 from ovsctl import hostnet, netlink
@@ -30,6 +31,7 @@ from ovsctl.cniserver import (
 from ovsctl.config import AgentConfig, ConfigError
 from ovsctl.flowsync import FlowSync
 from ovsctl.ipam import IPAM, IPAMError, IPAMExhausted
+from ovsctl.metrics import HTTPEndpoint, Metrics
 from ovsctl.openflow import Controller, NotConnected, SyncError
 from ovsctl.ovsdb import OVSDB, OVSDBError
 from ovsctl.util import wait_until
@@ -122,12 +124,34 @@ class Agent:
         self.node_ip = cfg.node_ip
         self.mtu = cfg.mtu
         self.started = time.time()
+        self.events_total: collections.Counter = collections.Counter()  # by kind
+        self.metrics = Metrics(self)
+        self.http: HTTPEndpoint | None = None
+
+    def ready(self) -> str | None:
+        """None when ready (cluster state synced, switch synced); else why not."""
+        if self.source is not None and not self.source.synced():
+            return "waiting for the cluster state"
+        if self.node is None:
+            return "starting"
+        if self.controller is None or not self.controller.ready.is_set():
+            return "switch not connected or not synced"
+        return None
 
     # -- start-up -----------------------------------------------------------------------------
 
     def start(self) -> None:
         cfg = self.cfg
         os.makedirs(cfg.state_dir, mode=0o700, exist_ok=True)
+        if cfg.metrics_port:
+            self.http = HTTPEndpoint(
+                cfg.metrics_host,
+                cfg.metrics_port,
+                self.metrics,
+                self.ready,
+                {"/status": self.status, "/flows": self.flows_view, "/cluster": self.cluster_view},
+            )
+            self.http.start()
         if self.source is not None:
             self._start_source()
         if not cfg.pod_cidr:
@@ -267,6 +291,7 @@ class Agent:
                 )
 
     def _on_synced(self, seconds: float, count: int) -> None:
+        self.metrics.synced(seconds, count)
         if self.ovsdb is not None and self.controller.last_sync.get("kind") == "full":
             self.ovsdb.set_flow_restore_wait(False)
 
@@ -309,6 +334,7 @@ class Agent:
         nodes_changed = False
         for ev in events:
             key = ev.obj.key
+            self.events_total[key[0]] += 1
             if ev.type == "DELETED":
                 self.cluster.pop(key, None)
             else:
@@ -547,10 +573,24 @@ class Agent:
             self.server.stop()
         if self.ovsdb:
             self.ovsdb.close()
+        if self.http:
+            self.http.stop()
 
     # -- CNI ------------------------------------------------------------------------------------
 
     def dispatch(self, req: dict):
+        cmd = req.get("command")
+        t0 = time.monotonic()
+        try:
+            result = self._dispatch(req)
+        except BaseException as e:
+            err = _as_cni_error(e) if isinstance(e, Exception) else None
+            self.metrics.cni(str(cmd), str(err.code) if err else "aborted", time.monotonic() - t0)
+            raise
+        self.metrics.cni(str(cmd), "ok", time.monotonic() - t0)
+        return result
+
+    def _dispatch(self, req: dict):
         cmd = req.get("command")
         handler = {
             "ADD": self.cni_add,
@@ -831,17 +871,141 @@ class Agent:
 
     # -- status -------------------------------------------------------------------------------
 
-    def status(self) -> dict:
-        used, cap = self.ipam.usage()
+    def cluster_view(self) -> dict:
+        """The cluster as this agent sees it (for trace and reachability): nodes, pods with
+        labels, IPs and ports, Services with their frontends, and NetworkPolicies as given."""
+        nodes, pods, svcs, pols, nss = [], [], [], [], []
+        for key, obj in sorted(self.cluster.items()):
+            kind = key[0]
+            if kind == "Node":
+                nodes.append({"name": obj.name, "ip": obj.internal_ip, "pod_cidr": obj.pod_cidr})
+            elif kind == "Namespace":
+                nss.append({"name": obj.name, "labels": obj.labels_dict()})
+            elif kind == "Pod":
+                pods.append(
+                    {
+                        "namespace": obj.namespace,
+                        "name": obj.name,
+                        "node": obj.node_name,
+                        "ip": obj.ip,
+                        "labels": obj.labels_dict(),
+                        "ports": [[p.name, p.port, p.protocol] for p in obj.ports],
+                        "ready": obj.ready,
+                        "host_network": obj.host_network,
+                    }
+                )
+            elif kind == "Service":
+                try:
+                    svc = services.parse_service(obj.obj())
+                except services.ServiceError:
+                    continue
+                svcs.append(
+                    {
+                        "namespace": svc.namespace,
+                        "name": svc.name,
+                        "cluster_ip": svc.cluster_ip,
+                        "type": svc.type,
+                        "ports": [
+                            {
+                                "name": sp.name,
+                                "port": sp.port,
+                                "protocol": sp.protocol,
+                                "node_port": sp.node_port,
+                            }
+                            for sp in svc.ports
+                        ],
+                    }
+                )
+            elif kind == "NetworkPolicy":
+                pols.append(obj.obj())
+        local = {
+            (a.namespace, a.name): {"ofport": a.ofport, "mac": a.mac, "key": a.key}
+            for a in self.pods.values()
+        }
+        for p in pods:
+            p["local"] = local.get((p["namespace"], p["name"]))
+        node = self.node
         return {
             "node": self.cfg.node_name,
-            "bridge": self.cfg.bridge,
-            "connected": bool(self.controller and self.controller.ready.is_set()),
+            "node_ip": self.node_ip,
+            "gateway": (
+                {"ip": node.gw_ip, "mac": node.gw_mac, "ofport": node.gw_ofport} if node else None
+            ),
+            "tunnel_ofport": self.overlay.tun_ofport if self.overlay else None,
+            "cluster_cidr": self.cfg.cluster_cidr,
+            "nodes": nodes,
+            "namespaces": nss,
+            "pods": pods,
+            "services": svcs,
+            "policies": pols,
+        }
+
+    def flows_view(self) -> dict:
+        """The desired flows, each with its owner key, and owner id -> key for every owner
+        (cookies carry only a 40-bit hash of the key)."""
+        with self.sync.lock:
+            owners = dict(self.sync.owners)
+            winners = self.sync.desired()
+        out = []
+        for key, flows in sorted(owners.items()):
+            for f in sorted(flows, key=lambda f: (f.table_id, -f.priority, f.match)):
+                out.append(
+                    {
+                        "table": f.table,
+                        "table_id": f.table_id,
+                        "priority": f.priority,
+                        "match": f.match_text(),
+                        "actions": f.actions_text(),
+                        "cookie": f"{f.cookie:#x}",
+                        "owner": key,
+                        # False: another owner's flow with the same match is the one installed
+                        "active": winners.get(f.key) == f,
+                    }
+                )
+        return {
             "round": self.controller.round if self.controller else 0,
-            "last_sync": self.controller.last_sync if self.controller else {},
+            "owners": {f"{cookie.owner_id(k):#x}": k for k in owners},
+            "desired": out,
+        }
+
+    def status(self) -> dict:
+        ipam = getattr(self, "ipam", None)
+        used, cap = ipam.usage() if ipam is not None else (0, 0)
+        desired = self.sync.desired()
+        per_table = collections.Counter(f.table for f in desired.values())
+        ctl = self.controller
+        return {
+            "node": self.cfg.node_name,
+            "node_ip": self.node_ip,
+            "bridge": self.cfg.bridge,
+            "ready": self.ready() or "ok",
+            "source": {
+                "kind": self.cfg.source,
+                "synced": self.source.synced() if self.source is not None else True,
+                "objects": len(self.cluster),
+            },
+            "openflow": {
+                "connected": bool(ctl and ctl.ready.is_set()),
+                "listen": f"tcp:{self.cfg.of_listen_host}:{self.cfg.of_listen_port}",
+                "reconnects": ctl.reconnects if ctl else 0,
+                "round": ctl.round if ctl else 0,
+            },
+            "connected": bool(ctl and ctl.ready.is_set()),
+            "round": ctl.round if ctl else 0,
+            "last_sync": ctl.last_sync if ctl else {},
+            "flows_desired": len(desired),
+            "flows_per_table": {t.name: per_table.get(t.name, 0) for t in tables.PIPELINE},
             "pods": [asdict(a) for a in self.pods.values()],
+            "tunnel": (
+                {"port": self.cfg.tunnel_name, "ofport": self.overlay.tun_ofport}
+                if self.overlay
+                else None
+            ),
+            "peers": [
+                {"node": r.name, "node_ip": r.node_ip, "pod_cidr": r.pod_cidr}
+                for r in sorted(self.remote_nodes.values(), key=lambda r: r.name)
+            ],
             "ipam": {"cidr": self.cfg.pod_cidr, "used": used, "capacity": cap},
-            "flows_desired": len(self.sync.desired()),
             "uptime_s": round(time.time() - self.started, 1),
         }
 

@@ -27,10 +27,22 @@ def _agent(args) -> int:
     from ovsctl.agent import Agent
 
     source = None
-    if cfg.cluster_state:
+    if cfg.source == "yaml":
         from ovsctl.k8s.source import YAMLDirSource
 
         source = YAMLDirSource(cfg.cluster_state)
+    elif cfg.source == "api":
+        from ovsctl.k8s.apisource import APISource
+
+        try:
+            source = APISource(
+                host=cfg.api_server or None,
+                kubeconfig=cfg.kubeconfig or None,
+                resync_period=cfg.resync_period,
+            )
+        except Exception as e:  # noqa: BLE001 - no usable kubeconfig / in-cluster config
+            print(f"ovsctl agent: cannot configure the Kubernetes API client: {e}", file=sys.stderr)
+            return 2
     agent = Agent(cfg, source)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

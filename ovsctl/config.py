@@ -35,6 +35,12 @@ class AgentConfig:
     state_dir: str = "/var/lib/ovsctl"
     node_ip: str = ""  # tunnel endpoint; default: the Node's InternalIP from the cluster state
     cluster_state: str = ""  # directory of Kubernetes YAML (the embedded source); "" = none
+    source: str = ""  # "yaml" (cluster_state), "api" (Kubernetes API), "none"; "" = from the above
+    api_server: str = ""  # Kubernetes API URL; "" = in-cluster config, else the kubeconfig
+    kubeconfig: str = ""  # kubeconfig path for source api ("" = in-cluster or ~/.kube/config)
+    resync_period: float = 300.0  # seconds between full relists of the Kubernetes API
+    metrics_host: str = "0.0.0.0"  # /metrics /healthz /readyz /status
+    metrics_port: int = 9476  # 0 = no HTTP endpoint
     tunnel_name: str = "ovsctl-tun0"
     tunnel_ofport: int = 1
     ovs_rundir: str = "/var/run/openvswitch"  # where <bridge>.mgmt lives (flow-restore-wait)
@@ -44,10 +50,21 @@ class AgentConfig:
     log_level: str = "info"
 
     def validate(self) -> AgentConfig:
-        if not self.pod_cidr and not self.cluster_state:
+        if not self.source:
+            self.source = "yaml" if self.cluster_state else "none"
+        if self.source not in ("yaml", "api", "none"):
+            raise ConfigError(f"source: must be yaml, api or none, not {self.source!r}")
+        if self.source == "yaml" and not self.cluster_state:
+            raise ConfigError("source yaml needs cluster_state (a directory of Kubernetes YAML)")
+        if self.source == "none" and not self.pod_cidr:
             raise ConfigError(
-                "pod_cidr is required without cluster_state (e.g. --pod-cidr 10.244.0.0/24)"
+                "pod_cidr is required without a cluster state source "
+                "(e.g. --pod-cidr 10.244.0.0/24, or --cluster-state DIR, or --source api)"
             )
+        if self.resync_period <= 0:
+            raise ConfigError("resync_period: must be positive")
+        if not 0 <= self.metrics_port <= 65535:
+            raise ConfigError(f"metrics_port: {self.metrics_port} out of range (0 = off)")
         for key in ("pod_cidr", "cluster_cidr"):
             if not getattr(self, key):
                 continue
@@ -156,6 +173,12 @@ HELP = {
     "state_dir": "IPAM allocations and the flow round live here",
     "node_ip": "tunnel endpoint; default: the Node's InternalIP",
     "cluster_state": "directory of Kubernetes YAML to watch (the embedded source)",
+    "source": "yaml, api or none; default: yaml with --cluster-state, else none",
+    "api_server": "Kubernetes API URL for source api; default: in-cluster, else kubeconfig",
+    "kubeconfig": "kubeconfig file for source api",
+    "resync_period": "seconds between full relists of the Kubernetes API",
+    "metrics_host": "address of the /metrics /healthz /readyz /status endpoint",
+    "metrics_port": "port of that endpoint (0 = off)",
     "tunnel_name": "the flow-based VXLAN port",
     "tunnel_ofport": "OpenFlow port number requested for the tunnel",
     "ovs_rundir": "OVS run directory (for <bridge>.mgmt)",

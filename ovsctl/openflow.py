@@ -11,6 +11,7 @@ forwarding never stops and nothing stale survives.
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import threading
@@ -121,6 +122,7 @@ class Controller:
         self._pending: dict[int, _Pending] = {}
         self._plock = threading.Lock()
         self.reconnects = 0
+        self.packet_ins: collections.Counter = collections.Counter()  # by outcome
         self.packet_in_rate = 100.0  # answers per second, at most
         self._tokens = self.packet_in_rate
         self._tokens_at = time.monotonic()
@@ -195,12 +197,15 @@ class Controller:
         )
         self._tokens_at = now
         if self._tokens < 1:
+            self.packet_ins["rate_limited"] += 1
             return
         self._tokens -= 1
         frame = reject(msg.data)
         in_port = msg.match.get("in_port")
         if frame is None or in_port is None:
+            self.packet_ins["unanswerable"] += 1
             return
+        self.packet_ins["rejected"] += 1
         dp = msg.datapath
         parser, ofp = dp.ofproto_parser, dp.ofproto
         dp.send_msg(

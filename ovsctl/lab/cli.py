@@ -39,6 +39,13 @@ def add_parser(sub) -> None:
     up.add_argument(
         "-f", "--filename", action="append", default=[], help="YAML/JSON file or directory to apply"
     )
+    up.add_argument(
+        "--source",
+        choices=["yaml", "api"],
+        default="yaml",
+        help="how agents get the cluster state: the YAML directory, or a Kubernetes API "
+        "(list/watch) the lab serves from it (default yaml; only when the lab is created)",
+    )
     up.set_defaults(func=_up)
 
     ap = common(
@@ -126,7 +133,7 @@ def _err(fn):
 @_err
 def _up(args):
     lab = _lab(args)
-    lab.up(args.nodes, args.cluster_cidr, args.node_prefix, args.filename)
+    lab.up(args.nodes, args.cluster_cidr, args.node_prefix, args.filename, source=args.source)
     print(
         f"lab {args.name} is up: `ovsctl lab status --name {args.name}`; remove it with "
         f"`ovsctl lab down --name {args.name}`"

@@ -42,6 +42,7 @@ from ovsctl.util import atomic_write, wait_until
 ROOT = os.environ.get("OVSCTL_LAB_ROOT", "/run/ovsctl-lab")
 UNDERLAY = netaddr.IPNetwork("172.30.0.0/24")
 EXTERNAL_IP = "172.30.0.2"
+API_PORT = 6443  # the lab's Kubernetes API (`lab up --source api`), on the external host
 SERVICE_CIDR = netaddr.IPNetwork("10.96.0.0/16")  # where the lab allocates missing ClusterIPs
 EXTERNAL_PORT = 8080
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -172,9 +173,12 @@ class Lab:
         node_prefix: int = 24,
         files: list[str] | None = None,
         log=print,
+        source: str = "yaml",
     ) -> dict:
         if nodes < 1 or nodes > 200:
             raise LabError("--nodes must be between 1 and 200")
+        if source not in ("yaml", "api"):
+            raise LabError("--source must be yaml or api")
         with self.locked():
             if self.exists():
                 meta = self.meta()
@@ -185,9 +189,12 @@ class Lab:
                     "node_prefix": node_prefix,
                     "nodes": {},
                     "external": {},
+                    "source": source,
                 }
                 os.makedirs(self.cluster_dir, exist_ok=True)
                 self._underlay(meta, log)
+                if source == "api":
+                    self._api_server(meta, log)
                 self.save_meta(meta)
             subnets = list(netaddr.IPNetwork(meta["cluster_cidr"]).subnet(meta["node_prefix"]))
             new = []
@@ -250,6 +257,27 @@ class Lab:
         )
         meta["external"] = {"netns": ext, "ip": EXTERNAL_IP, "port": EXTERNAL_PORT, "pid": pid}
         log(f"underlay {UNDERLAY} in netns {ul}; external host {EXTERNAL_IP} in netns {ext}")
+
+    def _api_server(self, meta: dict, log) -> None:
+        """The lab's Kubernetes API (list/watch), on the external host, serving the state
+        directory: the agents then watch it through their Kubernetes API source."""
+        pid = self._spawn(
+            meta["external"]["netns"],
+            [
+                sys.executable,
+                "-m",
+                "ovsctl.lab.apiserver",
+                "--tag",
+                self.dir,
+                "--state",
+                self.cluster_dir,
+                "--listen",
+                f"{EXTERNAL_IP}:{API_PORT}",
+            ],
+            os.path.join(self.dir, "apiserver.log"),
+        )
+        meta["api"] = {"url": f"http://{EXTERNAL_IP}:{API_PORT}", "pid": pid}
+        log(f"Kubernetes API (list/watch of the state directory) at {meta['api']['url']}")
 
     def _uplink(self, ns: str, peer: str, addr: str | None, ifname: str = "eth0") -> None:
         """A veth from `ns` (ifname) to the underlay bridge; checksum offload off on both
@@ -330,6 +358,9 @@ class Lab:
             "state_dir": os.path.join(d, "state"),
             "log_level": "info",
         }
+        if meta.get("source") == "api":
+            del conf["cluster_state"]
+            conf.update(source="api", api_server=meta["api"]["url"])
         path = os.path.join(d, "agent.yaml")
         atomic_write(path, yaml.safe_dump(conf))
         info["agent_pid"] = self._spawn(
@@ -649,6 +680,7 @@ class Lab:
             "nodes": nodes,
             "pods": pods,
             "external": {"ip": meta["external"].get("ip"), "port": meta["external"].get("port")},
+            "source": meta.get("source", "yaml"),
         }
 
     def pod_netns(self, pod: str) -> str:

@@ -427,3 +427,76 @@ def test_lost_ipam_state_is_rebuilt_from_live_ports(node, pods):
     fresh = node.add_pod(f"lost{uid(3)}")
     assert fresh["ip"] not in live
     assert ping(fresh["ns"], pods[0]["ip"])
+
+
+# ---- the HTTP endpoint: metrics, health -----------------------------------------------------
+
+GET = """
+import sys, urllib.error, urllib.request
+try:
+    r = urllib.request.urlopen("http://127.0.0.1:9476" + sys.argv[1], timeout=5)
+    print(r.status); print(r.read().decode(), end="")
+except urllib.error.HTTPError as e:
+    print(e.code); print(e.read().decode(), end="")
+"""
+
+
+def http_get(node, path: str) -> tuple[int, str]:
+    out = in_ns(node.ns, sys.executable, "-c", GET, path).stdout
+    code, _, body = out.partition("\n")
+    return int(code), body
+
+
+def samples(text: str) -> dict[str, float]:
+    """'name{labels}' -> value, from the Prometheus text format."""
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.rpartition(" ")
+            out[key] = float(value)
+    return out
+
+
+def test_metrics_serve_the_documented_families_and_move_with_cni_calls(node, pods):
+    from ovsctl.metrics import DOCUMENTED
+
+    code, text = http_get(node, "/metrics")
+    assert code == 200
+    families = {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE")}
+    assert set(DOCUMENTED) <= families, set(DOCUMENTED) - families
+    before = samples(text)
+    add_ok = 'ovsctl_cni_requests_total{command="ADD",result="ok"}'
+    p = node.add_pod(f"m{uid(4)}")
+    after = samples(http_get(node, "/metrics")[1])
+    assert after[add_ok] == before.get(add_ok, 0) + 1
+    assert after['ovsctl_ipam_addresses{state="used"}'] == (
+        before['ovsctl_ipam_addresses{state="used"}'] + 1
+    )
+    assert after["ovsctl_pods"] == before["ovsctl_pods"] + 1
+    assert after['ovsctl_cni_request_seconds_count{command="ADD",result="ok"}'] >= 1
+    assert (
+        after['ovsctl_flows{table="Classifier"}'] == before['ovsctl_flows{table="Classifier"}'] + 1
+    )
+    assert after["ovsctl_flow_sync_seconds_count"] > before["ovsctl_flow_sync_seconds_count"]
+    assert node.cni("DEL", p["cid"], p["netns"]).returncode == 0
+    final = samples(http_get(node, "/metrics")[1])
+    assert (
+        final['ovsctl_ipam_addresses{state="used"}']
+        == before['ovsctl_ipam_addresses{state="used"}']
+    )
+    # a failed request is counted with its CNI error code
+    bad = 'ovsctl_cni_requests_total{command="CHECK",result="3"}'
+    r = node.cni("CHECK", "nope-" + uid(), pods[0]["netns"])
+    assert json.loads(r.stdout)["code"] == 3
+    assert samples(http_get(node, "/metrics")[1])[bad] == final.get(bad, 0) + 1
+
+
+def test_health_readiness_and_status_endpoints(node, pods):
+    assert http_get(node, "/healthz") == (200, "ok\n")
+    assert http_get(node, "/readyz") == (200, "ok\n")
+    code, body = http_get(node, "/status")
+    st = json.loads(body)
+    assert code == 200 and st["ready"] == "ok" and st["openflow"]["connected"]
+    assert st["ipam"]["used"] >= len(pods)
+    assert sum(st["flows_per_table"].values()) == st["flows_desired"]
+    assert http_get(node, "/nope")[0] == 404

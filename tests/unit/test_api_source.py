@@ -1,0 +1,708 @@
+"""Unit tests for ovsctl.k8s.apisource.APISource, against the fake API server in ovsctl/lab/apiserver.py.
+
+Everything runs over real HTTP on 127.0.0.1 through the official kubernetes client. Waits are
+polls with deadlines (ovsctl.util.wait_until); nothing sleeps to synchronise.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import socket
+import threading
+import time
+
+import pytest
+import yaml
+
+from ovsctl.k8s.apisource import RESOURCES, APISource, make_api_client
+from ovsctl.k8s.model import ACCEPTED_KINDS, parse
+from ovsctl.k8s.source import (
+    ADDED,
+    DELETED,
+    MODIFIED,
+    Event,
+    YAMLDirSource,
+    apply_events,
+    sort_events,
+)
+from ovsctl.lab.apiserver import FakeAPI
+from ovsctl.util import wait_until
+
+LOGGER = "ovsctl.k8s.apisource"
+T = 10.0  # every wait's deadline (s); the tests normally take a fraction of it
+
+# One valid object of every kind, as the API server would hold it.
+SAMPLES: dict[str, dict] = {
+    "Namespace": {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": "a", "labels": {"team": "x"}},
+    },
+    "Node": {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": "node1", "labels": {"zone": "z1"}},
+        "spec": {"podCIDR": "10.244.1.0/24", "podCIDRs": ["10.244.1.0/24"]},
+        "status": {"addresses": [{"type": "InternalIP", "address": "192.168.0.11"}]},
+    },
+    "NetworkPolicy": {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "deny-all", "namespace": "a"},
+        "spec": {"podSelector": {}, "policyTypes": ["Ingress"]},
+    },
+    "Service": {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "web", "namespace": "a"},
+        "spec": {
+            "type": "ClusterIP",
+            "clusterIP": "10.96.0.10",
+            "clusterIPs": ["10.96.0.10"],
+            "selector": {"app": "web"},
+            "ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080}],
+        },
+    },
+    "EndpointSlice": {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": "web-abcde",
+            "namespace": "a",
+            "labels": {"kubernetes.io/service-name": "web"},
+        },
+        "addressType": "IPv4",
+        "endpoints": [
+            {
+                "addresses": ["10.244.1.5"],
+                "conditions": {"ready": True},
+                "nodeName": "node1",
+                "targetRef": {"kind": "Pod", "namespace": "a", "name": "p1"},
+            }
+        ],
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+    },
+    "Pod": {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "p1", "namespace": "a", "uid": "uid-p1", "labels": {"app": "web"}},
+        "spec": {
+            "nodeName": "node1",
+            "containers": [{"name": "c", "ports": [{"name": "http", "containerPort": 8080}]}],
+        },
+        "status": {"phase": "Running", "podIP": "10.244.1.5", "podIPs": [{"ip": "10.244.1.5"}]},
+    },
+}
+
+
+def pod(name: str, ip: str | None = None, node: str = "node1", ns: str = "a", **labels) -> dict:
+    d: dict = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns, "labels": labels or {"app": name}},
+        "spec": {"nodeName": node, "containers": [{"name": "c"}]},
+        "status": {"phase": "Running"},
+    }
+    if ip:
+        d["status"]["podIP"] = ip
+    return d
+
+
+def relabel(obj: dict, **labels) -> dict:
+    obj = copy.deepcopy(obj)
+    obj["metadata"].setdefault("labels", {}).update(labels)
+    return obj
+
+
+def model(obj: dict):
+    return parse(obj)
+
+
+def summary(events) -> list[tuple[str, tuple]]:
+    return [(e.type, e.key) for e in events]
+
+
+class Recorder:
+    """The handler: records batches and keeps the view they build."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.batches: list[list[Event]] = []
+        self.view: dict = {}
+
+    def __call__(self, events):
+        with self.lock:
+            self.batches.append(list(events))
+            apply_events(self.view, events)
+
+    def count(self) -> int:
+        with self.lock:
+            return len(self.batches)
+
+    def since(self, n: int) -> list[Event]:
+        """Every event of the batches after the first n."""
+        with self.lock:
+            return [e for b in self.batches[n:] for e in b]
+
+    def snapshot(self) -> dict:
+        with self.lock:
+            return dict(self.view)
+
+
+def server_view(api: FakeAPI) -> dict:
+    out = {}
+    for o in api.objects():
+        m = model(o)
+        out[m.key] = m
+    return out
+
+
+def converge(rec: Recorder, api: FakeAPI, what: str = "the view to match the server") -> None:
+    wait_until(lambda: rec.snapshot() == server_view(api), T, what)
+
+
+@pytest.fixture
+def api():
+    with FakeAPI() as a:
+        yield a
+
+
+@pytest.fixture
+def make_source():
+    made: list[APISource] = []
+
+    def make(api_or_url, **kw) -> APISource:
+        url = api_or_url if isinstance(api_or_url, str) or api_or_url is None else api_or_url.url
+        opts = {
+            "host": url,
+            "watch_timeout": 60,
+            "resync_period": 0,
+            "backoff_initial": 0.02,
+            "backoff_max": 0.2,
+            "request_timeout": 5,
+        }
+        opts.update(kw)
+        src = APISource(**opts)
+        made.append(src)
+        return src
+
+    yield make
+    for s in made:
+        s.stop()
+
+
+def start(src: APISource) -> Recorder:
+    rec = Recorder()
+    src.start(rec)
+    assert src.wait_synced(T), "no initial snapshot"
+    return rec
+
+
+def all_watching(api: FakeAPI, n: int = len(ACCEPTED_KINDS)) -> None:
+    wait_until(lambda: api.open_watches() == n, T, f"{n} open watches")
+
+
+def disconnect(api: FakeAPI) -> None:
+    """Every watch dropped, and new ones refused (HTTP 503) until reconnect(api)."""
+    all_watching(api)
+    api.watches_available = False
+    api.drop_watches()
+
+
+def reconnect(api: FakeAPI) -> None:
+    api.watches_available = True
+
+
+# --------------------------------------------------------------------------- snapshot
+
+
+def test_resources_are_the_real_collection_paths():
+    assert {k: r.path for k, r in RESOURCES.items()} == {
+        "Namespace": "/api/v1/namespaces",
+        "Node": "/api/v1/nodes",
+        "NetworkPolicy": "/apis/networking.k8s.io/v1/networkpolicies",
+        "Service": "/api/v1/services",
+        "EndpointSlice": "/apis/discovery.k8s.io/v1/endpointslices",
+        "Pod": "/api/v1/pods",
+    }
+
+
+def test_initial_snapshot_is_one_sorted_batch_of_every_kind(api, make_source):
+    for obj in SAMPLES.values():
+        api.create(obj)
+    api.create(pod("p2", "10.244.1.6"))
+    src = make_source(api)
+    rec = start(src)
+    expected = sort_events(Event(ADDED, model(o)) for o in api.objects())
+    assert len(expected) == 7
+    assert rec.batches == [expected]
+    assert src.synced()
+    assert src.objects() == server_view(api)
+    # every kind was listed exactly once, then watched from the list's resourceVersion
+    rv = str(api.resource_version)
+    for kind in ACCEPTED_KINDS:
+        assert len(api.list_requests(kind)) == 1
+        assert src.resource_version[kind] == rv
+        assert src.relists_total[kind] == 0
+    all_watching(api)
+    w = api.watch_requests("Pod")[0]
+    assert w["resourceVersion"] == rv and w["allowWatchBookmarks"] == "true"
+    assert w["timeoutSeconds"] == "60"
+
+
+def test_initial_snapshot_of_an_empty_cluster_is_an_empty_batch(api, make_source):
+    src = make_source(api)
+    rec = start(src)
+    assert rec.batches == [[]]
+    assert src.objects() == {}
+
+
+def test_lists_are_paged(api, make_source):
+    for i in range(5):
+        api.create(pod(f"p{i}", f"10.244.1.{10 + i}"))
+    src = make_source(api, page_size=2)
+    rec = start(src)
+    assert [e.key for e in rec.batches[0]] == [("Pod", "a", f"p{i}") for i in range(5)]
+    lists = api.list_requests("Pod")
+    assert [q.get("limit") for q in lists] == ["2", "2", "2"]
+    assert [bool(q.get("continue")) for q in lists] == [False, True, True]
+
+
+# --------------------------------------------------------------------------- incremental
+
+
+@pytest.mark.parametrize("kind", ACCEPTED_KINDS)
+def test_incremental_added_modified_deleted(api, make_source, kind):
+    src = make_source(api)
+    rec = start(src)
+    all_watching(api)
+    obj = SAMPLES[kind]
+
+    api.create(obj)
+    wait_until(lambda: rec.count() == 2, T, "ADDED")
+    assert rec.batches[1] == [Event(ADDED, model(obj))]
+
+    changed = relabel(obj, rev="2")
+    api.update(changed)
+    wait_until(lambda: rec.count() == 3, T, "MODIFIED")
+    assert rec.batches[2] == [Event(MODIFIED, model(changed))]
+
+    # a write that leaves the model object unchanged (only resourceVersion moves) is no event:
+    # the DELETED that follows on the same stream is the next batch
+    api.update(changed)
+    api.delete(kind, obj["metadata"]["name"], obj["metadata"].get("namespace", ""))
+    wait_until(lambda: rec.count() == 4, T, "DELETED")
+    assert rec.batches[3] == [Event(DELETED, model(changed))]
+    assert src.objects() == {}
+    assert src.events_total[kind] == 4  # received from the server, no-op included
+    assert src.resource_version[kind] == str(api.resource_version)
+
+
+def test_field_selector_narrows_pods(api, make_source):
+    api.create(pod("mine", "10.244.1.5", node="node1"))
+    api.create(pod("other", "10.244.2.5", node="node2"))
+    src = make_source(api, pod_field_selector="spec.nodeName=node1")
+    rec = start(src)
+    assert summary(rec.batches[0]) == [(ADDED, ("Pod", "a", "mine"))]
+    all_watching(api)
+    api.create(pod("other2", "10.244.2.6", node="node2"))
+    api.create(pod("mine2", "10.244.1.6", node="node1"))
+    wait_until(lambda: rec.count() == 2, T, "the node1 pod")
+    assert summary(rec.batches[1]) == [(ADDED, ("Pod", "a", "mine2"))]
+    assert all(q.get("fieldSelector") == "spec.nodeName=node1" for q in api.watch_requests("Pod"))
+    assert not any("fieldSelector" in q for q in api.watch_requests("Node"))
+
+
+# --------------------------------------------------------------------------- disconnections
+
+
+def test_no_event_is_lost_across_a_dropped_watch(api, make_source):
+    p1, p2 = pod("p1", "10.244.1.1"), pod("p2", "10.244.1.2")
+    api.create(p1)
+    api.create(p2)
+    src = make_source(api)
+    rec = start(src)
+    rv = src.resource_version["Pod"]
+    disconnect(api)
+    seen = len(api.watch_requests("Pod"))
+
+    # changes while the source is disconnected (and its watches are refused)
+    api.create(pod("p3", "10.244.1.3"))
+    api.update(relabel(p1, rev="2"))
+    api.delete("Pod", "p2", "a")
+    api.create(SAMPLES["Node"])
+    wait_until(lambda: len(api.watch_requests("Pod")) >= seen + 2, T, "failed watch attempts")
+    assert rec.count() == 1  # nothing could arrive meanwhile
+
+    reconnect(api)
+    converge(rec, api)
+    assert sorted(summary(rec.since(1))) == sorted(
+        [
+            (ADDED, ("Pod", "a", "p3")),
+            (MODIFIED, ("Pod", "a", "p1")),
+            (DELETED, ("Pod", "a", "p2")),
+            (ADDED, ("Node", "", "node1")),
+        ]
+    )
+    # the watches resumed where they stopped: no relist, every retry from the same version
+    assert src.relists_total == dict.fromkeys(ACCEPTED_KINDS, 0)
+    assert {q["resourceVersion"] for q in api.watch_requests("Pod")} == {rv}
+
+
+@pytest.mark.parametrize("compacted", [False, True], ids=["replayed", "relisted"])
+def test_object_deleted_while_disconnected_is_removed(api, make_source, compacted):
+    api.create(pod("p1", "10.244.1.1"))
+    api.create(pod("p2", "10.244.1.2"))
+    src = make_source(api)
+    rec = start(src)
+    disconnect(api)
+    api.delete("Pod", "p1", "a")
+    if compacted:  # the DELETED event is gone from the history: only a relist can see it
+        api.compact()
+    reconnect(api)
+    converge(rec, api)
+    assert rec.since(1) == [Event(DELETED, model(pod("p1", "10.244.1.1")))]
+    assert ("Pod", "a", "p1") not in src.objects()
+    assert src.relists_total["Pod"] == (1 if compacted else 0)
+
+
+@pytest.mark.parametrize("gone_as_http", [False, True], ids=["error-event", "http-410"])
+def test_410_relist_converges_and_emits_only_real_differences(make_source, gone_as_http):
+    with FakeAPI(gone_as_http=gone_as_http) as api:
+        pods = {f"p{i}": pod(f"p{i}", f"10.244.1.{i}") for i in range(1, 5)}
+        for p in pods.values():
+            api.create(p)
+        api.create(SAMPLES["Node"])
+        src = make_source(api)
+        rec = start(src)
+        disconnect(api)
+
+        api.update(relabel(pods["p1"], rev="2"))  # a real change
+        api.delete("Pod", "p2", "a")  # a deletion
+        api.create(pod("p5", "10.244.1.5"))  # an addition
+        api.update(pods["p3"])  # a write that changes nothing we model
+        api.update(SAMPLES["Node"])  # likewise, on another kind
+        api.compact()  # too late to replay: every watch now gets 410 Gone
+        reconnect(api)
+
+        wait_until(
+            lambda: all(n == 1 for n in src.relists_total.values()), T, "every kind relisted"
+        )
+        converge(rec, api)
+        assert sorted(summary(rec.since(1))) == sorted(
+            [
+                (MODIFIED, ("Pod", "a", "p1")),
+                (DELETED, ("Pod", "a", "p2")),
+                (ADDED, ("Pod", "a", "p5")),
+            ]
+        )
+        assert src.objects() == server_view(api)
+
+
+def test_410_error_event_during_a_watch_relists(api, make_source):
+    p1 = pod("p1", "10.244.1.1")
+    api.create(p1)
+    src = make_source(api)
+    rec = start(src)
+    all_watching(api)
+    api.apply(relabel(p1, rev="2"), silent=True)  # a change no watch hears about
+    api.watch_error(410, kinds={"Pod"})
+    wait_until(lambda: src.relists_total["Pod"] == 1, T, "the Pod relist")
+    converge(rec, api)
+    assert rec.since(1) == [Event(MODIFIED, model(relabel(p1, rev="2")))]
+    assert src.relists_total["Node"] == 0
+
+
+def test_other_watch_error_reconnects_without_relisting(api, make_source, caplog):
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    src = make_source(api)
+    rec = start(src)
+    all_watching(api)
+    rv = src.resource_version["Pod"]
+    assert api.watch_error(500, kinds={"Pod"}, message="etcd hiccup") == 1
+    all_watching(api)
+    api.create(pod("p1", "10.244.1.1"))
+    converge(rec, api)
+    assert src.relists_total["Pod"] == 0
+    assert [q["resourceVersion"] for q in api.watch_requests("Pod")] == [rv, rv]
+    assert any("etcd hiccup" in r.getMessage() for r in caplog.records)
+
+
+def test_bookmarks_advance_the_resource_version(api, make_source):
+    api.create(SAMPLES["Node"])
+    src = make_source(api)
+    rec = start(src)
+    all_watching(api)
+    node_rv = src.resource_version["Node"]
+    api.create(pod("p1", "10.244.1.1"))
+    api.create(pod("p2", "10.244.1.2"))
+    converge(rec, api)
+    delivered = rec.count()
+    newest = str(api.resource_version)
+    assert src.resource_version["Pod"] == newest
+    assert src.resource_version["Node"] == node_rv != newest  # Nodes saw no event
+
+    assert api.bookmark(kinds={"Node"}) == 1
+    wait_until(lambda: src.resource_version["Node"] == newest, T, "the bookmark")
+
+    # what bookmarks are for: after the history is compacted, a watch that resumes from a
+    # bookmarked version needs no relist; one without (Namespaces, Services, ...) does
+    api.compact()
+    api.drop_watches()
+    others = [k for k in ACCEPTED_KINDS if k not in ("Node", "Pod")]
+    wait_until(lambda: all(src.relists_total[k] == 1 for k in others), T, "the 410 relists")
+    all_watching(api)
+    assert src.relists_total["Node"] == 0 and src.relists_total["Pod"] == 0
+    assert api.watch_requests("Node")[-1]["resourceVersion"] == newest
+    assert rec.count() == delivered  # nothing changed, so nothing was delivered
+
+
+def test_periodic_resync_repairs_a_lost_event_and_emits_only_differences(api, make_source, caplog):
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    p1 = pod("p1", "10.244.1.1")
+    api.create(p1)
+    api.create(SAMPLES["Namespace"])
+    src = make_source(api, resync_period=0.2)
+    rec = start(src)
+    api.apply(relabel(p1, rev="2"), silent=True)  # no watch hears about it
+    wait_until(lambda: rec.count() == 2, T, "the resync to find the change")
+    before = src.relists_total["Pod"]
+    wait_until(lambda: src.relists_total["Pod"] > before, T, "one more resync")
+    assert rec.batches[1:] == [[Event(MODIFIED, model(relabel(p1, rev="2")))]]
+    assert src.relists_total["Namespace"] >= 1
+    # the watches ended in time for the resync: timeoutSeconds <= the resync period (1 s min)
+    assert {q["timeoutSeconds"] for q in api.watch_requests("Pod")} == {"1"}
+    assert any("periodic resync" in r.getMessage() for r in caplog.records)
+
+
+def test_reconnect_backoff_doubles_to_the_cap_and_resets(api, make_source, caplog):
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    src = make_source(api, kinds=["Pod"], backoff_initial=0.01, backoff_max=0.04)
+    rec = start(src)
+    all_watching(api, 1)
+
+    def delays():
+        return [
+            r.getMessage().rsplit(" in ", 1)[1]
+            for r in caplog.records
+            if r.getMessage().startswith("Pod: ")
+        ]
+
+    api.watches_available = False
+    api.drop_watches()
+    wait_until(lambda: len(delays()) >= 5, T, "five reconnect attempts")
+    assert delays()[:5] == ["0.01s", "0.02s", "0.04s", "0.04s", "0.04s"]
+    api.watches_available = True
+    api.create(pod("p1", "10.244.1.1"))
+    converge(rec, api)
+    n = len(delays())
+    api.drop_watches()  # after a watch that worked, the backoff starts over
+    wait_until(lambda: len(delays()) > n, T, "the next reconnect")
+    assert delays()[n] == "0.01s"
+
+
+def test_watches_ended_early_and_empty_back_off(api, make_source, caplog):
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    src = make_source(api, kinds=["Node"], backoff_initial=0.01, backoff_max=0.04)
+    start(src)
+    api.watch_seconds_cap = 0  # a misbehaving proxy: every watch ends at once, cleanly
+    all_watching(api, 1)
+    api.end_watches()
+
+    def early():
+        return [r.getMessage() for r in caplog.records if "ended the watch early" in r.getMessage()]
+
+    wait_until(lambda: len(early()) >= 4, T, "four early ends")
+    assert [m.rsplit(" in ", 1)[1] for m in early()[:4]] == ["0.01s", "0.02s", "0.04s", "0.04s"]
+    assert src.relists_total["Node"] == 0
+
+
+def test_reconnects_while_the_server_is_unreachable_and_stop_is_prompt(make_source, caplog):
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    src = make_source(f"http://127.0.0.1:{port}", backoff_initial=0.01, backoff_max=5)
+    src.start(Recorder())
+    wait_until(
+        lambda: sum("listing again in" in r.getMessage() for r in caplog.records) >= 12,
+        T,
+        "failed lists",
+    )
+    assert not src.synced()
+    t0 = time.monotonic()
+    src.stop()
+    assert time.monotonic() - t0 < 2.0
+    assert not any(t.is_alive() for t in src._threads)
+
+
+# --------------------------------------------------------------------------- malformed objects
+
+
+def test_malformed_object_is_skipped_and_logged(api, make_source, caplog):
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    good = pod("good", "10.244.1.1")
+    bad = pod("bad", "not-an-ip")
+    api.create(good)
+    api.create(bad)
+    src = make_source(api)
+    rec = start(src)
+    assert summary(rec.batches[0]) == [(ADDED, ("Pod", "a", "good"))]
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert any("Pod a/bad" in m and "status.podIP" in m for m in errors), errors
+
+    # a malformed object from the watch is skipped too, and the watcher carries on
+    all_watching(api)
+    api.create(pod("bad2", "999.1.1.1"))
+    api.create(pod("p2", "10.244.1.2"))
+    wait_until(lambda: ("Pod", "a", "p2") in rec.snapshot(), T, "p2")
+    assert ("Pod", "a", "bad2") not in rec.snapshot()
+    # fixed, it appears
+    api.update(pod("bad2", "10.244.1.3"))
+    wait_until(lambda: ("Pod", "a", "bad2") in rec.snapshot(), T, "bad2 once fixed")
+
+    # a known object whose new version does not parse keeps its last good version, across a
+    # relist too, until it is deleted
+    api.update(pod("good", "10.244.1.1.1"))
+    api.create(pod("p3", "10.244.1.4"))
+    wait_until(lambda: ("Pod", "a", "p3") in rec.snapshot(), T, "p3")
+    assert rec.snapshot()[("Pod", "a", "good")] == model(good)
+    api.watch_error(410, kinds={"Pod"})
+    wait_until(lambda: src.relists_total["Pod"] == 1, T, "the relist")
+    api.create(pod("p4", "10.244.1.5"))
+    wait_until(lambda: ("Pod", "a", "p4") in rec.snapshot(), T, "p4")
+    assert src.objects()[("Pod", "a", "good")] == model(good)
+    api.delete("Pod", "good", "a")
+    wait_until(lambda: ("Pod", "a", "good") not in rec.snapshot(), T, "the deletion")
+    assert rec.since(1).count(Event(DELETED, model(good))) == 1
+    # each distinct error is logged once, however often the object is seen
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert sum("Pod a/good" in m for m in errors) == 1
+    assert src.synced()
+
+
+# --------------------------------------------------------------------------- stop
+
+
+def test_stop_returns_promptly_during_a_long_watch(api, make_source):
+    src = make_source(api, watch_timeout=300)
+    rec = start(src)
+    all_watching(api)
+    t0 = time.monotonic()
+    src.stop()
+    assert time.monotonic() - t0 < 2.0
+    assert not any(t.is_alive() for t in [*src._threads, src._dispatcher])
+    wait_until(lambda: api.open_watches() == 0, T, "the server to see the watches closed")
+    api.create(pod("late", "10.244.1.9"))
+    assert rec.count() == 1
+    src.stop()  # idempotent
+
+
+def test_stop_from_the_handler(api, make_source):
+    src = make_source(api)
+    done = threading.Event()
+
+    def handler(events):
+        src.stop()
+        done.set()
+
+    src.start(handler)
+    assert done.wait(T)
+    wait_until(lambda: not any(t.is_alive() for t in src._threads), T, "the watchers to end")
+
+
+# --------------------------------------------------------------------------- same as YAML
+
+
+def test_events_equal_those_of_a_yaml_dir_source(api, make_source, tmp_path):
+    objs = [*SAMPLES.values(), pod("p2", "10.244.1.6")]
+    for o in objs:
+        api.create(o)
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "cluster.yaml").write_text(yaml.safe_dump_all(objs))
+    ysrc = YAMLDirSource(str(state), poll_interval=0.01)
+    yrec = Recorder()
+    ysrc.start(yrec)
+    try:
+        assert ysrc.wait_synced(T)
+        src = make_source(api)
+        rec = start(src)
+        assert rec.batches[0] == yrec.batches[0]
+        assert src.objects() == ysrc.objects()
+        assert {type(o) for o in src.objects().values()} == {
+            type(o) for o in ysrc.objects().values()
+        }
+
+        # the same changes on both sides: the same events
+        all_watching(api)
+        changed_pod = relabel(SAMPLES["Pod"], rev="2")
+        changed_svc = relabel(SAMPLES["Service"], rev="2")
+        api.update(changed_pod)
+        api.update(changed_svc)
+        api.delete("NetworkPolicy", "deny-all", "a")
+        new = [changed_pod if o is SAMPLES["Pod"] else o for o in objs]
+        new = [changed_svc if o is SAMPLES["Service"] else o for o in new]
+        new = [o for o in new if o is not SAMPLES["NetworkPolicy"]]
+        tmp = state / ".cluster.yaml.tmp"
+        tmp.write_text(yaml.safe_dump_all(new))
+        os.replace(tmp, state / "cluster.yaml")
+        converge(rec, api)
+        wait_until(lambda: yrec.snapshot() == rec.snapshot(), T, "the YAML source")
+        assert sort_events(rec.since(1)) == sort_events(yrec.since(1))
+        assert len(rec.since(1)) == 3
+    finally:
+        ysrc.stop()
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+def test_kubeconfig_is_used(api, make_source, tmp_path):
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "fake", "cluster": {"server": api.url}}],
+                "users": [{"name": "me", "user": {"token": "s3cret"}}],
+                "contexts": [{"name": "ctx", "context": {"cluster": "fake", "user": "me"}}],
+                "current-context": "ctx",
+            }
+        )
+    )
+    api.create(SAMPLES["Namespace"])
+    src = make_source(None, host=None, kubeconfig=str(kubeconfig))
+    rec = start(src)
+    assert summary(rec.batches[0]) == [(ADDED, ("Namespace", "", "a"))]
+    assert set(api.authorizations) == {"Bearer s3cret"}
+
+
+def test_host_with_token_and_in_cluster_configuration(tmp_path, monkeypatch):
+    c = make_api_client(host="http://127.0.0.1:1/", token="t0k")
+    assert c.configuration.host == "http://127.0.0.1:1"
+    assert c.configuration.auth_settings()["BearerToken"]["value"] == "Bearer t0k"
+    c.close()
+
+    from kubernetes.config import incluster_config
+
+    token, ca = tmp_path / "token", tmp_path / "ca.crt"
+    token.write_text("sa-token")
+    ca.write_text("not really a certificate")
+    monkeypatch.setattr(incluster_config, "SERVICE_TOKEN_FILENAME", str(token))
+    monkeypatch.setattr(incluster_config, "SERVICE_CERT_FILENAME", str(ca))
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
+    for c in (make_api_client(in_cluster=True), make_api_client()):  # explicit, and detected
+        assert c.configuration.host == "https://10.96.0.1:443"
+        value = c.configuration.auth_settings()["BearerToken"]["value"]
+        assert value.lower() == "bearer sa-token"
+        c.close()
+
+
+def test_rejects_unknown_kinds(api):
+    with pytest.raises(ValueError):
+        APISource(host=api.url, kinds=["Pod", "Secret"])
