@@ -6,7 +6,7 @@ APT_PKGS := openvswitch-switch iproute2 iptables ethtool iputils-ping procps pyt
 STAMP_APT := $(VENV)/.apt-done
 STAMP_PIP := $(VENV)/.pip-done
 
-.PHONY: deps test unit integration demo lint clean
+.PHONY: deps test unit integration demo lint clean bench
 
 deps: $(STAMP_PIP)
 
@@ -37,6 +37,14 @@ test: deps
 
 demo: deps
 	$(PY) -m ovsctl.demo
+
+# Benchmarks (not part of the tests): reference CNI plugins and iperf3 are installed here only.
+BENCH_PKGS := containernetworking-plugins iperf3
+bench: deps
+	@if ! dpkg -s $(BENCH_PKGS) >/dev/null 2>&1; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(BENCH_PKGS); \
+	fi
+	$(PY) -m bench.run $(BENCH)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

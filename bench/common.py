@@ -1,0 +1,171 @@
+"""Shared pieces of the benchmarks: statistics, a private OVS + agent in a namespace, the CNI
+shim invoked exactly as kubelet does, and result files."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+RESULTS = os.path.join(HERE, "results")
+VENV_BIN = os.path.dirname(sys.executable)
+
+
+def pct(values: list[float], p: float) -> float:
+    """The p-th percentile (nearest rank), p in 0..100."""
+    if not values:
+        raise ValueError("no values")
+    s = sorted(values)
+    k = max(0, min(len(s) - 1, round(p / 100 * len(s) + 0.5) - 1))
+    return s[k]
+
+
+def summary(values: list[float]) -> dict:
+    return {
+        "n": len(values),
+        "p50": pct(values, 50),
+        "p99": pct(values, 99),
+        "mean": statistics.fmean(values),
+        "min": min(values),
+        "max": max(values),
+    }
+
+
+def sh(*cmd: str, check: bool = True, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
+    p = subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout, **kw)
+    if check and p.returncode != 0:
+        raise RuntimeError(f"{cmd[0]} ... failed: {(p.stderr.strip() or p.stdout.strip())[-2000:]}")
+    return p
+
+
+def in_ns(ns: str, *cmd: str, **kw) -> subprocess.CompletedProcess:
+    return sh("ip", "netns", "exec", ns, *cmd, **kw)
+
+
+def uid(n: int = 6) -> str:
+    return uuid.uuid4().hex[:n]
+
+
+def wait_until(cond, timeout: float, what: str, interval: float = 0.005):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def save(name: str, result: dict) -> str:
+    """Write results/NAME.json (the latest figures of that benchmark)."""
+    os.makedirs(RESULTS, exist_ok=True)
+    result = {
+        "benchmark": name,
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **result,
+    }
+    path = os.path.join(RESULTS, f"{name}.json")
+    with open(path + ".tmp", "w") as fh:
+        json.dump(result, fh, indent=2, sort_keys=True)
+        fh.write("\n")
+    os.replace(path + ".tmp", path)
+    return path
+
+
+class BenchNode:
+    """A network namespace with its own OVS (userspace datapath) and an ovsctl agent, as the
+    integration tests and the lab run them. `extra` are more agent flags."""
+
+    def __init__(self, pod_cidr: str = "10.244.0.0/24", extra: list[str] | None = None):
+        import tempfile
+
+        from ovsctl.ovsproc import OVS
+
+        self.id = uid()
+        self.ns = f"ovb{self.id}"
+        self.dir = tempfile.mkdtemp(prefix=f"ovb{self.id}-", dir="/tmp")
+        self.pod_cidr = pod_cidr
+        self.ovs = OVS(os.path.join(self.dir, "ovs"), netns=self.ns)
+        self.sock = os.path.join(self.dir, "cni.sock")
+        self.state = os.path.join(self.dir, "state")
+        self.log = os.path.join(self.dir, "agent.log")
+        self.extra = extra or []
+        self.proc: subprocess.Popen | None = None
+        self.netns: list[str] = []
+
+    def __enter__(self) -> BenchNode:
+        sh("ip", "netns", "add", self.ns)
+        in_ns(self.ns, "ip", "link", "set", "lo", "up")
+        self.ovs.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop_agent()
+        self.ovs.stop()
+        for ns in self.netns:
+            sh("ip", "netns", "del", ns, check=False)
+        sh("ip", "netns", "del", self.ns, check=False)
+        import shutil
+
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def start_agent(self, wait: bool = True) -> float:
+        """Start the agent; with wait, return seconds until it answers CNI STATUS."""
+        cmd = [
+            "ip", "netns", "exec", self.ns, os.path.join(VENV_BIN, "ovsctl"), "agent",
+            "--datapath-type", "netdev", "--node-name", self.ns, "--ovsdb", self.ovs.remote,
+            "--cni-socket", self.sock, "--state-dir", self.state, "--log-level", "info",
+            "--ovs-rundir", self.ovs.rundir,
+        ]  # fmt: skip
+        if "--pod-cidr" not in self.extra and "--cluster-state" not in self.extra:
+            cmd += ["--pod-cidr", self.pod_cidr]
+        cmd += self.extra
+        t0 = time.monotonic()
+        with open(self.log, "a") as log:
+            self.proc = subprocess.Popen(
+                cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=dict(os.environ, OVS_RUNDIR=self.ovs.rundir),
+            )
+        if wait:
+            wait_until(self.ready, 60, f"agent ready ({self.log})", interval=0.02)
+        return time.monotonic() - t0
+
+    def ready(self) -> bool:
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"agent exited {self.proc.returncode}; see {self.log}")
+        return self.cni("STATUS", "", "").returncode == 0
+
+    def stop_agent(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+    def pod_netns(self) -> str:
+        name = f"{self.ns}-p{uid(8)}"
+        sh("ip", "netns", "add", name)
+        self.netns.append(name)
+        return f"/var/run/netns/{name}"
+
+    def cni(self, command: str, cid: str, netns: str, pod: str = "default/pod"):
+        from ovsctl import kubelet
+
+        ns, name = pod.split("/")
+        env = kubelet.cni_env(command, cid, netns, "eth0", namespace=ns, name=name)
+        return kubelet.run(env, json.dumps(kubelet.netconf(self.sock, "1.1.0")))
+
+    def flow_count(self) -> int:
+        out = self.ovs.ofctl("dump-aggregate", "br-int")
+        return int(out.split("flow_count=")[1].split()[0])

@@ -1,0 +1,135 @@
+"""Datapath: iperf3 TCP between pods on two lab nodes through the full pipeline (conntrack and a
+NetworkPolicy that allows the client on), against the same lab with the bridges on a single
+NORMAL flow (agents stopped, the tunnel given a fixed remote; the nodes' host stacks route
+between the pod subnets). Median of 3 runs of 5 s each; ratio ours/reference.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import tempfile
+
+from bench.common import save, sh, uid, wait_until
+
+RUNS, SECONDS = 3, 5
+
+PODS = """
+apiVersion: v1
+kind: Namespace
+metadata: {name: perf, labels: {team: perf}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client, namespace: perf, labels: {app: client}}
+spec: {nodeName: node0, containers: [{name: c, ports: [{containerPort: 5201, protocol: TCP}]}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: server, namespace: perf, labels: {app: server}}
+spec: {nodeName: node1, containers: [{name: c, ports: [{containerPort: 5201, protocol: TCP}]}]}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: only-client, namespace: perf}
+spec:
+  podSelector: {matchLabels: {app: server}}
+  ingress: [{from: [{podSelector: {matchLabels: {app: client}}}], ports: [{port: 5201}]}]
+"""
+
+
+def iperf(lab, server_ip: str) -> float:
+    """Gbit/s of one TCP run from perf/client to perf/server."""
+    srv = subprocess.Popen(
+        ["ip", "netns", "exec", lab.pod_netns("perf/server"), "iperf3", "-s", "-1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(50):  # the server is listening once a client can connect
+            p = subprocess.run(
+                ["ip", "netns", "exec", lab.pod_netns("perf/client"), "iperf3", "-c", server_ip,
+                 "-t", str(SECONDS), "-J"],
+                capture_output=True, text=True, timeout=SECONDS + 30,
+            )  # fmt: skip
+            if p.returncode == 0:
+                res = json.loads(p.stdout)
+                return res["end"]["sum_received"]["bits_per_second"] / 1e9
+            if "Connection refused" not in p.stdout + p.stderr:
+                raise RuntimeError(f"iperf3: {p.stdout[-500:]} {p.stderr[-500:]}")
+            subprocess.run(["sleep", "0.1"])
+        raise RuntimeError("iperf3 server never came up")
+    finally:
+        srv.kill()
+        srv.wait()
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(") ", 1)[1].startswith("Z")  # a zombie has exited
+    except OSError:
+        return True
+
+
+def normal_bridges(lab) -> None:
+    """Agents stopped; every br-int on one NORMAL flow; the tunnel to the other node fixed."""
+    meta = lab.meta()
+    nodes = meta["nodes"]
+    for info in nodes.values():
+        pid = info.get("agent_pid")
+        if pid:
+            sh("kill", "-TERM", str(pid), check=False)
+            wait_until(lambda pid=pid: _gone(pid), 15, "agent exit", 0.05)
+    for name in nodes:
+        ovs = lab.ovs(name)
+        peer = next(i["ip"] for n, i in nodes.items() if n != name)
+        ovs.ofctl("del-flows", "br-int")
+        ovs.ofctl("add-flow", "br-int", "priority=0,actions=NORMAL")
+        ovs.vsctl("set", "interface", "ovsctl-tun0", f"options:remote_ip={peer}", "options:key=0")
+    lab._warm_underlay(meta)
+
+
+def run() -> dict:
+    from ovsctl.lab.lab import Lab
+
+    if not shutil.which("iperf3"):
+        raise SystemExit("iperf3 missing: apt-get install iperf3")
+    lab = Lab(f"bd{uid(4)}")
+    tmp = tempfile.mkdtemp(prefix="ovbdp-")
+    f = os.path.join(tmp, "pods.yaml")
+    with open(f, "w") as fh:
+        fh.write(PODS)
+    try:
+        lab.up(2, files=[f], log=lambda *_: None)
+        server_ip = next(p["ip"] for p in lab.status()["pods"] if p["name"] == "server")
+        ours = [iperf(lab, server_ip) for _ in range(RUNS)]
+        normal_bridges(lab)
+        ref = [iperf(lab, server_ip) for _ in range(RUNS)]
+    finally:
+        lab.down(log=lambda *_: None)
+        sh("rm", "-rf", tmp, check=False)
+    o, r = statistics.median(ours), statistics.median(ref)
+    result = {
+        "datapath_ratio": o / r,
+        "raw": {
+            "ovsctl_gbps": ours,
+            "normal_flow_gbps": ref,
+            "seconds_per_run": SECONDS,
+            "datapath": "OVS userspace (netdev), VXLAN between two network namespaces",
+            "policy": "perf/only-client: server admits only the client, on port 5201",
+        },
+    }
+    save("datapath", result)
+    print(
+        f"datapath: iperf3 pod->pod across nodes {o:.2f} Gbit/s through the pipeline vs "
+        f"{r:.2f} Gbit/s on NORMAL bridges: ratio {result['datapath_ratio']:.2f}"
+    )
+    return result
+
+
+if __name__ == "__main__":
+    run()

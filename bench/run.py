@@ -1,0 +1,79 @@
+"""`make bench`: run every benchmark (or those named), write bench/results/*.json and
+bench/results/summary.json, print the table that README.md keeps.
+
+    python -m bench.run [cni flows reaction datapath scale]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+import time
+
+from bench.common import RESULTS
+
+ORDER = ("cni", "flows", "reaction", "datapath", "scale")
+
+# key -> (what, goal, how to read it)
+KEYS = {
+    "cni_add_p50_ratio": ("CNI ADD p50, ours / bridge+host-local", "<= 1.0"),
+    "cni_add_p99_ratio": ("CNI ADD p99, ours / bridge+host-local", ""),
+    "cni_concurrent10_ratio": ("10 concurrent ADDs, wall time ratio", ""),
+    "flow_sync_ratio": ("flows installed, agent / ovs-ofctl --bundle", "<= 1.5"),
+    "cold_start_ratio": ("agent start to all flows / ovs-ofctl --bundle", ""),
+    "flow_growth_ratio": ("flows at (2P, 2R) / (P, R)", "<= 2.1"),
+    "reaction_p99_ms": ("state change to datapath, p99 (ms)", "< 100"),
+    "reaction_p50_ms": ("state change to datapath, p50 (ms)", ""),
+    "datapath_ratio": ("iperf3 pod-pod across nodes / NORMAL bridges", ">= 0.9"),
+    "agent_rss_mb": ("agent RSS at 10k pods / 5k policies (MiB)", ""),
+    "agent_rss_vs_idle_ratio": ("agent RSS loaded / idle", ""),
+}
+
+
+def table(summary: dict) -> str:
+    lines = ["| figure | value | goal | what |", "|---|---:|---|---|"]
+    for key, (what, goal) in KEYS.items():
+        if key in summary:
+            lines.append(f"| `{key}` | {summary[key]:.2f} | {goal} | {what} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
+    ap.add_argument("only", nargs="*", choices=[*ORDER, []], help="benchmarks to run (default all)")
+    args = ap.parse_args(argv)
+    if os.geteuid() != 0:
+        print("benchmarks need root (network namespaces, OVS)", file=sys.stderr)
+        return 2
+    path = os.path.join(RESULTS, "summary.json")
+    summary = {}
+    if os.path.exists(path):
+        with open(path) as fh:
+            summary = json.load(fh)
+    failed = []
+    for name in args.only or ORDER:
+        print(f"== {name}", flush=True)
+        t0 = time.monotonic()
+        try:
+            res = importlib.import_module(f"bench.{name}").run()
+        except Exception as e:  # noqa: BLE001 - report, go on with the others
+            print(f"{name} failed: {e}", file=sys.stderr)
+            failed.append(name)
+            continue
+        summary.update({k: v for k, v in res.items() if k != "raw" and isinstance(v, int | float)})
+        print(f"   ({time.monotonic() - t0:.0f} s)")
+    summary["when"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    with open(path + ".tmp", "w") as fh:
+        json.dump(summary, fh, indent=2, sort_keys=True)
+        fh.write("\n")
+    os.replace(path + ".tmp", path)
+    print()
+    print(table(summary))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

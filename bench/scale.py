@@ -1,0 +1,106 @@
+"""Scale of the agent: memory (RSS) and CPU time of one agent whose cluster state holds 10,000
+pods (50 on this node) on 100 nodes and 5,000 NetworkPolicies, once its flows are on the switch;
+against the same agent with an empty cluster (only its own node) in the same run, and
+ovs-vswitchd's RSS beside it for scale.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+
+import yaml
+
+from bench import cluster
+from bench.common import BenchNode, save, sh, wait_until
+
+NODES, PODS, LOCAL, POLICIES = 100, 10_000, 50, 5_000
+
+
+def _proc(pid: int) -> tuple[float, float]:
+    """(RSS in MiB, CPU seconds user+system) of a process."""
+    with open(f"/proc/{pid}/status") as fh:
+        rss = next(int(line.split()[1]) for line in fh if line.startswith("VmRSS:")) / 1024
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(") ", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return rss, (int(fields[11]) + int(fields[12])) / tick
+
+
+def _vswitchd_rss(node: BenchNode) -> float:
+    with open(os.path.join(node.ovs.rundir, "ovs-vswitchd.pid")) as fh:
+        return _proc(int(fh.read().strip()))[0]
+
+
+def measure(n_nodes: int, pods: int, local: int, policies: int) -> dict:
+    state = tempfile.mkdtemp(prefix="ovbscale-")
+    docs = cluster.nodes(n_nodes) + cluster.namespaces(max(pods, 1))
+    docs += cluster.pods(pods, local, n_nodes) if pods else []
+    docs += cluster.policies(policies, max(pods, 1)) if policies else []
+    with open(os.path.join(state, "cluster.yaml"), "w") as fh:
+        yaml.safe_dump_all(docs, fh)
+    extra = ["--cluster-state", state, "--node-name", "node0", "--cluster-cidr", "10.64.0.0/10"]
+    try:
+        with BenchNode(extra=extra) as node:
+            t0 = time.monotonic()
+            node.start_agent()
+            for i in range(local):
+                r = node.cni(
+                    "ADD",
+                    f"c{i}",
+                    node.pod_netns(),
+                    pod=f"ns{i % cluster.n_namespaces(pods)}/pod{i}",
+                )
+                if r.returncode != 0:
+                    raise RuntimeError(f"ADD pod{i}: {r.stdout}")
+            flows = wait_until(lambda: _settled(node), 300, "flows to settle", 1.0)
+            took = time.monotonic() - t0
+            rss, cpu = _proc(node.proc.pid)
+            return {
+                "rss_mb": rss,
+                "cpu_s": cpu,
+                "flows": flows,
+                "seconds_to_settle": took,
+                "vswitchd_rss_mb": _vswitchd_rss(node),
+            }
+    finally:
+        sh("rm", "-rf", state, check=False)
+
+
+def _settled(node: BenchNode) -> int | None:
+    a = node.flow_count()
+    time.sleep(2.0)
+    b = node.flow_count()
+    return b if a == b else None
+
+
+def run() -> dict:
+    idle = measure(1, 0, 0, 0)
+    big = measure(NODES, PODS, LOCAL, POLICIES)
+    result = {
+        "agent_rss_mb": big["rss_mb"],
+        "agent_rss_vs_idle_ratio": big["rss_mb"] / idle["rss_mb"],
+        "agent_cpu_s": big["cpu_s"],
+        "raw": {
+            "loaded": big,
+            "idle": idle,
+            "nodes": NODES,
+            "pods": PODS,
+            "policies": POLICIES,
+            "local_pods": LOCAL,
+        },
+    }
+    save("scale", result)
+    print(
+        f"scale: agent at {PODS} pods / {POLICIES} policies / {NODES} nodes: RSS "
+        f"{big['rss_mb']:.0f} MiB (idle agent {idle['rss_mb']:.0f} MiB: ratio "
+        f"{result['agent_rss_vs_idle_ratio']:.1f}), CPU {big['cpu_s']:.1f} s to program "
+        f"{big['flows']} flows in {big['seconds_to_settle']:.0f} s; ovs-vswitchd "
+        f"{big['vswitchd_rss_mb']:.0f} MiB"
+    )
+    return result
+
+
+if __name__ == "__main__":
+    run()
