@@ -4,8 +4,8 @@ selects as a peer, an endpoint removed from a Service — with the agent watchin
 API (list/watch, the lab's server) that holds 1,000 pods on 50 nodes and 200 policies.
 
 "Enforcing" is observed on the switch: the flow that carries the change is installed (or gone),
-polled with `ovs-ofctl dump-flows` every few milliseconds (its own cost, ~5 ms, is in the
-figures). The reference for the same run is the switch itself: the time one `ovs-ofctl
+polled with `ovs-ofctl dump-flows` back to back (each poll's own cost, a process start, is in
+the figures; `ovs-ofctl monitor` would be finer but holds its events in stdio buffers). The reference for the same run is the switch itself: the time one `ovs-ofctl
 add-flow` takes to show up in a dump the same way (the floor of this measurement).
 """
 

@@ -174,6 +174,20 @@ class ToController:
 
 
 @dataclass(frozen=True)
+class MeteredController:
+    """A copy of the packet to the agent (packet-in, carrying this flow's cookie), at most
+    `max_len` bytes of it, rate-limited by the switch's OpenFlow meter `meter_id`
+    (NXAST_CONTROLLER2); the packet itself goes on with the next action."""
+
+    meter_id: int
+    max_len: int = 0xFFFF
+
+    def text(self) -> str:
+        opts = [f"max_len={self.max_len}"] if self.max_len != 0xFFFF else []
+        return f"controller({','.join(opts + [f'meter_id={self.meter_id}'])})"
+
+
+@dataclass(frozen=True)
 class Conjunction:
     id: int
     clause: int  # 1-based, as ovs-ofctl writes it
@@ -291,6 +305,7 @@ Action = (
     | Learn
     | Resubmit
     | ToController
+    | MeteredController
 )
 
 # ct_state flags in the order ovs-ofctl prints them.
@@ -422,7 +437,8 @@ def flow(table: str, priority: int, match: dict | None = None, actions=(), cooki
             | Multipath
             | Learn
             | Resubmit
-            | ToController,
+            | ToController
+            | MeteredController,
         ):
             raise FlowError(f"{table}: unsupported action {a!r}")
         if isinstance(a, DecTTL | CT) and "ip" not in protos:
@@ -457,6 +473,10 @@ def flow(table: str, priority: int, match: dict | None = None, actions=(), cooki
             raise FlowError(f"{table}: learn needs tcp, udp or sctp, not {a.protocol!r}")
         if isinstance(a, CT) and not 0 <= a.zone <= 0xFFFF:
             raise FlowError(f"{table}: ct zone {a.zone} out of range")
+        if isinstance(a, MeteredController) and not (
+            1 <= a.meter_id <= 0xFFFF0000 and 1 <= a.max_len <= 0xFFFF
+        ):
+            raise FlowError(f"{table}: bad {a.text()} (meter 1..0xffff0000, max_len 1..65535)")
     gotos = [a for a in acts if isinstance(a, Goto)]
     if gotos and acts[-1] is not gotos[0] or len(gotos) > 1:
         raise FlowError(f"{table}: goto_table must be the last action, once")

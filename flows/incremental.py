@@ -18,19 +18,24 @@ def _egress_wide(rule: Rule) -> bool:
 
 
 def affects(pol: Policy, pod, ns_labels: Callable[[str], dict]) -> bool:
-    """Can `pod` (a PodInfo, or None) change the flows of `pol`?"""
+    """Can `pod` (a PodInfo, or None) change the flows of `pol`? Yes when the policy selects
+    it, when a rule peer selects it, or when an egress rule resolves named ports against every
+    pod (no peers, or ipBlocks)."""
     if pod is None:
         return False
-    if pod.namespace == pol.namespace:
+    labels = pod.label_dict()
+    if pod.namespace == pol.namespace and pol.pod_selector.matches(labels):
         return True
     if "Egress" in pol.types and any(_egress_wide(r) for r in pol.egress):
         return True
-    labels = None
     for rule in (*pol.ingress, *pol.egress):
         for peer in rule.peers:
+            if peer.ip_block is not None:
+                continue  # CIDRs: no pod in them changes an ingress rule's flows
             if peer.namespace_selector is not None:
-                if labels is None:
-                    labels = ns_labels(pod.namespace)
-                if peer.namespace_selector.matches(labels):
-                    return True
+                in_ns = peer.namespace_selector.matches(ns_labels(pod.namespace))
+            else:
+                in_ns = pod.namespace == pol.namespace
+            if in_ns and (peer.pod_selector is None or peer.pod_selector.matches(labels)):
+                return True
     return False

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import netaddr
 
 PROTOCOLS = ("TCP", "UDP", "SCTP")
+AUDIT_ANNOTATION = "ovsctl.io/audit"  # "true": the policy's verdicts go to the audit log
 
 
 class PolicyError(ValueError):
@@ -85,6 +86,7 @@ class Policy:
     ingress: tuple[Rule, ...] = ()
     egress: tuple[Rule, ...] = ()
     types: frozenset[str] = frozenset({"Ingress"})
+    audit: bool = False  # annotation ovsctl.io/audit: "true": log allowed and dropped connections
 
     @property
     def key(self) -> str:
@@ -211,6 +213,7 @@ def parse(obj: dict) -> Policy:
         ingress,
         egress,
         frozenset(types),
+        audit=str((meta.get("annotations") or {}).get(AUDIT_ANNOTATION, "")).lower() == "true",
     )
 
 

@@ -13,6 +13,14 @@ Named ports resolve per destination pod (ingress: the policy's pods; egress: the
 so a named port that means 8080 on one pod and 9090 on another becomes two conjunctions.
 Pods selected by a policy get a drop flow in IngressDefault/EgressDefault at the policy's
 priority (its packet counter says how much that policy dropped).
+
+Audited policies (annotation ovsctl.io/audit: "true") differ in two ways only: their allow
+flows (conj_id and single-clause) first send a copy of the packet to the agent
+(`controller(max_len=128,meter_id=1)`: a packet-in carrying the rule's cookie, rate-limited by
+meter AUDIT_METER), and their isolation flows send the packet to the agent instead of a silent
+drop, at AUDIT_DROP_PRIO (above every policy slot, so a pod any audited policy isolates has its
+drops logged whichever policy's drop flow would otherwise match first). Only new connections
+reach these tables, so it is one packet-in per connection attempt.
 """
 
 from __future__ import annotations
@@ -23,12 +31,16 @@ from dataclasses import dataclass, field
 import netaddr
 
 from flows import cookie
-from flows.flow import Conjunction, Flow, Goto, flow
+from flows.flow import Conjunction, Flow, Goto, MeteredController, flow
 from flows.netpol import Peer, Policy, Port, Rule, port_masks
 
 PRIO_BASE = 1000
 MAX_SLOTS = 60000
 CONJ_PER_RULE = 256
+AUDIT_METER = 1  # OpenFlow meter limiting audit packet-ins (the agent installs it)
+AUDIT_MAX_LEN = 128  # bytes of each audited packet sent up: headers are enough
+AUDIT_DROP_PRIO = 65000  # isolation drops of audited policies: above PRIO_BASE + MAX_SLOTS
+AUDIT = MeteredController(AUDIT_METER, AUDIT_MAX_LEN)
 
 
 @dataclass(frozen=True)
@@ -131,6 +143,18 @@ def _variants(
     return out
 
 
+def _pods_in(cidrs: list[str], pods: list[PodInfo]) -> list[PodInfo]:
+    """Pods with an IP inside any of the CIDRs (integer ranges: this runs per rule and pod)."""
+    ranges = [(n.first, n.last) for n in map(netaddr.IPNetwork, cidrs)]
+    out = []
+    for p in pods:
+        if p.ip:
+            ip = int(netaddr.IPAddress(p.ip))
+            if any(lo <= ip <= hi for lo, hi in ranges):
+                out.append(p)
+    return out
+
+
 def rule_flows(
     policy: Policy, direction: str, idx: int, rule: Rule, view: View, slot: int
 ) -> frozenset[Flow]:
@@ -145,6 +169,7 @@ def rule_flows(
     own_field, peer_field = ("nw_dst", "nw_src") if direction == "ingress" else ("nw_src", "nw_dst")
     prio = PRIO_BASE + slot
     ck = cookie.make("policy", rule_owner(policy, direction, idx))
+    allow = (AUDIT, Goto(allow_to)) if policy.audit else (Goto(allow_to),)
 
     # peers: None = anyone; otherwise pods (with IPs) and CIDRs
     peer_pod_list: list[PodInfo] | None = None
@@ -164,12 +189,9 @@ def rule_flows(
         if not rule.peers:
             resolve_against = [p for p in view.pods if p.ip]
         else:  # selector peers, and pods whose IPs an ipBlock covers
-            blocks = netaddr.IPSet(cidrs)
+            covered = _pods_in(cidrs, view.pods) if cidrs else []
             resolve_against = list(
-                {
-                    (p.namespace, p.name): p
-                    for p in peer_pod_list + [p for p in view.pods if p.ip and p.ip in blocks]
-                }.values()
+                {(p.namespace, p.name): p for p in peer_pod_list + covered}.values()
             )
     actions: dict[tuple, list] = defaultdict(list)  # (match items) -> conjunction actions
     direct: set[tuple] = set()  # single-clause allows
@@ -202,13 +224,11 @@ def rule_flows(
         for ci, clause in enumerate(clauses, start=1):
             for m in clause:
                 actions[tuple(sorted(m.items()))].append(Conjunction(conj_id, ci, n))
-        conj_flows.append(
-            flow(table, prio, {"protocol": "ip", "conj_id": conj_id}, (Goto(allow_to),), ck)
-        )
+        conj_flows.append(flow(table, prio, {"protocol": "ip", "conj_id": conj_id}, allow, ck))
 
     out = set(conj_flows)
     for m in direct:
-        out.add(flow(table, prio, dict(m), (Goto(allow_to),), ck))
+        out.add(flow(table, prio, dict(m), allow, ck))
     for m, acts in actions.items():
         if m in direct:
             continue  # the pod already allows everything at this priority
@@ -221,15 +241,16 @@ def rule_flows(
 def isolation_flows(policy: Policy, view: View, slot: int) -> frozenset[Flow]:
     """Default deny for this node's pods the policy selects, per direction it isolates."""
     ck = cookie.make("policy", isolation_owner(policy))
-    prio = PRIO_BASE + slot
+    prio = AUDIT_DROP_PRIO if policy.audit else PRIO_BASE + slot
+    drop = (AUDIT,) if policy.audit else ()  # audited: to the agent (logged), not forwarded
     out = set()
     for p in selected(policy, view):
         if not (p.local and p.ip):
             continue
         if "Ingress" in policy.types:
-            out.add(flow("IngressDefault", prio, {"protocol": "ip", "nw_dst": p.ip}, (), ck))
+            out.add(flow("IngressDefault", prio, {"protocol": "ip", "nw_dst": p.ip}, drop, ck))
         if "Egress" in policy.types:
-            out.add(flow("EgressDefault", prio, {"protocol": "ip", "nw_src": p.ip}, (), ck))
+            out.add(flow("EgressDefault", prio, {"protocol": "ip", "nw_src": p.ip}, drop, ck))
     return frozenset(out)
 
 

@@ -7,6 +7,7 @@ read back from OVSDB first, so the first round the controller installs is comple
 from __future__ import annotations
 
 import collections
+import json
 import logging
 import os
 import re
@@ -17,10 +18,11 @@ from dataclasses import asdict, dataclass
 
 import netaddr
 
-from flows import cookie, model, netpol, pipeline, policy, services, tables
+from flows import cookie, incremental, model, netpol, pipeline, policy, services, tables
 from flows.model import NodeNet, Overlay, PodPort, RemoteNode, mac_from_ip
 from flows.policy import PodInfo, View
 from ovsctl import hostnet, netlink
+from ovsctl.audit import AuditLog
 from ovsctl.cniserver import (
     ERR_CHECK_FAILED,
     ERR_INTERNAL,
@@ -116,6 +118,11 @@ class Agent:
         self._free_slots: list[int] = []
         self._services: set[str] = set()  # Service owners with flows
         self._node_ports: set | None = None  # NodePort host rules as last written
+        # incremental policy/Service computation: the last inputs and results
+        self._view_pods: dict = {}
+        self._view_ns: dict | None = None
+        self._policy_cache: dict[tuple, tuple] = {}
+        self._service_cache: dict[tuple, tuple] = {}
         self.ovsdb: OVSDB | None = None
         self.controller: Controller | None = None
         self.server: CNIServer | None = None
@@ -127,6 +134,7 @@ class Agent:
         self.events_total: collections.Counter = collections.Counter()  # by kind
         self.metrics = Metrics(self)
         self.http: HTTPEndpoint | None = None
+        self.audit: AuditLog | None = None
 
     def ready(self) -> str | None:
         """None when ready (cluster state synced, switch synced); else why not."""
@@ -214,6 +222,12 @@ class Agent:
             on_synced=self._on_synced,
             before_resync=self._refresh_ports,
         )
+        # NetworkPolicy audit log: packet-ins of audited policies' flows, rate-limited by a
+        # meter on the switch and by the log's own token bucket
+        self.audit = AuditLog(cfg.audit_log, cfg.audit_rate, lambda: list(self._policy_slots))
+        self.audit.start()
+        self.controller.on_audit = self.audit.packet_in
+        self.controller.audit_meter = (policy.AUDIT_METER, cfg.audit_rate)
         self.ovsdb.on_change = self._on_ovsdb_change
         self._on_ovsdb_change()  # a flow-restore-wait left set must not stop forwarding
         self.controller.start()
@@ -391,26 +405,53 @@ class Agent:
         return View(namespaces, sorted(pods.values(), key=lambda p: (p.namespace, p.name)))
 
     def _policy_owners(self) -> dict:
-        """Desired flows of every policy owner (rules and isolation); owners that are gone map
-        to an empty set. Slots (priority + conjunction ids) stay with an owner while it lives."""
+        """Desired flows of every policy owner (rules and isolation) and Service; owners that
+        are gone map to an empty set. Slots (priority + conjunction ids) stay with an owner
+        while it lives. Incremental: a policy is recomputed only when it changed, when the
+        namespaces changed, or when a pod changed that it may depend on (flows/incremental.py);
+        a Service only when it, its EndpointSlices or (derived endpoints) its namespace's pods
+        changed."""
         view = self._policy_view()
+        pods_now = {(p.namespace, p.name): p for p in view.pods}
+        prev = self._view_pods
+        changed = [
+            (prev.get(k), pods_now.get(k))
+            for k in set(prev) | set(pods_now)
+            if prev.get(k) != pods_now.get(k)
+        ]
+        everything = view.namespaces != self._view_ns
         want: dict[str, frozenset] = {}
+        cache: dict[tuple, tuple] = {}
         for key, obj in list(self.cluster.items()):
             if key[0] != "NetworkPolicy":
                 continue
+            hit = self._policy_cache.get(key)
+            if hit is not None and hit[0] == obj and not everything:
+                pol = hit[1]
+                if pol is None or not any(
+                    incremental.affects(pol, p, view.ns_labels) for pair in changed for p in pair
+                ):
+                    cache[key] = hit
+                    want.update(hit[2])
+                    continue
             try:
                 pol = netpol.parse(obj.obj())
             except netpol.PolicyError as e:
                 log.error("ignoring %s", e)
+                cache[key] = (obj, None, {})
                 continue
-            want.update(policy.policy_flows(pol, view, self._slot))
+            owners = policy.policy_flows(pol, view, self._slot)
+            cache[key] = (obj, pol, owners)
+            want.update(owners)
+        self._policy_cache = cache
         for owner in set(self._policy_slots) - set(want):
             want[owner] = frozenset()
             self._free_slots.append(self._policy_slots.pop(owner))
-        want.update(self._service_owners(view))
+        want.update(self._service_owners(view, changed, everything))
+        self._view_pods, self._view_ns = pods_now, view.namespaces
         return want
 
-    def _service_owners(self, view: View) -> dict:
+    def _service_owners(self, view: View, changed=(), everything: bool = True) -> dict:
         """Flows of every Service (ClusterIP load-balancing); Services that are gone map to an
         empty set. Endpoints come from EndpointSlices, or from the selector when there are none
         (as the EndpointSlice controller would make them)."""
@@ -425,20 +466,42 @@ class Agent:
                     slices.setdefault((key[1], svc), []).append(body)
         want: dict[str, frozenset] = {}
         node_ports: set[tuple[str, int, str]] = set()
+        changed_ns = {p.namespace for pair in changed for p in pair if p is not None}
+        cache: dict[tuple, tuple] = {}
         for key, obj in list(self.cluster.items()):
             if key[0] != "Service":
+                continue
+            mine = slices.get((key[1], key[2]))
+            inputs = (obj, None if mine is None else json.dumps(mine, sort_keys=True))
+            hit = self._service_cache.get(key)
+            if (
+                hit is not None
+                and hit[0] == inputs
+                and not everything
+                and (mine is not None or key[1] not in changed_ns)
+            ):
+                cache[key] = hit
+                want.update(hit[1])
+                node_ports |= hit[2]
                 continue
             try:
                 svc = services.parse_service(obj.obj())
             except services.ServiceError as e:
                 log.error("ignoring %s", e)
+                cache[key] = (inputs, {}, set())
                 continue
-            if (svc.namespace, svc.name) in slices:
-                eps = services.endpoints_from_slices(slices[(svc.namespace, svc.name)])
+            if mine is not None:
+                eps = services.endpoints_from_slices(mine)
             else:
                 eps = services.endpoints_from_pods(svc, view.pods)
-            want[services.service_owner(svc)] = services.service_flows(svc, eps, self.cfg.pod_cidr)
-            node_ports |= services.node_port_entries(svc)
+            flows = {
+                services.service_owner(svc): services.service_flows(svc, eps, self.cfg.pod_cidr)
+            }
+            ports = services.node_port_entries(svc)
+            cache[key] = (inputs, flows, ports)
+            want.update(flows)
+            node_ports |= ports
+        self._service_cache = cache
         if node_ports != self._node_ports:
             try:
                 hostnet.sync_node_ports(node_ports)
@@ -575,6 +638,8 @@ class Agent:
             self.ovsdb.close()
         if self.http:
             self.http.stop()
+        if self.audit:
+            self.audit.stop()
 
     # -- CNI ------------------------------------------------------------------------------------
 
@@ -1007,6 +1072,10 @@ class Agent:
             ],
             "ipam": {"cidr": self.cfg.pod_cidr, "used": used, "capacity": cap},
             "uptime_s": round(time.time() - self.started, 1),
+            "audit": {
+                **(self.audit.status() if self.audit else {}),
+                "meter": ctl.meter_ok if ctl else None,
+            },
         }
 
 

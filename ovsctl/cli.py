@@ -67,6 +67,99 @@ def _flows(args) -> int:
     return flowdump.main(args)
 
 
+def _status(args) -> int:
+    from ovsctl import statusview
+
+    return statusview.main(args)
+
+
+def _trace(args) -> int:
+    from ovsctl import trace
+
+    return trace.main_trace(args)
+
+
+def _reachability(args) -> int:
+    from ovsctl import trace
+
+    return trace.main_reachability(args)
+
+
+def _add_trace_parsers(sub) -> None:
+    """`ovsctl trace` and `ovsctl reachability` (ovsctl/trace.py, docs/tools.md)."""
+    import os
+
+    def node_flags(p):
+        p.add_argument(
+            "--agent",
+            metavar="URL",
+            default=os.environ.get("OVSCTL_AGENT", "http://127.0.0.1:9476"),
+            help="the agent's HTTP endpoint, for /cluster and /flows "
+            "(default $OVSCTL_AGENT or http://127.0.0.1:9476)",
+        )
+        p.add_argument(
+            "--ovs-rundir",
+            default=os.environ.get("OVS_RUNDIR", "/var/run/openvswitch"),
+            help="OVS run directory holding ovs-vswitchd's control socket "
+            "(default $OVS_RUNDIR or /var/run/openvswitch)",
+        )
+        p.add_argument("--bridge", default="br-int", help="bridge to trace (default br-int)")
+        p.add_argument("--json", action="store_true", help="print JSON")
+
+    t = sub.add_parser(
+        "trace",
+        help="follow a packet through br-int table by table (ofproto/trace, nothing sent)",
+        description="Trace the first packet of a new connection from SRC to DST through this "
+        "node's br-int with ofproto/trace (no packet is sent): the tables it visits, by name, "
+        "with the owner of every flow it matched; conntrack recirculations and a Service's "
+        "DNAT are followed. Prints the verdict (delivered, dropped, rejected) and, when a "
+        "NetworkPolicy decided, which policy isolated the pod and that no rule allowed it, or "
+        "which rule allowed it; and what the policies intend. A packet that leaves through the "
+        "tunnel continues on another node: the trace says which (`ovsctl lab trace` follows "
+        "it). SRC and DST: a pod (NS/NAME, or NAME in namespace default), a Service "
+        "(NS/NAME when no pod has that name, or svc:NS/NAME) or an IP. SRC must be a pod on "
+        "this node, or any IP (it enters from the host, through the gateway); a pod on "
+        "another node is traced from where its packet arrives here, the tunnel.",
+    )
+    t.add_argument("src", metavar="SRC", help="source: pod NS/NAME or an IP")
+    t.add_argument("dst", metavar="DST", help="destination: pod NS/NAME, svc:NS/NAME or an IP")
+    t.add_argument("--proto", choices=["tcp", "udp", "icmp"], default="tcp", help="default tcp")
+    t.add_argument(
+        "--dport",
+        type=int,
+        help="destination port (default: the Service's first port of --proto, or the pod's "
+        "first declared container port of --proto)",
+    )
+    t.add_argument(
+        "--sport",
+        type=int,
+        default=40000,
+        help="source port (default %(default)s; a Service's endpoint is picked by a hash of "
+        "the 5-tuple, so it can change the endpoint)",
+    )
+    t.add_argument("--raw", action="store_true", help="also print ofproto/trace's own output")
+    node_flags(t)
+    t.set_defaults(func=_trace)
+
+    r = sub.add_parser(
+        "reachability",
+        help="pod x pod matrix traced through the live pipeline, next to the policies' intent",
+        description="For every pod pair with an end on this node, on every declared TCP/UDP "
+        "container port of the destination, trace a new connection through this node's br-int "
+        "(ofproto/trace, no packet is sent) and evaluate what the NetworkPolicies intend; "
+        "print both matrices (as `ovsctl lab probe` does) and flag every difference. A pair "
+        "with its other end on another node is traced for this node's half (egress up to the "
+        "tunnel, or ingress from the tunnel) and compared with that half of the intent. "
+        'JSON: {"node", "traced", "intended", "scope", "differences"}; keys as `ovsctl lab '
+        "probe --json`. Exit status 1 when there are differences.",
+    )
+    r.add_argument(
+        "--namespace", "-n", help="only pairs with the source or the destination in NAMESPACE"
+    )
+    node_flags(r)
+    r.set_defaults(func=_reachability)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="ovsctl",
@@ -93,13 +186,53 @@ def build_parser() -> argparse.ArgumentParser:
         "flows",
         help="dump br-int's flows with table names and cookie owners",
         description="Dump the flows on the bridge with table names instead of "
-        "numbers and the owner decoded from each cookie.",
+        "numbers, the owner decoded from each cookie and named through the local agent "
+        "(pod:NS/NAME, policy:NS/NAME/ingress/0, service:NS/NAME, ...; a hex id when the "
+        "agent is unreachable) and packet/byte counters. --diff compares the agent's "
+        "desired flows with the installed ones instead: exit 0 and no output when in sync, "
+        "1 when they differ, 2 when they cannot be compared.",
     )
     f.add_argument("--bridge", default="br-int", help="bridge to dump (default br-int)")
     f.add_argument("--table", help="only this table (name or number)")
+    f.add_argument(
+        "--pod",
+        metavar="NS/NAME",
+        help="only the pod's own flows and the flows naming its IP (policy rules, Services)",
+    )
+    f.add_argument(
+        "--policy", metavar="NS/NAME", help="only the NetworkPolicy's flows (rules, isolation)"
+    )
+    f.add_argument(
+        "--diff",
+        action="store_true",
+        help="desired (agent) vs installed: '-' missing, '+' unexpected, '~' changed",
+    )
     f.add_argument("--json", action="store_true", help="print JSON")
     f.add_argument("--no-stats", action="store_true", help="omit packet/byte counters")
+    f.add_argument(
+        "--agent",
+        metavar="URL",
+        help="the agent's HTTP endpoint (default $OVSCTL_AGENT or http://127.0.0.1:9476)",
+    )
     f.set_defaults(func=_flows)
+
+    st = sub.add_parser(
+        "status",
+        help="the local agent's status: bridge, OpenFlow, flows, pods, peers, sync, IPAM",
+        description="Ask the local agent (its /status endpoint) for its status: bridge, "
+        "OpenFlow connection and round, desired flows per table, pods, tunnel and peer "
+        "nodes, the last flow sync and its duration, IPAM usage and the audit log. "
+        "Exit 0 when the agent is ready, 1 when it is not, 2 when it cannot be reached.",
+    )
+    st.add_argument("--json", action="store_true", help="print the agent's JSON as is")
+    st.add_argument(
+        "--agent",
+        metavar="URL",
+        help="the agent's HTTP endpoint (default $OVSCTL_AGENT or http://127.0.0.1:9476)",
+    )
+    st.set_defaults(func=_status)
+
+    _add_trace_parsers(sub)
 
     from ovsctl.lab import cli as lab_cli
 

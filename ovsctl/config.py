@@ -47,6 +47,8 @@ class AgentConfig:
     masquerade: bool = True  # SNAT pod traffic leaving the cluster CIDR to the node's IP
     mtu: int = 0  # pod MTU; 0 = the node uplink's MTU minus the VXLAN overhead
     cni_timeout: float = 30.0  # bound on every wait inside one CNI request
+    audit_log: str = "/var/log/ovsctl/audit.log"  # NetworkPolicy audit lines; "" = logger only
+    audit_rate: int = 100  # audit packet-ins per second at most (switch meter + agent)
     log_level: str = "info"
 
     def validate(self) -> AgentConfig:
@@ -95,6 +97,8 @@ class AgentConfig:
             raise ConfigError(f"of_listen_port: {self.of_listen_port} out of range")
         if self.cni_timeout <= 0:
             raise ConfigError("cni_timeout: must be positive")
+        if not 1 <= self.audit_rate <= 100000:
+            raise ConfigError(f"audit_rate: {self.audit_rate} out of range 1..100000 (per second)")
         self.log_level = self.log_level.lower()
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise ConfigError(f"log_level: {self.log_level!r} is not debug/info/warning/error")
@@ -185,6 +189,9 @@ HELP = {
     "masquerade": "true/false: SNAT pod traffic leaving the cluster CIDR to the node IP",
     "mtu": "pod MTU; 0 = the uplink's MTU minus 50 (VXLAN)",
     "cni_timeout": "seconds: bound on each wait inside one CNI request",
+    "audit_log": 'file for the audit lines of policies annotated ovsctl.io/audit: "true" '
+    '("" = only the ovsctl.audit logger)',
+    "audit_rate": "audited connections logged per second at most (switch meter + agent)",
     "log_level": "debug, info, warning or error",
 }
 

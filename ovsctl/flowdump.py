@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
-import sys
 
 from flows import cookie, tables
 
@@ -18,7 +16,7 @@ _LINE = re.compile(
 
 def dump(bridge: str) -> list[dict]:
     out = subprocess.run(
-        ["ovs-ofctl", "-O", "OpenFlow15", "dump-flows", bridge],
+        ["ovs-ofctl", "-O", "OpenFlow15", "--no-names", "dump-flows", bridge],
         capture_output=True,
         text=True,
         timeout=30,
@@ -47,30 +45,8 @@ def dump(bridge: str) -> list[dict]:
     return rows
 
 
-def _owner(o: dict) -> str:
-    """feature:owner-id (the owner id is a hash of the owner's key, e.g. pod/<cid>/<ifname>)."""
-    return f"{o['feature']}:{o['owner']:#012x}" if o["owner"] else o["feature"]
-
-
 def main(args) -> int:
-    try:
-        rows = dump(args.bridge)
-    except (RuntimeError, OSError, subprocess.TimeoutExpired) as e:
-        print(f"ovsctl flows: {e}", file=sys.stderr)
-        return 1
-    if args.table is not None:
-        want = args.table
-        rows = [r for r in rows if r["table"] == want or str(r["table_id"]) == want]
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return 0
-    current = None
-    for r in rows:
-        if r["table"] != current:
-            current = r["table"]
-            doc = tables.BY_NAME[current].doc if current in tables.BY_NAME else ""
-            print(f"\n[{r['table_id']}] {current}  — {doc}")
-        o = r["owner"]
-        stats = "" if args.no_stats else f" n_packets={r['packets']} n_bytes={r['bytes']}"
-        print(f"  {_owner(o):<22} round={o['round']:<3}{stats} {r['match']} actions={r['actions']}")
-    return 0
+    """`ovsctl flows`: see ovsctl/flowview.py (owners named through the agent, filters, diff)."""
+    from ovsctl import flowview
+
+    return flowview.main(args)

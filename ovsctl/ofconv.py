@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import re
+import struct
 
 from os_ken.ofproto import nicira_ext
 
@@ -16,6 +18,7 @@ from flows.flow import (
     Goto,
     InPort,
     Learn,
+    MeteredController,
     Move,
     Multipath,
     Output,
@@ -242,6 +245,9 @@ def actions(parser, ofp, f: Flow) -> list:
             )
         elif isinstance(a, ToController):
             acts.append(parser.OFPActionOutput(ofp.OFPP_CONTROLLER, 0xFFFF))
+        elif isinstance(a, MeteredController):
+            _controller2_meter_prop(parser)
+            acts.append(parser.NXActionController2(max_len=a.max_len, meter_id=a.meter_id))
         elif isinstance(a, Goto):
             inst.append(parser.OFPInstructionGotoTable(tables.table(a.table).id))
         else:
@@ -249,6 +255,57 @@ def actions(parser, ofp, f: Flow) -> list:
     if acts:
         inst.insert(0, parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, acts))
     return inst
+
+
+NXAC2PT_METER_ID = 5  # controller(meter_id=N): OVS's NXAST_CONTROLLER2 property, a be32
+_METER_PROP_DONE: set = set()
+
+
+def _controller2_meter_prop(parser) -> None:
+    """Teach os-ken's NXAST_CONTROLLER2 the meter_id property, both ways. os-ken knows max_len,
+    controller_id, reason, userdata and pause only; without this it cannot encode
+    controller(meter_id=N), and parsing such a flow back from the switch (the flow stats a new
+    round reads) raises inside os-ken's receive loop and drops the connection."""
+    if parser in _METER_PROP_DONE:
+        return
+    prop = inspect.getclosurevars(parser.NXActionController2.__init__).nonlocals[
+        "NXActionController2Prop"
+    ]
+    if NXAC2PT_METER_ID not in prop._TYPES:
+
+        @prop.register_type(NXAC2PT_METER_ID)
+        class _MeterId(prop):
+            _arg_name = "meter_id"
+
+            @classmethod
+            def parser_prop(cls, buf, length):
+                return struct.unpack_from("!I", buf, 0)[0], 4
+
+            @classmethod
+            def serialize_prop(cls, meter_id):
+                return bytearray(struct.pack("!HHI", NXAC2PT_METER_ID, 8, meter_id))
+
+    _METER_PROP_DONE.add(parser)
+
+
+def register_extensions() -> None:
+    """Called once before the switch connects (parsing flow stats needs the meter_id property)."""
+    from os_ken.ofproto import ofproto_v1_3_parser, ofproto_v1_4_parser, ofproto_v1_5_parser
+
+    for parser in (ofproto_v1_3_parser, ofproto_v1_4_parser, ofproto_v1_5_parser):
+        _controller2_meter_prop(parser)
+
+
+def meter_mod(dp, meter_id: int, rate: int, burst: int, modify: bool = False):
+    """A packets-per-second meter with one drop band (rate-limits audit packet-ins)."""
+    parser, ofp = dp.ofproto_parser, dp.ofproto
+    return parser.OFPMeterMod(
+        dp,
+        command=ofp.OFPMC_MODIFY if modify else ofp.OFPMC_ADD,
+        flags=ofp.OFPMF_PKTPS | ofp.OFPMF_BURST | ofp.OFPMF_STATS,
+        meter_id=meter_id,
+        bands=[parser.OFPMeterBandDrop(rate=rate, burst_size=burst)],
+    )
 
 
 LEARN_DST = {"tcp": "tcp_dst_nxm", "udp": "udp_dst_nxm", "sctp": "sctp_dst"}

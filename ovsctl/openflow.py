@@ -127,6 +127,12 @@ class Controller:
         self._tokens = self.packet_in_rate
         self._tokens_at = time.monotonic()
         self.last_sync: dict = {}
+        # NetworkPolicy audit: packet-ins from policy flows go to on_audit(cookie, table_id,
+        # data) (its own rate limit); audit_meter (meter id, packets/s) is put on the switch
+        # before every new round.
+        self.on_audit: Callable[[int, int, bytes], object] | None = None
+        self.audit_meter: tuple[int, int] | None = None
+        self.meter_ok: bool | None = None  # None: not tried yet
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -134,6 +140,7 @@ class Controller:
         """Start os-ken's OpenFlow listener and our app (native threads, no monkey-patching)."""
         from os_ken import cfg
 
+        ofconv.register_extensions()  # controller(meter_id=) both ways, before any flow stats
         cfg.CONF(
             args=[
                 "--ofp-listen-host",
@@ -190,7 +197,14 @@ class Controller:
 
     def on_packet_in(self, msg) -> None:
         """Answer packets the pipeline sends up (Service without endpoints: RST / ICMP
-        unreachable), at most `packet_in_rate` a second so a flood cannot load the agent."""
+        unreachable), at most `packet_in_rate` a second so a flood cannot load the agent.
+        Packets from NetworkPolicy flows (cookie feature "policy") are audit copies instead."""
+        if self.on_audit is not None and (msg.cookie & ck.FEATURE_MASK) == (
+            ck.FEATURES["policy"] << ck.FEATURE_SHIFT
+        ):
+            self.packet_ins["audit"] += 1
+            self.on_audit(msg.cookie, msg.table_id, bytes(msg.data))
+            return
         now = time.monotonic()
         self._tokens = min(
             self.packet_in_rate, self._tokens + (now - self._tokens_at) * self.packet_in_rate
@@ -317,6 +331,8 @@ class Controller:
             rnd = self._next_round()
             while rnd in present:  # never reuse a round the switch still holds
                 rnd = self._next_round()
+            if self.audit_meter:
+                self._put_meter(dp, *self.audit_meter)
             plan = self.sync.full_plan()
             mods = [ofconv.flow_add(dp, f, rnd) for f in plan.add]
             # round 0: flows the switch learned (sessionAffinity), not ours to delete
@@ -351,6 +367,24 @@ class Controller:
                 self.ready.set()
         if self.on_synced:
             self.on_synced(took, len(plan.add))
+
+    def _put_meter(self, dp, meter_id: int, rate: int) -> None:
+        """Add the meter (or change its rate). A switch without meters still gets the flows:
+        OVS accepts controller(meter_id=) for a missing meter, and the agent's own token bucket
+        still limits what it logs."""
+        parser = dp.ofproto_parser
+        for modify in (False, True):  # add; if it exists already (same switch), modify
+            try:
+                mm = ofconv.meter_mod(dp, meter_id, rate, rate, modify=modify)
+                self._exchange(dp, [mm], parser.OFPBarrierRequest(dp), self.timeout)
+                self.meter_ok = True
+                return
+            except NotConnected:
+                raise
+            except SyncError as e:
+                err = e
+        self.meter_ok = False
+        log.warning("meter %d (%d packets/s) not installed: %s", meter_id, rate, err)
 
     # -- what the agent calls -----------------------------------------------------------------
 

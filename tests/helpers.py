@@ -15,7 +15,6 @@ import uuid
 
 from ovsctl import kubelet
 from ovsctl.ovsproc import OVS
-from ovsctl.util import kill_pid
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VENV_BIN = os.path.dirname(sys.executable)
@@ -135,8 +134,14 @@ class Node:
 
     def kill_agent(self, sig: int = signal.SIGKILL) -> None:
         if self.agent_proc and self.agent_proc.poll() is None:
-            kill_pid(self.agent_proc.pid, sig)
-            self.agent_proc.wait(timeout=10)
+            # Our child: wait() reaps it. (kill_pid polls with signal 0, which a zombie child
+            # still answers, so it always waited its whole 10 s timeout.)
+            self.agent_proc.send_signal(sig)
+            try:
+                self.agent_proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.agent_proc.kill()
+                self.agent_proc.wait(timeout=10)
 
     def tail_log(self, n: int = 30) -> str:
         try:

@@ -518,12 +518,24 @@ def main(argv=None) -> int:
     ap.add_argument("--state", required=True, help="directory of Kubernetes YAML to serve")
     ap.add_argument("--listen", default="127.0.0.1:6443", help="HOST:PORT (default %(default)s)")
     ap.add_argument("--tag", help="ignored: lets the lab find the processes it started")
+    ap.add_argument(
+        "--first-rv",
+        type=int,
+        help="first resourceVersion (default: microseconds since the epoch, so a restarted "
+        "server's resourceVersions are above its predecessor's)",
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     host, _, port = args.listen.rpartition(":")
-    api = FakeAPI().start(host, int(port))
+    api = FakeAPI(first_rv=args.first_rv or time.time_ns() // 1000)
     src = YAMLDirSource(args.state)
     src.start(lambda events: mirror(api, events))
+    # Serve only the whole state, and treat every resourceVersion from before this start as
+    # compacted: clients of a previous server get 410 Gone and relist, as after a restart of a
+    # real API server (whose watch cache starts empty).
+    src.wait_synced(60)
+    api.compact()
+    api.start(host, int(port))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

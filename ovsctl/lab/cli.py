@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 
 DEFAULT = os.environ.get("OVSCTL_LAB", "lab")
@@ -97,12 +98,38 @@ def add_parser(sub) -> None:
     )
     rs.set_defaults(func=_restart)
 
-    fl = common(ls.add_parser("flows", help="a node's br-int flows with table names and owners"))
+    fl = common(
+        ls.add_parser(
+            "flows",
+            help="a node's br-int flows with table names and owners (`ovsctl flows` in the node)",
+            description="`ovsctl flows` run inside the node's network namespace (where its "
+            "agent answers): table names, owners named, counters; --diff exits 1 when the "
+            "agent's desired flows and the installed ones differ (2: cannot compare).",
+        )
+    )
     fl.add_argument("node")
     fl.add_argument("--table", help="only this table (name or number)")
+    fl.add_argument("--pod", metavar="NS/NAME", help="only the pod's flows and flows naming its IP")
+    fl.add_argument("--policy", metavar="NS/NAME", help="only the NetworkPolicy's flows")
+    fl.add_argument("--diff", action="store_true", help="desired (agent) vs installed")
     fl.add_argument("--json", action="store_true")
     fl.add_argument("--no-stats", action="store_true")
     fl.set_defaults(func=_flows)
+
+    nst = common(
+        ls.add_parser(
+            "node-status",
+            help="a node agent's status (`ovsctl status` in the node)",
+            description="`ovsctl status` run inside the node's network namespace: bridge, "
+            "OpenFlow, flows per table, pods, peers, last sync, IPAM, audit log. Exit 0 when "
+            "the agent is ready, 1 when not, 2 when it cannot be reached.",
+        )
+    )
+    nst.add_argument("node")
+    nst.add_argument("--json", action="store_true")
+    nst.set_defaults(func=_node_status)
+
+    _add_trace_parsers(ls, common)
 
     dn = common(ls.add_parser("down", help="remove everything the lab made (idempotent)"))
     dn.set_defaults(func=_down)
@@ -220,19 +247,111 @@ def _restart(args):
     )
 
 
+def in_node(lab, node: str, argv: list[str], **kw) -> subprocess.CompletedProcess:
+    """`python -m ovsctl.cli ARGV` inside the node's network namespace (where its agent's
+    endpoint is), with the node's OVS run directory; output goes where ours goes unless `kw`
+    says otherwise (capture_output=True, ...)."""
+    info = lab.meta()["nodes"].get(node)
+    if info is None:
+        from ovsctl.lab.lab import LabError
+
+        raise LabError(f"no node {node} in lab {lab.name}")
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, OVS_RUNDIR=lab.ovs(node).rundir)
+    env["PYTHONPATH"] = os.pathsep.join([repo, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    cmd = ["ip", "netns", "exec", info["netns"], sys.executable, "-m", "ovsctl.cli", *argv]
+    return subprocess.run(cmd, env=env, **kw)
+
+
 @_err
 def _flows(args):
-    from ovsctl import flowdump
+    argv = ["flows"]
+    for flag in ("table", "pod", "policy"):
+        if getattr(args, flag):
+            argv += [f"--{flag}", getattr(args, flag)]
+    argv += [f"--{f.replace('_', '-')}" for f in ("diff", "json", "no_stats") if getattr(args, f)]
+    return in_node(_lab(args), args.node, argv).returncode
 
-    lab = _lab(args)
-    if args.node not in lab.meta()["nodes"]:
-        print(f"ovsctl lab flows: no node {args.node}", file=sys.stderr)
-        return 1
-    os.environ["OVS_RUNDIR"] = lab.ovs(args.node).rundir
-    args.bridge = "br-int"
-    return flowdump.main(args)
+
+@_err
+def _node_status(args):
+    return in_node(_lab(args), args.node, ["status"] + (["--json"] if args.json else [])).returncode
 
 
 @_err
 def _down(args):
     _lab(args).down()
+
+
+# -- trace / reachability (ovsctl/trace.py) -----------------------------------------------------
+
+
+def _add_trace_parsers(ls, common) -> None:
+    tr = common(
+        ls.add_parser(
+            "trace",
+            help="trace a packet through the lab's pipelines (ofproto/trace, follows the tunnel)",
+            description="`ovsctl trace` across the lab: starts on the source pod's node "
+            "(--node for an IP source, which enters from that node's host), follows conntrack "
+            "recirculations, a Service's DNAT, and the tunnel to the destination's node with "
+            "the packet as the source node rewrote it. Prints every table by name with the "
+            "owner of the matched flow, the verdict, the policy that isolated the pod and that "
+            "no rule allowed it (or the rule that allowed it), and the policies' intent.",
+        )
+    )
+    tr.add_argument("src", metavar="SRC", help="pod NS/NAME or an IP")
+    tr.add_argument("dst", metavar="DST", help="pod NS/NAME, svc:NS/NAME (or NS/NAME) or an IP")
+    tr.add_argument("--proto", choices=["tcp", "udp", "icmp"], default="tcp")
+    tr.add_argument("--dport", type=int, help="default: the first port of --proto of DST")
+    tr.add_argument("--sport", type=int, default=40000, help="source port (default 40000)")
+    tr.add_argument("--node", help="where an IP source enters (default: the destination's node)")
+    tr.add_argument("--json", action="store_true")
+    tr.add_argument("--raw", action="store_true", help="also print ofproto/trace's own output")
+    tr.set_defaults(func=_trace)
+
+    ra = common(
+        ls.add_parser(
+            "reachability",
+            help="the probe matrix computed by tracing (no packet sent), next to the intent",
+            description="Every pod to every other pod on every declared TCP/UDP port, traced "
+            "through the live pipelines of every node (ofproto/trace; no packet is sent), side "
+            "by side with what the NetworkPolicies intend, differences flagged. --json prints "
+            "exactly `ovsctl lab probe --json`'s shape (the traced matrix). Exit status 1 "
+            "when the traced and the intended matrices differ.",
+        )
+    )
+    ra.add_argument("--namespace", "-n", help="only pairs with an end in NAMESPACE")
+    ra.add_argument("--json", action="store_true")
+    ra.set_defaults(func=_reachability)
+
+
+@_err
+def _trace(args):
+    from ovsctl import trace
+
+    lab = _lab(args)
+    tracer = lab.tracer()
+    try:
+        t = tracer.trace(args.src, args.dst, args.proto, args.dport, args.sport, node=args.node)
+        if args.json:
+            print(json.dumps(t.to_dict(), indent=2))
+        else:
+            print(trace.render(t, tracer, raw=args.raw))
+    except trace.TraceError as e:
+        print(f"ovsctl lab trace: {e}", file=sys.stderr)
+        return 2
+    finally:
+        tracer.close()
+    return 0
+
+
+@_err
+def _reachability(args):
+    from ovsctl import trace
+
+    rep = _lab(args).reachability_report(args.namespace)
+    if args.json:
+        print(json.dumps(rep["traced"], indent=2))
+    else:
+        print(trace.render_reachability(rep["traced"], rep["intended"], rep["differences"]))
+    return 1 if rep["differences"] else 0

@@ -48,6 +48,7 @@ EXTERNAL_PORT = 8080
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESPONDER = os.path.join(HERE, "responder.py")
 PROBER = os.path.join(HERE, "prober.py")
+PROVISION = os.path.join(HERE, "provision.sh")  # shared with the Vagrant lab (vagrant/)
 
 
 class LabError(RuntimeError):
@@ -324,16 +325,7 @@ class Lab:
         in_ns(ns, "ethtool", "-K", "br-phy", "tx", "off", check=False)
         in_ns(ns, "ip", "addr", "add", f"{ip}/{UNDERLAY.prefixlen}", "dev", "br-phy")
         in_ns(ns, "ip", "link", "set", "br-phy", "up")
-        node = model.parse(
-            {
-                "apiVersion": "v1",
-                "kind": "Node",
-                "metadata": {"name": name},
-                "spec": {"podCIDR": pod_cidr},
-                "status": {"addresses": [{"type": "InternalIP", "address": ip}]},
-            }
-        )
-        self.write_object(node)
+        self._provision(name, ip, pod_cidr)
         log(f"node {name}: netns {ns}, OVS in {ovs.rundir}")
         return {"name": name, "ip": ip, "podCIDR": pod_cidr, "netns": ns}
 
@@ -343,29 +335,30 @@ class Lab:
     def socket(self, node: str) -> str:
         return os.path.join(self.node_dir(node), "cni.sock")
 
-    def _start_agent(self, node: str, info: dict) -> None:
-        meta = self.meta() if self.exists() else {"cluster_cidr": "10.244.0.0/16"}
-        d = self.node_dir(node)
-        ovs = self.ovs(node)
-        conf = {
-            "node_name": node,
-            "cluster_state": self.cluster_dir,
-            "datapath_type": "netdev",
-            "cluster_cidr": meta["cluster_cidr"],
-            "ovsdb": ovs.remote,
-            "ovs_rundir": ovs.rundir,
-            "cni_socket": self.socket(node),
-            "state_dir": os.path.join(d, "state"),
-            "log_level": "info",
-        }
+    def audit_log(self, node: str) -> str:
+        """The node agent's NetworkPolicy audit log (policies annotated ovsctl.io/audit)."""
+        return os.path.join(self.node_dir(node), "audit.log")
+
+    def _provision(self, node: str, ip: str, pod_cidr: str) -> None:
+        """The Node object (into the state) and the agent's agent.yaml, written by the
+        provisioning script the Vagrant lab runs on its VMs, so every lab run tests it."""
+        meta, d, ovs = self.meta(), self.node_dir(node), self.ovs(node)
+        flags = ["--name", node, "--node-ip", ip, "--pod-cidr", pod_cidr]
+        flags += ["--cluster-cidr", meta["cluster_cidr"], "--cluster-state", self.cluster_dir]
+        flags += ["--out", d, "--datapath", "netdev", "--ovsdb", ovs.remote]
+        flags += ["--ovs-rundir", ovs.rundir, "--cni-socket", self.socket(node)]
+        flags += ["--state-dir", os.path.join(d, "state"), "--log-level", "info"]
         if meta.get("source") == "api":
-            del conf["cluster_state"]
-            conf.update(source="api", api_server=meta["api"]["url"])
-        path = os.path.join(d, "agent.yaml")
-        atomic_write(path, yaml.safe_dump(conf))
+            flags += ["--source", "api", "--api-server", meta["api"]["url"]]
+        sh("bash", PROVISION, "node", *flags)
+
+    def _start_agent(self, node: str, info: dict) -> None:
+        ovs = self.ovs(node)
+        path = os.path.join(self.node_dir(node), "agent.yaml")  # from _provision
         info["agent_pid"] = self._spawn(
             info["netns"],
-            [sys.executable, "-m", "ovsctl.cli", "agent", "--config", path],
+            [sys.executable, "-m", "ovsctl.cli", "agent", "--config", path]
+            + ["--audit-log", self.audit_log(node)],  # one NetworkPolicy audit log per node
             self._log_path(node),
             env={"OVS_RUNDIR": ovs.rundir},
         )
@@ -438,9 +431,53 @@ class Lab:
                 in_ns(info["netns"], "ethtool", "-K", "br-phy", "tx", "off", check=False)
                 in_ns(info["netns"], "ip", "link", "set", "br-phy", "up")
                 self._warm_underlay(meta)
+            elif component == "ovsdb-server":
+                ovs = self.ovs(node)
+                ovs.stop_daemon("ovsdb-server", signal.SIGKILL if kill else signal.SIGTERM)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(ovs.sock)  # a killed server leaves its socket behind
+                ovs.start_ovsdb()  # same database file: bridges and ports are all still there
             else:
-                raise LabError(f"unknown component {component!r} (agent or ovs-vswitchd)")
+                raise LabError(
+                    f"unknown component {component!r} (agent, ovs-vswitchd or ovsdb-server)"
+                )
             log(f"{node}: {component} restarted")
+
+    def stop_api(self) -> None:
+        """Stop the lab's API server (`--source api`): the agents lose their state source and
+        keep what they have; changes to the state directory reach nobody until start_api()."""
+        with self.locked():
+            meta = self.meta()
+            if "api" not in meta:
+                raise LabError(
+                    f"lab {self.name} has no API server (it was made with --source yaml)"
+                )
+            _stop_pid(meta["api"].get("pid"), "ovsctl.lab.apiserver")
+            meta["api"]["pid"] = None
+            self.save_meta(meta)
+
+    def start_api(self) -> None:
+        """Start the lab's API server again (a no-op if it runs). A new server's
+        resourceVersions are above the old one's and older ones count as compacted, so the
+        agents' watches get 410 Gone and relist, as after a real API server's restart."""
+        with self.locked():
+            meta = self.meta()
+            if "api" not in meta:
+                raise LabError(
+                    f"lab {self.name} has no API server (it was made with --source yaml)"
+                )
+            if _alive(meta["api"].get("pid"), "ovsctl.lab.apiserver"):
+                return
+            self._api_server(meta, log=lambda *_: None)
+            self.save_meta(meta)
+            probe = f"import socket; socket.create_connection(('{EXTERNAL_IP}', {API_PORT}), 1)"
+            _wait(
+                lambda: (
+                    in_ns(self.ns("ext"), sys.executable, "-c", probe, check=False).returncode == 0
+                ),
+                30,
+                "the lab's API server",
+            )
 
     def flush_conntrack(self) -> None:
         """Forget every tracked connection and every cached datapath flow on every node, so
@@ -781,6 +818,52 @@ class Lab:
             for part in pool.map(run, pods.values()):
                 out.update(part)
         return dict(sorted(out.items()))
+
+    # -- trace / reachability (ovsctl/trace.py: ofproto/trace on every node, nothing sent) -------
+
+    def tracer(self):
+        """A Tracer over every node: each agent's /cluster and /flows, each ovs-vswitchd."""
+        from ovsctl import trace
+
+        try:
+            return trace.lab_tracer(self)
+        except trace.TraceError as e:
+            raise LabError(str(e)) from None
+
+    def trace(self, src: str, dst: str, proto: str = "tcp", dport=None, sport=40000, node=None):
+        """Trace SRC -> DST starting on the source pod's node (or `node`, for an IP source),
+        following the tunnel to the destination's node: a `trace.Trace` (see .to_dict())."""
+        from ovsctl import trace
+
+        tracer = self.tracer()
+        try:
+            return tracer.trace(src, dst, proto, dport, sport, node=node)
+        except trace.TraceError as e:
+            raise LabError(str(e)) from None
+        finally:
+            tracer.close()
+
+    def reachability_report(self, namespace: str | None = None) -> dict:
+        """{"traced", "intended", "differences"}: every pod to every other pod on every declared
+        TCP/UDP port, traced through the live pipelines (keys as probe's)."""
+        from ovsctl import trace
+
+        tracer = self.tracer()
+        try:
+            traced, intended, _ = trace.lab_matrix(tracer, namespace)
+        except trace.TraceError as e:
+            raise LabError(str(e)) from None
+        finally:
+            tracer.close()
+        return {
+            "traced": traced,
+            "intended": intended,
+            "differences": trace.differences(traced, intended),
+        }
+
+    def reachability(self, namespace: str | None = None) -> dict[str, bool]:
+        """What `probe()` would find, without sending a packet: exactly probe's shape."""
+        return self.reachability_report(namespace)["traced"]
 
     # -- down -------------------------------------------------------------------------------------
 

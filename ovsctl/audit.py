@@ -1,0 +1,248 @@
+"""The NetworkPolicy audit log: one line per connection an audited policy allows or drops.
+
+A NetworkPolicy annotated `ovsctl.io/audit: "true"` gets flows that send the first packet of
+each new connection to the agent (`controller(max_len=128,meter_id=1)`, see flows/policy.py):
+a copy from its allow flows (the packet goes on) and the packet itself from its isolation
+drops. The packet-in carries the cookie of the flow that matched, so the agent knows the rule
+(cookie owner `policy/NS/NAME/ingress/0`) or the isolation (`policy/NS/NAME/isolation`), and
+its table says the verdict (IngressRule/EgressRule: allow; IngressDefault/EgressDefault: drop).
+
+Three limits keep a flood from hurting the agent: the switch's meter drops packet-ins beyond
+`audit_rate` a second before they reach the agent, the agent's own token bucket (same rate)
+drops what still comes, and the same connection (policy, rule, verdict, 5-tuple) is logged
+once per DEDUP_SECONDS (a refused TCP client retransmits its SYN; each is a "new" packet).
+Lines are written by a thread of their own from a bounded queue, so the OpenFlow thread never
+waits on the disk.
+
+    2026-11-23T05:00:00Z policy=ns/name rule=ingress/0 verdict=allow proto=tcp src=10.244.0.2:40000 dst=10.244.1.3:80
+"""
+
+from __future__ import annotations
+
+import collections
+import ipaddress
+import logging
+import os
+import queue
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterable
+
+from flows import cookie as ck
+from flows import tables
+
+log = logging.getLogger(__name__)
+audit_log = logging.getLogger("ovsctl.audit")  # every line also goes here (INFO)
+
+DEDUP_SECONDS = 10.0
+DEDUP_MAX = 4096  # connections remembered for de-duplication
+QUEUE_MAX = 10000
+
+VERDICT = {
+    "IngressRule": ("ingress", "allow"),
+    "EgressRule": ("egress", "allow"),
+    "IngressDefault": ("ingress", "drop"),
+    "EgressDefault": ("egress", "drop"),
+}
+PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 132: "sctp"}
+
+
+# ---- pure parts --------------------------------------------------------------------------------
+
+
+def describe(owner_key: str | None, table_id: int) -> tuple[str, str, str] | None:
+    """(policy "NS/NAME", rule "ingress/0" or "ingress/isolation", verdict) for the owner key
+    of the flow that sent the packet up and its table; None when it is not an audit flow."""
+    where = VERDICT.get(tables.name_of(table_id))
+    if where is None or not owner_key or not owner_key.startswith("policy/"):
+        return None
+    direction, verdict = where
+    parts = owner_key.split("/")  # policy NS NAME (DIRECTION IDX | isolation)
+    if len(parts) == 4 and parts[3] == "isolation":
+        return f"{parts[1]}/{parts[2]}", f"{direction}/isolation", verdict
+    if len(parts) == 5:
+        return f"{parts[1]}/{parts[2]}", f"{parts[3]}/{parts[4]}", verdict
+    return None
+
+
+def five_tuple(frame: bytes) -> dict | None:
+    """proto, src, dst (and sport/dport for TCP/UDP/SCTP, type/code for ICMP) of an Ethernet
+    frame carrying IPv4 (802.1Q tags skipped); None for anything else or a truncated frame."""
+    off = 12
+    try:
+        (ethertype,) = struct.unpack_from("!H", frame, off)
+        while ethertype in (0x8100, 0x88A8):
+            off += 4
+            (ethertype,) = struct.unpack_from("!H", frame, off)
+        if ethertype != 0x0800:
+            return None
+        ip = off + 2
+        vihl, proto = frame[ip], frame[ip + 9]
+        if vihl >> 4 != 4:
+            return None
+        out = {
+            "proto": PROTO_NAMES.get(proto, str(proto)),
+            "src": str(ipaddress.IPv4Address(frame[ip + 12 : ip + 16])),
+            "dst": str(ipaddress.IPv4Address(frame[ip + 16 : ip + 20])),
+        }
+        frag = struct.unpack_from("!H", frame, ip + 6)[0] & 0x1FFF
+        l4 = ip + (vihl & 0x0F) * 4
+        if frag == 0 and proto in (6, 17, 132) and len(frame) >= l4 + 4:
+            out["sport"], out["dport"] = struct.unpack_from("!HH", frame, l4)
+        elif frag == 0 and proto == 1 and len(frame) >= l4 + 2:
+            out["type"], out["code"] = frame[l4], frame[l4 + 1]
+        return out
+    except (IndexError, struct.error, ValueError):
+        return None
+
+
+def timestamp(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def format_line(t: float, policy: str, rule: str, verdict: str, tup: dict) -> str:
+    """2026-11-23T05:00:00Z policy=ns/name rule=ingress/0 verdict=allow proto=tcp
+    src=10.244.0.2:40000 dst=10.244.1.3:80 (one line; ICMP: type= code= after the addresses)."""
+    src, dst = tup["src"], tup["dst"]
+    if "sport" in tup:
+        src, dst = f"{src}:{tup['sport']}", f"{dst}:{tup['dport']}"
+    line = (
+        f"{timestamp(t)} policy={policy} rule={rule} verdict={verdict} "
+        f"proto={tup['proto']} src={src} dst={dst}"
+    )
+    if "type" in tup:
+        line += f" type={tup['type']} code={tup['code']}"
+    return line
+
+
+class TokenBucket:
+    """`rate` tokens a second, at most `burst` saved up."""
+
+    def __init__(self, rate: float, burst: float | None = None, clock=time.monotonic):
+        self.rate, self.burst, self.clock = rate, burst or rate, clock
+        self.tokens, self.at = self.burst, clock()
+
+    def take(self) -> bool:
+        now = self.clock()
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
+# ---- the log -----------------------------------------------------------------------------------
+
+
+class AuditLog:
+    """Turns audit packet-ins into log lines. `owners()` lists the policy owner keys the agent
+    has (cookies carry only a 40-bit hash of them). `path` "" writes only to the logger."""
+
+    def __init__(
+        self,
+        path: str,
+        rate: int,
+        owners: Callable[[], Iterable[str]],
+        clock=time.monotonic,
+        wall=time.time,
+    ):
+        self.path, self.rate = path, rate
+        self.owners = owners
+        self.clock, self.wall = clock, wall
+        self.bucket = TokenBucket(rate, rate, clock)
+        self.counts: collections.Counter = collections.Counter()
+        self._ids: dict[int, str] = {}
+        self._ids_at = -1e9
+        self._seen: collections.OrderedDict = collections.OrderedDict()
+        self._queue: queue.Queue = queue.Queue(QUEUE_MAX)
+        self._fh = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._writer, name="audit-log", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout)
+            self._thread = None
+
+    def status(self) -> dict:
+        return {"log": self.path, "rate": self.rate, **dict(self.counts)}
+
+    def _owner_key(self, oid: int) -> str | None:
+        key = self._ids.get(oid)
+        if key is None and self.clock() - self._ids_at > 1.0:  # rebuild on a miss, <= 1/s
+            self._ids = {ck.owner_id(k): k for k in list(self.owners())}
+            self._ids_at = self.clock()
+            key = self._ids.get(oid)
+        return key
+
+    def packet_in(self, cookie: int, table_id: int, data: bytes) -> str | None:
+        """Handle one audit packet-in (OpenFlow thread: never blocks); returns the line queued,
+        or None when it was rate-limited, a repeat, or not understood."""
+        self.counts["packet_ins"] += 1
+        if not self.bucket.take():
+            self.counts["rate_limited"] += 1
+            return None
+        what = describe(self._owner_key(cookie & ck.OWNER_MASK), table_id)
+        tup = five_tuple(data)
+        if what is None or tup is None:
+            self.counts["unknown"] += 1
+            return None
+        key = (*what, tuple(sorted(tup.items())))
+        now = self.clock()
+        seen = self._seen.get(key)
+        if seen is not None and now - seen < DEDUP_SECONDS:
+            self.counts["repeats"] += 1
+            return None
+        self._seen[key] = now
+        self._seen.move_to_end(key)
+        while len(self._seen) > DEDUP_MAX:
+            self._seen.popitem(last=False)
+        line = format_line(self.wall(), *what, tup)
+        try:
+            self._queue.put_nowait(line)
+        except queue.Full:
+            self.counts["queue_full"] += 1
+            return None
+        self.counts["lines"] += 1
+        return line
+
+    def _writer(self) -> None:
+        while True:
+            line = self._queue.get()
+            if line is None:
+                break
+            audit_log.info("%s", line)
+            if self.path:
+                self._write(line)
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    def _write(self, line: str) -> None:
+        """Append a line; reopen the file when it was moved away or removed (log rotation)."""
+        try:
+            if self._fh is not None:
+                try:
+                    moved = os.stat(self.path).st_ino != os.fstat(self._fh.fileno()).st_ino
+                except FileNotFoundError:
+                    moved = True
+                if moved:
+                    self._fh.close()
+                    self._fh = None
+            if self._fh is None:
+                os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+                self._fh = open(self.path, "a", buffering=1)  # noqa: SIM115 - kept open
+            self._fh.write(line + "\n")
+        except OSError as e:
+            self.counts["write_errors"] += 1
+            if self.counts["write_errors"] == 1:
+                log.error(
+                    "audit log %s: %s (lines still go to the ovsctl.audit logger)", self.path, e
+                )
+            self._fh = None

@@ -1,0 +1,295 @@
+"""NetworkPolicy audit log and the node tools in a 2-node lab: a policy annotated
+ovsctl.io/audit: "true" logs the connections it allows and drops (policy, rule, 5-tuple,
+verdict) on the destination pod's node; a flood of new connections is logged at most at the
+rate limit (the switch's meter, then the agent's token bucket) and the agent keeps answering
+CNI quickly; `lab flows --policy/--pod/--diff` and `lab node-status` show the same."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import yaml
+
+from ovsctl import kubelet
+from tests.helpers import REPO, in_ns, uid, wait_for
+
+RATE = 100  # the agents' audit_rate (the default)
+
+CONNECT = """
+import socket, sys
+host, port, sport = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("", sport))
+s.settimeout(float(sys.argv[4]))
+try:
+    s.connect((host, port))
+    print("open")
+except OSError:
+    print("blocked")
+"""
+
+# Raw TCP SYNs, each from another source port (a new connection attempt each), at `rate` a
+# second for `secs` seconds; prints how many were sent and how long it took.
+FLOOD = """
+import socket, struct, sys, time
+src, dst, dport = sys.argv[1], sys.argv[2], int(sys.argv[3])
+rate, secs = int(sys.argv[4]), float(sys.argv[5])
+S, D = socket.inet_aton(src), socket.inet_aton(dst)
+
+def csum(b):
+    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    s = (s >> 16) + (s & 0xFFFF)
+    s += s >> 16
+    return ~s & 0xFFFF
+
+sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
+sent, t0 = 0, time.monotonic()
+while time.monotonic() - t0 < secs:
+    due = int((time.monotonic() - t0) * rate)
+    while sent < due:
+        sport = 10000 + sent % 50000
+        hdr = struct.pack("!HHIIBBHHH", sport, dport, sent * 7919, 0, 0x50, 0x02, 64240, 0, 0)
+        c = csum(S + D + struct.pack("!BBH", 0, 6, len(hdr)) + hdr)
+        sock.sendto(hdr[:16] + struct.pack("!H", c) + hdr[18:], (dst, 0))
+        sent += 1
+    time.sleep(0.002)
+print(sent, time.monotonic() - t0)
+"""
+
+
+def pod(name: str, node: str, app: str) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "au", "labels": {"app": app}},
+        "spec": {
+            "nodeName": node,
+            "containers": [
+                {"name": "c", "image": "x", "ports": [{"containerPort": 80, "protocol": "TCP"}]}
+            ],
+        },
+    }
+
+
+GUARD = {
+    "apiVersion": "networking.k8s.io/v1",
+    "kind": "NetworkPolicy",
+    "metadata": {"name": "guard", "namespace": "au", "annotations": {"ovsctl.io/audit": "true"}},
+    "spec": {
+        "podSelector": {"matchLabels": {"app": "srv"}},
+        "policyTypes": ["Ingress"],
+        "ingress": [
+            {
+                "from": [{"podSelector": {"matchLabels": {"app": "ok"}}}],
+                "ports": [{"port": 80, "protocol": "TCP"}],
+            }
+        ],
+    },
+}
+# not audited: isolates "ok" (on node1); nothing of it may reach an audit log
+QUIET = {
+    "apiVersion": "networking.k8s.io/v1",
+    "kind": "NetworkPolicy",
+    "metadata": {"name": "quiet", "namespace": "au"},
+    "spec": {"podSelector": {"matchLabels": {"app": "ok"}}, "policyTypes": ["Ingress"]},
+}
+
+
+@pytest.fixture(scope="module")
+def lab(make_lab):
+    docs = [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "au"}},
+        pod("srv", "node0", "srv"),
+        pod("bad", "node0", "bad"),
+        pod("ok", "node1", "ok"),
+        GUARD,
+        QUIET,
+    ]
+    return make_lab(2, yaml.safe_dump_all(docs))
+
+
+@pytest.fixture(scope="module")
+def ips(lab):
+    return {p["name"]: p["ip"] for p in lab.status()["pods"]}
+
+
+def lab_cli(lab, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "ovsctl.cli", "lab", *args[:1], "--name", lab.name, *args[1:]],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+
+
+def audit_lines(lab, node: str) -> list[str]:
+    try:
+        with open(lab.audit_log(node)) as fh:
+            return fh.read().splitlines()
+    except FileNotFoundError:
+        return []
+
+
+def connect(lab, src: str, host: str, sport: int, timeout: float = 1.0) -> str:
+    return in_ns(
+        lab.pod_netns(f"au/{src}"),
+        sys.executable,
+        "-c",
+        CONNECT,
+        host,
+        "80",
+        str(sport),
+        str(timeout),
+    ).stdout.strip()
+
+
+def node_status(lab, node: str) -> dict:
+    p = lab_cli(lab, "node-status", node, "--json")
+    assert p.returncode == 0, p.stderr
+    return json.loads(p.stdout)
+
+
+def test_audit_logs_an_allowed_and_a_dropped_connection(lab, ips):
+    srv = ips["srv"]
+    sport = 40000 + int(uid(3), 16) % 5000
+    assert wait_for(lambda: connect(lab, "ok", srv, sport) == "open", 20, what="ok -> srv open")
+    allow = (
+        f"policy=au/guard rule=ingress/0 verdict=allow proto=tcp "
+        f"src={ips['ok']}:{sport} dst={srv}:80"
+    )
+    line = wait_for(
+        lambda: next((x for x in audit_lines(lab, "node0") if x.endswith(allow)), None),
+        5,
+        what=f"audit line '{allow}'",
+    )
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ " + re.escape(allow), line), line
+    assert connect(lab, "bad", srv, sport + 1) == "blocked"
+    drop = (
+        f"policy=au/guard rule=ingress/isolation verdict=drop proto=tcp "
+        f"src={ips['bad']}:{sport + 1} dst={srv}:80"
+    )
+    wait_for(
+        lambda: any(x.endswith(drop) for x in audit_lines(lab, "node0")),
+        5,
+        what=f"audit line '{drop}'",
+    )
+    # a retransmitted SYN of the same connection is not logged twice
+    assert sum(x.endswith(drop) for x in audit_lines(lab, "node0")) == 1
+    # the non-audited policy drops silently: srv -> ok is blocked, no line anywhere
+    assert connect(lab, "srv", ips["ok"], sport + 2) == "blocked"
+    time.sleep(0.5)
+    assert not any("au/quiet" in x for n in ("node0", "node1") for x in audit_lines(lab, n))
+    assert not any(f"src={srv}:{sport + 2}" in x for x in audit_lines(lab, "node1"))
+
+
+def test_flows_name_the_policy_and_pod_and_match_the_desired_state(lab, ips):
+    for node in ("node0", "node1"):
+        wait_for(
+            lambda node=node: lab_cli(lab, "flows", node, "--diff").returncode == 0,
+            15,
+            what=f"{node}: flows --diff in sync",
+        )
+        assert lab_cli(lab, "flows", node, "--diff").stdout == ""
+    p = lab_cli(lab, "flows", "node0", "--policy", "au/guard", "--json")
+    assert p.returncode == 0, p.stderr
+    rows = json.loads(p.stdout)
+    assert {r["owner_name"] for r in rows} == {
+        "policy:au/guard/ingress/0",
+        "policy:au/guard/isolation",
+    }
+    drops = [r for r in rows if r["table"] == "IngressDefault"]
+    assert [(r["match"], r["actions"]) for r in drops] == [
+        (f"priority=65000,ip,nw_dst={ips['srv']}", "controller(max_len=128,meter_id=1)")
+    ]
+    assert drops[0]["packets"] >= 1  # the blocked connection above
+    assert any(
+        r["table"] == "IngressRule"
+        and r["actions"] == "controller(max_len=128,meter_id=1),goto_table:70"
+        for r in rows
+    )
+    quiet = json.loads(lab_cli(lab, "flows", "node1", "--policy", "au/quiet", "--json").stdout)
+    assert [(r["table"], r["actions"]) for r in quiet] == [("IngressDefault", "drop")]
+    mine = json.loads(lab_cli(lab, "flows", "node0", "--pod", "au/srv", "--json").stdout)
+    names = {r["owner_name"] for r in mine}
+    assert {"pod:au/srv", "policy:au/guard/ingress/0", "policy:au/guard/isolation"} <= names
+    assert "pod:au/bad" not in names
+    st = node_status(lab, "node0")
+    assert st["audit"]["meter"] is True and st["audit"]["rate"] == RATE
+    assert st["audit"]["log"] == lab.audit_log("node0")
+    assert [p["node"] for p in st["peers"]] == ["node1"]
+    assert {(p["namespace"], p["name"]) for p in st["pods"]} == {("au", "srv"), ("au", "bad")}
+    human = lab_cli(lab, "node-status", "node0")
+    assert human.returncode == 0 and "ready: ok" in human.stdout
+
+
+def test_a_flood_is_logged_at_the_rate_limit_and_cni_stays_fast(lab, ips, tmp_path):
+    srv, bad = ips["srv"], ips["bad"]
+    before = len(audit_lines(lab, "node0"))
+    pins_before = node_status(lab, "node0")["audit"].get("packet_ins", 0)
+    latencies: list[float] = []
+    stop = threading.Event()
+
+    def cni_status():
+        env = kubelet.cni_env("STATUS", "", "", "")
+        conf = json.dumps(kubelet.netconf(lab.socket("node0"), "1.1.0"))
+        while not stop.is_set():
+            t0 = time.monotonic()
+            ok = kubelet.run(env, conf, timeout=10).returncode == 0
+            latencies.append(time.monotonic() - t0 if ok else float("inf"))
+            time.sleep(0.1)
+
+    late = tmp_path / "late.yaml"
+    late.write_text(yaml.safe_dump(pod("late", "node0", "late")))
+    add_took: list[float] = []
+
+    def cni_add():
+        time.sleep(1.0)  # in the middle of the flood
+        t0 = time.monotonic()
+        lab.apply([str(late)], log=lambda *_: None)
+        add_took.append(time.monotonic() - t0)
+
+    threads = [threading.Thread(target=cni_status), threading.Thread(target=cni_add)]
+    for t in threads:
+        t.start()
+    try:
+        out = in_ns(
+            lab.pod_netns("au/bad"),
+            sys.executable,
+            "-c",
+            FLOOD,
+            bad,
+            srv,
+            "80",
+            "2000",
+            "3",
+            timeout=60,
+        ).stdout.split()
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(60)
+    sent, secs = int(out[0]), float(out[1])
+    assert sent >= 5000, out
+    time.sleep(1.5)  # the last packet-ins and the writer thread
+    new = [x for x in audit_lines(lab, "node0")[before:] if f"src={bad}:" in x]
+    assert all("rule=ingress/isolation verdict=drop" in x for x in new)
+    bound = RATE * (secs + 2) + 50  # meter and token bucket: rate/s, plus their bursts
+    assert 0.5 * RATE * secs <= len(new) <= bound, (len(new), sent, secs)
+    # the switch's meter did the limiting: most SYNs never reached the agent
+    pins = node_status(lab, "node0")["audit"]["packet_ins"] - pins_before
+    print(f"flood: {sent} SYNs in {secs:.2f}s, {pins} packet-ins, {len(new)} lines")
+    assert pins <= bound, (pins, sent)
+    # CNI stayed quick: STATUS answered all along, a pod was added during the flood
+    assert latencies and max(latencies) < 2.0, latencies
+    assert add_took and add_took[0] < 15, add_took
+    assert connect(lab, "ok", srv, 45000 + int(uid(3), 16) % 5000) == "open"
