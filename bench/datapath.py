@@ -25,12 +25,12 @@ metadata: {name: perf, labels: {team: perf}}
 apiVersion: v1
 kind: Pod
 metadata: {name: client, namespace: perf, labels: {app: client}}
-spec: {nodeName: node0, containers: [{name: c, ports: [{containerPort: 5201, protocol: TCP}]}]}
+spec: {nodeName: node0, containers: [{name: c}]}
 ---
 apiVersion: v1
 kind: Pod
 metadata: {name: server, namespace: perf, labels: {app: server}}
-spec: {nodeName: node1, containers: [{name: c, ports: [{containerPort: 5201, protocol: TCP}]}]}
+spec: {nodeName: node1, containers: [{name: c}]}  # no declared port: the lab would start its responder on it
 ---
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
@@ -57,6 +57,10 @@ def iperf(lab, server_ip: str) -> float:
             )  # fmt: skip
             if p.returncode == 0:
                 res = json.loads(p.stdout)
+                if "sum_received" not in res.get("end", {}):
+                    raise RuntimeError(
+                        f"iperf3 to {server_ip}: {res.get('error', p.stdout[-300:])}"
+                    )
                 return res["end"]["sum_received"]["bits_per_second"] / 1e9
             if "Connection refused" not in p.stdout + p.stderr:
                 raise RuntimeError(f"iperf3: {p.stdout[-500:]} {p.stderr[-500:]}")
@@ -82,7 +86,7 @@ def normal_bridges(lab) -> None:
     for info in nodes.values():
         pid = info.get("agent_pid")
         if pid:
-            sh("kill", "-TERM", str(pid), check=False)
+            sh("kill", "-KILL", str(pid), check=False)
             wait_until(lambda pid=pid: _gone(pid), 15, "agent exit", 0.05)
     for name in nodes:
         ovs = lab.ovs(name)

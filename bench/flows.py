@@ -90,13 +90,9 @@ def _state_dir() -> str:
 ROUND_LINE = re.compile(r"round (\d+) installed: (\d+) flows, .* in ([0-9.]+)s")
 
 
-def _last_round(log: str) -> tuple[int, float]:
+def _rounds(log: str) -> list[tuple[int, float]]:
     with open(log) as fh:
-        found = ROUND_LINE.findall(fh.read())
-    if not found:
-        raise RuntimeError("no round installed in the agent log")
-    _, n, secs = found[-1]
-    return int(n), float(secs)
+        return [(int(n), float(secs)) for _, n, secs in ROUND_LINE.findall(fh.read())]
 
 
 def cold_start() -> dict:
@@ -114,11 +110,15 @@ def cold_start() -> dict:
         expected = wait_until(lambda: _stable(node), 60, "the flow count to settle", interval=0.5)
         node.stop_agent()
         node.ovs.ofctl("del-flows", "br-int")
+        before = len(_rounds(node.log))
         t0 = time.monotonic()
         node.start_agent(wait=False)
         wait_until(lambda: node.flow_count() >= expected, 120, f"{expected} flows", 0.01)
         total = time.monotonic() - t0
-        n_round, install = _last_round(node.log)
+        # the new connection's round (its log line comes just after the bundle's barrier)
+        n_round, install = wait_until(
+            lambda: (_rounds(node.log)[before:] or [None])[0], 30, "the round's log line", 0.05
+        )
         node.stop_agent()
 
         # the reference: the same flows from a file, in one bundle

@@ -33,11 +33,18 @@ from dataclasses import dataclass
 import netaddr
 
 from flows import cookie, regs
-from flows.flow import CT, Flow, Goto, Learn, Multipath, Resubmit, ToController, flow
+from flows.flow import CT, Flow, Goto, Learn, MeteredController, Multipath, Resubmit, flow
 from flows.model import NODEPORT_IP, NODEPORT_LOCAL_IP, SNAT_MARK
 from flows.pipeline import CT_ZONE
 
 PRIO_SERVICE = 200
+# Packets to a Service without endpoints go to the agent, which answers TCP RST / ICMP port
+# unreachable: through an OpenFlow meter (the agent installs it), so a client flooding such a
+# Service cannot flood the agent's OpenFlow connection (its barrier replies would queue behind
+# the packet-ins and every flow update would stall).
+REJECT_METER = 2
+REJECT_RATE = 100  # packets/s
+REJECT = MeteredController(REJECT_METER, 256)  # headers are enough for the answer
 PRIO_AFFINITY = 210
 # symmetric_l4 hashes TCP and SCTP ports but not UDP's; symmetric_l3l4+udp adds UDP ports.
 HASH_FIELDS = {"tcp": "symmetric_l4", "sctp": "symmetric_l4", "udp": "symmetric_l3l4+udp"}
@@ -275,7 +282,7 @@ def _frontend(
     if not backends:
         # No endpoint: the agent answers as kube-proxy's REJECT does (TCP RST, ICMP port
         # unreachable), so clients fail at once instead of hanging.
-        return {flow("ServiceLB", PRIO_SERVICE, base, () if none_drops else (ToController(),), ck)}
+        return {flow("ServiceLB", PRIO_SERVICE, base, () if none_drops else (REJECT,), ck)}
     lb = (Multipath(len(backends), f"reg{regs.ENDPOINT.reg}", fields=HASH_FIELDS[proto]),)
     if svc.affinity_timeout:
         lb = (Resubmit("SessionAffinity"), *lb)

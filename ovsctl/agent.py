@@ -228,6 +228,7 @@ class Agent:
         self.audit.start()
         self.controller.on_audit = self.audit.packet_in
         self.controller.audit_meter = (policy.AUDIT_METER, cfg.audit_rate)
+        self.controller.meters = [(services.REJECT_METER, services.REJECT_RATE)]
         self.ovsdb.on_change = self._on_ovsdb_change
         self._on_ovsdb_change()  # a flow-restore-wait left set must not stop forwarding
         self.controller.start()
@@ -405,8 +406,9 @@ class Agent:
         return View(namespaces, sorted(pods.values(), key=lambda p: (p.namespace, p.name)))
 
     def _policy_owners(self) -> dict:
-        """Desired flows of every policy owner (rules and isolation) and Service; owners that
-        are gone map to an empty set. Slots (priority + conjunction ids) stay with an owner
+        """Desired flows of the policy owners (rules and isolation) and Services that were
+        recomputed; owners that are gone map to an empty set; unchanged owners are left out
+        (the flow sync already holds them). Slots (priority + conjunction ids) stay with an owner
         while it lives. Incremental: a policy is recomputed only when it changed, when the
         namespaces changed, or when a pod changed that it may depend on (flows/incremental.py);
         a Service only when it, its EndpointSlices or (derived endpoints) its namespace's pods
@@ -420,7 +422,8 @@ class Agent:
             if prev.get(k) != pods_now.get(k)
         ]
         everything = view.namespaces != self._view_ns
-        want: dict[str, frozenset] = {}
+        want: dict[str, frozenset] = {}  # owners recomputed or gone (unchanged ones left out)
+        live: dict[str, frozenset] = {}  # every policy owner there is
         cache: dict[tuple, tuple] = {}
         for key, obj in list(self.cluster.items()):
             if key[0] != "NetworkPolicy":
@@ -432,7 +435,7 @@ class Agent:
                     incremental.affects(pol, p, view.ns_labels) for pair in changed for p in pair
                 ):
                     cache[key] = hit
-                    want.update(hit[2])
+                    live.update(hit[2])  # unchanged: already in the flow sync as they are
                     continue
             try:
                 pol = netpol.parse(obj.obj())
@@ -443,8 +446,9 @@ class Agent:
             owners = policy.policy_flows(pol, view, self._slot)
             cache[key] = (obj, pol, owners)
             want.update(owners)
+            live.update(owners)
         self._policy_cache = cache
-        for owner in set(self._policy_slots) - set(want):
+        for owner in set(self._policy_slots) - set(live):
             want[owner] = frozenset()
             self._free_slots.append(self._policy_slots.pop(owner))
         want.update(self._service_owners(view, changed, everything))
@@ -467,6 +471,7 @@ class Agent:
         want: dict[str, frozenset] = {}
         node_ports: set[tuple[str, int, str]] = set()
         changed_ns = {p.namespace for pair in changed for p in pair if p is not None}
+        live: dict[str, frozenset] = {}
         cache: dict[tuple, tuple] = {}
         for key, obj in list(self.cluster.items()):
             if key[0] != "Service":
@@ -481,7 +486,7 @@ class Agent:
                 and (mine is not None or key[1] not in changed_ns)
             ):
                 cache[key] = hit
-                want.update(hit[1])
+                live.update(hit[1])
                 node_ports |= hit[2]
                 continue
             try:
@@ -500,6 +505,7 @@ class Agent:
             ports = services.node_port_entries(svc)
             cache[key] = (inputs, flows, ports)
             want.update(flows)
+            live.update(flows)
             node_ports |= ports
         self._service_cache = cache
         if node_ports != self._node_ports:
@@ -508,9 +514,9 @@ class Agent:
                 self._node_ports = node_ports
             except hostnet.HostNetError as e:
                 log.error("node ports not updated (retried on the next change): %s", e)
-        for owner in self._services - set(want):
+        for owner in self._services - set(live):
             want[owner] = frozenset()
-        self._services = {o for o, f in want.items() if f}
+        self._services = {o for o, f in live.items() if f}
         return want
 
     def _slot(self, owner: str) -> int:

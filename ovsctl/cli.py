@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -58,7 +59,11 @@ def _agent(args) -> int:
     stop.wait()
     logging.getLogger("ovsctl").info("stopping; flows stay on the switch")
     agent.stop()
-    return 0
+    logging.getLogger("ovsctl").info("agent stopped")
+    logging.shutdown()
+    # os-ken's listener thread stays in accept() and is not a daemon thread: exit now rather
+    # than wait for it (the pod would otherwise sit out its grace period until SIGKILL)
+    os._exit(0)
 
 
 def _flows(args) -> int:

@@ -45,12 +45,12 @@ class FlowSync:
     def set_owner(self, owner: str, flows: frozenset[Flow] | set[Flow]) -> set[tuple]:
         """Replace an owner's flows; returns the keys whose desired flow may have changed."""
         flows = frozenset(flows)
-        if len({f.key for f in flows}) != len(flows):
-            raise ValueError(f"owner {owner} wants two different flows with the same match")
         with self.lock:
             old = self.owners.get(owner, frozenset())
             if old == flows:
                 return set()
+            if len({f.key for f in flows}) != len(flows):
+                raise ValueError(f"owner {owner} wants two different flows with the same match")
             touched = set()
             for f in old - flows:
                 claims = self._claims.get(f.key, [])

@@ -132,6 +132,8 @@ class Controller:
         # before every new round.
         self.on_audit: Callable[[int, int, bytes], object] | None = None
         self.audit_meter: tuple[int, int] | None = None
+        # more meters put on the switch before every round: (meter id, packets/s)
+        self.meters: list[tuple[int, int]] = []
         self.meter_ok: bool | None = None  # None: not tried yet
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -331,8 +333,8 @@ class Controller:
             rnd = self._next_round()
             while rnd in present:  # never reuse a round the switch still holds
                 rnd = self._next_round()
-            if self.audit_meter:
-                self._put_meter(dp, *self.audit_meter)
+            for meter in ([self.audit_meter] if self.audit_meter else []) + self.meters:
+                self._put_meter(dp, *meter)
             plan = self.sync.full_plan()
             mods = [ofconv.flow_add(dp, f, rnd) for f in plan.add]
             # round 0: flows the switch learned (sessionAffinity), not ours to delete

@@ -14,8 +14,8 @@ import random
 import netaddr
 import pytest
 
-from flows import cookie, regs
-from flows.flow import CT, Learn, Multipath, Resubmit, ToController, flow
+from flows import cookie, regs, services
+from flows.flow import CT, Learn, Multipath, Resubmit, flow
 from flows.model import NODEPORT_IP, NODEPORT_LOCAL_IP, SNAT_MARK
 from flows.policy import PodInfo
 from flows.services import (
@@ -374,13 +374,14 @@ def test_sctp_hashes_with_symmetric_l4():
 
 
 def test_no_endpoints_sends_every_frontend_to_the_controller():
-    assert ToController().text() == "CONTROLLER:65535"
+    # metered (meter 2, which the agent installs): a flood of them cannot swamp the agent
+    assert services.REJECT.text() == "controller(max_len=256,meter_id=2)"
     svc = web(type="NodePort")
     not_ready = Endpoint("10.244.0.2", HTTP, ready=False, serving=False)
     for eps in ([], [not_ready]):
         assert texts(service_flows(svc, eps)) == {
-            "cookie=0x541c337e7a4, table=35, priority=200,tcp,nw_dst=10.96.0.10,tp_dst=80 actions=CONTROLLER:65535",
-            "cookie=0x541c337e7a4, table=35, priority=200,tcp,nw_dst=169.254.169.250,tp_dst=30080 actions=CONTROLLER:65535",
+            "cookie=0x541c337e7a4, table=35, priority=200,tcp,nw_dst=10.96.0.10,tp_dst=80 actions=controller(max_len=256,meter_id=2)",
+            "cookie=0x541c337e7a4, table=35, priority=200,tcp,nw_dst=169.254.169.250,tp_dst=30080 actions=controller(max_len=256,meter_id=2)",
         }
 
 
@@ -422,8 +423,8 @@ def test_node_port_local_with_endpoints_elsewhere_drops():
 def test_node_port_local_without_endpoints_rejects():
     svc = web(type="NodePort", external_local=True)
     assert texts(service_flows(svc, [], LOCAL_CIDR)) == {
-        "cookie=0x541c337e7a4, table=35, priority=200,tcp,nw_dst=10.96.0.10,tp_dst=80 actions=CONTROLLER:65535",
-        "cookie=0x541c337e7a4, table=35, priority=200,tcp,nw_dst=169.254.169.251,tp_dst=30080 actions=CONTROLLER:65535",
+        "cookie=0x541c337e7a4, table=35, priority=200,tcp,nw_dst=10.96.0.10,tp_dst=80 actions=controller(max_len=256,meter_id=2)",
+        "cookie=0x541c337e7a4, table=35, priority=200,tcp,nw_dst=169.254.169.251,tp_dst=30080 actions=controller(max_len=256,meter_id=2)",
     }
 
 
