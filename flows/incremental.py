@@ -19,12 +19,13 @@ def _egress_wide(rule: Rule) -> bool:
 
 def affects(pol: Policy, pod, ns_labels: Callable[[str], dict]) -> bool:
     """Can `pod` (a PodInfo, or None) change the flows of `pol`? Yes when the policy selects
-    it, when a rule peer selects it, or when an egress rule resolves named ports against every
+    it on this node, when a rule peer selects it (anywhere), or when an egress rule resolves named ports against every
     pod (no peers, or ipBlocks)."""
     if pod is None:
         return False
     labels = pod.label_dict()
-    if pod.namespace == pol.namespace and pol.pod_selector.matches(labels):
+    # only this node's pods get flows of the policy's own (clause 1, isolation)
+    if pod.local and pod.namespace == pol.namespace and pol.pod_selector.matches(labels):
         return True
     if "Egress" in pol.types and any(_egress_wide(r) for r in pol.egress):
         return True
