@@ -166,6 +166,14 @@ class BenchNode:
         env = kubelet.cni_env(command, cid, netns, "eth0", namespace=ns, name=name)
         return kubelet.run(env, json.dumps(kubelet.netconf(self.sock, "1.1.0")))
 
+    def add_local_pods(self, n: int, namespaces: int) -> None:
+        """CNI ADD of pods pod0..pod{n-1} (in ns{i % namespaces}), as the benchmarks' cluster
+        (bench/cluster.py) names this node's pods."""
+        for i in range(n):
+            r = self.cni("ADD", f"c{i}", self.pod_netns(), pod=f"ns{i % namespaces}/pod{i}")
+            if r.returncode != 0:
+                raise RuntimeError(f"ADD pod{i}: {r.stdout}")
+
     def flow_count(self) -> int:
         out = self.ovs.ofctl("dump-aggregate", "br-int")
         return int(out.split("flow_count=")[1].split()[0])

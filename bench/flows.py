@@ -100,12 +100,7 @@ def cold_start() -> dict:
     extra = ["--cluster-state", state, "--node-name", "node0", "--cluster-cidr", "10.64.0.0/10"]
     with BenchNode(extra=extra) as node:
         node.start_agent()
-        for i in range(LOCAL):
-            r = node.cni(
-                "ADD", f"c{i}", node.pod_netns(), pod=f"ns{i % cluster.n_namespaces(PODS)}/pod{i}"
-            )
-            if r.returncode != 0:
-                raise RuntimeError(f"ADD pod{i}: {r.stdout}")
+        node.add_local_pods(LOCAL, cluster.n_namespaces(PODS))
         # the full flow set, once the agent has taken every pod in
         expected = wait_until(lambda: _stable(node), 60, "the flow count to settle", interval=0.5)
         node.stop_agent()

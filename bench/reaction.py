@@ -87,15 +87,7 @@ def run() -> dict:
                 "--cluster-cidr", "10.64.0.0/10",
             ]  # fmt: skip
             node.start_agent()
-            for i in range(LOCAL):
-                r = node.cni(
-                    "ADD",
-                    f"c{i}",
-                    node.pod_netns(),
-                    pod=f"ns{i % cluster.n_namespaces(PODS)}/pod{i}",
-                )
-                if r.returncode != 0:
-                    raise RuntimeError(f"ADD pod{i}: {r.stdout}")
+            node.add_local_pods(LOCAL, cluster.n_namespaces(PODS))
             eps = list(endpoints)
             for n in range(CHANGES):
                 kind = ("policy", "pod", "endpoint")[n % 3]

@@ -45,15 +45,7 @@ def measure(n_nodes: int, pods: int, local: int, policies: int) -> dict:
         with BenchNode(extra=extra) as node:
             t0 = time.monotonic()
             node.start_agent()
-            for i in range(local):
-                r = node.cni(
-                    "ADD",
-                    f"c{i}",
-                    node.pod_netns(),
-                    pod=f"ns{i % cluster.n_namespaces(pods)}/pod{i}",
-                )
-                if r.returncode != 0:
-                    raise RuntimeError(f"ADD pod{i}: {r.stdout}")
+            node.add_local_pods(local, cluster.n_namespaces(pods))
             flows = wait_until(lambda: _settled(node), 300, "flows to settle", 1.0)
             took = time.monotonic() - t0
             rss, cpu = _proc(node.proc.pid)
