@@ -364,6 +364,18 @@ def test_ifname_of_exactly_15_bytes_is_accepted(agent):
     assert fake.request["ifname"] == "a" * 15
 
 
+def test_ifname_that_is_not_utf8_is_an_invalid_environment(agent):
+    """kubelet passes bytes; Python hands undecodable ones over as surrogates (found by the
+    stress fuzz: the agent used to answer 100 with a UnicodeEncodeError)."""
+    fake = agent(reply={"result": ADD_RESULT})
+    env = make_env()
+    env["CNI_IFNAME"] = b"\xa0\xf1\xe2".decode("utf-8", "surrogateescape")
+    status, output, _ = invoke(env, make_conf(fake.path))
+    assert_error(status, output, 4)
+    assert "UTF-8" in output["msg"]
+    assert fake.requests == []  # never reached the agent
+
+
 # --------------------------------------------------------------------------
 # CNI_ARGS parsing
 
