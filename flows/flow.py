@@ -166,14 +166,6 @@ class OutputReg:
 
 
 @dataclass(frozen=True)
-class ToController:
-    """Send the whole packet to the agent (packet-in)."""
-
-    def text(self) -> str:
-        return "CONTROLLER:65535"
-
-
-@dataclass(frozen=True)
 class MeteredController:
     """A copy of the packet to the agent (packet-in, carrying this flow's cookie), at most
     `max_len` bytes of it, rate-limited by the switch's OpenFlow meter `meter_id`
@@ -304,7 +296,6 @@ Action = (
     | Multipath
     | Learn
     | Resubmit
-    | ToController
     | MeteredController
 )
 
@@ -437,7 +428,6 @@ def flow(table: str, priority: int, match: dict | None = None, actions=(), cooki
             | Multipath
             | Learn
             | Resubmit
-            | ToController
             | MeteredController,
         ):
             raise FlowError(f"{table}: unsupported action {a!r}")

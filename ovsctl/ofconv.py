@@ -25,7 +25,6 @@ from flows.flow import (
     OutputReg,
     Resubmit,
     SetField,
-    ToController,
 )
 
 ETH_TYPE = {"ip": 0x0800, "arp": 0x0806}
@@ -243,8 +242,6 @@ def actions(parser, ofp, f: Flow) -> list:
                     dst=a.reg,
                 )
             )
-        elif isinstance(a, ToController):
-            acts.append(parser.OFPActionOutput(ofp.OFPP_CONTROLLER, 0xFFFF))
         elif isinstance(a, MeteredController):
             _controller2_meter_prop(parser)
             acts.append(parser.NXActionController2(max_len=a.max_len, meter_id=a.meter_id))
