@@ -364,6 +364,12 @@ def test_ifname_of_exactly_15_bytes_is_accepted(agent):
     assert fake.request["ifname"] == "a" * 15
 
 
+def test_socket_path_too_long_for_a_unix_socket_is_an_invalid_config():
+    status, output, _ = invoke(make_env(), make_conf("/run/" + "x" * 103))  # 108 bytes
+    assert_error(status, output, 7, version="1.0.0")
+    assert "too long" in output["msg"]
+
+
 def test_ifname_that_is_not_utf8_is_an_invalid_environment(agent):
     """kubelet passes bytes; Python hands undecodable ones over as surrogates (found by the
     stress fuzz: the agent used to answer 100 with a UnicodeEncodeError)."""
