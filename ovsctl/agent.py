@@ -528,6 +528,7 @@ class Agent:
         return self._policy_slots[owner]
 
     def _apply_policies(self, push: bool) -> None:
+        t0 = time.monotonic()
         with self._policy_lock:
             owners = self._policy_owners()
             if not push:
@@ -535,10 +536,18 @@ class Agent:
                     self.sync.set_owner(owner, flows)
                 return
             keys = self.controller.stage(owners)
+        computed = time.monotonic() - t0
         try:
             n = self.controller.push(keys, wait=False)
             if n:
-                log.info("policy: %d flow changes sent", n)
+                log.info(
+                    "policy/services: %d owners recomputed in %.1f ms, %d flow changes sent "
+                    "in %.1f ms",
+                    len(owners),
+                    computed * 1000,
+                    n,
+                    (time.monotonic() - t0 - computed) * 1000,
+                )
         except SyncError as e:
             log.warning("policy flows not pushed now (%s); the next round has them", e)
 
