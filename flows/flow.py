@@ -415,21 +415,7 @@ def flow(table: str, priority: int, match: dict | None = None, actions=(), cooki
             target = tables.table(a.table)
             if target.id <= t.id:
                 raise FlowError(f"{table}: goto_table must go forward, not to {a.table}")
-        elif not isinstance(
-            a,
-            Output
-            | InPort
-            | SetField
-            | Move
-            | DecTTL
-            | OutputReg
-            | Conjunction
-            | CT
-            | Multipath
-            | Learn
-            | Resubmit
-            | MeteredController,
-        ):
+        elif not isinstance(a, Action):
             raise FlowError(f"{table}: unsupported action {a!r}")
         if isinstance(a, DecTTL | CT) and "ip" not in protos:
             raise FlowError(f"{table}: {a.text()} needs ip in the match")
