@@ -114,6 +114,10 @@ class BenchNode:
         sh("ip", "netns", "del", self.ns, check=False)
         import shutil
 
+        if os.environ.get("BENCH_KEEP_LOGS") and os.path.exists(self.log):
+            kept = f"/tmp/ovsctl-bench-{self.id}-agent.log"
+            shutil.copy(self.log, kept)
+            print(f"agent log kept: {kept}")
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def start_agent(self, wait: bool = True) -> float:
@@ -177,3 +181,65 @@ class BenchNode:
     def flow_count(self) -> int:
         out = self.ovs.ofctl("dump-aggregate", "br-int")
         return int(out.split("flow_count=")[1].split()[0])
+
+
+class FlowMonitor:
+    """The switch's own account of when a flow changed: `ovs-ofctl monitor br-int watch:`
+    (an OpenFlow 1.4 flow monitor) run for the whole benchmark, each event line stamped as it
+    arrives (ovs-ofctl prints the events on stderr, unbuffered; both streams are read). `wait(pred, since)` returns the stamp of the first event line after `since` that
+    `pred` accepts."""
+
+    def __init__(self, node: BenchNode, bridge: str = "br-int"):
+        import threading
+
+        self._cmd = [
+            *(["ip", "netns", "exec", node.ns] if node.ns else []),
+            "ovs-ofctl", "-O", "OpenFlow14", "monitor", bridge, "watch:!initial",
+        ]  # fmt: skip
+        self._env = node.ovs.env
+        self._events: list[tuple[float, str]] = []
+        self._cv = threading.Condition()
+        self._proc: subprocess.Popen | None = None
+        self._thread = threading.Thread(target=self._read, daemon=True)
+
+    def __enter__(self) -> FlowMonitor:
+        self._proc = subprocess.Popen(
+            self._cmd, env=self._env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        self._thread.start()
+        # the monitor is in place once its (empty) initial reply is out
+        self.wait(lambda line: "FLOW_MONITOR reply" in line, 0.0, 10, header=True)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._proc and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait(10)
+
+    def _read(self) -> None:
+        for raw in self._proc.stdout:
+            t = time.monotonic()
+            with self._cv:
+                self._events.append((t, raw.decode(errors="replace").rstrip()))
+                self._cv.notify_all()
+
+    def wait(self, pred, since: float, timeout: float = 30, header: bool = False) -> float:
+        deadline = time.monotonic() + timeout
+        i = 0
+        with self._cv:
+            while True:
+                while i < len(self._events):
+                    t, line = self._events[i]
+                    i += 1
+                    if t >= since and (header or "event=" in line) and pred(line):
+                        return t
+                left = deadline - time.monotonic()
+                if left <= 0 or (self._proc and self._proc.poll() is not None):
+                    if os.environ.get("BENCH_KEEP_LOGS"):
+                        with open("/tmp/ovsctl-bench-monitor.log", "w") as f:
+                            f.writelines(f"{t:.3f} {line}\n" for t, line in self._events)
+                    last = "\n".join(line for _, line in self._events[-6:])
+                    raise TimeoutError(
+                        f"no flow event matched within {timeout}s; the last ones:\n{last}"
+                    )
+                self._cv.wait(left)

@@ -7,6 +7,7 @@ fails in a unit test and not on a switch.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 
@@ -379,11 +380,18 @@ def _protocol_of(match: dict) -> set[str]:
 
 def flow(table: str, priority: int, match: dict | None = None, actions=(), cookie: int = 0) -> Flow:
     """Build a checked Flow. `match` maps field names (ovs-ofctl spelling; 'protocol' for the
-    ip/arp/tcp/udp/sctp/icmp shorthand) to values (str or int)."""
+    ip/arp/tcp/udp/sctp/icmp shorthand) to values (str or int). Flows are values, so the same
+    arguments give the same Flow: recently built ones are remembered (policy recomputation
+    rebuilds mostly the flows it had)."""
+    return _checked(table, priority, tuple((match or {}).items()), tuple(actions), cookie)
+
+
+@functools.lru_cache(maxsize=1 << 15)
+def _checked(table: str, priority: int, match_items: tuple, acts: tuple, cookie: int) -> Flow:
     t = tables.table(table)
     if not 0 <= priority <= 0xFFFF:
         raise FlowError(f"priority {priority} out of range")
-    match = dict(match or {})
+    match = dict(match_items)
     protos = _protocol_of(match)
     items = []
     for f, v in match.items():
@@ -409,7 +417,6 @@ def flow(table: str, priority: int, match: dict | None = None, actions=(), cooki
             v = f"{v:#x}"
         items.append((f, str(v).lower() if f != "ct_state" else str(v)))
     items.sort(key=lambda kv: _RANK[kv[0]])
-    acts = tuple(actions)
     for a in acts:
         if isinstance(a, Goto):
             target = tables.table(a.table)

@@ -66,36 +66,59 @@ class PodInfo:
 
 @dataclass
 class View:
-    """What policy computation needs from the cluster: namespace labels and pods with IPs."""
+    """What policy computation needs from the cluster: namespace labels and pods with IPs.
+    Pods are grouped by namespace and selector verdicts are remembered per label set (pods
+    share few label sets), both built on first use: a View is made once per change and read
+    by every policy recomputed for it."""
 
     namespaces: dict[str, dict] = field(default_factory=dict)
     pods: list[PodInfo] = field(default_factory=list)
+    _by_ns: dict[str, list[PodInfo]] | None = field(default=None, compare=False, repr=False)
+    _verdicts: dict = field(default_factory=dict, compare=False, repr=False)
 
     def ns_labels(self, ns: str) -> dict:
         return self.namespaces.get(ns, {"kubernetes.io/metadata.name": ns})
+
+    def by_namespace(self) -> dict[str, list[PodInfo]]:
+        """Pods per namespace, in the order of `pods`."""
+        if self._by_ns is None:
+            self._by_ns = {}
+            for p in self.pods:
+                self._by_ns.setdefault(p.namespace, []).append(p)
+        return self._by_ns
+
+    def selects(self, selector, labels: tuple) -> bool:
+        """selector.matches(dict(labels)), remembered per (selector, label set)."""
+        key = (selector, labels)
+        hit = self._verdicts.get(key)
+        if hit is None:
+            hit = self._verdicts[key] = selector.matches(dict(labels))
+        return hit
+
+    def ns_selects(self, selector, ns: str) -> bool:
+        return self.selects(selector, tuple(sorted(self.ns_labels(ns).items())))
 
 
 def selected(policy: Policy, view: View) -> list[PodInfo]:
     return [
         p
-        for p in view.pods
-        if p.namespace == policy.namespace and policy.pod_selector.matches(p.label_dict())
+        for p in view.by_namespace().get(policy.namespace, ())
+        if view.selects(policy.pod_selector, p.labels)
     ]
 
 
 def peer_pods(peer: Peer, policy_ns: str, view: View) -> list[PodInfo]:
     if peer.ip_block is not None:
         return []
-    out = []
-    for p in view.pods:
-        if peer.namespace_selector is None:
-            if p.namespace != policy_ns:
-                continue
-        elif not peer.namespace_selector.matches(view.ns_labels(p.namespace)):
-            continue
-        if peer.pod_selector is None or peer.pod_selector.matches(p.label_dict()):
-            out.append(p)
-    return out
+    by_ns = view.by_namespace()
+    if peer.namespace_selector is None:
+        groups = [by_ns.get(policy_ns, ())]
+    else:
+        groups = [
+            pods for ns, pods in by_ns.items() if view.ns_selects(peer.namespace_selector, ns)
+        ]
+    sel = peer.pod_selector
+    return [p for pods in groups for p in pods if sel is None or view.selects(sel, p.labels)]
 
 
 def rule_owner(policy: Policy, direction: str, idx: int) -> str:

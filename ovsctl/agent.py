@@ -32,6 +32,7 @@ from ovsctl.cniserver import (
 )
 from ovsctl.config import AgentConfig, ConfigError
 from ovsctl.flowsync import FlowSync
+from ovsctl.gcpolicy import GCPolicy
 from ovsctl.ipam import IPAM, IPAMError, IPAMExhausted
 from ovsctl.metrics import HTTPEndpoint, Metrics
 from ovsctl.openflow import Controller, NotConnected, SyncError
@@ -120,6 +121,8 @@ class Agent:
         self._node_ports: set | None = None  # NodePort host rules as last written
         # incremental policy/Service computation: the last inputs and results
         self._view_pods: dict = {}
+        self._pod_infos: dict[tuple, tuple] = {}
+        self.gc = GCPolicy()
         self._view_ns: dict | None = None
         self._policy_cache: dict[tuple, tuple] = {}
         self._service_cache: dict[tuple, tuple] = {}
@@ -232,7 +235,7 @@ class Agent:
         self.ovsdb.on_change = self._on_ovsdb_change
         self._on_ovsdb_change()  # a flow-restore-wait left set must not stop forwarding
         self.controller.start()
-        self.server = CNIServer(cfg.cni_socket, self.dispatch)
+        self.server = CNIServer(cfg.cni_socket, self.dispatch, after=self.gc.settle)
         self.server.start()
 
     def _start_source(self) -> None:
@@ -307,8 +310,10 @@ class Agent:
 
     def _on_synced(self, seconds: float, count: int) -> None:
         self.metrics.synced(seconds, count)
-        if self.ovsdb is not None and self.controller.last_sync.get("kind") == "full":
-            self.ovsdb.set_flow_restore_wait(False)
+        if self.controller.last_sync.get("kind") == "full":
+            self.gc.settle()
+            if self.ovsdb is not None:
+                self.ovsdb.set_flow_restore_wait(False)
 
     # -- flow-restore-wait: never left set -----------------------------------------------------
 
@@ -370,19 +375,27 @@ class Agent:
 
     def _policy_view(self) -> View:
         namespaces, pods = {}, {}
+        infos = {}  # PodInfo per cluster Pod object, kept while the object is the same
         for key, obj in list(self.cluster.items()):
             if key[0] == "Namespace":
                 namespaces[obj.name] = obj.labels_dict()
             elif key[0] == "Pod" and not obj.host_network and obj.ip:
-                pods[(obj.namespace, obj.name)] = PodInfo(
-                    obj.namespace,
-                    obj.name,
-                    tuple(sorted(obj.labels_dict().items())),
-                    obj.ip,
-                    tuple((cp.name, cp.port, cp.protocol) for cp in obj.ports),
-                    ready=obj.ready,
-                    terminating=obj.terminating,
-                )
+                hit = self._pod_infos.get(key)
+                if hit is not None and hit[0] is obj:
+                    info = hit[1]
+                else:
+                    info = PodInfo(
+                        obj.namespace,
+                        obj.name,
+                        tuple(sorted(obj.labels_dict().items())),
+                        obj.ip,
+                        tuple((cp.name, cp.port, cp.protocol) for cp in obj.ports),
+                        ready=obj.ready,
+                        terminating=obj.terminating,
+                    )
+                infos[key] = (obj, info)
+                pods[(obj.namespace, obj.name)] = info
+        self._pod_infos = infos
         for att in list(self.pods.values()):
             if att.ofport <= 0:
                 continue
@@ -419,7 +432,7 @@ class Agent:
         changed = [
             (prev.get(k), pods_now.get(k))
             for k in set(prev) | set(pods_now)
-            if prev.get(k) != pods_now.get(k)
+            if prev.get(k) is not pods_now.get(k) and prev.get(k) != pods_now.get(k)
         ]
         everything = view.namespaces != self._view_ns
         want: dict[str, frozenset] = {}  # owners recomputed or gone (unchanged ones left out)
@@ -550,6 +563,7 @@ class Agent:
                 )
         except SyncError as e:
             log.warning("policy flows not pushed now (%s); the next round has them", e)
+        self.gc.settle()
 
     def _apply_nodes(self, push: bool) -> None:
         """Tunnel flows for every other node with a pod CIDR and an IP; only changed nodes are

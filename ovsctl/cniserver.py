@@ -72,6 +72,12 @@ class _Handler(socketserver.BaseRequestHandler):
             conn.sendall(json.dumps(reply).encode() + b"\n")
         except OSError as e:
             log.warning("could not send CNI reply: %s", e)
+        if server.after is not None:
+            try:
+                conn.shutdown(socket.SHUT_WR)  # the reply is complete: the shim reads EOF now
+            except OSError:
+                pass
+            server.after()
         took = (time.monotonic() - t0) * 1000
         if "error" in reply:
             log.info(
@@ -86,9 +92,10 @@ class CNIServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, path: str, dispatch):
+    def __init__(self, path: str, dispatch, after=None):
         self.path = path
         self.dispatch = dispatch
+        self.after = after  # called once a reply is sent (housekeeping off the CNI path)
         os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
         if os.path.exists(path):
             os.unlink(path)  # a stale socket from a previous agent

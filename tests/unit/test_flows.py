@@ -200,8 +200,18 @@ def _l2(port=3, ck=0):
     return flow("L2Forwarding", 200, {"dl_dst": "0a:58:0a:f4:00:02"}, (Output(port),), ck)
 
 
+def test_flow_remembers_what_it_built_and_still_checks():
+    assert _l2() is _l2()  # the same arguments: the same value, built once
+    # an int and its text are different arguments but the same flow
+    assert flow("L2Forwarding", 200, {"reg1": 5}) == flow("L2Forwarding", 200, {"reg1": "0x5"})
+    for _ in range(2):  # a bad flow is refused every time, not remembered as good
+        with pytest.raises(FlowError):
+            flow("L2Forwarding", 200, {"tp_dst": 80})
+
+
 def test_equal_flows_are_equal_and_hash_alike():
-    a, b = _l2(), _l2()
+    a = _l2()
+    b = Flow(a.table, a.priority, a.match, a.actions, a.cookie)  # built apart from flow()
     assert a is not b
     assert a == b
     assert hash(a) == hash(b)
