@@ -699,11 +699,17 @@ def test_stdin_read_error_is_io_failure():
 # The executable itself, run as kubelet runs it
 
 
+needs_python3_early = pytest.mark.skipif(
+    not os.access("/usr/bin/python3", os.X_OK),
+    reason="shebang interpreter /usr/bin/python3 missing",
+)
+
+
 def test_executable_file_shape():
     assert SHIM_PATH.suffix == ""
     assert os.access(SHIM_PATH, os.X_OK)
     first_line = SHIM_PATH.read_text().splitlines()[0]
-    assert first_line == "#!/usr/bin/python3 -sE"
+    assert first_line == "#!/usr/bin/python3 -IS"
 
 
 def test_imports_are_minimal_stdlib():
@@ -714,7 +720,94 @@ def test_imports_are_minimal_stdlib():
             imported.update(alias.name.split(".")[0] for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
             imported.add((node.module or "").split(".")[0])
-    assert imported <= {"errno", "json", "os", "re", "socket", "sys", "time"}, imported
+    # json only as a fallback for interpreters without _json (imported inside functions)
+    assert imported <= {"_json", "_socket", "errno", "json", "os", "sys", "time"}, imported
+
+
+@needs_python3_early
+def test_the_interpreter_loads_nothing_costly():
+    """What `import json`, `socket` or `re` would pull in stays out of the shim's process."""
+    out = subprocess.run(
+        ["/usr/bin/python3", "-IS", "-X", "importtime", str(SHIM_PATH)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={"CNI_COMMAND": "VERSION"},
+    )
+    assert out.returncode == 0, out.stderr
+    loaded = {
+        line.rsplit("|", 1)[1].strip()
+        for line in out.stderr.splitlines()
+        if line.startswith("import time:") and "|" in line
+    }
+    assert "_json" in loaded and "_socket" in loaded  # the probe sees imports at all
+    assert not loaded & {"re", "json", "socket", "enum", "collections", "site"}, loaded
+
+
+JSON_TEXTS = [
+    '{"a": 1, "b": [true, false, null], "c": {"d": "\\u00e9x\\n"}}',
+    '  [1, 2.5, -3e2, 1E400, "\\ud83d\\ude00"]\n\t',
+    '"just a string"',
+    "NaN",
+    "[Infinity, -Infinity]",
+    "",
+    "   ",
+    "{}  x",
+    '{"a": 1} {"b": 2}',
+    "[1,]",
+    '{"a" 1}',
+    "\ufeff{}",
+    '"\\x"',
+    '{"a": "tab\there"}',
+    "01",
+    "[" * 50 + "]" * 50,
+]
+
+
+@pytest.mark.parametrize("text", JSON_TEXTS)
+@pytest.mark.parametrize("accelerated", [True, False])
+def test_json_loads_is_json_loads(text, accelerated, monkeypatch):
+    if not accelerated:
+        monkeypatch.setattr(shim, "_make_scanner", None)
+    try:
+        want = json.loads(text)
+    except ValueError:
+        with pytest.raises(ValueError):
+            shim.json_loads(text)
+        return
+    got = shim.json_loads(text)
+    assert json.dumps(got) == json.dumps(want)  # NaN != NaN: compare the text
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [
+        {"cniVersion": "1.1.0", "ips": [{"address": "10.0.0.2/24", "gateway": "10.0.0.1"}]},
+        ["é", "\u2028", "\x00", 1.5, 10**30, -0.0, True, None, float("nan")],
+        "plain",
+        {"nested": {"deep": [[], {}]}},
+    ],
+)
+@pytest.mark.parametrize("accelerated", [True, False])
+def test_json_dumps_is_json_dumps(obj, accelerated, monkeypatch):
+    if not accelerated:
+        monkeypatch.setattr(shim, "_make_scanner", None)
+    assert shim.json_dumps(obj) == json.dumps(obj)
+    assert shim.json_dumps(obj, compact=True) == json.dumps(obj, separators=(",", ":"))
+    with pytest.raises(TypeError):
+        shim.json_dumps({"x": object()})
+
+
+@pytest.mark.parametrize(
+    "name,ok",
+    [("abc", True), ("A1-b_c.d", True), ("9", True), ("", False), ("-a", False),
+     (".a", False), ("a b", False), ("a/b", False), ("é", False), ("a\n", False)],
+)  # fmt: skip
+def test_names_as_the_reference_regex(name, ok):
+    import re
+
+    assert bool(re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9_.\-]*", name)) is ok
+    assert shim._valid_name(name) is ok
 
 
 needs_python3 = pytest.mark.skipif(
