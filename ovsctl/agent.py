@@ -762,12 +762,14 @@ class Agent:
         cfg = self.cfg
         ns, name = args.get("K8S_POD_NAMESPACE", ""), args.get("K8S_POD_NAME", "")
         undo: list = []
+        steps = [time.monotonic()]  # when each step ended: ipam, veth, ovsdb, flows
         try:
             try:
                 alloc = self.ipam.allocate(cid, ifname, {"namespace": ns, "name": name})
             except IPAMExhausted as e:
                 raise CNIError(ERR_IPAM_EXHAUSTED, str(e)) from None
             undo.append(lambda: self.ipam.release(cid, ifname))
+            steps.append(time.monotonic())
             att = Attachment(
                 cid,
                 ifname,
@@ -790,6 +792,7 @@ class Agent:
                 mtu=self.mtu,
                 tx_off=cfg.datapath_type == "netdev",
             )
+            steps.append(time.monotonic())
             undo.append(lambda: netlink.delete_link(att.host_if))
             undo.append(lambda: self.ovsdb.del_port(cfg.bridge, att.host_if))
             att.ofport = self.ovsdb.add_port(
@@ -798,6 +801,7 @@ class Agent:
                 external_ids=att.external_ids(),
                 wait_ofport=cfg.cni_timeout,
             )
+            steps.append(time.monotonic())
             owner = pipeline.pod_owner(att.pod_port())
             undo.append(lambda: self._remove_flows(owner))
             with self._pods_lock:
@@ -808,8 +812,11 @@ class Agent:
                 owners[owner] = pipeline.pod_flows(self.node, att.pod_port())
                 keys = self.controller.stage(owners)
             self.controller.push(keys, timeout=cfg.cni_timeout)
+            steps.append(time.monotonic())
+            ms = [(b - a) * 1000 for a, b in zip(steps, steps[1:], strict=False)]
             log.info(
-                "pod %s/%s (%s): %s %s on ofport %d via %s",
+                "pod %s/%s (%s): %s %s on ofport %d via %s "
+                "(ipam %.1f ms, veth %.1f ms, ovsdb %.1f ms, flows %.1f ms)",
                 ns,
                 name,
                 att.key,
@@ -817,6 +824,7 @@ class Agent:
                 att.mac,
                 att.ofport,
                 att.host_if,
+                *ms,
             )
             return self._result(att)
         except BaseException as e:
