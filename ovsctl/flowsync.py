@@ -35,6 +35,7 @@ class FlowSync:
         self.owners: dict[str, frozenset[Flow]] = {}
         self._claims: dict[tuple, list[tuple[str, Flow]]] = {}  # key -> [(owner, flow)], last wins
         self.installed: dict[tuple, Flow] = {}  # key -> flow as installed (round added on send)
+        self.version = 0  # counts changes to the desired flows
 
     # -- desired state ------------------------------------------------------------------------
 
@@ -67,6 +68,7 @@ class FlowSync:
                 self.owners[owner] = flows
             else:
                 self.owners.pop(owner, None)
+            self.version += 1
             return touched
 
     def remove_owner(self, owner: str) -> set[tuple]:

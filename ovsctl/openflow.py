@@ -47,6 +47,23 @@ class NotConnected(SyncError):
     pass
 
 
+SEND_BATCH_BYTES = 1 << 16  # messages go to os-ken's send queue in writes of about this size
+
+
+class _IdHolder:
+    xid = None
+
+    def set_xid(self, xid: int) -> None:
+        self.xid = xid
+
+
+def _next_xid(dp) -> int:
+    """The datapath's next xid, as os-ken would give a message."""
+    holder = _IdHolder()
+    dp.set_xid(holder)
+    return holder.xid
+
+
 class _Pending:
     """Replies to one exchange with the switch, keyed by xid."""
 
@@ -248,17 +265,41 @@ class Controller:
 
     def _exchange(self, dp, msgs: list, final_msg, timeout: float) -> _Pending:
         """Send msgs then final_msg; wait for final_msg's (last) reply or an error."""
+        items = []
         for m in msgs + [final_msg]:
             if m.xid is None:
                 dp.set_xid(m)
-        p = _Pending({m.xid for m in msgs} | {final_msg.xid}, final_msg.xid, dp)
-        with self._plock:
-            for x in p.xids:
-                self._pending[x] = p
+            m.serialize()
+            items.append((bytes(m.buf), m.xid))
+        return self._exchange_stream(dp, items, set(), timeout)
+
+    def _exchange_stream(self, dp, items, xids: set[int], timeout: float) -> _Pending:
+        """Send (bytes, xid) items as they come — in writes of about SEND_BATCH_BYTES, so the
+        switch takes in the first messages while later ones are still being encoded — and
+        wait for the reply to the last item's xid, or an error to any xid."""
+        p = _Pending(xids, 0, dp)
+        batch: list[bytes] = []
+        size = 0
+
+        def flush() -> None:
+            nonlocal batch, size
+            with self._plock:
+                for x in p.xids:
+                    self._pending[x] = p
+            if not dp.send(b"".join(batch)):
+                raise NotConnected("switch connection closed while sending")
+            batch, size = [], 0
+
         try:
-            for m in msgs + [final_msg]:
-                if not dp.send_msg(m):
-                    raise NotConnected("switch connection closed while sending")
+            for buf, xid in items:
+                p.xids.add(xid)
+                p.last_xid = xid  # only barrier and stats replies count: the last comes last
+                batch.append(buf)
+                size += len(buf)
+                if size >= SEND_BATCH_BYTES:
+                    flush()
+            if batch:
+                flush()
             if not p.done.wait(timeout):
                 raise SyncError(f"no reply from the switch within {timeout:.1f}s")
         finally:
@@ -270,17 +311,37 @@ class Controller:
         return p
 
     def _bundle(self, dp, mods: list, timeout: float) -> None:
+        """One atomic, ordered bundle of `mods` and a barrier. A mod is ("add" | "delete",
+        Flow, round) — encoded straight to bytes (ofconv.flow_mod_wire) — or an os-ken
+        message (delete_round)."""
         parser, ofp = dp.ofproto_parser, dp.ofproto
         bid = int.from_bytes(os.urandom(4), "big")
         flags = ofp.OFPBF_ATOMIC | ofp.OFPBF_ORDERED
-        msgs = [parser.OFPBundleCtrlMsg(dp, bid, ofp.OFPBCT_OPEN_REQUEST, flags, [])]
-        for fm in mods:
-            dp.set_xid(fm)
-            add = parser.OFPBundleAddMsg(dp, bid, flags, fm, [])
-            add.xid = fm.xid  # OVS wants the inner message's xid to match
-            msgs.append(add)
-        msgs.append(parser.OFPBundleCtrlMsg(dp, bid, ofp.OFPBCT_COMMIT_REQUEST, flags, []))
-        self._exchange(dp, msgs, parser.OFPBarrierRequest(dp), timeout)
+        opener = parser.OFPBundleCtrlMsg(dp, bid, ofp.OFPBCT_OPEN_REQUEST, flags, [])
+        dp.set_xid(opener)
+        opener.serialize()
+
+        def items():
+            yield bytes(opener.buf), opener.xid
+            for m in mods:
+                xid = _next_xid(dp)
+                if isinstance(m, tuple):
+                    kind, f, rnd = m
+                    inner = ofconv.flow_mod_wire(dp, f, rnd, xid, delete=kind == "delete")
+                else:
+                    m.set_xid(xid)
+                    m.serialize()
+                    inner = bytes(m.buf)
+                yield ofconv.bundle_add_wire(dp, bid, flags, inner), xid
+            for m in (
+                parser.OFPBundleCtrlMsg(dp, bid, ofp.OFPBCT_COMMIT_REQUEST, flags, []),
+                parser.OFPBarrierRequest(dp),  # its reply: everything before it is done
+            ):
+                dp.set_xid(m)
+                m.serialize()
+                yield bytes(m.buf), m.xid
+
+        self._exchange_stream(dp, items(), set(), timeout)
 
     def dump_flows(self, timeout: float | None = None) -> list:
         """Flow stats of every flow on the switch (os-ken OFPFlowStats objects)."""
@@ -335,18 +396,23 @@ class Controller:
                 rnd = self._next_round()
             for meter in ([self.audit_meter] if self.audit_meter else []) + self.meters:
                 self._put_meter(dp, *meter)
-            plan = self.sync.full_plan()
-            mods = [ofconv.flow_add(dp, f, rnd) for f in plan.add]
+            t_plan = time.monotonic()
+            with self.sync.lock:
+                version = self.sync.version
+                plan = self.sync.full_plan()
+            mods: list = [("add", f, rnd) for f in plan.add]
             # round 0: flows the switch learned (sessionAffinity), not ours to delete
             mods += [ofconv.delete_round(dp, r) for r in sorted(present - {rnd, 0})]
+            t_send = time.monotonic()
             self._bundle(dp, mods, max(self.timeout, len(mods) / 2000))
+            t_done = time.monotonic()
             self.round = rnd
             self.sync.reset_installed({f.key: f for f in plan.add})
             # owners changed while this round was being installed: send the difference too
-            late = self.sync.plan(None)
+            late = self.sync.plan(None) if self.sync.version != version else None
             if late:
-                mods = [ofconv.flow_delete_strict(dp, f, rnd) for f in late.delete]
-                mods += [ofconv.flow_add(dp, f, rnd) for f in late.add]
+                mods = [("delete", f, rnd) for f in late.delete]
+                mods += [("add", f, rnd) for f in late.add]
                 self._bundle(dp, mods, self.timeout)
                 self.sync.applied(late)
             took = time.monotonic() - t0
@@ -359,11 +425,15 @@ class Controller:
                 "at": time.time(),
             }
             log.info(
-                "round %d installed: %d flows, old rounds %s deleted, in %.3fs",
+                "round %d installed: %d flows, old rounds %s deleted, in %.3fs "
+                "(switch read and meters %.3fs, plan %.3fs, bundle to barrier reply %.3fs)",
                 rnd,
                 len(plan.add),
                 sorted(present - {rnd, 0}) or "none",
                 took,
+                t_plan - t0,
+                t_send - t_plan,
+                t_done - t_send,
             )
             if self.dp is dp:
                 self.ready.set()
@@ -448,8 +518,8 @@ class Controller:
                     return 0
                 t0 = time.monotonic()
                 rnd = self.round
-                mods = [ofconv.flow_delete_strict(dp, f, rnd) for f in plan.delete]
-                mods += [ofconv.flow_add(dp, f, rnd) for f in plan.add]
+                mods = [("delete", f, rnd) for f in plan.delete]
+                mods += [("add", f, rnd) for f in plan.add]
                 try:
                     self._bundle(dp, mods, max(0.1, deadline - time.monotonic()))
                 except SyncError:

@@ -372,3 +372,17 @@ def test_owner_with_two_flows_for_one_key_is_rejected_or_kept_consistent():
     with pytest.raises(ValueError, match="same match"):
         s.set_owner("x", {a, b})  # an ambiguous set is rejected, and nothing changes
     assert s.desired() == {}
+
+
+def test_version_counts_changes_of_the_desired_flows_only():
+    s = FlowSync()
+    v = s.version
+    flows = pipeline.pod_flows(NODE, POD_A)
+    s.set_owner("pod/a", flows)
+    assert s.version == v + 1
+    s.set_owner("pod/a", flows)  # the same again: nothing changed
+    assert s.version == v + 1
+    s.remove_owner("pod/a")
+    assert s.version == v + 2
+    s.remove_owner("pod/a")
+    assert s.version == v + 2
