@@ -79,6 +79,7 @@ class IPAM:
         self.path = os.path.join(self.state_dir, base + ".json")
         self.lock_path = os.path.join(self.state_dir, base + ".lock")
         self._lock = threading.Lock()
+        self._cached: tuple[tuple, _State] | None = None  # (file identity, parsed state)
         try:
             if not os.path.isdir(self.state_dir):
                 os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
@@ -204,8 +205,15 @@ class IPAM:
         raise IPAMExhausted(f"no free IP address left in {self.cidr} ({capacity} in use)")
 
     def _load(self) -> _State:
+        """The state on disk (a copy to change). The parsed file is kept with its identity
+        (inode, mtime, size): every save is a new inode, so a file nobody touched since it was
+        last read or written here is not parsed again."""
         try:
+            st = os.stat(self.path)
             with open(self.path, encoding="utf-8") as f:
+                sig = _identity(os.fstat(f.fileno()))
+                if self._cached is not None and self._cached[0] == sig == _identity(st):
+                    return _copy(self._cached[1])
                 raw = f.read()
         except FileNotFoundError:
             return _State()
@@ -215,7 +223,9 @@ class IPAM:
             data = json.loads(raw)
         except ValueError as e:
             raise self._corrupt(f"not valid JSON: {e}") from None
-        return self._parse(data)
+        state = self._parse(data)
+        self._cached = (sig, _copy(state))
+        return state
 
     def _parse(self, data: object) -> _State:
         if not isinstance(data, dict):
@@ -268,10 +278,20 @@ class IPAM:
             "cursor": None if state.cursor is None else str(netaddr.IPAddress(state.cursor)),
             "allocations": [a.to_json() for a in allocs],
         }
+        self._cached = None
         try:
             _atomic_write(self.path, json.dumps(data, indent=1, sort_keys=True) + "\n")
+            self._cached = (_identity(os.stat(self.path)), _copy(state))
         except OSError as e:
             raise IPAMError(f"cannot write IPAM state file {self.path}: {e}") from e
+
+
+def _identity(st: os.stat_result) -> tuple:
+    return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def _copy(state: _State) -> _State:
+    return _State(state.cursor, dict(state.allocs))  # Allocations are immutable
 
 
 def _atomic_write(path: str, text: str) -> None:

@@ -272,3 +272,24 @@ def test_adopt_records_an_address_found_in_use_and_refuses_conflicts(tmp_path):
     # never handed out again while adopted
     got = {ipam.allocate(f"x{i}", "eth0").ip for i in range(252)}
     assert "10.244.0.7" not in got
+
+
+def test_a_file_changed_behind_its_back_is_read_again(tmp_path):
+    """The parsed state is kept between calls, but an edit by someone else (here: another
+    IPAM on the same directory, and an in-place rewrite keeping the inode) is always seen."""
+    a, b = IPAM("10.9.0.0/24", str(tmp_path)), IPAM("10.9.0.0/24", str(tmp_path))
+    first = a.allocate("c1", "eth0").ip
+    second = b.allocate("c2", "eth0").ip  # b wrote the file: a must not hand out `second`
+    assert first != second
+    third = a.allocate("c3", "eth0").ip
+    assert third not in (first, second)
+    # an in-place rewrite (same inode) that drops c3 and moves the cursor back
+    data = json.loads(Path(a.path).read_text())
+    data["allocations"] = [x for x in data["allocations"] if x["container_id"] != "c3"]
+    data["cursor"] = first
+    with open(a.path, "r+") as fh:
+        fh.seek(0)
+        fh.write(json.dumps(data))
+        fh.truncate()
+    assert a.allocate("c4", "eth0").ip == third  # c3's address is free again
+    assert {x.container_id for x in a.allocations()} == {"c1", "c2", "c4"}
