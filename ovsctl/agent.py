@@ -762,7 +762,7 @@ class Agent:
         cfg = self.cfg
         ns, name = args.get("K8S_POD_NAMESPACE", ""), args.get("K8S_POD_NAME", "")
         undo: list = []
-        steps = [time.monotonic()]  # when each step ended: ipam, veth, ovsdb, flows
+        steps = [time.monotonic()]  # when each step ended: ipam, veth, OVS port, flows
         try:
             try:
                 alloc = self.ipam.allocate(cid, ifname, {"namespace": ns, "name": name})
@@ -816,7 +816,7 @@ class Agent:
             ms = [(b - a) * 1000 for a, b in zip(steps, steps[1:], strict=False)]
             log.info(
                 "pod %s/%s (%s): %s %s on ofport %d via %s "
-                "(ipam %.1f ms, veth %.1f ms, ovsdb %.1f ms, flows %.1f ms)",
+                "(ipam %.1f ms, veth %.1f ms, OVS port %.1f ms, flows %.1f ms)",
                 ns,
                 name,
                 att.key,

@@ -149,8 +149,9 @@ def create_pod_interface(
     tx_off: bool,
 ) -> str:
     """Make a veth pair: `host_if` in this namespace, `ifname` inside `netns`, configured with
-    MAC, MTU, address, default route via the gateway, and loopback up. Returns the host MAC.
-    On failure the pair is removed again."""
+    MAC, MTU, address, default route via the gateway, and loopback up. Returns the host MAC
+    (chosen: host_side_mac). On failure the pair is removed again."""
+    host_mac = host_side_mac(host_if)
     with IPRoute() as ipr:
         try:
             ipr.link(
@@ -158,7 +159,8 @@ def create_pod_interface(
                 ifname=host_if,
                 kind="veth",
                 mtu=mtu,
-                peer={"ifname": ifname, "net_ns_fd": netns, "mtu": mtu},
+                address=host_mac,
+                peer={"ifname": ifname, "net_ns_fd": netns, "mtu": mtu, "address": mac},
             )
         except NetlinkError as e:
             if e.code == errno.EEXIST:
@@ -167,15 +169,21 @@ def create_pod_interface(
                 ) from e
             raise NetlinkFailure(f"creating veth {host_if}: {e}") from e
         try:
-            idx = _index(ipr, host_if)
+            idx = socket.if_nametoindex(host_if)
             quiet_host_side(host_if)
             ipr.link("set", index=idx, state="up")
-            host_mac = ipr.get_links(idx)[0].get_attr("IFLA_ADDRESS")
-            in_netns(netns, _configure_pod_side, ifname, mac, ip, prefixlen, gateway, mtu, tx_off)
+            in_netns(netns, _configure_pod_side, ifname, ip, prefixlen, gateway, tx_off)
             return host_mac
         except BaseException:
             _delete(ipr, host_if)
             raise
+
+
+def host_side_mac(host_if: str) -> str:
+    """The host end's MAC, chosen rather than read back: locally administered, unicast, from
+    the interface name (itself unique per attachment)."""
+    digest = hashlib.sha256(host_if.encode()).digest()
+    return ":".join(f"{b:02x}" for b in (0x0E, *digest[:5]))
 
 
 def quiet_host_side(name: str) -> None:
@@ -194,17 +202,20 @@ def quiet_host_side(name: str) -> None:
                 raise NetlinkFailure(f"{path} is missing") from None
 
 
-def _configure_pod_side(ifname, mac, ip, prefixlen, gateway, mtu, tx_off):
+def _configure_pod_side(ifname, ip, prefixlen, gateway, tx_off):
+    """In the pod's namespace: the veth end (MAC and MTU set when it was made) up with its
+    address and the default route; loopback up."""
+    try:
+        idx = socket.if_nametoindex(ifname)
+    except OSError:
+        raise NetlinkFailure(f"{ifname} did not appear in the pod's namespace") from None
     with IPRoute() as ipr:
-        idx = _index(ipr, ifname)
-        if idx is None:
-            raise NetlinkFailure(f"{ifname} did not appear in the pod's namespace")
-        ipr.link("set", index=idx, address=mac, mtu=mtu)
-        ipr.addr("add", index=idx, address=ip, prefixlen=prefixlen)
         ipr.link("set", index=idx, state="up")
-        lo = _index(ipr, "lo")
-        if lo is not None:
-            ipr.link("set", index=lo, state="up")
+        ipr.addr("add", index=idx, address=ip, prefixlen=prefixlen)
+        try:
+            ipr.link("set", index=socket.if_nametoindex("lo"), state="up")
+        except OSError:
+            pass  # no loopback device: nothing to bring up
         ipr.route("add", dst="0.0.0.0/0", gateway=gateway, oif=idx)
     if tx_off:
         tx_checksum_off(ifname)
