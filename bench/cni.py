@@ -1,8 +1,10 @@
 """CNI latency: 100 pods ADD then DEL, the plugin invoked exactly as kubelet does (environment +
 config on stdin, the executable run directly), p50/p99; ovsctl (shim -> agent -> OVS, returns
 once the pod's flows are on the switch) against Debian's reference plugins (bridge + host-local
-from containernetworking-plugins, /usr/lib/cni) on the same machine in the same run. Also 10
-concurrent ADDs (wall time of the batch).
+from containernetworking-plugins, /usr/lib/cni) on the same machine in the same run, taking
+turns in 4 rounds of 25 pods. Also 10 concurrent ADDs (wall time of the batch), and what one
+exec costs before any work (the interpreter alone, the shim's own VERSION answer, the
+reference's), since a Python shim starts in about the reference's whole ADD time.
 
 The reference runs in its own network namespace (its bridge must not touch the host), timed by
 a small driver started inside that namespace, so neither side pays for `ip netns exec`.
@@ -23,6 +25,7 @@ from bench.common import REPO, BenchNode, in_ns, save, sh, summary, uid
 SHIM = os.path.join(REPO, "cni-shim", "ovsctl-cni")
 REF_DIR = "/usr/lib/cni"
 PODS = 100
+ROUNDS = 4  # ours and the reference take turns, PODS / ROUNDS pods each time
 CONCURRENT = 10
 
 # Runs inside the reference's namespace: times every plugin call (ADD for all, then DEL).
@@ -117,28 +120,58 @@ def _shim(node: BenchNode, cmd: str, i: int, netns: str, tag: str) -> float:
     return dt
 
 
-def ours(n: int) -> dict:
-    with BenchNode(pod_cidr="10.244.0.0/22") as node:
-        node.start_agent()
-        nss = [node.pod_netns() for _ in range(n)]
-        adds = [_shim(node, "ADD", i, ns, "s") for i, ns in enumerate(nss)]
-        dels = [_shim(node, "DEL", i, ns, "s") for i, ns in enumerate(nss)]
-        cns = [node.pod_netns() for _ in range(CONCURRENT)]
+def ours_round(node: BenchNode, n: int, tag: str) -> dict:
+    nss = [node.pod_netns() for _ in range(n)]
+    adds = [_shim(node, "ADD", i, ns, tag) for i, ns in enumerate(nss)]
+    dels = [_shim(node, "DEL", i, ns, tag) for i, ns in enumerate(nss)]
+    return {"add": adds, "del": dels}
+
+
+def ours_concurrent(node: BenchNode) -> float:
+    cns = [node.pod_netns() for _ in range(CONCURRENT)]
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(CONCURRENT) as pool:
+        list(pool.map(lambda a: _shim(node, "ADD", *a, "c"), enumerate(cns)))
+    wall = time.monotonic() - t0
+    for i, ns in enumerate(cns):
+        _shim(node, "DEL", i, ns, "c")
+    return wall
+
+
+def _exec_ms(cmd: list[str], env: dict, n: int = 20) -> float:
+    """Median wall time of running `cmd` to completion, in ms."""
+    times = []
+    for _ in range(n):
         t0 = time.monotonic()
-        with ThreadPoolExecutor(CONCURRENT) as pool:
-            list(pool.map(lambda a: _shim(node, "ADD", *a, "c"), enumerate(cns)))
-        wall = time.monotonic() - t0
-        for i, ns in enumerate(cns):
-            _shim(node, "DEL", i, ns, "c")
-        return {"add": adds, "del": dels, "concurrent_wall": wall}
+        subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL, capture_output=True, check=True)
+        times.append(time.monotonic() - t0)
+    return summary(times)["p50"] * 1000
 
 
 def run() -> dict:
     if not os.access(os.path.join(REF_DIR, "bridge"), os.X_OK):
         raise SystemExit(f"{REF_DIR}/bridge missing: apt-get install containernetworking-plugins")
-    mine = ours(PODS)
-    ref = reference(PODS)
+    # Rounds of PODS/ROUNDS pods, ours and the reference in turn, so that both see the same
+    # machine (a shared 2-vCPU VM: the reference alone moved between 17 and 27 ms p50 from
+    # one run to the next).
+    mine: dict = {"add": [], "del": []}
+    ref: dict = {"add": [], "del": []}
+    with BenchNode(pod_cidr="10.244.0.0/22") as node:
+        node.start_agent()
+        for r in range(ROUNDS):
+            got = ours_round(node, PODS // ROUNDS, f"s{r}x")
+            want = reference(PODS // ROUNDS)
+            for k in ("add", "del"):
+                mine[k] += got[k]
+                ref[k] += want[k]
+        mine["concurrent_wall"] = ours_concurrent(node)
     ref_conc = reference(CONCURRENT, concurrent=CONCURRENT)
+    env = {"CNI_COMMAND": "VERSION", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+    floors = {
+        "python3_IS_start_ms": _exec_ms(["/usr/bin/python3", "-IS", "-c", "pass"], env),
+        "shim_version_ms": _exec_ms([SHIM], env),
+        "reference_bridge_version_ms": _exec_ms([os.path.join(REF_DIR, "bridge")], env),
+    }
     o_add, r_add = summary(mine["add"]), summary(ref["add"])
     o_del, r_del = summary(mine["del"]), summary(ref["del"])
     result = {
@@ -158,6 +191,10 @@ def run() -> dict:
                 "concurrent10_wall_s": ref_conc["concurrent_wall"],
             },
             "pods": PODS,
+            "rounds": ROUNDS,
+            # what one exec costs before any work: the interpreter alone, our shim answering
+            # VERSION itself (no agent), the reference plugin answering VERSION
+            "exec_floors": floors,
         },
     }
     save("cni", result)
@@ -166,7 +203,9 @@ def run() -> dict:
         f"(ratio {result['cni_add_p50_ratio']:.2f}); p99 ratio {result['cni_add_p99_ratio']:.2f}; "
         f"DEL p50 ratio {result['cni_del_p50_ratio']:.2f}; 10 concurrent ADDs "
         f"{mine['concurrent_wall']:.2f}s vs {ref_conc['concurrent_wall']:.2f}s "
-        f"(ratio {result['cni_concurrent10_ratio']:.2f})"
+        f"(ratio {result['cni_concurrent10_ratio']:.2f}); exec alone: python3 -IS "
+        f"{floors['python3_IS_start_ms']:.1f} ms, shim VERSION {floors['shim_version_ms']:.1f} ms, "
+        f"bridge VERSION {floors['reference_bridge_version_ms']:.1f} ms"
     )
     return result
 
