@@ -37,7 +37,6 @@ from ovsctl.ipam import IPAM, IPAMError, IPAMExhausted
 from ovsctl.metrics import HTTPEndpoint, Metrics
 from ovsctl.openflow import Controller, NotConnected, SyncError
 from ovsctl.ovsdb import OVSDB, OVSDBError
-from ovsctl.util import wait_until
 
 log = logging.getLogger(__name__)
 
@@ -187,6 +186,28 @@ class Agent:
             controller=f"tcp:{cfg.of_listen_host}:{cfg.of_listen_port}",
             external_ids={"ovsctl-node": cfg.node_name},
         )
+        self.controller = Controller(
+            self.sync,
+            cfg.state_dir,
+            listen_host=cfg.of_listen_host,
+            listen_port=cfg.of_listen_port,
+            timeout=cfg.cni_timeout,
+            on_synced=self._on_synced,
+            before_resync=self._refresh_ports,
+            hold=True,
+        )
+        # NetworkPolicy audit log: packet-ins of audited policies' flows, rate-limited by a
+        # meter on the switch and by the log's own token bucket
+        self.audit = AuditLog(cfg.audit_log, cfg.audit_rate, lambda: list(self._policy_slots))
+        self.audit.start()
+        self.controller.on_audit = self.audit.packet_in
+        self.controller.audit_meter = (policy.AUDIT_METER, cfg.audit_rate)
+        self.controller.meters = [(services.REJECT_METER, services.REJECT_RATE)]
+        self.ovsdb.on_change = self._on_ovsdb_change
+        self._on_ovsdb_change()  # a flow-restore-wait left set must not stop forwarding
+        # listening now lets the switch connect while the rest starts (its reconnect backoff
+        # is up to a second); the first round waits for release() below
+        self.controller.start()
         self._plug_node_ports()
         tx_off = cfg.datapath_type == "netdev"
         netlink.setup_gateway(
@@ -216,25 +237,7 @@ class Agent:
         self._restore_pods()
         self._apply_nodes(push=False)
         self._apply_policies(push=False)
-        self.controller = Controller(
-            self.sync,
-            cfg.state_dir,
-            listen_host=cfg.of_listen_host,
-            listen_port=cfg.of_listen_port,
-            timeout=cfg.cni_timeout,
-            on_synced=self._on_synced,
-            before_resync=self._refresh_ports,
-        )
-        # NetworkPolicy audit log: packet-ins of audited policies' flows, rate-limited by a
-        # meter on the switch and by the log's own token bucket
-        self.audit = AuditLog(cfg.audit_log, cfg.audit_rate, lambda: list(self._policy_slots))
-        self.audit.start()
-        self.controller.on_audit = self.audit.packet_in
-        self.controller.audit_meter = (policy.AUDIT_METER, cfg.audit_rate)
-        self.controller.meters = [(services.REJECT_METER, services.REJECT_RATE)]
-        self.ovsdb.on_change = self._on_ovsdb_change
-        self._on_ovsdb_change()  # a flow-restore-wait left set must not stop forwarding
-        self.controller.start()
+        self.controller.release()  # the desired flows are complete: the first round goes
         self.server = CNIServer(cfg.cni_socket, self.dispatch, after=self.gc.settle)
         self.server.start()
 
@@ -243,7 +246,10 @@ class Agent:
         (waiting for a Node that has no pod CIDR yet, as kubelet does)."""
         cfg = self.cfg
         self.source.start(self._on_events)
-        wait_until(self.source.synced, 60, "the cluster state's initial snapshot")
+        if not self.source.wait_synced(60):
+            raise TimeoutError(
+                "timed out after 60s waiting for the cluster state's initial snapshot"
+            )
         last_log = 0.0
         while True:
             me = self.cluster.get(("Node", "", cfg.node_name))

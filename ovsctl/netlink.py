@@ -92,6 +92,13 @@ def link_exists(name: str) -> bool:
 
 
 def link_mac(name: str) -> str | None:
+    """An interface's MAC: from sysfs (cheap; the agent reads it for every pod at start), else
+    netlink."""
+    try:
+        with open(f"/sys/class/net/{name}/address") as fh:
+            return fh.read().strip() or None
+    except OSError:
+        pass
     with IPRoute() as ipr:
         idx = _index(ipr, name)
         if idx is None:

@@ -124,6 +124,7 @@ class Controller:
         timeout: float = 10.0,
         on_synced: Callable[[float, int], None] | None = None,
         before_resync: Callable[[], None] | None = None,
+        hold: bool = False,
     ):
         self.sync = sync
         self.state_dir = state_dir
@@ -134,6 +135,11 @@ class Controller:
         self.before_resync = before_resync
         self.dp = None
         self.round = 0
+        # hold: the switch may connect (its reconnect backoff runs meanwhile), but the first
+        # round waits for release(), when the desired flows are complete
+        self._released = threading.Event()
+        if not hold:
+            self._released.set()
         self.ready = threading.Event()  # connected and the current round is fully installed
         self._send_lock = threading.RLock()
         self._pending: dict[int, _Pending] = {}
@@ -374,7 +380,14 @@ class Controller:
         atomic_write(path, f"{rnd}\n")
         return rnd
 
+    def release(self) -> None:
+        """The desired flows are complete: a connected switch gets its round now."""
+        self._released.set()
+
     def _resync_safely(self, dp) -> None:
+        self._released.wait()
+        if self.dp is not dp:
+            return  # this connection went while the round was held; a newer one has its own
         try:
             self.resync(dp)
         except Exception as e:  # noqa: BLE001 - a failed resync is retried on the next connect
