@@ -417,6 +417,7 @@ def _checked(table: str, priority: int, match_items: tuple, acts: tuple, cookie:
             v = f"{v:#x}"
         items.append((f, str(v).lower() if f != "ct_state" else str(v)))
     items.sort(key=lambda kv: _RANK[kv[0]])
+    n_conj = 0
     for a in acts:
         if isinstance(a, Goto):
             target = tables.table(a.table)
@@ -433,8 +434,9 @@ def _checked(table: str, priority: int, match_items: tuple, acts: tuple, cookie:
                 raise FlowError(f"{table}: bad conjunction clause {a.clause}/{a.n_clauses}")
             if not 0 <= a.id <= 0xFFFFFFFF:
                 raise FlowError(f"{table}: conjunction id {a.id} out of range")
-            if any(not isinstance(b, Conjunction) for b in acts):
-                raise FlowError(f"{table}: conjunction actions cannot mix with other actions")
+            n_conj += 1
+    if n_conj and n_conj != len(acts):
+        raise FlowError(f"{table}: conjunction actions cannot mix with other actions")
     if "ct_state" in match:
         if "ip" not in protos:
             raise FlowError(f"{table}: ct_state needs ip in the match")

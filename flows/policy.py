@@ -75,6 +75,7 @@ class View:
     pods: list[PodInfo] = field(default_factory=list)
     _by_ns: dict[str, list[PodInfo]] | None = field(default=None, compare=False, repr=False)
     _verdicts: dict = field(default_factory=dict, compare=False, repr=False)
+    _selected: dict = field(default_factory=dict, compare=False, repr=False)  # see selected()
 
     def ns_labels(self, ns: str) -> dict:
         return self.namespaces.get(ns, {"kubernetes.io/metadata.name": ns})
@@ -100,11 +101,15 @@ class View:
 
 
 def selected(policy: Policy, view: View) -> list[PodInfo]:
-    return [
-        p
-        for p in view.by_namespace().get(policy.namespace, ())
-        if view.selects(policy.pod_selector, p.labels)
-    ]
+    key = (policy.namespace, policy.pod_selector)
+    hit = view._selected.get(key)
+    if hit is None:
+        hit = view._selected[key] = [
+            p
+            for p in view.by_namespace().get(policy.namespace, ())
+            if view.selects(policy.pod_selector, p.labels)
+        ]
+    return hit
 
 
 def peer_pods(peer: Peer, policy_ns: str, view: View) -> list[PodInfo]:
