@@ -79,7 +79,7 @@ class IPAM:
         self.path = os.path.join(self.state_dir, base + ".json")
         self.lock_path = os.path.join(self.state_dir, base + ".lock")
         self._lock = threading.Lock()
-        self._cached: tuple[tuple, _State] | None = None  # (file identity, parsed state)
+        self._cached: tuple[int, tuple, _State] | None = None  # (open fd, identity, state)
         try:
             if not os.path.isdir(self.state_dir):
                 os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
@@ -205,27 +205,56 @@ class IPAM:
         raise IPAMExhausted(f"no free IP address left in {self.cidr} ({capacity} in use)")
 
     def _load(self) -> _State:
-        """The state on disk (a copy to change). The parsed file is kept with its identity
-        (inode, mtime, size): every save is a new inode, so a file nobody touched since it was
-        last read or written here is not parsed again."""
+        """The state on disk (a copy to change). The parsed file is kept, open, with its
+        identity (device, inode, mtime, size). Holding it open keeps its inode number from
+        going to another file, and every save is a new inode: so a file whose identity is
+        unchanged is the one parsed last, and is not parsed again."""
         try:
             st = os.stat(self.path)
+        except FileNotFoundError:
+            self._forget()
+            return _State()
+        except OSError as e:
+            raise self._corrupt(f"cannot read it: {e}") from e
+        c = self._cached
+        if c is not None and _identity(st) == c[1] == _identity(os.fstat(c[0])):
+            return _copy(c[2])
+        try:
             with open(self.path, encoding="utf-8") as f:
                 sig = _identity(os.fstat(f.fileno()))
-                if self._cached is not None and self._cached[0] == sig == _identity(st):
-                    return _copy(self._cached[1])
                 raw = f.read()
+                held = os.dup(f.fileno())
         except FileNotFoundError:
+            self._forget()
             return _State()
         except (OSError, UnicodeDecodeError) as e:
             raise self._corrupt(f"cannot read it: {e}") from e
         try:
-            data = json.loads(raw)
-        except ValueError as e:
-            raise self._corrupt(f"not valid JSON: {e}") from None
-        state = self._parse(data)
-        self._cached = (sig, _copy(state))
+            try:
+                data = json.loads(raw)
+            except ValueError as e:
+                raise self._corrupt(f"not valid JSON: {e}") from None
+            state = self._parse(data)
+        except BaseException:
+            os.close(held)
+            raise
+        self._remember(held, sig, state)
         return state
+
+    def _remember(self, fd: int, sig: tuple, state: _State) -> None:
+        self._forget()
+        self._cached = (fd, sig, _copy(state))
+
+    def _forget(self) -> None:
+        if self._cached is not None:
+            os.close(self._cached[0])
+            self._cached = None
+
+    def __del__(self) -> None:
+        try:
+            self._forget()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
 
     def _parse(self, data: object) -> _State:
         if not isinstance(data, dict):
@@ -278,10 +307,11 @@ class IPAM:
             "cursor": None if state.cursor is None else str(netaddr.IPAddress(state.cursor)),
             "allocations": [a.to_json() for a in allocs],
         }
-        self._cached = None
+        self._forget()
         try:
             _atomic_write(self.path, json.dumps(data, indent=1, sort_keys=True) + "\n")
-            self._cached = (_identity(os.stat(self.path)), _copy(state))
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            self._remember(fd, _identity(os.fstat(fd)), state)
         except OSError as e:
             raise IPAMError(f"cannot write IPAM state file {self.path}: {e}") from e
 

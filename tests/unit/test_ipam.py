@@ -293,3 +293,29 @@ def test_a_file_changed_behind_its_back_is_read_again(tmp_path):
         fh.truncate()
     assert a.allocate("c4", "eth0").ip == third  # c3's address is free again
     assert {x.container_id for x in a.allocations()} == {"c1", "c2", "c4"}
+
+
+def test_the_state_is_read_again_whenever_another_process_saved_it(tmp_path):
+    """Another process (another IPAM on the same directory) saving many times in a row, with
+    entries of the same length, is never missed (a cache keyed by the file's identity alone
+    could see a reused inode with the same size and, on coarse clocks, the same mtime)."""
+    a, b = IPAM("10.9.0.0/24", str(tmp_path)), IPAM("10.9.0.0/24", str(tmp_path))
+    held = a.allocate("c0", "eth0").ip
+    for i in range(1, 60):
+        if i > 1:
+            b.release(f"c{i - 1}", "eth0")
+        ip = b.allocate(f"c{i}", "eth0").ip
+        mine = a.allocate("c0", "eth0").ip  # idempotent: a re-reads what b wrote
+        assert mine == held and ip != held
+        assert {x.container_id for x in a.allocations()} == {"c0", f"c{i}"}
+
+
+def test_a_corrupt_file_does_not_leak_what_the_cache_holds(tmp_path):
+    a = IPAM("10.9.0.0/24", str(tmp_path))
+    a.allocate("c1", "eth0")
+    Path(a.path).write_text('{"version": 99}')
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(20):
+        with pytest.raises(IPAMCorrupt):
+            a.allocate("c2", "eth0")
+    assert len(os.listdir("/proc/self/fd")) <= before
