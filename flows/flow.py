@@ -383,7 +383,14 @@ def flow(table: str, priority: int, match: dict | None = None, actions=(), cooki
     ip/arp/tcp/udp/sctp/icmp shorthand) to values (str or int). Flows are values, so the same
     arguments give the same Flow: recently built ones are remembered (policy recomputation
     rebuilds mostly the flows it had)."""
-    return _checked(table, priority, tuple((match or {}).items()), tuple(actions), cookie)
+    items = tuple((match or {}).items())
+    # remembered by value: 1, 1.0 and True are one key, so only int and str may come in
+    if type(priority) is not int or type(cookie) is not int:
+        raise FlowError(f"{table}: priority and cookie must be integers")
+    for f, v in items:
+        if type(v) is not int and type(v) is not str:
+            raise FlowError(f"{table}: {f}={v!r}: match values are int or str")
+    return _checked(table, priority, items, tuple(actions), cookie)
 
 
 @functools.lru_cache(maxsize=1 << 15)

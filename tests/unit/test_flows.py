@@ -207,6 +207,15 @@ def test_flow_remembers_what_it_built_and_still_checks():
     for _ in range(2):  # a bad flow is refused every time, not remembered as good
         with pytest.raises(FlowError):
             flow("L2Forwarding", 200, {"tp_dst": 80})
+    # values that are equal as keys but not as text are refused, not mixed up
+    for bad in (
+        lambda: flow("IngressRule", 1.0, {"protocol": "tcp", "tp_dst": 80}),
+        lambda: flow("IngressRule", 1, {"protocol": "tcp", "tp_dst": 80.0}),
+        lambda: flow("IngressRule", 1, {"protocol": "tcp", "tp_dst": True}),
+        lambda: flow("IngressRule", True, {"protocol": "tcp"}),
+    ):
+        with pytest.raises(FlowError):
+            bad()
 
 
 def test_equal_flows_are_equal_and_hash_alike():
