@@ -285,22 +285,24 @@ class Controller:
         wait for the reply to the last item's xid, or an error to any xid."""
         p = _Pending(xids, 0, dp)
         batch: list[bytes] = []
+        batch_xids: list[int] = []
         size = 0
 
         def flush() -> None:
-            nonlocal batch, size
-            with self._plock:
-                for x in p.xids:
+            nonlocal batch, batch_xids, size
+            with self._plock:  # before sending: an error may come back at once
+                for x in batch_xids:
                     self._pending[x] = p
             if not dp.send(b"".join(batch)):
                 raise NotConnected("switch connection closed while sending")
-            batch, size = [], 0
+            batch, batch_xids, size = [], [], 0
 
         try:
             for buf, xid in items:
                 p.xids.add(xid)
                 p.last_xid = xid  # only barrier and stats replies count: the last comes last
                 batch.append(buf)
+                batch_xids.append(xid)
                 size += len(buf)
                 if size >= SEND_BATCH_BYTES:
                     flush()
