@@ -72,13 +72,13 @@ class _Handler(socketserver.BaseRequestHandler):
             conn.sendall(json.dumps(reply).encode() + b"\n")
         except OSError as e:
             log.warning("could not send CNI reply: %s", e)
+        took = (time.monotonic() - t0) * 1000
         if server.after is not None:
             try:
                 conn.shutdown(socket.SHUT_WR)  # the reply is complete: the shim reads EOF now
             except OSError:
                 pass
             server.after()
-        took = (time.monotonic() - t0) * 1000
         if "error" in reply:
             log.info(
                 "CNI reply: error %s %s (%.1f ms)",
