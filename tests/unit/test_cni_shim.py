@@ -779,6 +779,15 @@ def test_json_loads_is_json_loads(text, accelerated, monkeypatch):
     assert json.dumps(got) == json.dumps(want)  # NaN != NaN: compare the text
 
 
+@pytest.mark.parametrize("text", ["", "  \n ", '{"a": 1}\n\n  x', "\ufeff{}", "[1,", '{"a" 1}'])
+def test_json_errors_say_what_json_says(text):
+    with pytest.raises(ValueError) as want:
+        json.loads(text)
+    with pytest.raises(ValueError) as got:
+        shim.json_loads(text)
+    assert str(got.value) == str(want.value)
+
+
 @pytest.mark.parametrize(
     "obj",
     [
