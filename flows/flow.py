@@ -11,6 +11,8 @@ import functools
 import re
 from dataclasses import dataclass, field
 
+import netaddr
+
 from flows import tables
 
 # Protocol shorthands and what they imply (OVS prints the shorthand instead of dl_type/nw_proto).
@@ -87,6 +89,29 @@ NEEDS = {
 
 class FlowError(ValueError):
     pass
+
+
+# IPv4 address fields: OVS prints a /32 as the bare address, a network by its first address
+# ("10.1.2.3/24" comes back as 10.1.2.0/24) and leaves out a /0 match entirely; flow() writes
+# them the same way, so a desired flow and the installed one compare equal.
+IPV4_FIELDS = frozenset(
+    {"nw_src", "nw_dst", "arp_spa", "arp_tpa", "ct_nw_src", "ct_nw_dst", "tun_src", "tun_dst"}
+)
+
+
+def _canonical_ipv4(f: str, v: str) -> str | None:
+    """The text OVS shows for an IPv4 match value; None for a /0 (no match at all)."""
+    try:
+        net = netaddr.IPNetwork(v)
+    except (netaddr.AddrFormatError, ValueError, TypeError):
+        raise FlowError(f"{f}={v!r}: not an IPv4 address or CIDR") from None
+    if net.version != 4:
+        raise FlowError(f"{f}={v!r}: not an IPv4 address or CIDR")
+    if net.prefixlen == 0:
+        return None
+    if net.prefixlen == 32:
+        return str(net.ip)
+    return str(net.cidr)
 
 
 # ---- actions: small immutable values with their ovs-ofctl text -----------------------------
@@ -404,6 +429,10 @@ def _checked(table: str, priority: int, match_items: tuple, acts: tuple, cookie:
     for f, v in match.items():
         if f not in _RANK:
             raise FlowError(f"{table}: unsupported match field {f!r}")
+        if f in IPV4_FIELDS and isinstance(v, str):
+            v = _canonical_ipv4(f, v)
+            if v is None:
+                continue
         need = NEEDS.get(f)
         if need == "l4":
             if not protos & {"tcp", "udp", "sctp"}:

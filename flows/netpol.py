@@ -55,7 +55,8 @@ class IPBlock:
     def cidrs(self) -> list[str]:
         """The block minus its exceptions, as a list of CIDRs."""
         s = netaddr.IPSet([self.cidr]) - netaddr.IPSet(list(self.excepts))
-        return [str(c) for c in s.iter_cidrs()]
+        # a /32 is written as the address, as OVS prints it and as pod IPs are
+        return [str(c.ip) if c.prefixlen == 32 else str(c) for c in s.iter_cidrs()]
 
 
 @dataclass(frozen=True)

@@ -913,3 +913,31 @@ def test_a_flow_survives_pickling_into_another_process_with_its_hash_right():
         check=True,
     )
     assert out.stdout.strip() == b"1"
+
+
+@pytest.mark.parametrize(
+    "given, shown",
+    [
+        ("10.244.1.2/32", "10.244.1.2"),
+        ("10.244.1.2", "10.244.1.2"),
+        ("10.244.1.2/24", "10.244.1.0/24"),
+        ("10.244.0.0/255.255.0.0", "10.244.0.0/16"),
+    ],
+)
+def test_ipv4_match_values_are_written_as_ovs_prints_them(given, shown):
+    """`ovsctl flows --diff` compares desired and installed text: a /32 ipBlock must not look
+    different from the installed nw_dst=10.244.1.2 forever."""
+    for field in ("nw_dst", "nw_src"):
+        f = flow("IngressRule", 100, {"protocol": "ip", field: given})
+        assert dict(f.match)[field] == shown
+        assert f"{field}={shown}" in f.text()
+
+
+def test_a_slash_zero_match_is_no_match_at_all():
+    f = flow("EgressRule", 100, {"protocol": "ip", "nw_dst": "0.0.0.0/0"})
+    assert f == flow("EgressRule", 100, {"protocol": "ip"})
+
+
+def test_a_malformed_address_is_refused():
+    with pytest.raises(FlowError, match="nw_dst"):
+        flow("EgressRule", 100, {"protocol": "ip", "nw_dst": "10.0.0.300"})

@@ -167,8 +167,9 @@ def parse_back(dp, data: bytes):
             {"eth_type": 0x0800, "ipv4_dst": ("10.96.0.0", "255.240.0.0")},
         ),
         (
+            # a /32 is the bare address, as OVS prints it (flow() writes it so)
             {"protocol": "ip", "nw_dst": "10.0.0.7/32"},
-            {"eth_type": 0x0800, "ipv4_dst": ("10.0.0.7", "255.255.255.255")},
+            {"eth_type": 0x0800, "ipv4_dst": "10.0.0.7"},
         ),
         ({"protocol": "ip", "nw_dst": "10.0.0.7"}, {"eth_type": 0x0800, "ipv4_dst": "10.0.0.7"}),
         (dict([regs.PKT_SOURCE.match(regs.FROM_POD)]), {"reg0": (2, 0xF)}),
