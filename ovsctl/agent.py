@@ -24,6 +24,8 @@ from flows.policy import PodInfo, View
 from ovsctl import hostnet, netlink
 from ovsctl.audit import AuditLog
 from ovsctl.cniserver import (
+    ERR_ADDRESS_IN_USE,
+    ERR_ADDRESS_UNAVAILABLE,
     ERR_CHECK_FAILED,
     ERR_INTERNAL,
     ERR_IPAM_EXHAUSTED,
@@ -33,7 +35,8 @@ from ovsctl.cniserver import (
 from ovsctl.config import AgentConfig, ConfigError
 from ovsctl.flowsync import FlowSync
 from ovsctl.gcpolicy import GCPolicy
-from ovsctl.ipam import IPAM, IPAMError, IPAMExhausted
+from ovsctl.ipam import IPAM, IPAMError, IPAMExhausted, IPAMInUse, IPAMUnavailable
+from ovsctl.k8s.model import STATIC_IP_ANNOTATION
 from ovsctl.metrics import HTTPEndpoint, Metrics
 from ovsctl.openflow import Controller, NotConnected, SyncError
 from ovsctl.ovsdb import OVSDB, OVSDBError
@@ -44,6 +47,18 @@ log = logging.getLogger(__name__)
 POLICY_INPUTS = ("Namespace", "Pod", "NetworkPolicy", "Service", "EndpointSlice")
 OWNER_KEY = "ovsctl-owner"  # external_ids marker on every port the agent made
 HOST_IF_RE = re.compile(r"^ovs[0-9a-f]{11}$")
+# what a runtime may send as a container ID, a pod's name or namespace (podman container names
+# and Kubernetes names both fit): no "/", no control characters, nothing a log line can forge
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,252}$")
+MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+
+
+def pod_ref(namespace: str, name: str, container_id: str = "") -> str:
+    """How logs, status and flows name a pod: NS/NAME; a runtime that sends no namespace
+    (podman) gives NAME alone; with no name either, the container ID."""
+    if namespace and name:
+        return f"{namespace}/{name}"
+    return name or (f"container {container_id[:12]}" if container_id else "-")
 
 
 @dataclass
@@ -61,10 +76,16 @@ class Attachment:
     mac: str
     ofport: int = 0
     host_mac: str = ""
+    network: str = ""  # the CNI network (config "name") it was made for; "" = not recorded
+    default_route: bool = True  # whether ADD gave the pod its default route through this one
 
     @property
     def key(self) -> str:
         return f"{self.container_id}/{self.ifname}"
+
+    @property
+    def ref(self) -> str:
+        return pod_ref(self.namespace, self.name, self.container_id)
 
     def external_ids(self) -> dict:
         return {
@@ -77,6 +98,8 @@ class Attachment:
             "netns": self.netns,
             "ip": self.ip,
             "attached-mac": self.mac,
+            "cni-network": self.network,
+            "default-route": "true" if self.default_route else "false",
         }
 
     @classmethod
@@ -95,6 +118,8 @@ class Attachment:
             ext.get("ip", ""),
             ext.get("attached-mac", ""),
             port["ofport"],
+            network=ext.get("cni-network", ""),
+            default_route=ext.get("default-route", "true") != "false",
         )
 
     def pod_port(self) -> PodPort:
@@ -402,7 +427,9 @@ class Agent:
                 infos[key] = (obj, info)
                 pods[(obj.namespace, obj.name)] = info
         self._pod_infos = infos
-        for att in list(self.pods.values()):
+        # a pod with several interfaces is one peer: its primary one (the default route's)
+        # comes last and wins
+        for att in sorted(self.pods.values(), key=lambda a: (a.default_route, a.ifname == "eth0")):
             if att.ofport <= 0:
                 continue
             obj = self.cluster.get(("Pod", att.namespace, att.name))
@@ -622,9 +649,8 @@ class Agent:
                 )
             else:
                 log.warning(
-                    "pod %s/%s (%s): its interface is gone (ofport %s); kept until DEL/GC",
-                    att.namespace,
-                    att.name,
+                    "pod %s (%s): its interface is gone (ofport %s); kept until DEL/GC",
+                    att.ref,
                     att.key,
                     att.ofport,
                 )
@@ -705,11 +731,10 @@ class Agent:
         result = handler(req)
         args = req.get("args") or {}
         log.info(
-            "CNI %s %s pod %s/%s ok (%.1f ms)",
+            "CNI %s %s pod %s ok (%.1f ms)",
             cmd,
-            req.get("containerID", ""),
-            args.get("K8S_POD_NAMESPACE", "-"),
-            args.get("K8S_POD_NAME", "-"),
+            req.get("containerID", "") or "-",
+            pod_ref(args.get("K8S_POD_NAMESPACE", ""), args.get("K8S_POD_NAME", "")),
             (time.monotonic() - t0) * 1000,
         )
         return result
@@ -718,20 +743,53 @@ class Agent:
         with self._pods_lock:
             return self._key_locks.setdefault(key, threading.Lock())
 
-    def _result(self, att: Attachment) -> dict:
+    def _result(self, att: Attachment, prev: dict | None = None) -> dict:
+        """The CNI result of an attachment. Chained after other plugins, the previous result's
+        interfaces, IPs, routes and DNS come first and are kept; ours are added (our IP's
+        interface index counts the interfaces before ours)."""
         gw = self.node.gw_ip
+        prev = prev or {}
+        interfaces = list(prev.get("interfaces") or [])
+        base = len(interfaces)
+        interfaces += [
+            {"name": att.host_if, "mac": att.host_mac},
+            {"name": att.ifname, "mac": att.mac, "sandbox": att.netns},
+        ]
+        ips = list(prev.get("ips") or [])
+        ips.append({"address": f"{att.ip}/{self.prefixlen}", "gateway": gw, "interface": base + 1})
+        routes = list(prev.get("routes") or [])
+        if att.default_route:
+            routes.append({"dst": "0.0.0.0/0", "gw": gw})
         return {
-            "interfaces": [
-                {"name": att.host_if, "mac": att.host_mac},
-                {"name": att.ifname, "mac": att.mac, "sandbox": att.netns},
-            ],
-            "ips": [{"address": f"{att.ip}/{self.prefixlen}", "gateway": gw, "interface": 1}],
-            "routes": [{"dst": "0.0.0.0/0", "gw": gw}],
-            "dns": {},
+            "interfaces": interfaces,
+            "ips": ips,
+            "routes": routes,
+            "dns": prev.get("dns") or {},
         }
 
     @staticmethod
+    def _prev_result(req: dict) -> dict | None:
+        """The config's prevResult, checked enough to build on (CNI spec: a plugin that is not
+        first in a chain returns the previous result with its own additions)."""
+        prev = (req.get("config") or {}).get("prevResult")
+        if prev is None:
+            return None
+        if not isinstance(prev, dict):
+            raise CNIError(7, "prevResult must be an object")
+        for key in ("interfaces", "ips", "routes"):
+            items = prev.get(key)
+            if items is not None and (
+                not isinstance(items, list) or not all(isinstance(i, dict) for i in items)
+            ):
+                raise CNIError(7, f"prevResult.{key} must be a list of objects")
+        if prev.get("dns") is not None and not isinstance(prev.get("dns"), dict):
+            raise CNIError(7, "prevResult.dns must be an object")
+        return prev
+
+    @staticmethod
     def _ids(req: dict) -> tuple[str, str, str, dict]:
+        """containerID, ifname, netns and CNI_ARGS, checked here too: the agent does not trust
+        the shim (anything root runs can talk to the socket)."""
         cid, ifname, netns = (
             req.get("containerID") or "",
             req.get("ifname") or "",
@@ -740,7 +798,97 @@ class Agent:
         args = req.get("args") or {}
         if not cid or not ifname:
             raise CNIError(4, "containerID and ifname are required")
+        if not isinstance(cid, str) or not NAME_RE.match(cid):
+            raise CNIError(4, "invalid characters in containerID", repr(cid)[:300])
+        if (
+            not isinstance(ifname, str)
+            or len(ifname.encode("utf-8", "surrogateescape")) > 15
+            or ifname in (".", "..")
+            or any(c in "/:" or c.isspace() or not c.isprintable() for c in ifname)
+        ):
+            raise CNIError(4, "invalid interface name", repr(ifname)[:60])
+        if not isinstance(netns, str) or "\x00" in netns:
+            raise CNIError(4, "invalid netns path")
+        if not isinstance(args, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in args.items()
+        ):
+            raise CNIError(4, "CNI_ARGS must map strings to strings")
+        for key in ("K8S_POD_NAMESPACE", "K8S_POD_NAME"):
+            value = args.get(key, "")
+            if value and not NAME_RE.match(value):
+                raise CNIError(4, f"invalid {key}", repr(value)[:300])
         return cid, ifname, netns, args
+
+    def _requested(self, req: dict, args: dict) -> tuple[str | None, str | None]:
+        """The address and MAC the caller asks for, if any: runtimeConfig "ips"/"mac"
+        (capabilities), CNI_ARGS IP=/MAC= (podman's network reload), or the Pod's annotation
+        ovsctl.io/ip-address (a static IP). Sources that disagree are an error."""
+        rc = (req.get("config") or {}).get("runtimeConfig")
+        rc = {} if rc is None else rc
+        if not isinstance(rc, dict):
+            raise CNIError(7, "runtimeConfig must be an object")
+        ips: list[tuple[str, str]] = []
+        rc_ips = rc.get("ips")
+        if rc_ips is not None:
+            if not isinstance(rc_ips, list) or not all(isinstance(i, str) for i in rc_ips):
+                raise CNIError(7, 'runtimeConfig "ips" must be a list of strings')
+            ips += [(i.split("/", 1)[0], 'runtimeConfig "ips"') for i in rc_ips]
+        if args.get("IP"):
+            ips += [(i.strip().split("/", 1)[0], "CNI_ARGS IP") for i in args["IP"].split(",")]
+        ns, name = args.get("K8S_POD_NAMESPACE", ""), args.get("K8S_POD_NAME", "")
+        pod = self.cluster.get(("Pod", ns, name)) if ns and name else None
+        note = getattr(pod, "static_ip", "") if pod is not None else ""
+        if note:
+            ips += [(i.strip(), f"annotation {STATIC_IP_ANNOTATION}") for i in note.split(",")]
+        ip = None
+        for value, where in ips:
+            try:
+                addr = netaddr.IPAddress(value)
+            except (netaddr.AddrFormatError, ValueError, TypeError):
+                raise CNIError(
+                    ERR_ADDRESS_UNAVAILABLE,
+                    f"requested address {value!r} ({where}) is not an IP address",
+                ) from None
+            if addr.version != 4:
+                raise CNIError(
+                    ERR_ADDRESS_UNAVAILABLE,
+                    f"requested address {value} ({where}): this node serves IPv4 pods only",
+                )
+            if ip is not None and str(addr) != ip:
+                raise CNIError(
+                    ERR_ADDRESS_UNAVAILABLE,
+                    f"requested addresses disagree: {ip} and {addr} ({where})",
+                )
+            ip = str(addr)
+        mac = None
+        for value, where in ((rc.get("mac"), 'runtimeConfig "mac"'), (args.get("MAC"), "MAC")):
+            if value is None or value == "":
+                continue
+            if not isinstance(value, str) or not MAC_RE.match(value.lower()):
+                raise CNIError(
+                    ERR_ADDRESS_UNAVAILABLE, f"requested MAC {value!r} ({where}) is malformed"
+                )
+            value = value.lower()
+            if int(value[:2], 16) & 1 or value == "00:00:00:00:00:00":
+                raise CNIError(
+                    ERR_ADDRESS_UNAVAILABLE,
+                    f"requested MAC {value} ({where}) is not a unicast address",
+                )
+            if mac is not None and value != mac:
+                raise CNIError(
+                    ERR_ADDRESS_UNAVAILABLE, f"requested MACs disagree: {mac} and {value}"
+                )
+            mac = value
+        return ip, mac
+
+    def _host_netns(self, netns: str) -> bool:
+        """Whether `netns` is the agent's (the node's) own network namespace."""
+        try:
+            st = os.stat(netns)
+            me = os.stat("/proc/self/ns/net")
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) == (me.st_dev, me.st_ino)
 
     def cni_add(self, req: dict) -> dict:
         cid, ifname, netns, args = self._ids(req)
@@ -748,32 +896,63 @@ class Agent:
             raise CNIError(4, "CNI_NETNS is required for ADD")
         if not os.path.exists(netns):
             raise CNIError(3, f"network namespace {netns} does not exist")
+        if self._host_netns(netns):
+            raise CNIError(4, f"{netns} is the node's own network namespace, not a pod's")
+        prev = self._prev_result(req)
+        want_ip, want_mac = self._requested(req, args)
+        network = (req.get("config") or {}).get("name") or ""
+        if not isinstance(network, str):
+            raise CNIError(7, "the network name must be a string")
         key = f"{cid}/{ifname}"
         with self._lock_for(key):
             existing = self.pods.get(key)
-            if existing is not None and existing.ofport > 0:
+            if (
+                existing is not None
+                and existing.ofport > 0
+                and want_ip in (None, existing.ip)
+                and want_mac in (None, existing.mac)
+            ):
                 log.info("ADD for %s again: returning the existing attachment", key)
-                return self._result(existing)
+                return self._result(existing, prev)
             if existing is not None:
                 self._teardown(existing)
             with self._pods_lock:
                 self._inflight.add((cid, ifname))
             try:
-                return self._add(cid, ifname, netns, args)
+                return self._add(cid, ifname, netns, args, network, want_ip, want_mac, prev)
             finally:
                 with self._pods_lock:
                     self._inflight.discard((cid, ifname))
 
-    def _add(self, cid: str, ifname: str, netns: str, args: dict) -> dict:
+    def _add(
+        self,
+        cid: str,
+        ifname: str,
+        netns: str,
+        args: dict,
+        network: str,
+        want_ip: str | None,
+        want_mac: str | None,
+        prev: dict | None,
+    ) -> dict:
         cfg = self.cfg
         ns, name = args.get("K8S_POD_NAMESPACE", ""), args.get("K8S_POD_NAME", "")
         undo: list = []
         steps = [time.monotonic()]  # when each step ended: ipam, veth, OVS port, flows
+        step = "IPAM"
         try:
+            owner = {"namespace": ns, "name": name, "network": network}
             try:
-                alloc = self.ipam.allocate(cid, ifname, {"namespace": ns, "name": name})
+                if want_ip:
+                    alloc = self.ipam.reserve(want_ip, cid, ifname, owner)
+                else:
+                    alloc = self.ipam.allocate(cid, ifname, owner)
             except IPAMExhausted as e:
                 raise CNIError(ERR_IPAM_EXHAUSTED, str(e)) from None
+            except IPAMUnavailable as e:
+                raise CNIError(ERR_ADDRESS_UNAVAILABLE, str(e)) from None
+            except IPAMInUse as e:
+                raise CNIError(ERR_ADDRESS_IN_USE, str(e)) from None
             undo.append(lambda: self.ipam.release(cid, ifname))
             steps.append(time.monotonic())
             att = Attachment(
@@ -785,9 +964,11 @@ class Agent:
                 netns,
                 netlink.host_ifname(cid, ifname),
                 alloc.ip,
-                mac_from_ip(alloc.ip),
+                want_mac or mac_from_ip(alloc.ip),
+                network=network,
             )
-            att.host_mac = netlink.create_pod_interface(
+            step = "veth"
+            att.host_mac, att.default_route = netlink.create_pod_interface(
                 att.host_if,
                 netns,
                 ifname,
@@ -801,6 +982,7 @@ class Agent:
             steps.append(time.monotonic())
             undo.append(lambda: netlink.delete_link(att.host_if))
             undo.append(lambda: self.ovsdb.del_port(cfg.bridge, att.host_if))
+            step = "OVS port"
             att.ofport = self.ovsdb.add_port(
                 cfg.bridge,
                 att.host_if,
@@ -808,6 +990,7 @@ class Agent:
                 wait_ofport=cfg.cni_timeout,
             )
             steps.append(time.monotonic())
+            step = "flows"
             owner = pipeline.pod_owner(att.pod_port())
             undo.append(lambda: self._remove_flows(owner))
             with self._pods_lock:
@@ -821,25 +1004,25 @@ class Agent:
             steps.append(time.monotonic())
             ms = [(b - a) * 1000 for a, b in zip(steps, steps[1:], strict=False)]
             log.info(
-                "pod %s/%s (%s): %s %s on ofport %d via %s "
+                "pod %s (%s): %s %s on ofport %d via %s%s "
                 "(ipam %.1f ms, veth %.1f ms, OVS port %.1f ms, flows %.1f ms)",
-                ns,
-                name,
+                att.ref,
                 att.key,
                 att.ip,
                 att.mac,
                 att.ofport,
                 att.host_if,
+                "" if att.default_route else " (no default route: the pod has one)",
                 *ms,
             )
-            return self._result(att)
+            return self._result(att, prev)
         except BaseException as e:
             for fn in reversed(undo):
                 try:
                     fn()
                 except Exception as ue:  # noqa: BLE001 - keep undoing the rest
                     log.warning("rollback step failed for %s/%s: %s", cid, ifname, ue)
-            raise _as_cni_error(e) from None
+            raise _as_cni_error(e, step) from None
 
     def _forget(self, key: str) -> None:
         with self._pods_lock:
@@ -868,24 +1051,28 @@ class Agent:
         self.ipam.release(att.container_id, att.ifname)
         with self._pods_lock:
             self.pods.pop(att.key, None)
-        log.info("pod %s/%s (%s): removed, %s released", att.namespace, att.name, att.key, att.ip)
+        log.info("pod %s (%s): removed, %s released", att.ref, att.key, att.ip)
 
     def cni_del(self, req: dict):
         cid, ifname, _netns, _args = self._ids(req)
         key = f"{cid}/{ifname}"
         with self._lock_for(key):
             att = self.pods.get(key)
+            step = "removing the attachment"
             try:
                 if att is not None:
                     self._teardown(att)
                 else:
                     # Unknown to us (already deleted, or a crash in the middle): clean by name.
                     host_if = netlink.host_ifname(cid, ifname)
+                    step = "OVS port"
                     self.ovsdb.del_port(self.cfg.bridge, host_if)
+                    step = "veth"
                     netlink.delete_link(host_if)
+                    step = "IPAM"
                     self.ipam.release(cid, ifname)
             except BaseException as e:
-                raise _as_cni_error(e) from None
+                raise _as_cni_error(e, step) from None
         return None
 
     def cni_check(self, req: dict):
@@ -921,9 +1108,9 @@ class Agent:
                 problems.append(f"{ifname} lacks {want} (has {iface['addresses']})")
             if iface["mac"] != att.mac:
                 problems.append(f"{ifname} MAC is {iface['mac']}, expected {att.mac}")
-        prev = (req.get("config") or {}).get("prevResult")
-        if isinstance(prev, dict):
-            addrs = {ip.get("address") for ip in prev.get("ips", []) if isinstance(ip, dict)}
+        prev = self._prev_result(req)
+        if prev is not None:
+            addrs = {ip.get("address") for ip in prev.get("ips") or []}
             if addrs and f"{att.ip}/{self.prefixlen}" not in addrs:
                 problems.append(f"prevResult has {sorted(addrs)}, the pod has {att.ip}")
         owner = pipeline.pod_owner(att.pod_port())
@@ -940,20 +1127,42 @@ class Agent:
         return None
 
     def cni_gc(self, req: dict):
+        """Remove what the runtime no longer knows, of this network only. An attachment is
+        kept when it is in the runtime's list, belongs to another network (or its network was
+        not recorded), is being added right now, or its port is live; each is logged."""
         cfg_ = req.get("config") or {}
+        network = cfg_.get("name") or ""
+        if not isinstance(network, str) or not network:
+            raise CNIError(7, "GC needs the network's name")
         valid_list = cfg_.get("cni.dev/valid-attachments")
         if not isinstance(valid_list, list):
             raise CNIError(7, "GC needs cni.dev/valid-attachments (a list)")
         valid = set()
         for v in valid_list:
-            if not isinstance(v, dict) or "containerID" not in v or "ifname" not in v:
-                raise CNIError(7, "each valid attachment needs containerID and ifname")
+            if (
+                not isinstance(v, dict)
+                or not isinstance(v.get("containerID"), str)
+                or not isinstance(v.get("ifname"), str)
+            ):
+                raise CNIError(7, "each valid attachment needs containerID and ifname (strings)")
             valid.add((v["containerID"], v["ifname"]))
         with self._pods_lock:
-            valid |= self._inflight  # an ADD under way is not yet in the runtime's list
+            inflight = set(self._inflight)  # an ADD under way is not yet in the runtime's list
         live_ips = set()
         for att in list(self.pods.values()):
+            why = None
             if (att.container_id, att.ifname) in valid:
+                why = "in the runtime's list"
+            elif att.network != network:
+                why = (
+                    f"it belongs to network {att.network!r}"
+                    if att.network
+                    else "its network was not recorded"
+                )
+            elif (att.container_id, att.ifname) in inflight:
+                why = "its ADD is under way"
+            if why is not None:
+                log.info("GC %s: keeping %s (%s, %s): %s", network, att.key, att.ref, att.ip, why)
                 continue
             with self._lock_for(att.key):
                 if self.pods.get(att.key) is not att:
@@ -962,19 +1171,25 @@ class Agent:
                 if port and port["ofport"] > 0 and netlink.link_exists(att.host_if):
                     live_ips.add(att.ip)
                     log.warning(
-                        "GC: %s (%s/%s, %s) is not in the runtime's list but its port is "
-                        "live; keeping it",
+                        "GC %s: keeping %s (%s, %s): not in the runtime's list but its port "
+                        "is live",
+                        network,
                         att.key,
-                        att.namespace,
-                        att.name,
+                        att.ref,
                         att.ip,
                     )
                     continue
-                log.info("GC: removing stale attachment %s (%s)", att.key, att.ip)
+                log.info("GC %s: removing stale attachment %s (%s)", network, att.key, att.ip)
                 self._teardown(att)
         live_ips |= {a.ip for a in self.pods.values()}
-        for alloc in self.ipam.gc(valid, live_ips):
-            log.info("GC: released %s of %s/%s", alloc.ip, alloc.container_id, alloc.ifname)
+        for alloc in self.ipam.gc(valid | inflight, live_ips, network=network):
+            log.info(
+                "GC %s: released %s of %s/%s",
+                network,
+                alloc.ip,
+                alloc.container_id,
+                alloc.ifname,
+            )
         return None
 
     # -- status -------------------------------------------------------------------------------
@@ -1122,17 +1337,20 @@ class Agent:
         }
 
 
-def _as_cni_error(e: BaseException) -> CNIError:
+def _as_cni_error(e: BaseException, step: str = "") -> CNIError:
+    """The CNI error for an exception; `step` (IPAM, veth, OVS port, flows, ...) names where
+    it happened, so the runtime's message says which step failed."""
     if isinstance(e, CNIError):
         return e
+    at = f"{step}: " if step else ""
     if isinstance(e, NotConnected):
-        return CNIError(11, "the agent is not connected to its switch", str(e))
+        return CNIError(11, f"{at}the agent is not connected to its switch", str(e))
     if isinstance(e, SyncError):
-        return CNIError(11, "installing the pod's flows failed", str(e))
+        return CNIError(11, f"{at}installing the pod's flows failed", str(e))
     if isinstance(e, OVSDBError):
-        return CNIError(ERR_INTERNAL, "OVSDB operation failed", str(e))
+        return CNIError(ERR_INTERNAL, f"{at}OVSDB operation failed", str(e))
     if isinstance(e, netlink.NetlinkFailure):
-        return CNIError(ERR_INTERNAL, "interface setup failed", str(e))
+        return CNIError(ERR_INTERNAL, f"{at}interface setup failed", str(e))
     if isinstance(e, IPAMError):
-        return CNIError(ERR_INTERNAL, "IPAM failed", str(e))
-    return CNIError(ERR_INTERNAL, "unexpected agent failure", repr(e))
+        return CNIError(ERR_INTERNAL, f"{at}IPAM failed", str(e))
+    return CNIError(ERR_INTERNAL, f"{at}unexpected agent failure", repr(e))

@@ -36,6 +36,8 @@ class CNIError(Exception):
 ERR_INTERNAL = 100
 ERR_IPAM_EXHAUSTED = 101
 ERR_CHECK_FAILED = 102
+ERR_ADDRESS_UNAVAILABLE = 103  # a requested IP/MAC is malformed, outside the pod CIDR, reserved
+ERR_ADDRESS_IN_USE = 104  # a requested IP is held by another attachment
 
 
 class _Handler(socketserver.BaseRequestHandler):

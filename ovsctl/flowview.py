@@ -56,7 +56,8 @@ def owner_name(key: str | None, feature: str, oid: int, pods: dict[str, dict]) -
     if kind == "pod" and key in pods:
         p = pods[key]
         suffix = "" if p["ifname"] == "eth0" else f"[{p['ifname']}]"
-        return f"pod:{p['namespace']}/{p['name']}{suffix}"
+        ref = f"{p['namespace']}/{p['name']}" if p["namespace"] else p["name"] or rest
+        return f"pod:{ref}{suffix}"  # podman sends no namespace: pod:NAME
     return f"{kind}:{rest}" if rest else kind
 
 
@@ -345,7 +346,9 @@ def main(args) -> int:
     pod_keys = pod_ips = None
     if getattr(args, "pod", None):
         ns, name = split_ref(args.pod)
-        pod_keys = {k for k, p in pods.items() if (p["namespace"], p["name"]) == (ns, name)}
+        # a bare NAME is default/NAME, or a pod whose runtime sent no namespace (podman)
+        refs = {(ns, name)} | ({("", name)} if "/" not in args.pod else set())
+        pod_keys = {k for k, p in pods.items() if (p["namespace"], p["name"]) in refs}
         pod_ips = {pods[k]["ip"] for k in pod_keys}
         if not pod_keys and view is not None:  # another node's pod: flows naming its IP
             try:

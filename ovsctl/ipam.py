@@ -35,6 +35,14 @@ class IPAMCorrupt(IPAMError):
     """The state file is unreadable or invalid; it is left untouched."""
 
 
+class IPAMUnavailable(IPAMError):
+    """A requested address cannot be given: outside the CIDR, reserved, or malformed."""
+
+
+class IPAMInUse(IPAMError):
+    """A requested address is held by another attachment."""
+
+
 @dataclass(frozen=True)
 class Allocation:
     ip: str
@@ -105,6 +113,44 @@ class IPAM:
             self._save(state)
             return alloc
 
+    def reserve(
+        self, ip: str, container_id: str, ifname: str, owner: dict | None = None
+    ) -> Allocation:
+        """Allocate the requested address `ip` to (container_id, ifname): a static IP, or the
+        address a runtime asks back (podman's network reload). Idempotent for the same holder;
+        raises IPAMUnavailable (not an allocatable address of the CIDR), IPAMInUse (held by
+        another attachment) or IPAMError (this attachment already holds another address), and
+        then allocates nothing."""
+        key = _key(container_id, ifname)
+        owner = _check_owner(owner)
+        want = _norm_ip(ip)
+        if want is None:
+            raise IPAMUnavailable(f"requested address {ip!r} is not an IPv4 address")
+        n = int(netaddr.IPAddress(want))
+        if not self.cidr.first <= n <= self.cidr.last:
+            raise IPAMUnavailable(
+                f"requested address {want} is outside this node's pod CIDR {self.cidr}"
+            )
+        if not self._first <= n <= self._last:
+            what = "the gateway's" if n == int(self.gateway) else "not a host address"
+            raise IPAMUnavailable(f"requested address {want} is reserved in {self.cidr} ({what})")
+        with self._locked():
+            state = self._load()
+            existing = state.allocs.get(key)
+            if existing is not None:
+                if existing.ip == want:
+                    return existing
+                raise IPAMError(
+                    f"{key[0]}/{key[1]} already holds {existing.ip}, not the requested {want}"
+                )
+            for k, a in state.allocs.items():
+                if a.ip == want:
+                    raise IPAMInUse(f"requested address {want} is held by {k[0]}/{k[1]}")
+            alloc = Allocation(want, key[0], key[1], owner)
+            state.allocs[key] = alloc
+            self._save(state)
+            return alloc
+
     def adopt(
         self, ip: str, container_id: str, ifname: str, owner: dict | None = None
     ) -> Allocation:
@@ -157,13 +203,21 @@ class IPAM:
             allocs = self._load().allocs.values()
         return sorted(allocs, key=lambda a: int(netaddr.IPAddress(a.ip)))
 
-    def gc(self, valid: set[tuple[str, str]], in_use_ips: set[str]) -> list[Allocation]:
-        """Free allocations not in ``valid`` unless their address is in ``in_use_ips``."""
+    def gc(
+        self, valid: set[tuple[str, str]], in_use_ips: set[str], network: str | None = None
+    ) -> list[Allocation]:
+        """Free allocations not in ``valid`` unless their address is in ``in_use_ips``. With
+        ``network``, only allocations made for that CNI network (owner "network") are looked
+        at: a GC of one network never frees another's (nor one whose network is unknown)."""
         in_use = {_norm_ip(ip) or ip for ip in in_use_ips}
         with self._locked():
             state = self._load()
             freed = [
-                a for key, a in state.allocs.items() if key not in valid and a.ip not in in_use
+                a
+                for key, a in state.allocs.items()
+                if key not in valid
+                and a.ip not in in_use
+                and (network is None or a.owner.get("network") == network)
             ]
             for a in freed:
                 del state.allocs[(a.container_id, a.ifname)]

@@ -154,10 +154,12 @@ def create_pod_interface(
     gateway: str,
     mtu: int,
     tx_off: bool,
-) -> str:
+) -> tuple[str, bool]:
     """Make a veth pair: `host_if` in this namespace, `ifname` inside `netns`, configured with
-    MAC, MTU, address, default route via the gateway, and loopback up. Returns the host MAC
-    (chosen: host_side_mac). On failure the pair is removed again."""
+    MAC, MTU, address, default route via the gateway (unless the pod already has one: a second
+    interface, e.g. a Multus delegate, must not take it), and loopback up. Returns the host MAC
+    (chosen: host_side_mac) and whether the default route was added. On failure the pair is
+    removed again; the NetlinkFailure says which step failed."""
     host_mac = host_side_mac(host_if)
     with IPRoute() as ipr:
         try:
@@ -176,11 +178,14 @@ def create_pod_interface(
                 ) from e
             raise NetlinkFailure(f"creating veth {host_if}: {e}") from e
         try:
-            idx = socket.if_nametoindex(host_if)
-            quiet_host_side(host_if)
-            ipr.link("set", index=idx, state="up")
-            in_netns(netns, _configure_pod_side, ifname, ip, prefixlen, gateway, tx_off)
-            return host_mac
+            try:
+                idx = socket.if_nametoindex(host_if)
+                quiet_host_side(host_if)
+                ipr.link("set", index=idx, state="up")
+            except (OSError, NetlinkError) as e:
+                raise NetlinkFailure(f"bringing up host end {host_if}: {e}") from e
+            routed = in_netns(netns, _configure_pod_side, ifname, ip, prefixlen, gateway, tx_off)
+            return host_mac, routed
         except BaseException:
             _delete(ipr, host_if)
             raise
@@ -209,23 +214,36 @@ def quiet_host_side(name: str) -> None:
                 raise NetlinkFailure(f"{path} is missing") from None
 
 
-def _configure_pod_side(ifname, ip, prefixlen, gateway, tx_off):
+def _configure_pod_side(ifname, ip, prefixlen, gateway, tx_off) -> bool:
     """In the pod's namespace: the veth end (MAC and MTU set when it was made) up with its
-    address and the default route; loopback up."""
+    address, the default route unless the pod has one already, loopback up. Returns whether
+    the default route was added."""
     try:
         idx = socket.if_nametoindex(ifname)
     except OSError:
         raise NetlinkFailure(f"{ifname} did not appear in the pod's namespace") from None
     with IPRoute() as ipr:
-        ipr.link("set", index=idx, state="up")
-        ipr.addr("add", index=idx, address=ip, prefixlen=prefixlen)
+        step = f"bringing up {ifname} in the pod's namespace"
         try:
-            ipr.link("set", index=socket.if_nametoindex("lo"), state="up")
-        except OSError:
-            pass  # no loopback device: nothing to bring up
-        ipr.route("add", dst="0.0.0.0/0", gateway=gateway, oif=idx)
-    if tx_off:
-        tx_checksum_off(ifname)
+            ipr.link("set", index=idx, state="up")
+            step = f"adding {ip}/{prefixlen} to {ifname} in the pod's namespace"
+            ipr.addr("add", index=idx, address=ip, prefixlen=prefixlen)
+            try:
+                ipr.link("set", index=socket.if_nametoindex("lo"), state="up")
+            except OSError:
+                pass  # no loopback device: nothing to bring up
+            step = f"adding the default route via {gateway} on {ifname} in the pod's namespace"
+            has_default = any(
+                r["dst_len"] == 0 for r in ipr.get_routes(family=socket.AF_INET, table=254)
+            )
+            if not has_default:
+                ipr.route("add", dst="0.0.0.0/0", gateway=gateway, oif=idx)
+            step = f"turning off TX checksum offload on {ifname}"
+            if tx_off:
+                tx_checksum_off(ifname)
+        except (OSError, NetlinkError) as e:
+            raise NetlinkFailure(f"{step}: {e}") from e
+    return not has_default
 
 
 def _delete(ipr: IPRoute, name: str) -> bool:

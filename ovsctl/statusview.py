@@ -82,7 +82,8 @@ def render(st: dict, now: float | None = None) -> str:
     pods = st.get("pods") or []
     lines.append(f"pods      {len(pods)}")
     for p in sorted(pods, key=lambda p: (p.get("namespace", ""), p.get("name", ""))):
-        name = f"{p.get('namespace')}/{p.get('name')}"
+        ns, name = p.get("namespace") or "", p.get("name") or ""
+        name = f"{ns}/{name}" if ns else name or str(p.get("container_id", ""))[:12]
         lines.append(
             f"  {name:<30} {p.get('ip', ''):<15} {p.get('mac', '')}  ofport {p.get('ofport')}"
             f"  {p.get('host_if', '')}"

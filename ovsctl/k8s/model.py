@@ -25,6 +25,8 @@ from typing import Any, ClassVar, NamedTuple
 import netaddr
 import yaml
 
+STATIC_IP_ANNOTATION = "ovsctl.io/ip-address"  # a pod's static IP (as Kube-OVN offers)
+
 __all__ = [
     "ACCEPTED_KINDS",
     "KINDS",
@@ -435,6 +437,9 @@ class Pod(_LabelledMixin):
     phase: str = "Pending"
     ready: bool = True
     terminating: bool = False
+    # annotation ovsctl.io/ip-address as written: the static IP its CNI ADD asks for (checked
+    # there, so that a bad value fails that pod's ADD with a clear error and nothing else)
+    static_ip: str = ""
 
     def __post_init__(self):
         object.__setattr__(self, "labels", Labels(self.labels))
@@ -726,6 +731,11 @@ def _parse_pod(
             "status.phase", f"must be one of {', '.join(POD_PHASES)}, got {_show(phase)}"
         )
     terminating = meta.get("deletionTimestamp") not in (None, "")
+    annotations = meta.get("annotations")
+    static_ip = ""
+    if isinstance(annotations, Mapping):
+        note = annotations.get(STATIC_IP_ANNOTATION)
+        static_ip = note.strip() if isinstance(note, str) else ""
 
     return Pod(
         namespace=namespace,
@@ -739,6 +749,7 @@ def _parse_pod(
         phase=phase,
         ready=ready,
         terminating=terminating,
+        static_ip=static_ip,
     )
 
 
@@ -786,6 +797,8 @@ def to_dict(obj: Object) -> dict[str, Any]:
             meta["uid"] = obj.uid
         if obj.terminating:
             meta["deletionTimestamp"] = "1970-01-01T00:00:00Z"
+        if obj.static_ip:
+            meta["annotations"] = {STATIC_IP_ANNOTATION: obj.static_ip}
         spec: dict[str, Any] = {}
         if obj.node_name:
             spec["nodeName"] = obj.node_name

@@ -319,3 +319,39 @@ def test_a_corrupt_file_does_not_leak_what_the_cache_holds(tmp_path):
         with pytest.raises(IPAMCorrupt):
             a.allocate("c2", "eth0")
     assert len(os.listdir("/proc/self/fd")) <= before
+
+
+# ---- requested addresses and GC per network ------------------------------------------------
+
+
+def test_reserve_gives_the_requested_address_idempotently(tmp_path):
+    from ovsctl.ipam import IPAMInUse, IPAMUnavailable
+
+    ipam = IPAM("10.9.0.0/24", str(tmp_path))
+    a = ipam.reserve("10.9.0.77", "c1", "eth0", {"network": "n"})
+    assert a.ip == "10.9.0.77" and ipam.reserve("10.9.0.77", "c1", "eth0").ip == "10.9.0.77"
+    with pytest.raises(IPAMInUse, match="10.9.0.77.*c1/eth0"):
+        ipam.reserve("10.9.0.77", "c2", "eth0")
+    for bad, words in (
+        ("10.8.0.5", "outside"),
+        ("10.9.0.0", "reserved"),
+        ("10.9.0.1", "gateway"),
+        ("10.9.0.255", "reserved"),
+        ("nope", "not an IPv4"),
+    ):
+        with pytest.raises(IPAMUnavailable, match=words):
+            ipam.reserve(bad, "c3", "eth0")
+    with pytest.raises(IPAMError, match="already holds 10.9.0.77"):
+        ipam.reserve("10.9.0.78", "c1", "eth0")
+    assert [x.ip for x in ipam.allocations()] == ["10.9.0.77"]
+    # the allocator skips a reserved address
+    assert ipam.allocate("c4", "eth0").ip != "10.9.0.77"
+
+
+def test_gc_of_one_network_frees_only_that_networks_allocations(tmp_path):
+    ipam = IPAM("10.9.0.0/24", str(tmp_path))
+    a = ipam.allocate("ca", "eth0", {"network": "a"})
+    b = ipam.allocate("cb", "eth0", {"network": "b"})
+    legacy = ipam.allocate("cl", "eth0", {})
+    assert [x.ip for x in ipam.gc(set(), set(), network="a")] == [a.ip]
+    assert {x.ip for x in ipam.allocations()} == {b.ip, legacy.ip}
