@@ -3,6 +3,11 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 APT_PKGS := openvswitch-switch iproute2 iptables ethtool iputils-ping procps python3-venv
+# real CNI callers for the runtime tests: containerd (CRI) + runc, podman, an offline image
+# from busybox-static, and the reference plugins (portmap, tuning) chained after ours
+APT_PKGS += containerd runc podman busybox-static containernetworking-plugins
+# the Vagrant lab's checks (shellcheck, ruby -c, vagrant validate, systemd-analyze)
+APT_PKGS += shellcheck ruby vagrant vagrant-libvirt systemd
 STAMP_APT := $(VENV)/.apt-done
 STAMP_PIP := $(VENV)/.pip-done
 
@@ -39,7 +44,7 @@ demo: deps
 	$(PY) -m ovsctl.demo
 
 # Benchmarks (not part of the tests): reference CNI plugins and iperf3 are installed here only.
-BENCH_PKGS := containernetworking-plugins iperf3
+BENCH_PKGS := iperf3
 bench: deps
 	@if ! dpkg -s $(BENCH_PKGS) >/dev/null 2>&1; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(BENCH_PKGS); \

@@ -452,13 +452,15 @@ WantedBy=multi-user.target
   conflist=$(mktemp)
   cat >"$conflist" <<EOF
 {
-  "cniVersion": "1.1.0",
+  "cniVersion": "1.0.0",
+  "cniVersions": ["1.0.0", "1.1.0"],
   "name": "ovsctl",
   "plugins": [
     {
       "type": "ovsctl-cni",
       "socket": "$cni_socket",
-      "timeout": 60
+      "timeout": 60,
+      "capabilities": {"ips": true, "mac": true}
     }
   ]
 }
@@ -556,7 +558,7 @@ cmd_pod() {
   local key=$ns.$name cid
   cid=$(printf 'ovsctl-lab-pod/%s/%s' "$ns" "$name" | sha256sum | cut -c1-32)
   local cni_args="IgnoreUnknown=1;K8S_POD_NAMESPACE=$ns;K8S_POD_NAME=$name;K8S_POD_INFRA_CONTAINER_ID=$cid"
-  local conf="{\"cniVersion\": \"1.1.0\", \"name\": \"ovsctl\", \"type\": \"ovsctl-cni\", \"socket\": \"$sock\"}"
+  local conf="{\"cniVersion\": \"1.0.0\", \"name\": \"ovsctl\", \"type\": \"ovsctl-cni\", \"socket\": \"$sock\"}"
   cni() { # COMMAND: the shim as kubelet runs it
     env -i PATH="$PATH" CNI_COMMAND="$1" CNI_CONTAINERID="$cid" CNI_NETNS="/var/run/netns/$netns" \
       CNI_IFNAME=eth0 CNI_PATH=/opt/cni/bin CNI_ARGS="$cni_args" "$shim" <<<"$conf"

@@ -144,13 +144,18 @@ def _conflist() -> dict:
     return json.loads(_configmap()["data"]["10-ovsctl.conflist"])
 
 
-def _plugin_conf(conflist: dict, plugin_type: str = "ovsctl-cni") -> dict:
-    """The network configuration a runtime hands one plugin of a conflist (libcni copies the
-    list's cniVersion and name into it)."""
+def _plugin_conf(conflist: dict, plugin_type: str = "ovsctl-cni", libcni: str = "1.1") -> dict:
+    """The network configuration a runtime hands one plugin of a conflist: libcni copies the
+    list's cniVersion and name into it. libcni up to 1.1 (containerd 1.6/1.7, podman 4) reads
+    "cniVersion"; libcni 1.2+ picks the highest of "cniVersions" it knows (up to 1.1.0)."""
     plugins = [p for p in conflist["plugins"] if p.get("type") == plugin_type]
     assert len(plugins) == 1, conflist
     conf = dict(plugins[0])
-    conf["cniVersion"] = conflist["cniVersion"]
+    version = conflist["cniVersion"]
+    if libcni != "1.1" and conflist.get("cniVersions"):
+        known = [v for v in conflist["cniVersions"] if v in ("0.4.0", "1.0.0", "1.1.0")]
+        version = max(known, key=lambda v: tuple(map(int, v.split("."))))
+    conf["cniVersion"] = version
     conf["name"] = conflist["name"]
     return conf
 
@@ -587,10 +592,16 @@ def test_install_cni_refuses_a_node_without_python(node_dirs):
 
 def test_conflist_matches_the_shim_and_the_agent(tmp_path):
     conflist = _conflist()
-    assert set(conflist) == {"cniVersion", "name", "plugins"}
+    assert set(conflist) == {"cniVersion", "cniVersions", "name", "plugins"}
+    # libcni up to 1.1 cannot read a 1.1.0 result back ("unsupported CNI result version"):
+    # every runtime in use reads 1.0.0; libcni 1.2+ picks 1.1.0 (STATUS, GC) from the list
+    assert conflist["cniVersion"] == "1.0.0"
+    assert conflist["cniVersions"] == ["1.0.0", "1.1.0"]
     assert [p["type"] for p in conflist["plugins"]] == ["ovsctl-cni"]
     conf = _plugin_conf(conflist)
-    assert set(conf) <= {"cniVersion", "name", "type", "socket", "timeout"}
+    assert set(conf) <= {"cniVersion", "name", "type", "socket", "timeout", "capabilities"}
+    assert conf["capabilities"] == {"ips": True, "mac": True}
+    assert _plugin_conf(conflist, libcni="1.2")["cniVersion"] == "1.1.0"
     cfg = _load_agent_config(tmp_path)
     assert conf["socket"] == cfg.cni_socket
     # The shim must wait longer than one step of the agent (docs/cni.md).
@@ -628,14 +639,15 @@ def test_installed_shim_accepts_the_installed_conflist(node_dirs):
 
     status, out = _run_shim(shim, "VERSION", conf)
     assert status == 0, out
-    assert conflist["cniVersion"] in out["supportedVersions"]
+    assert set(conflist["cniVersions"]) | {conflist["cniVersion"]} <= set(out["supportedVersions"])
 
     # Only the socket moves into the fake node; everything else is the shipped config.
     sock = str(node_dirs / "run/ovsctl/cni.sock")
     conf["socket"] = sock
+    new = dict(_plugin_conf(conflist, libcni="1.2"), socket=sock)  # containerd 2: 1.1.0
     fake = _FakeAgent(sock, ADD_RESULT)
     try:
-        status, out = _run_shim(shim, "STATUS", conf)
+        status, out = _run_shim(shim, "STATUS", new)
         assert (status, out) == (0, None)
         pod_env = {
             "CNI_CONTAINERID": "0f1e2d3c4b5a",
@@ -643,25 +655,30 @@ def test_installed_shim_accepts_the_installed_conflist(node_dirs):
             "CNI_IFNAME": "eth0",
             "CNI_ARGS": "K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-0",
         }
-        status, out = _run_shim(shim, "ADD", conf, **pod_env)
-        assert status == 0, out
-        assert out == {"cniVersion": conflist["cniVersion"], **ADD_RESULT}
-        status, out = _run_shim(shim, "DEL", conf, **pod_env)
-        assert (status, out) == (0, None)
+        for c in (conf, new):
+            status, out = _run_shim(shim, "ADD", c, **pod_env)
+            assert status == 0, out
+            assert out == {"cniVersion": c["cniVersion"], **ADD_RESULT}
+            status, out = _run_shim(shim, "DEL", c, **pod_env)
+            assert (status, out) == (0, None)
     finally:
         fake.close()
-    assert [r["command"] for r in fake.requests] == ["STATUS", "ADD", "DEL"]
-    assert all(r["config"] == conf for r in fake.requests)
+    assert [r["command"] for r in fake.requests] == ["STATUS", "ADD", "DEL", "ADD", "DEL"]
+    assert [r["config"] for r in fake.requests] == [new, conf, conf, new, new]
 
 
 def test_shim_validates_the_conflist_for_every_command():
     """In-process, without an agent: the shim's own config check passes for each command
     a runtime may send with this cniVersion, and yields the shipped socket and timeout."""
     shim = _load_shim()
-    conf = _plugin_conf(_conflist())
+    old = _plugin_conf(_conflist())  # libcni up to 1.1: no STATUS or GC there
+    for command in ("ADD", "CHECK", "DEL"):
+        sock, timeout = shim.validate_config(command, old)
+        assert (sock, timeout) == (old["socket"], float(old["timeout"]))
+    new = _plugin_conf(_conflist(), libcni="1.2")
     for command in ("ADD", "CHECK", "DEL", "GC", "STATUS"):
-        sock, timeout = shim.validate_config(command, conf)
-        assert (sock, timeout) == (conf["socket"], float(conf["timeout"]))
+        sock, timeout = shim.validate_config(command, new)
+        assert (sock, timeout) == (new["socket"], float(new["timeout"]))
 
 
 # --------------------------------------------------------------------------- OVS DaemonSet

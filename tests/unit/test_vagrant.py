@@ -372,9 +372,15 @@ def test_service_writes_units_shim_and_conflist(tmp_path):
     assert shim.read_bytes() == (ROOT / "cni-shim" / "ovsctl-cni").read_bytes()
     assert os.access(shim, os.X_OK)
     conflist = yaml.safe_load((root / "etc/cni/net.d/10-ovsctl.conflist").read_text())
-    assert conflist["name"] == "ovsctl" and conflist["cniVersion"] == "1.1.0"
+    assert conflist["name"] == "ovsctl" and conflist["cniVersion"] == "1.0.0"
+    assert conflist["cniVersions"] == ["1.0.0", "1.1.0"]
     assert conflist["plugins"] == [
-        {"type": "ovsctl-cni", "socket": "/run/ovsctl/cni.sock", "timeout": 60}
+        {
+            "type": "ovsctl-cni",
+            "socket": "/run/ovsctl/cni.sock",
+            "timeout": 60,
+            "capabilities": {"ips": True, "mac": True},
+        }
     ]
     # the same conflist as the cluster deployment's
     cm = yaml.safe_load((ROOT / "manifests" / "02-config.yaml").read_text())
