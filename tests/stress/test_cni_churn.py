@@ -36,6 +36,7 @@ class Kubelet:
     def __init__(self, node):
         self.node = node
         self.lock = threading.Lock()
+        self.added = threading.Condition(self.lock)  # notified on every successful ADD
         self.adds_ok = 0
         self.calls: list[dict] = []  # every CNI call: cmd, cid, t0, t1, rc, code
         self.holders: list[dict] = []  # every successful ADD: cid, ip, added, del_started
@@ -119,6 +120,7 @@ class Kubelet:
         with self.lock:
             self.holders.append(holder)
             self.adds_ok += 1
+            self.added.notify_all()
         if i % KEEP_EVERY == 0:
             with self.lock:
                 self.live[sb["cid"]] = holder
@@ -144,8 +146,8 @@ def test_parallel_add_del_with_the_agent_killed_twice(node, request):
 
     def killer():
         for at in KILL_AT:
-            while kl.adds_ok < at and not stop.is_set():
-                time.sleep(0.02)
+            with kl.added:
+                kl.added.wait_for(lambda a=at: kl.adds_ok >= a or stop.is_set())
             if stop.is_set():
                 return
             node.kill_agent()  # SIGKILL
@@ -161,7 +163,9 @@ def test_parallel_add_del_with_the_agent_killed_twice(node, request):
             for f in [pool.submit(kl.pod, i) for i in range(PODS)]:
                 f.result()
     finally:
-        stop.set()
+        with kl.added:
+            stop.set()
+            kl.added.notify_all()
         k.join()
     took = time.monotonic() - t0
     assert len(kills) == 2, "the agent was not killed twice"
