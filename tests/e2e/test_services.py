@@ -431,10 +431,10 @@ def test_node_port_local_keeps_the_client_ip_and_uses_local_endpoints(lab, tmp_p
         }
         f = apply_docs(lab, tmp_path, "npl", svc, eps)
         others = [n for name, n in nodes.items() if name != b1["node"]]
+        # (a connection counts as dropped after the default 2 s: a shorter wait could take a
+        # slow answer on a loaded machine for a drop)
         wait_for(
-            lambda: all(
-                external(lab, n["ip"], 30081, 1, timeout=0.5)["failed"] == 1 for n in others
-            ),
+            lambda: all(external(lab, n["ip"], 30081, 1)["failed"] == 1 for n in others),
             20,
             interval=0.2,
             what="nodes without a local endpoint dropping",

@@ -150,7 +150,7 @@ def test_installed_flows_are_exactly_the_pipeline(node, pods):
     for p in pods:
         for f in pipeline.pod_flows(n, pod_port(node, p)):
             want.add(f.text())
-    have = wait_for(lambda: (t := flow_texts(node)) >= want and t, 5, what="flows installed")
+    have = wait_for(lambda: (t := flow_texts(node)) >= want and t, 30, what="flows installed")
     extra = {t for t in have if t not in want}
     # Only flows of other pods (made by other tests) may be there besides ours.
     assert all("cookie=0x2" in t for t in extra), extra

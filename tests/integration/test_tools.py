@@ -87,7 +87,7 @@ def test_flows_name_owners_and_filter_by_pod(node, pods):
 
 
 def test_diff_is_empty_in_sync_and_shows_flows_changed_behind_the_agents_back(node, pods):
-    wait_for(lambda: in_sync(node), 10, what="flows --diff empty after sync")
+    wait_for(lambda: in_sync(node), 30, what="flows --diff empty after sync")
     l2 = flows_json(node, "--pod", "default/tb", "--table", "L2Forwarding")[0]
     node.ovs.ofctl("del-flows", "--strict", "br-int", f"table={l2['table_id']},{l2['match']}")
     extra = "table=90,priority=7,ip,nw_dst=10.99.0.1"
@@ -122,7 +122,7 @@ def test_diff_is_empty_in_sync_and_shows_flows_changed_behind_the_agents_back(no
         node.ovs.ofctl("del-flows", "--strict", "br-int", extra)
         if node.agent_proc.poll() is not None:
             node.start_agent()  # a new round puts the deleted flow back
-    wait_for(lambda: in_sync(node), 15, what="flows --diff empty after the agent's new round")
+    wait_for(lambda: in_sync(node), 30, what="flows --diff empty after the agent's new round")
     # the restarted agent found its meter on the switch and updated it
     assert json.loads(ovsctl(node, "status", "--json").stdout)["audit"]["meter"] is True
     assert "meter=1 pktps burst stats bands=" in node.ovs.ofctl("dump-meters", "br-int")

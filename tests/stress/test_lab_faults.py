@@ -114,7 +114,7 @@ def test_ovs_daemon_restart_under_traffic_recovers(lab, component):
         for src, dst in (("x/x1", "x/x2"), ("y/y2", "x/x2"))
     ]
     try:
-        wait_for(lambda: ping(lab, "x/x1", p["x/x2"]["ip"]), 5, what="traffic before")
+        wait_for(lambda: ping(lab, "x/x1", p["x/x2"]["ip"]), 30, what="traffic before")
         t0 = time.monotonic()
         lab.restart(node, component, log=lambda *_: None)  # kill -9, start again
         for src, dst in (("x/x1", "x/x2"), ("y/y2", "x/x2"), ("x/x2", "y/y1")):
