@@ -1,14 +1,16 @@
 """The Vagrant lab (vagrant/Vagrantfile) and the provisioning script it shares with the netns
 lab (ovsctl/lab/provision.sh), checked without VMs.
 
-- The script: `bash -n` (and shellcheck where installed); `node` writes an agent.yaml that
+- The script: `bash -n` and shellcheck; `node` writes an agent.yaml that
   ovsctl's config loader accepts and a Node object the cluster-state model parses, byte for
   byte what the lab wrote before it used the script; bad input exits 2 with a message and
   writes nothing; every subcommand's --help names exactly the flags it parses.
 - The netns lab's own call of the script (Lab._provision), without root or namespaces.
-- The Vagrantfile: read as text everywhere (both providers, the settings, every provision.sh
-  call uses flags the script accepts); `ruby -c` where ruby is installed; `vagrant validate`
-  where vagrant is installed, per provider where it can be checked here.
+- The Vagrantfile: read as text (both providers, the settings, every provision.sh call uses
+  flags the script accepts); `ruby -c`; `vagrant validate`, per provider (offline).
+
+shellcheck, ruby, vagrant, vagrant-libvirt and systemd-analyze come with `make deps`; a missing
+one fails its check rather than skipping it.
 """
 
 from __future__ import annotations
@@ -71,9 +73,21 @@ def test_script_parses_with_bash_n():
     assert p.returncode == 0, p.stderr
 
 
+def need(tool: str) -> None:
+    """The checks' tools are installed by `make deps` (the Makefile's APT_PKGS); a missing one
+    fails the check instead of skipping it, so CI cannot pass without having run it."""
+    if not shutil.which(tool):
+        pytest.fail(f"{tool} is not installed: `make deps` installs it (Makefile APT_PKGS)")
+
+
+def test_make_deps_installs_the_checks_tools():
+    text = (ROOT / "Makefile").read_text()
+    pkgs = {p for line in re.findall(r"^APT_PKGS \+?:?= (.*)$", text, re.M) for p in line.split()}
+    assert {"shellcheck", "ruby", "vagrant", "vagrant-libvirt", "systemd"} <= pkgs, pkgs
+
+
 def test_script_is_clean_for_shellcheck():
-    if not shutil.which("shellcheck"):
-        pytest.skip("shellcheck is not installed")
+    need("shellcheck")
     p = subprocess.run(["shellcheck", str(SCRIPT)], capture_output=True, text=True)
     assert p.returncode == 0, p.stdout
 
@@ -393,8 +407,7 @@ def test_service_writes_units_shim_and_conflist(tmp_path):
     assert sorted(os.listdir(r2)) == ["ovsctl-agent.service"]
     assert "apiserver" not in (r2 / "ovsctl-agent.service").read_text()
 
-    if not shutil.which("systemd-analyze"):
-        pytest.skip("systemd-analyze is not installed: the units' syntax is not checked")
+    need("systemd-analyze")
     v = subprocess.run(
         ["systemd-analyze", "verify", str(agent), str(api)], capture_output=True, text=True
     )
@@ -502,8 +515,7 @@ def test_vagrantfile_node_calls_match_the_scripts_checks(tmp_path):
 
 
 def test_vagrantfile_ruby_syntax():
-    if not shutil.which("ruby"):
-        pytest.skip("ruby is not installed")
+    need("ruby")
     p = subprocess.run(["ruby", "-c", str(VAGRANTFILE)], capture_output=True, text=True)
     assert p.returncode == 0 and "Syntax OK" in p.stdout, p.stderr
 
@@ -523,8 +535,7 @@ def vagrant(tmp_path: Path, *args: str, extra_env: dict | None = None):
 
 
 def need_vagrant():
-    if not shutil.which("vagrant"):
-        pytest.skip("vagrant is not installed")
+    need("vagrant")
 
 
 @pytest.mark.parametrize("kubeadm", ["0", "1"])
@@ -555,7 +566,7 @@ def test_vagrant_validate_libvirt_provider(tmp_path):
     need_vagrant()
     plugins = subprocess.run(["vagrant", "plugin", "list"], capture_output=True, text=True)
     if "vagrant-libvirt" not in plugins.stdout:
-        pytest.skip("the vagrant-libvirt plugin is not installed")
+        pytest.fail("the vagrant-libvirt plugin is not installed: `make deps` installs it")
     p = vagrant(tmp_path, "validate", extra_env={"VAGRANT_DEFAULT_PROVIDER": "libvirt"})
     assert p.returncode == 0, p.stdout + p.stderr
 
