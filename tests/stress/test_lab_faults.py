@@ -120,7 +120,7 @@ def test_ovs_daemon_restart_under_traffic_recovers(lab, component):
         for src, dst in (("x/x1", "x/x2"), ("y/y2", "x/x2"), ("x/x2", "y/y1")):
             wait_for(
                 lambda s=src, d=dst: ping(lab, s, p[d]["ip"]),
-                60,  # a hang bound: recovery normally takes a second or two
+                60,  # a hang bound: recovery takes about 3 s here
                 interval=0.05,
                 what=f"{src} reaching {dst} again after the {component} restart",
             )
