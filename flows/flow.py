@@ -99,6 +99,35 @@ IPV4_FIELDS = frozenset(
 )
 
 
+# integer match fields and their largest value
+_INT_RANGE = {
+    "tp_src": 0xFFFF,
+    "tp_dst": 0xFFFF,
+    "icmp_type": 0xFF,
+    "icmp_code": 0xFF,
+    "arp_op": 0xFFFF,
+    "nw_ttl": 0xFF,
+    "ct_zone": 0xFFFF,
+    "conj_id": 0xFFFFFFFF,
+    "in_port": 0xFFFFFFFF,
+}
+
+
+def _check_nat(table: str, nat: str) -> None:
+    """ct(nat(src=IP[:PORT])) / nat(dst=IP[:PORT]): an IPv4 address and a port 1..65535 (a
+    port 0 reached the switch once from an EndpointSlice without a port: OVS refuses it)."""
+    kind, _, target = nat.partition("=")
+    ip, _, port = target.partition(":")
+    try:
+        ok = kind in ("src", "dst") and netaddr.IPAddress(ip).version == 4
+    except (netaddr.AddrFormatError, ValueError, TypeError):
+        ok = False
+    if ok and port:
+        ok = port.isdigit() and 1 <= int(port) <= 0xFFFF
+    if not ok:
+        raise FlowError(f"{table}: nat({nat}): needs src= or dst= an IPv4 address[:1..65535]")
+
+
 def _canonical_ipv4(f: str, v: str) -> str | None:
     """The text OVS shows for an IPv4 match value; None for a /0 (no match at all)."""
     try:
@@ -439,6 +468,8 @@ def _checked(table: str, priority: int, match_items: tuple, acts: tuple, cookie:
                 raise FlowError(f"{table}: {f} needs tcp, udp or sctp in the match")
         elif need and need not in protos:
             raise FlowError(f"{table}: {f} needs {need} in the match")
+        if isinstance(v, int) and f in _INT_RANGE and not 0 <= v <= _INT_RANGE[f]:
+            raise FlowError(f"{table}: {f}={v} out of range 0..{_INT_RANGE[f]}")
         if isinstance(v, int) and f not in (
             "in_port",
             "conj_id",
@@ -494,6 +525,8 @@ def _checked(table: str, priority: int, match_items: tuple, acts: tuple, cookie:
             raise FlowError(f"{table}: learn needs tcp, udp or sctp, not {a.protocol!r}")
         if isinstance(a, CT) and not 0 <= a.zone <= 0xFFFF:
             raise FlowError(f"{table}: ct zone {a.zone} out of range")
+        if isinstance(a, CT) and a.nat:
+            _check_nat(table, a.nat)
         if isinstance(a, MeteredController) and not (
             1 <= a.meter_id <= 0xFFFF0000 and 1 <= a.max_len <= 0xFFFF
         ):

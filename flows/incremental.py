@@ -14,7 +14,9 @@ from flows.netpol import Policy, Rule
 
 
 def _egress_wide(rule: Rule) -> bool:
-    return not rule.peers or any(peer.ip_block is not None for peer in rule.peers)
+    return not rule.never and (
+        not rule.peers or any(peer.ip_block is not None for peer in rule.peers)
+    )
 
 
 def affects(pol: Policy, pod, ns_labels: Callable[[str], dict]) -> bool:

@@ -52,8 +52,16 @@ class IPBlock:
     cidr: str
     excepts: tuple[str, ...] = ()
 
+    @property
+    def version(self) -> int:
+        return netaddr.IPNetwork(self.cidr).version
+
     def cidrs(self) -> list[str]:
-        """The block minus its exceptions, as a list of CIDRs."""
+        """The block minus its exceptions, as a list of IPv4 CIDRs. An IPv6 block gives none:
+        the pipeline carries IPv4 only until dual-stack lands (IPv6 is dropped everywhere), so
+        such a peer matches nothing — it never opens what the policy's isolation closes."""
+        if self.version != 4:
+            return []
         s = netaddr.IPSet([self.cidr]) - netaddr.IPSet(list(self.excepts))
         # a /32 is written as the address, as OVS prints it and as pod IPs are
         return [str(c.ip) if c.prefixlen == 32 else str(c) for c in s.iter_cidrs()]
@@ -77,6 +85,9 @@ class Port:
 class Rule:
     peers: tuple[Peer, ...] = ()  # empty: every peer
     ports: tuple[Port, ...] = ()  # empty: every port and protocol
+    # a rule the agent could not read: it allows nothing (never "every peer"), so a policy
+    # with a bad rule still isolates its pods and its other rules still apply
+    never: bool = False
 
 
 @dataclass(frozen=True)
@@ -88,6 +99,8 @@ class Policy:
     egress: tuple[Rule, ...] = ()
     types: frozenset[str] = frozenset({"Ingress"})
     audit: bool = False  # annotation ovsctl.io/audit: "true": log allowed and dropped connections
+    # what the node cannot program and leaves out (the field and why), for one log line each
+    skipped: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:
@@ -134,7 +147,8 @@ def _peer(obj, where: str) -> Peer:
         except (KeyError, netaddr.AddrFormatError, ValueError, TypeError) as e:
             raise PolicyError(f"{where}.ipBlock: {e}") from None
         for e in excepts:
-            if netaddr.IPNetwork(e) not in cidr or netaddr.IPNetwork(e).cidr == cidr.cidr:
+            en = netaddr.IPNetwork(e)
+            if en.version != cidr.version or en not in cidr or en.cidr == cidr.cidr:
                 raise PolicyError(f"{where}.ipBlock.except: {e} is not inside {cidr.cidr}")
         return Peer(ip_block=IPBlock(str(cidr.cidr), excepts))
     # a null selector is the same as an absent one (the API drops it)
@@ -175,17 +189,31 @@ def _port(obj, where: str) -> Port:
     return Port(proto, port, end)
 
 
-def _rules(items, where: str) -> tuple[Rule, ...]:
+def _rules(items, where: str, skipped: list[str]) -> tuple[Rule, ...]:
+    """The rules; one that cannot be read becomes a rule that allows nothing (and says why in
+    `skipped`), keeping the others' indexes."""
+    if items is not None and not isinstance(items, list):
+        raise PolicyError(f"{where}: must be a list of rules")
     out = []
     for i, r in enumerate(items or []):
-        if not isinstance(r, dict):
-            raise PolicyError(f"{where}[{i}]: must be an object")
-        key = "from" if where.endswith("ingress") else "to"
-        peers = tuple(_peer(p, f"{where}[{i}].{key}[{j}]") for j, p in enumerate(r.get(key) or []))
-        ports = tuple(
-            _port(p, f"{where}[{i}].ports[{j}]") for j, p in enumerate(r.get("ports") or [])
-        )
-        out.append(Rule(peers, ports))
+        try:
+            if not isinstance(r, dict):
+                raise PolicyError(f"{where}[{i}]: must be an object")
+            key = "from" if where.endswith("ingress") else "to"
+            if r.get(key) is not None and not isinstance(r.get(key), list):
+                raise PolicyError(f"{where}[{i}].{key}: must be a list")
+            if r.get("ports") is not None and not isinstance(r.get("ports"), list):
+                raise PolicyError(f"{where}[{i}].ports: must be a list")
+            peers = tuple(
+                _peer(p, f"{where}[{i}].{key}[{j}]") for j, p in enumerate(r.get(key) or [])
+            )
+            ports = tuple(
+                _port(p, f"{where}[{i}].ports[{j}]") for j, p in enumerate(r.get("ports") or [])
+            )
+            out.append(Rule(peers, ports))
+        except PolicyError as e:
+            skipped.append(f"{e}; this rule allows nothing")
+            out.append(Rule(never=True))
     return tuple(out)
 
 
@@ -200,13 +228,22 @@ def parse(obj: dict) -> Policy:
         raise PolicyError(f"{where}: missing")
     if "podSelector" not in spec:
         raise PolicyError(f"{where}.podSelector: required (use {{}} for every pod)")
-    ingress = _rules(spec.get("ingress"), f"{where}.ingress")
-    egress = _rules(spec.get("egress"), f"{where}.egress")
+    bad: list[str] = []
+    ingress = _rules(spec.get("ingress"), f"{where}.ingress", bad)
+    egress = _rules(spec.get("egress"), f"{where}.egress", bad)
     types = spec.get("policyTypes")
     if not types:  # absent, null and [] are all defaulted by the API server
         types = ["Ingress"] + (["Egress"] if spec.get("egress") else [])
     if not isinstance(types, list) or any(t not in ("Ingress", "Egress") for t in types):
         raise PolicyError(f"{where}.policyTypes: must be a list of Ingress/Egress")
+    skipped = tuple(bad) + tuple(
+        f"{where}.{d}[{i}].{key}[{j}].ipBlock {peer.ip_block.cidr}: IPv6 is not programmed yet "
+        "(IPv6 is dropped); this peer matches nothing"
+        for d, rules, key in (("ingress", ingress, "from"), ("egress", egress, "to"))
+        for i, rule in enumerate(rules)
+        for j, peer in enumerate(rule.peers)
+        if peer.ip_block is not None and peer.ip_block.version != 4
+    )
     return Policy(
         ns,
         name,
@@ -215,6 +252,7 @@ def parse(obj: dict) -> Policy:
         egress,
         frozenset(types),
         audit=str((meta.get("annotations") or {}).get(AUDIT_ANNOTATION, "")).lower() == "true",
+        skipped=skipped,
     )
 
 

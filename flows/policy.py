@@ -192,6 +192,8 @@ def rule_flows(
     own = [p for p in selected(policy, view) if p.local and p.ip]
     if not own:
         return frozenset()
+    if rule.never:
+        return frozenset()
     table = "IngressRule" if direction == "ingress" else "EgressRule"
     allow_to = "L2Forwarding" if direction == "ingress" else "L3Forwarding"
     own_field, peer_field = ("nw_dst", "nw_src") if direction == "ingress" else ("nw_src", "nw_dst")

@@ -109,6 +109,21 @@ def _int(value, what: str, lo: int, hi: int) -> int:
     return n
 
 
+def _cluster_ip(ip, ips, ref: str) -> str:
+    """The Service's IPv4 ClusterIP: clusterIP, or the first IPv4 of clusterIPs (IPv6-first
+    dual-stack). IPv6 is not programmed yet: a Service with only IPv6 addresses is an error
+    (the agent skips it, logged once)."""
+    cands = [ip] + (list(ips) if isinstance(ips, list) else [])
+    for c in cands:
+        try:
+            addr = netaddr.IPAddress(c)
+        except (netaddr.AddrFormatError, ValueError, TypeError):
+            raise ServiceError(f"{ref}: spec.clusterIP {c!r} is not an IP address") from None
+        if addr.version == 4:
+            return str(addr)
+    raise ServiceError(f"{ref}: spec.clusterIP {ip}: IPv6 is not programmed yet")
+
+
 def parse_service(obj: dict) -> Service:
     meta, spec = obj.get("metadata") or {}, obj.get("spec") or {}
     ns, name = meta.get("namespace") or "default", meta.get("name", "")
@@ -119,6 +134,8 @@ def parse_service(obj: dict) -> Service:
     ip = spec.get("clusterIP")
     if ip in ("", "None") or stype == "ExternalName":
         ip = None
+    if ip is not None:
+        ip = _cluster_ip(ip, spec.get("clusterIPs"), ref)
     ports = []
     for i, p in enumerate(spec.get("ports") or []):
         if not isinstance(p, dict) or p.get("port") is None:
@@ -167,22 +184,48 @@ def parse_service(obj: dict) -> Service:
     )
 
 
-def endpoints_from_slices(slices: list[dict]) -> list[Endpoint]:
+def endpoints_from_slices(slices: list[dict], skipped: list[str] | None = None) -> list[Endpoint]:
     """The endpoints of a Service from its discovery.k8s.io/v1 EndpointSlices, with their
-    conditions (an unset ready means ready, an unset serving means the value of ready)."""
+    conditions (an unset ready means ready, an unset serving means the value of ready).
+    What cannot be programmed is left out and said in `skipped`: slices whose addressType is
+    not IPv4 (IPv6 and FQDN), ports without a number (a null port means "all ports", which
+    a ClusterIP cannot forward), addresses that are not IPv4."""
+    skipped = [] if skipped is None else skipped
     out = []
-    for sl in slices:
-        ports = tuple(
-            (str(p.get("name") or ""), int(p.get("port", 0)), p.get("protocol") or "TCP")
-            for p in sl.get("ports") or []
-        )
-        for ep in sl.get("endpoints") or []:
+    for k, sl in enumerate(slices):
+        name = ((sl.get("metadata") or {}).get("name")) or f"#{k}"
+        where = f"EndpointSlice {name}"
+        atype = sl.get("addressType", "IPv4")
+        if atype != "IPv4":
+            skipped.append(f"{where}: addressType {atype!r} is not programmed (IPv4 only)")
+            continue
+        ports = []
+        for i, p in enumerate(sl.get("ports") or []):
+            if not isinstance(p, dict):
+                skipped.append(f"{where}.ports[{i}]: not an object")
+                continue
+            port, proto = p.get("port"), p.get("protocol") or "TCP"
+            if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+                skipped.append(f"{where}.ports[{i}].port {port!r}: not a port number")
+                continue
+            if proto not in ("TCP", "UDP", "SCTP"):
+                skipped.append(f"{where}.ports[{i}].protocol {proto!r}: not TCP, UDP or SCTP")
+                continue
+            ports.append((str(p.get("name") or ""), port, proto))
+        for j, ep in enumerate(sl.get("endpoints") or []):
+            if not isinstance(ep, dict):
+                continue
             cond = ep.get("conditions") or {}
             terminating = cond.get("terminating") is True
             ready = cond.get("ready") is not False and not terminating
             serving = cond.get("serving", cond.get("ready")) is not False
             for addr in ep.get("addresses") or []:
-                out.append(Endpoint(addr, ports, ready, serving, terminating))
+                try:
+                    ip = netaddr.IPAddress(addr, version=4)
+                except (netaddr.AddrFormatError, ValueError, TypeError):
+                    skipped.append(f"{where}.endpoints[{j}]: {addr!r} is not an IPv4 address")
+                    continue
+                out.append(Endpoint(str(ip), tuple(ports), ready, serving, terminating))
     return out
 
 

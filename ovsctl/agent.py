@@ -21,7 +21,7 @@ import netaddr
 from flows import cookie, incremental, model, netpol, pipeline, policy, services, tables
 from flows.model import NodeNet, Overlay, PodPort, RemoteNode, mac_from_ip
 from flows.policy import PodInfo, View
-from ovsctl import hostnet, netlink
+from ovsctl import hostnet, netlink, ofconv
 from ovsctl.audit import AuditLog
 from ovsctl.cniserver import (
     ERR_ADDRESS_IN_USE,
@@ -150,6 +150,7 @@ class Agent:
         self._view_ns: dict | None = None
         self._policy_cache: dict[tuple, tuple] = {}
         self._service_cache: dict[tuple, tuple] = {}
+        self._skipped: dict[tuple, tuple] = {}  # what was logged as unprogrammable, per object
         self.ovsdb: OVSDB | None = None
         self.controller: Controller | None = None
         self.server: CNIServer | None = None
@@ -388,6 +389,7 @@ class Agent:
             self.events_total[key[0]] += 1
             if ev.type == "DELETED":
                 self.cluster.pop(key, None)
+                self._skipped.pop(key, None)
             else:
                 self.cluster[key] = ev.obj
             if key[0] == "Node":
@@ -410,7 +412,7 @@ class Agent:
         for key, obj in list(self.cluster.items()):
             if key[0] == "Namespace":
                 namespaces[obj.name] = obj.labels_dict()
-            elif key[0] == "Pod" and not obj.host_network and obj.ip:
+            elif key[0] == "Pod" and not obj.host_network and obj.ip and not _finished(obj):
                 hit = self._pod_infos.get(key)
                 if hit is not None and hit[0] is obj:
                     info = hit[1]
@@ -433,6 +435,8 @@ class Agent:
             if att.ofport <= 0:
                 continue
             obj = self.cluster.get(("Pod", att.namespace, att.name))
+            if obj is not None and _finished(obj):
+                continue  # its sandbox goes soon; its IP is nobody's peer meanwhile
             labels = tuple(sorted(obj.labels_dict().items())) if obj is not None else ()
             ports = (
                 tuple((cp.name, cp.port, cp.protocol) for cp in obj.ports)
@@ -486,10 +490,12 @@ class Agent:
             try:
                 pol = netpol.parse(obj.obj())
             except netpol.PolicyError as e:
-                log.error("ignoring %s", e)
+                self._skip_once(key, obj, f"ignoring {e}")
                 cache[key] = (obj, None, {})
                 continue
-            owners = policy.policy_flows(pol, view, self._slot)
+            for why in pol.skipped:
+                self._skip_once(key, obj, why)
+            owners = self._programmable(key, obj, pol, view)
             cache[key] = (obj, pol, owners)
             want.update(owners)
             live.update(owners)
@@ -537,18 +543,23 @@ class Agent:
                 continue
             try:
                 svc = services.parse_service(obj.obj())
-            except services.ServiceError as e:
-                log.error("ignoring %s", e)
+                skipped: list[str] = []
+                if mine is not None:
+                    eps = services.endpoints_from_slices(mine, skipped)
+                else:
+                    eps = services.endpoints_from_pods(svc, view.pods)
+                for why in skipped:
+                    self._skip_once(key, inputs, f"Service {key[1]}/{key[2]}: {why}")
+                owner = services.service_owner(svc)
+                sflows = services.service_flows(svc, eps, self.cfg.pod_cidr)
+                ofconv.check_encodable(sflows)
+                flows = {owner: sflows}
+                ports = services.node_port_entries(svc)
+            except Exception as e:  # noqa: BLE001 - one Service never stops the others
+                # unprogrammable: no flows (its address leads nowhere), logged once
+                self._skip_once(key, inputs, f"ignoring Service {key[1]}/{key[2]}: {e}")
                 cache[key] = (inputs, {}, set())
                 continue
-            if mine is not None:
-                eps = services.endpoints_from_slices(mine)
-            else:
-                eps = services.endpoints_from_pods(svc, view.pods)
-            flows = {
-                services.service_owner(svc): services.service_flows(svc, eps, self.cfg.pod_cidr)
-            }
-            ports = services.node_port_entries(svc)
             cache[key] = (inputs, flows, ports)
             want.update(flows)
             live.update(flows)
@@ -564,6 +575,35 @@ class Agent:
             want[owner] = frozenset()
         self._services = {o for o, f in live.items() if f}
         return want
+
+    def _programmable(self, key: tuple, obj, pol, view: View) -> dict:
+        """A policy's owners and flows, each checked to encode. A rule whose flows cannot be
+        computed or encoded is left out (logged once); the isolation drops always go in, so a
+        policy the node cannot fully program closes more, never less."""
+        owners: dict[str, frozenset] = {}
+        try:
+            computed = policy.policy_flows(pol, view, self._slot)
+        except Exception as e:  # noqa: BLE001 - fall back to isolation only
+            self._skip_once(key, obj, f"NetworkPolicy {pol.key}: rules not programmed: {e}")
+            iso = policy.isolation_owner(pol)
+            computed = {iso: policy.isolation_flows(pol, view, self._slot(iso))}
+        for owner, flows in computed.items():
+            try:
+                ofconv.check_encodable(flows)
+            except Exception as e:  # noqa: BLE001 - this owner only
+                self._skip_once(key, obj, f"{owner}: not programmed: {type(e).__name__}: {e}")
+                flows = frozenset()
+            owners[owner] = flows
+        return owners
+
+    def _skip_once(self, key: tuple, version, why: str) -> None:
+        """Log what cannot be programmed once per object version (not on every event)."""
+        seen = self._skipped.setdefault(key, (version, set()))
+        if seen[0] is not version and seen[0] != version:
+            seen = self._skipped[key] = (version, set())
+        if why not in seen[1]:
+            seen[1].add(why)
+            log.error("%s", why)
 
     def _slot(self, owner: str) -> int:
         if owner not in self._policy_slots:
@@ -1210,7 +1250,9 @@ class Agent:
                         "namespace": obj.namespace,
                         "name": obj.name,
                         "node": obj.node_name,
-                        "ip": obj.ip,
+                        # a Succeeded/Failed pod holds no address: its IP may be another's
+                        "ip": None if _finished(obj) else obj.ip,
+                        "phase": obj.phase,
                         "labels": obj.labels_dict(),
                         "ports": [[p.name, p.port, p.protocol] for p in obj.ports],
                         "ready": obj.ready,
@@ -1335,6 +1377,12 @@ class Agent:
                 "meter": ctl.meter_ok if ctl else None,
             },
         }
+
+
+def _finished(pod) -> bool:
+    """A pod in phase Succeeded or Failed is no policy peer, no endpoint and holds no address
+    in any flow: its IP goes back to IPAM and may be another pod's already (Antrea #6507)."""
+    return pod.phase in ("Succeeded", "Failed")
 
 
 def _as_cni_error(e: BaseException, step: str = "") -> CNIError:

@@ -196,6 +196,8 @@ class Intents:
         return Direction(direction, own.key, tuple(sorted(iso)), tuple(allowed), always)
 
     def _peer_ok(self, rule: netpol.Rule, policy_ns: str, peer: Pod | str) -> bool:
+        if rule.never:
+            return False
         if not rule.peers:
             return True
         ip = peer.ip if isinstance(peer, Pod) else peer

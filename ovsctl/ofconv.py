@@ -532,3 +532,22 @@ def bundle_add_wire(dp, bundle_id: int, flags: int, inner: bytes) -> bytes:
         )
         + inner
     )
+
+
+_OFFLINE_DP = None
+
+
+def check_encodable(flows) -> None:
+    """Encode each flow as it would go to a switch, without one: raises what os-ken raises for
+    a value it cannot put on the wire. The agent runs this on flows computed from cluster
+    objects, so one object it cannot program is skipped (and logged) before it can fail a
+    bundle that carries every other owner's changes too."""
+    global _OFFLINE_DP
+    if _OFFLINE_DP is None:
+        from types import SimpleNamespace
+
+        from os_ken.ofproto import ofproto_v1_4, ofproto_v1_4_parser
+
+        _OFFLINE_DP = SimpleNamespace(ofproto=ofproto_v1_4, ofproto_parser=ofproto_v1_4_parser)
+    for f in flows:
+        flow_mod_wire(_OFFLINE_DP, f, 1, 0)

@@ -508,9 +508,7 @@ def test_ip_block_except_is_split_into_cidrs():
         e = ipaddress.ip_network(e)
         want = [r for n in want for r in (n.address_exclude(e) if e.subnet_of(n) else [n])]
     # a /32 is the bare address, as OVS prints it (so `flows --diff` can settle)
-    assert peers == {
-        f"ip,nw_src={n.network_address if n.prefixlen == 32 else n}" for n in want
-    }
+    assert peers == {f"ip,nw_src={n.network_address if n.prefixlen == 32 else n}" for n in want}
     assert "ip,nw_src=192.168.0.64/26" in peers and "ip,nw_src=192.168.0.201" in peers
 
 
@@ -1070,15 +1068,15 @@ def test_null_protocol_defaults_to_tcp():
 
 
 def test_ip_block_except_must_be_a_strict_subset():
-    with pytest.raises(PolicyError, match="except"):
-        parse(
-            {
-                "podSelector": {},
-                "ingress": [
-                    {"from": [{"ipBlock": {"cidr": "10.0.0.0/16", "except": ["10.0.0.0/16"]}}]}
-                ],
-            }
-        )
+    pol = parse(
+        {
+            "podSelector": {},
+            "ingress": [
+                {"from": [{"ipBlock": {"cidr": "10.0.0.0/16", "except": ["10.0.0.0/16"]}}]}
+            ],
+        }
+    )
+    assert pol.ingress[0].never and "except" in pol.skipped[0]
 
 
 # -- parse errors -----------------------------------------------------------------------------
@@ -1189,9 +1187,17 @@ def test_parse_errors_name_the_field(spec, words):
     }
     if spec is not None:
         obj["spec"] = spec
-    with pytest.raises(PolicyError) as e:
-        netpol.parse(obj)
-    msg = str(e.value)
+    try:
+        pol = netpol.parse(obj)
+    except PolicyError as e:
+        msg = str(e)
+    else:
+        # a rule the agent cannot read allows nothing (never "every peer"); the policy and
+        # its isolation stay, and the reason is logged once (Policy.skipped)
+        assert len(pol.skipped) == 1, pol.skipped
+        assert [r.never for r in (*pol.ingress, *pol.egress)] == [True]
+        msg = pol.skipped[0]
+        assert msg.endswith("this rule allows nothing"), msg
     assert msg.startswith("NetworkPolicy shop/bad: "), msg
     for w in words:
         assert w in msg, (w, msg)
