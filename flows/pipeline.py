@@ -3,7 +3,7 @@ diffs the union against the switch. Nothing here sends, reads the clock or touch
 
 from __future__ import annotations
 
-from flows import cookie, regs, tables
+from flows import cookie, owners, regs, tables
 from flows.flow import CT, DecTTL, Flow, Goto, InPort, Move, OutputReg, SetField, ct_state, flow
 from flows.model import (
     HAIRPIN_IP,
@@ -26,11 +26,12 @@ HAIRPIN_ZONE = 65001
 
 
 def pipeline_owner() -> str:
-    return "pipeline"
+    return owners.Pipeline().key
 
 
 def pod_owner(pod: PodPort) -> str:
-    return f"pod/{pod.key}"
+    cid, _, ifname = pod.key.rpartition("/")
+    return owners.Pod(cid, ifname).key
 
 
 def table_miss_flows() -> frozenset[Flow]:
@@ -245,7 +246,7 @@ def overlay_flows(node: NodeNet, overlay: Overlay) -> frozenset[Flow]:
 
 
 def node_owner(remote: RemoteNode) -> str:
-    return f"node/{remote.name}"
+    return owners.Node(remote.name).key
 
 
 def remote_node_flows(node: NodeNet, overlay: Overlay, remote: RemoteNode) -> frozenset[Flow]:

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import netaddr
 
-from flows import cookie
+from flows import cookie, owners
 from flows.flow import Conjunction, Flow, Goto, MeteredController, flow
 from flows.netpol import Peer, Policy, Port, Rule, port_masks
 
@@ -127,11 +127,11 @@ def peer_pods(peer: Peer, policy_ns: str, view: View) -> list[PodInfo]:
 
 
 def rule_owner(policy: Policy, direction: str, idx: int) -> str:
-    return f"policy/{policy.key}/{direction}/{idx}"
+    return owners.PolicyRule(policy.namespace, policy.name, direction, idx).key
 
 
 def isolation_owner(policy: Policy) -> str:
-    return f"policy/{policy.key}/isolation"
+    return owners.PolicyIsolation(policy.namespace, policy.name).key
 
 
 def _port_matches(protocol: str, start: int | None, end: int | None) -> list[dict]:

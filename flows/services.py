@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import netaddr
 
-from flows import cookie, regs
+from flows import cookie, owners, regs
 from flows.flow import CT, Flow, Goto, Learn, MeteredController, Multipath, Resubmit, flow
 from flows.model import NODEPORT_IP, NODEPORT_LOCAL_IP, SNAT_MARK
 from flows.pipeline import CT_ZONE
@@ -264,7 +264,7 @@ def usable(endpoints: list[Endpoint]) -> list[Endpoint]:
 
 
 def service_owner(svc: Service) -> str:
-    return f"service/{svc.key}"
+    return owners.Service(svc.namespace, svc.name).key
 
 
 def _port_of(sp: ServicePort, ep: Endpoint) -> int | None:

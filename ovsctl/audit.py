@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Iterable
 
 from flows import cookie as ck
-from flows import tables
+from flows import owners, tables
 
 log = logging.getLogger(__name__)
 audit_log = logging.getLogger("ovsctl.audit")  # every line also goes here (INFO)
@@ -55,14 +55,14 @@ def describe(owner_key: str | None, table_id: int) -> tuple[str, str, str] | Non
     """(policy "NS/NAME", rule "ingress/0" or "ingress/isolation", verdict) for the owner key
     of the flow that sent the packet up and its table; None when it is not an audit flow."""
     where = VERDICT.get(tables.name_of(table_id))
-    if where is None or not owner_key or not owner_key.startswith("policy/"):
+    owner = owners.try_parse(owner_key)
+    if where is None:
         return None
     direction, verdict = where
-    parts = owner_key.split("/")  # policy NS NAME (DIRECTION IDX | isolation)
-    if len(parts) == 4 and parts[3] == "isolation":
-        return f"{parts[1]}/{parts[2]}", f"{direction}/isolation", verdict
-    if len(parts) == 5:
-        return f"{parts[1]}/{parts[2]}", f"{parts[3]}/{parts[4]}", verdict
+    if isinstance(owner, owners.PolicyIsolation):
+        return owner.policy, f"{direction}/isolation", verdict
+    if isinstance(owner, owners.PolicyRule):
+        return owner.policy, f"{owner.direction}/{owner.index}", verdict
     return None
 
 

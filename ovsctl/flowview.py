@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 
-from flows import cookie, tables
+from flows import cookie, owners, tables
 from ovsctl import agentclient, flowdump
 
 MAX_RULES = 64  # --policy without the agent: rule indexes tried per direction
@@ -37,7 +37,7 @@ def pod_index(pods: list[dict]) -> dict[str, dict]:
     for p in pods:
         cid, ifname = p.get("container_id"), p.get("ifname")
         if cid and ifname:
-            out[f"pod/{cid}/{ifname}"] = {
+            out[owners.Pod(cid, ifname).key] = {
                 "namespace": p.get("namespace", ""),
                 "name": p.get("name", ""),
                 "ip": p.get("ip", ""),
@@ -52,22 +52,20 @@ def owner_name(key: str | None, feature: str, oid: int, pods: dict[str, dict]) -
     is unknown (no agent), the bare feature when the flow has no owner."""
     if key is None:
         return f"{feature}:{oid:#x}" if oid else feature
-    kind, _, rest = key.partition("/")
-    if kind == "pod" and key in pods:
+    owner = owners.try_parse(key)
+    if isinstance(owner, owners.Pod) and key in pods:
         p = pods[key]
         suffix = "" if p["ifname"] == "eth0" else f"[{p['ifname']}]"
-        ref = f"{p['namespace']}/{p['name']}" if p["namespace"] else p["name"] or rest
+        ref = f"{p['namespace']}/{p['name']}" if p["namespace"] else p["name"] or key
         return f"pod:{ref}{suffix}"  # podman sends no namespace: pod:NAME
+    kind, _, rest = key.partition("/")
     return f"{kind}:{rest}" if rest else kind
 
 
 def policy_owner_ids(ns: str, name: str) -> set[int]:
     """Owner ids a policy's flows can carry (its isolation and its rules), computed from the
     key scheme of flows/policy.py: enough to filter by policy without the agent."""
-    keys = [f"policy/{ns}/{name}/isolation"] + [
-        f"policy/{ns}/{name}/{d}/{i}" for d in ("ingress", "egress") for i in range(MAX_RULES)
-    ]
-    return {cookie.owner_id(k) for k in keys}
+    return {cookie.owner_id(k) for k in owners.policy_keys(ns, name, MAX_RULES)}
 
 
 def ovsdb_pods(timeout: float = 5.0) -> list[dict]:
@@ -140,7 +138,7 @@ def select(
     key when known, else by owner id)."""
     out = []
     pats = [ip_pattern(ip) for ip in sorted(pod_ips or ()) if ip]
-    prefix = f"policy/{policy[0]}/{policy[1]}/" if policy else None
+    want = f"{policy[0]}/{policy[1]}" if policy else None
     for r in rows:
         if table is not None and r["table"] != table and str(r["table_id"]) != table:
             continue
@@ -148,10 +146,11 @@ def select(
             text = f"{r['match']} {r['actions']}"
             if r.get("owner_key") not in pod_keys and not any(p.search(text) for p in pats):
                 continue
-        if prefix is not None:
+        if want is not None:
             key = r.get("owner_key")
             if key is not None:
-                if not key.startswith(prefix):
+                owner = owners.try_parse(key)
+                if getattr(owner, "policy", None) != want:
                     continue
             elif r["owner"]["feature"] != "policy" or r["owner"]["owner"] not in (
                 policy_ids or set()

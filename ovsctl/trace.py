@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import netaddr
 
 from flows import cookie as cookies
-from flows import tables
+from flows import owners, tables
 from flows.model import VIRTUAL_ROUTER_MAC, mac_from_ip
 from ovsctl import intent as intents
 
@@ -389,7 +389,9 @@ class NodeView:
         self.pods: list[dict] = [p for p in cluster.get("pods") or [] if p.get("ip")]
         self.local = {(p["namespace"], p["name"]): p for p in self.pods if p.get("local")}
         self.owners = {int(k, 16): v for k, v in (flows.get("owners") or {}).items()}
-        self.pod_by_owner = {f"pod/{p['local']['key']}": p for p in self.local.values()}
+        self.pod_by_owner = {
+            owners.Pod(*p["local"]["key"].rsplit("/", 1)).key: p for p in self.local.values()
+        }
         self.nodes = {n["name"]: n for n in cluster.get("nodes") or []}
 
     @property
@@ -437,12 +439,10 @@ class NodeView:
         if key in self.pod_by_owner:
             p = self.pod_by_owner[key]
             return f"pod {p['namespace']}/{p['name']}"
-        pol = policy_owner(key)
-        if pol:
-            if pol["kind"] == "isolation":
-                return f"policy {pol['policy']} isolation"
-            return f"policy {pol['policy']} {pol['direction']} rule {pol['rule']}"
-        kind, _, rest = key.partition("/")
+        owner = owners.try_parse(key)
+        if owner is not None:
+            return owner.label()
+        kind, _, rest = key.partition(":")  # FEATURE:0xID: a key only the agent knew
         return f"{kind} {rest}" if rest else kind
 
     def isolating(self, table: str, ip: str) -> list[str]:
@@ -461,16 +461,17 @@ class NodeView:
 
 
 def policy_owner(key: str) -> dict | None:
-    """'policy/NS/NAME/ingress/IDX' or 'policy/NS/NAME/isolation' -> its parts."""
-    parts = key.split("/")
-    if len(parts) == 4 and parts[0] == "policy" and parts[3] == "isolation":
-        return {"policy": f"{parts[1]}/{parts[2]}", "kind": "isolation"}
-    if len(parts) == 5 and parts[0] == "policy" and parts[3] in ("ingress", "egress"):
+    """'policy/NS/NAME/ingress/IDX' or 'policy/NS/NAME/isolation' -> its parts (the shape the
+    trace verdicts carry), through flows/owners.py."""
+    owner = owners.try_parse(key)
+    if isinstance(owner, owners.PolicyIsolation):
+        return {"policy": owner.policy, "kind": "isolation"}
+    if isinstance(owner, owners.PolicyRule):
         return {
-            "policy": f"{parts[1]}/{parts[2]}",
+            "policy": owner.policy,
             "kind": "rule",
-            "direction": parts[3],
-            "rule": int(parts[4]) if parts[4].isdigit() else parts[4],
+            "direction": owner.direction,
+            "rule": owner.index,
         }
     return None
 

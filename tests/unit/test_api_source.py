@@ -513,8 +513,15 @@ def test_watches_ended_early_and_empty_back_off(api, make_source, caplog):
     def early():
         return [r.getMessage() for r in caplog.records if "ended the watch early" in r.getMessage()]
 
-    wait_until(lambda: len(early()) >= 4, T, "four early ends")
-    assert [m.rsplit(" in ", 1)[1] for m in early()[:4]] == ["0.01s", "0.02s", "0.04s", "0.04s"]
+    def backoffs() -> list[float]:
+        return [float(m.rsplit(" in ", 1)[1].rstrip("s")) for m in early()]
+
+    # doubling from 0.01 s up to the 0.04 s cap; a watch that delivered something before the
+    # server began misbehaving may reset it once to the start (seen on a loaded machine)
+    wait_until(lambda: backoffs().count(0.04) >= 2, T, "early ends backed off up to the cap")
+    seq = backoffs()
+    assert seq[0] == 0.01
+    assert all(b == min(2 * a, 0.04) or b == 0.01 for a, b in zip(seq, seq[1:])), seq
     assert src.relists_total["Node"] == 0
 
 
