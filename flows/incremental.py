@@ -27,18 +27,13 @@ def affects(pol: Policy, pod, ns_labels: Callable[[str], dict]) -> bool:
         return False
     labels = pod.label_dict()
     # only this node's pods get flows of the policy's own (clause 1, isolation)
-    if pod.local and pod.namespace == pol.namespace and pol.pod_selector.matches(labels):
+    if pod.local and pol.selects_pod(pod.namespace, labels):
         return True
     if "Egress" in pol.types and any(_egress_wide(r) for r in pol.egress):
         return True
     for rule in (*pol.ingress, *pol.egress):
         for peer in rule.peers:
-            if peer.ip_block is not None:
-                continue  # CIDRs: no pod in them changes an ingress rule's flows
-            if peer.namespace_selector is not None:
-                in_ns = peer.namespace_selector.matches(ns_labels(pod.namespace))
-            else:
-                in_ns = pod.namespace == pol.namespace
-            if in_ns and (peer.pod_selector is None or peer.pod_selector.matches(labels)):
+            # CIDRs select no pod by labels: no pod in them changes an ingress rule's flows
+            if peer.selects(pol.namespace, pod.namespace, labels, ns_labels(pod.namespace)):
                 return True
     return False

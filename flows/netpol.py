@@ -6,6 +6,7 @@ turns the result into conjunctive flows.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import netaddr
@@ -56,6 +57,17 @@ class IPBlock:
     def version(self) -> int:
         return netaddr.IPNetwork(self.cidr).version
 
+    def contains(self, ip: str) -> bool:
+        """Is `ip` in the block and outside its exceptions (IPv4 only, as cidrs())?"""
+        if not ip or self.version != 4:
+            return False
+        addr = netaddr.IPAddress(ip)
+        return (
+            addr.version == 4
+            and addr in netaddr.IPNetwork(self.cidr)
+            and not any(addr in netaddr.IPNetwork(e) for e in self.excepts)
+        )
+
     def cidrs(self) -> list[str]:
         """The block minus its exceptions, as a list of IPv4 CIDRs. An IPv6 block gives none:
         the pipeline carries IPv4 only until dual-stack lands (IPv6 is dropped everywhere), so
@@ -67,11 +79,39 @@ class IPBlock:
         return [str(c.ip) if c.prefixlen == 32 else str(c) for c in s.iter_cidrs()]
 
 
+def _matches(selector: Selector, labels) -> bool:
+    return selector.matches(labels if isinstance(labels, Mapping) else dict(labels))
+
+
 @dataclass(frozen=True)
 class Peer:
+    """One `from`/`to` entry. The one place that says which pods a peer selects: policy flows,
+    the incremental dependency check and the intent that `reachability` shows all ask here.
+    `matches(selector, labels)` may be a memoized selector.matches (labels: a mapping or a
+    sorted tuple of pairs)."""
+
     pod_selector: Selector | None = None
     namespace_selector: Selector | None = None
     ip_block: IPBlock | None = None
+
+    def selects_namespace(self, policy_ns: str, ns: str, ns_labels, matches=_matches) -> bool:
+        """Could a pod in namespace `ns` be selected? (ipBlock peers select no pod by labels.)"""
+        if self.ip_block is not None:
+            return False
+        if self.namespace_selector is None:
+            return ns == policy_ns
+        return matches(self.namespace_selector, ns_labels)
+
+    def selects_labels(self, pod_labels, matches=_matches) -> bool:
+        """Does the pod part select a pod with these labels (its namespace selected)?"""
+        return self.pod_selector is None or matches(self.pod_selector, pod_labels)
+
+    def selects(self, policy_ns: str, pod_ns: str, pod_labels, ns_labels, matches=_matches) -> bool:
+        """Does this peer of a policy in `policy_ns` select the pod (in `pod_ns`, with
+        `pod_labels`; `ns_labels` are its namespace's labels)?"""
+        return self.selects_namespace(policy_ns, pod_ns, ns_labels, matches) and (
+            self.selects_labels(pod_labels, matches)
+        )
 
 
 @dataclass(frozen=True)
@@ -79,6 +119,31 @@ class Port:
     protocol: str = "TCP"
     port: int | str | None = None  # None: every port of the protocol; str: a named port
     end_port: int | None = None
+
+    def resolve(self, container_ports) -> int | None:
+        """A named port's number on a destination with these (name, port, protocol) container
+        ports (None when it has none of that name and protocol); a number as it is."""
+        if not isinstance(self.port, str):
+            return self.port
+        for name, num, proto in container_ports:
+            if name == self.port and proto == self.protocol:
+                return num
+        return None
+
+    def matches(self, protocol: str, port: int | None, container_ports=()) -> bool:
+        """Does a connection to `port`/`protocol` on a destination with these container ports
+        match? (port None: "any port" is asked, which only a portless entry matches.)"""
+        if protocol != self.protocol:
+            return False
+        if self.port is None:
+            return True
+        if port is None:
+            return False
+        if isinstance(self.port, str):
+            return self.resolve(container_ports) == port
+        return self.port == port or (
+            self.end_port is not None and self.port <= port <= self.end_port
+        )
 
 
 @dataclass(frozen=True)
@@ -88,6 +153,29 @@ class Rule:
     # a rule the agent could not read: it allows nothing (never "every peer"), so a policy
     # with a bad rule still isolates its pods and its other rules still apply
     never: bool = False
+
+    def allows_peer(
+        self, policy_ns: str, pod_ns: str | None, pod_labels, ns_labels, ip: str, matches=_matches
+    ) -> bool:
+        """Does the rule admit this peer: a pod (pod_ns set) or a plain IP (pod_ns None)?"""
+        if self.never:
+            return False
+        if not self.peers:
+            return True
+        for peer in self.peers:
+            if peer.ip_block is not None:
+                if peer.ip_block.contains(ip):
+                    return True
+            elif pod_ns is not None and peer.selects(
+                policy_ns, pod_ns, pod_labels, ns_labels, matches
+            ):
+                return True
+        return False
+
+    def allows_port(self, protocol: str, port: int | None, container_ports=()) -> bool:
+        return not self.never and (
+            not self.ports or any(p.matches(protocol, port, container_ports) for p in self.ports)
+        )
 
 
 @dataclass(frozen=True)
@@ -105,6 +193,10 @@ class Policy:
     @property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+    def selects_pod(self, pod_ns: str, pod_labels, matches=_matches) -> bool:
+        """Is the pod one this policy applies to?"""
+        return pod_ns == self.namespace and matches(self.pod_selector, pod_labels)
 
 
 # -- parsing -----------------------------------------------------------------------------------

@@ -97,7 +97,10 @@ class View:
         return hit
 
     def ns_selects(self, selector, ns: str) -> bool:
-        return self.selects(selector, tuple(sorted(self.ns_labels(ns).items())))
+        return self.selects(selector, self.ns_label_items(ns))
+
+    def ns_label_items(self, ns: str) -> tuple:
+        return tuple(sorted(self.ns_labels(ns).items()))
 
 
 def selected(policy: Policy, view: View) -> list[PodInfo]:
@@ -107,23 +110,21 @@ def selected(policy: Policy, view: View) -> list[PodInfo]:
         hit = view._selected[key] = [
             p
             for p in view.by_namespace().get(policy.namespace, ())
-            if view.selects(policy.pod_selector, p.labels)
+            if policy.selects_pod(p.namespace, p.labels, view.selects)
         ]
     return hit
 
 
 def peer_pods(peer: Peer, policy_ns: str, view: View) -> list[PodInfo]:
-    if peer.ip_block is not None:
-        return []
+    """The pods a selector peer selects (netpol.Peer decides; namespaces are asked first so
+    that only their pods are looked at)."""
     by_ns = view.by_namespace()
-    if peer.namespace_selector is None:
-        groups = [by_ns.get(policy_ns, ())]
-    else:
-        groups = [
-            pods for ns, pods in by_ns.items() if view.ns_selects(peer.namespace_selector, ns)
-        ]
-    sel = peer.pod_selector
-    return [p for pods in groups for p in pods if sel is None or view.selects(sel, p.labels)]
+    groups = [
+        pods
+        for ns, pods in by_ns.items()
+        if peer.selects_namespace(policy_ns, ns, view.ns_label_items(ns), view.selects)
+    ]
+    return [p for pods in groups for p in pods if peer.selects_labels(p.labels, view.selects)]
 
 
 def rule_owner(policy: Policy, direction: str, idx: int) -> str:
@@ -158,7 +159,7 @@ def _variants(
     for port in rule.ports:
         if isinstance(port.port, str):
             for p in targets:
-                num = p.named_port(port.port, port.protocol)
+                num = port.resolve(p.ports)
                 if num is not None:
                     named[(port.protocol, num)].append(p)
         else:

@@ -186,57 +186,28 @@ class Intents:
         for pol in self.policies:
             if pol.namespace != own.namespace or kind not in pol.types:
                 continue
-            if not pol.pod_selector.matches(own.label_dict()):
+            if not pol.selects_pod(own.namespace, own.label_dict()):
                 continue
             iso.append(pol.key)
             rules = pol.ingress if direction == "ingress" else pol.egress
             for idx, rule in enumerate(rules):
-                if self._peer_ok(rule, pol.namespace, peer) and _ports_ok(rule, dst, port, proto):
+                if self._peer_ok(rule, pol.namespace, peer) and rule.allows_port(
+                    proto, port, dst.ports if isinstance(dst, Pod) else ()
+                ):
                     allowed.append((pol.key, idx))
         return Direction(direction, own.key, tuple(sorted(iso)), tuple(allowed), always)
 
     def _peer_ok(self, rule: netpol.Rule, policy_ns: str, peer: Pod | str) -> bool:
-        if rule.never:
-            return False
-        if not rule.peers:
-            return True
-        ip = peer.ip if isinstance(peer, Pod) else peer
-        for p in rule.peers:
-            if p.ip_block is not None:
-                if ip and netaddr.IPAddress(ip) in netaddr.IPSet(p.ip_block.cidrs()):
-                    return True
-                continue
-            if not isinstance(peer, Pod):
-                continue
-            if p.namespace_selector is None:
-                if peer.namespace != policy_ns:
-                    continue
-            elif not p.namespace_selector.matches(self.labels_of_ns(peer.namespace)):
-                continue
-            if p.pod_selector is None or p.pod_selector.matches(peer.label_dict()):
-                return True
-        return False
-
-
-def _ports_ok(rule: netpol.Rule, dst: Pod | str, port: int | None, proto: str) -> bool:
-    if not rule.ports:
-        return True
-    for p in rule.ports:
-        if p.protocol != proto:
-            continue
-        if p.port is None:
-            return True
-        if port is None:
-            continue
-        if isinstance(p.port, str):  # a named port: the destination pod's container port
-            if isinstance(dst, Pod) and any(
-                n == p.port and pr == proto and num == port for n, num, pr in dst.ports
-            ):
-                return True
-            continue
-        if p.port == port or (p.end_port is not None and p.port <= port <= p.end_port):
-            return True
-    return False
+        """netpol.Rule decides (the same code the flows and the incremental check use)."""
+        if isinstance(peer, Pod):
+            return rule.allows_peer(
+                policy_ns,
+                peer.namespace,
+                peer.label_dict(),
+                self.labels_of_ns(peer.namespace),
+                peer.ip,
+            )
+        return rule.allows_peer(policy_ns, None, {}, {}, peer)
 
 
 def probe_key(src: Pod, dst: Pod, port: int, proto: str) -> str:
