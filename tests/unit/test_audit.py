@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import stat
 import shutil
+import stat
 import struct
 import subprocess
 import types
