@@ -37,7 +37,7 @@ from ovsctl.flowsync import FlowSync
 from ovsctl.gcpolicy import GCPolicy
 from ovsctl.ipam import IPAM, IPAMError, IPAMExhausted, IPAMInUse, IPAMUnavailable
 from ovsctl.k8s.model import STATIC_IP_ANNOTATION
-from ovsctl.metrics import HTTPEndpoint, Metrics
+from ovsctl.metrics import APIEndpoint, HTTPEndpoint, Metrics
 from ovsctl.openflow import Controller, NotConnected, SyncError
 from ovsctl.ovsdb import OVSDB, OVSDBError
 
@@ -162,6 +162,7 @@ class Agent:
         self.events_total: collections.Counter = collections.Counter()  # by kind
         self.metrics = Metrics(self)
         self.http: HTTPEndpoint | None = None
+        self.api: APIEndpoint | None = None
         self.audit: AuditLog | None = None
 
     def ready(self) -> str | None:
@@ -179,15 +180,17 @@ class Agent:
     def start(self) -> None:
         cfg = self.cfg
         os.makedirs(cfg.state_dir, mode=0o700, exist_ok=True)
-        if cfg.metrics_port:
-            self.http = HTTPEndpoint(
-                cfg.metrics_host,
-                cfg.metrics_port,
+        if cfg.metrics_port:  # every pod can reach this port: metrics and health only
+            self.http = HTTPEndpoint(cfg.metrics_host, cfg.metrics_port, self.metrics, self.ready)
+            self.http.start()
+        if cfg.api_socket:  # the views name every pod, Service and policy: root only
+            self.api = APIEndpoint(
+                cfg.api_socket,
                 self.metrics,
                 self.ready,
                 {"/status": self.status, "/flows": self.flows_view, "/cluster": self.cluster_view},
             )
-            self.http.start()
+            self.api.start()
         if self.source is not None:
             self._start_source()
         if not cfg.pod_cidr:
@@ -739,6 +742,8 @@ class Agent:
             self.ovsdb.close()
         if self.http:
             self.http.stop()
+        if self.api:
+            self.api.stop()
         if self.audit:
             self.audit.stop()
 
@@ -1238,7 +1243,9 @@ class Agent:
         """The cluster as this agent sees it (for trace and reachability): nodes, pods with
         labels, IPs and ports, Services with their frontends, and NetworkPolicies as given."""
         nodes, pods, svcs, pols, nss = [], [], [], [], []
-        for key, obj in sorted(self.cluster.items()):
+        # copies first (no agent lock is taken: CNI never waits for a view)
+        cluster, attachments = list(self.cluster.items()), list(self.pods.values())
+        for key, obj in sorted(cluster, key=lambda kv: kv[0]):
             kind = key[0]
             if kind == "Node":
                 nodes.append({"name": obj.name, "ip": obj.internal_ip, "pod_cidr": obj.pod_cidr})
@@ -1285,7 +1292,7 @@ class Agent:
                 pols.append(obj.obj())
         local = {
             (a.namespace, a.name): {"ofport": a.ofport, "mac": a.mac, "key": a.key}
-            for a in self.pods.values()
+            for a in attachments
         }
         for p in pods:
             p["local"] = local.get((p["namespace"], p["name"]))
@@ -1308,7 +1315,7 @@ class Agent:
     def flows_view(self) -> dict:
         """The desired flows, each with its owner key, and owner id -> key for every owner
         (cookies carry only a 40-bit hash of the key)."""
-        with self.sync.lock:
+        with self.sync.lock:  # only to copy: the work below runs without it
             owners = dict(self.sync.owners)
             winners = self.sync.desired()
         out = []
@@ -1360,7 +1367,7 @@ class Agent:
             "last_sync": ctl.last_sync if ctl else {},
             "flows_desired": len(desired),
             "flows_per_table": {t.name: per_table.get(t.name, 0) for t in tables.PIPELINE},
-            "pods": [asdict(a) for a in self.pods.values()],
+            "pods": [asdict(a) for a in list(self.pods.values())],
             "tunnel": (
                 {"port": self.cfg.tunnel_name, "ofport": self.overlay.tun_ofport}
                 if self.overlay

@@ -38,6 +38,7 @@ audit_log = logging.getLogger("ovsctl.audit")  # every line also goes here (INFO
 DEDUP_SECONDS = 10.0
 DEDUP_MAX = 4096  # connections remembered for de-duplication
 QUEUE_MAX = 10000
+LOG_MODE = 0o640
 
 VERDICT = {
     "IngressRule": ("ingress", "allow"),
@@ -236,8 +237,12 @@ class AuditLog:
                     self._fh.close()
                     self._fh = None
             if self._fh is None:
-                os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-                self._fh = open(self.path, "a", buffering=1)  # noqa: SIM115 - kept open
+                os.makedirs(os.path.dirname(self.path) or ".", mode=0o750, exist_ok=True)
+                # who talked to whom: for root and the log's group only (0640)
+                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, LOG_MODE)
+                if os.fstat(fd).st_mode & 0o7777 & ~LOG_MODE:
+                    os.fchmod(fd, LOG_MODE)  # a file an older agent made 0644
+                self._fh = os.fdopen(fd, "a", buffering=1)
             self._fh.write(line + "\n")
         except OSError as e:
             self.counts["write_errors"] += 1

@@ -11,6 +11,8 @@ import threading
 
 from ovsctl import __version__
 
+AGENT_DEFAULT = "/run/ovsctl/agent.sock"  # ovsctl.agentclient.DEFAULT_SOCKET (not imported here)
+
 
 def _agent(args) -> int:
     from ovsctl import config
@@ -38,6 +40,8 @@ def _agent(args) -> int:
         try:
             source = APISource(
                 host=cfg.api_server or None,
+                token_file=cfg.api_token_file or None,
+                ca_file=cfg.api_ca or None,
                 kubeconfig=cfg.kubeconfig or None,
                 resync_period=cfg.resync_period,
             )
@@ -97,10 +101,10 @@ def _add_trace_parsers(sub) -> None:
     def node_flags(p):
         p.add_argument(
             "--agent",
-            metavar="URL",
-            default=os.environ.get("OVSCTL_AGENT", "http://127.0.0.1:9476"),
-            help="the agent's HTTP endpoint, for /cluster and /flows "
-            "(default $OVSCTL_AGENT or http://127.0.0.1:9476)",
+            metavar="SOCKET",
+            default=os.environ.get("OVSCTL_AGENT") or AGENT_DEFAULT,
+            help="the agent's unix socket (PATH or unix:PATH; an http:// URL also works), "
+            f"for /cluster and /flows (default $OVSCTL_AGENT or {AGENT_DEFAULT})",
         )
         p.add_argument(
             "--ovs-rundir",
@@ -216,8 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--no-stats", action="store_true", help="omit packet/byte counters")
     f.add_argument(
         "--agent",
-        metavar="URL",
-        help="the agent's HTTP endpoint (default $OVSCTL_AGENT or http://127.0.0.1:9476)",
+        metavar="SOCKET",
+        help="the agent's unix socket (PATH or unix:PATH; an http:// URL also works; "
+        f"default $OVSCTL_AGENT or {AGENT_DEFAULT})",
     )
     f.set_defaults(func=_flows)
 
@@ -232,8 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true", help="print the agent's JSON as is")
     st.add_argument(
         "--agent",
-        metavar="URL",
-        help="the agent's HTTP endpoint (default $OVSCTL_AGENT or http://127.0.0.1:9476)",
+        metavar="SOCKET",
+        help="the agent's unix socket (PATH or unix:PATH; an http:// URL also works; "
+        f"default $OVSCTL_AGENT or {AGENT_DEFAULT})",
     )
     st.set_defaults(func=_status)
 

@@ -16,7 +16,9 @@ import time
 
 log = logging.getLogger(__name__)
 
-MAX_REQUEST = 4 << 20
+MAX_REQUEST = 4 << 20  # the shim refuses larger configs itself (cni-shim MAX_REQUEST_BYTES)
+DRAIN_MAX = 64 << 20  # an oversized request is read (and dropped) up to this, then closed
+ERR_INVALID_CONFIG = 7
 
 
 class CNIError(Exception):
@@ -55,7 +57,13 @@ class _Handler(socketserver.BaseRequestHandler):
                 chunks.append(b)
                 size += len(b)
                 if size > MAX_REQUEST:
-                    raise CNIError(6, "request too large")
+                    chunks = []
+                    size += _drain(conn, t0 + 10)
+                    raise CNIError(
+                        ERR_INVALID_CONFIG,
+                        f"request too large: the limit is {MAX_REQUEST} bytes (4 MiB)",
+                        f"received {size} bytes" + ("" if size <= DRAIN_MAX else " or more"),
+                    )
                 if b.endswith(b"\n"):
                     break
             try:
@@ -88,6 +96,27 @@ class _Handler(socketserver.BaseRequestHandler):
                 reply["error"]["msg"],
                 took,
             )
+
+
+def _drain(conn: socket.socket, deadline: float) -> int:
+    """Read and drop the rest of an oversized request (until its end, DRAIN_MAX bytes or the
+    deadline), so the client is not cut off mid-send (EPIPE) and reads our error instead."""
+    n = 0
+    try:
+        while n <= DRAIN_MAX:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            conn.settimeout(left)
+            b = conn.recv(1 << 20)
+            if not b:
+                break
+            n += len(b)
+            if b.endswith(b"\n"):
+                break
+    except OSError:
+        pass
+    return n
 
 
 class CNIServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):

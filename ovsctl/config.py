@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import socket
 from dataclasses import dataclass, field, fields
 
@@ -38,9 +39,12 @@ class AgentConfig:
     source: str = ""  # "yaml" (cluster_state), "api" (Kubernetes API), "none"; "" = from the above
     api_server: str = ""  # Kubernetes API URL; "" = in-cluster config, else the kubeconfig
     kubeconfig: str = ""  # kubeconfig path for source api ("" = in-cluster or ~/.kube/config)
+    api_ca: str = ""  # CA bundle for api_server (https); "" = the system's CAs
+    api_token_file: str = ""  # bearer token file for api_server, re-read when it changes
     resync_period: float = 300.0  # seconds between full relists of the Kubernetes API
-    metrics_host: str = "0.0.0.0"  # /metrics /healthz /readyz /status
+    metrics_host: str = "0.0.0.0"  # /metrics /healthz /readyz (TCP: every pod reaches it)
     metrics_port: int = 9476  # 0 = no HTTP endpoint
+    api_socket: str = "/run/ovsctl/agent.sock"  # /status /flows /cluster, root only; "" = off
     tunnel_name: str = "ovsctl-tun0"
     tunnel_ofport: int = 1
     ovs_rundir: str = "/var/run/openvswitch"  # where <bridge>.mgmt lives (flow-restore-wait)
@@ -65,6 +69,22 @@ class AgentConfig:
             )
         if self.resync_period <= 0:
             raise ConfigError("resync_period: must be positive")
+        for key in ("api_ca", "api_token_file"):
+            path = getattr(self, key)
+            if not path:
+                continue
+            if self.source != "api" or not self.api_server:
+                raise ConfigError(f"{key}: only with source api and api_server (a URL)")
+            if not os.path.isfile(path):
+                raise ConfigError(f"{key}: {path} is not a file")
+            if not os.access(path, os.R_OK):
+                raise ConfigError(f"{key}: {path} is not readable")
+        if self.api_token_file and self.api_server.startswith("http://"):
+            raise ConfigError("api_token_file: would send the token in the clear to an http:// URL")
+        if self.api_socket and not os.path.isabs(self.api_socket):
+            raise ConfigError(f"api_socket: {self.api_socket!r} must be an absolute path")
+        if len(self.api_socket.encode()) > 107:
+            raise ConfigError(f"api_socket: {self.api_socket!r} is too long for a unix socket")
         if not 0 <= self.metrics_port <= 65535:
             raise ConfigError(f"metrics_port: {self.metrics_port} out of range (0 = off)")
         for key in ("pod_cidr", "cluster_cidr"):
@@ -180,9 +200,14 @@ HELP = {
     "source": "yaml, api or none; default: yaml with --cluster-state, else none",
     "api_server": "Kubernetes API URL for source api; default: in-cluster, else kubeconfig",
     "kubeconfig": "kubeconfig file for source api",
+    "api_ca": "CA bundle (PEM) that signs api_server's certificate",
+    "api_token_file": "file holding the bearer token for api_server (re-read when it changes, "
+    "as projected service account tokens rotate)",
     "resync_period": "seconds between full relists of the Kubernetes API",
-    "metrics_host": "address of the /metrics /healthz /readyz /status endpoint",
+    "metrics_host": "address of the /metrics /healthz /readyz endpoint (TCP)",
     "metrics_port": "port of that endpoint (0 = off)",
+    "api_socket": "unix socket (mode 0600) of /status /flows /cluster for the ovsctl tools "
+    '("" = off)',
     "tunnel_name": "the flow-based VXLAN port",
     "tunnel_ofport": "OpenFlow port number requested for the tunnel",
     "ovs_rundir": "OVS run directory (for <bridge>.mgmt)",

@@ -1,12 +1,27 @@
-"""The agent's HTTP endpoint: Prometheus metrics, liveness and readiness.
+"""The agent's HTTP endpoints: metrics and health on TCP, its views on a root-only unix socket.
+
+On TCP (`metrics_host`:`metrics_port`, 9476; host network, so every pod can reach it):
 
     GET /metrics   Prometheus text format (prometheus-client, a registry of the agent's own)
     GET /healthz   200 while the agent process serves (liveness)
     GET /readyz    200 once the cluster state is synced and the switch holds the current flow
                    round (readiness); 503 with the reason otherwise
+
+On the unix socket (`api_socket`, /run/ovsctl/agent.sock, mode 0600 in a 0700 directory: root
+only), the same three and the agent's views, which name every pod, Service and policy:
+
     GET /status    the agent's status as JSON (what `ovsctl status` prints)
     GET /flows     the desired flows with their owners, and every owner id -> owner key (what
                    `ovsctl flows` uses to name owners and to diff against the switch)
+    GET /cluster   the cluster as the agent sees it (what `trace` and `reachability` use)
+
+Asking the TCP port for a view gets a 404 and no data.
+
+Neither endpoint has a thread per connection (see :class:`_Endpoint`): one thread accepts
+connections and reads their request heads (bounded size, 10 s to send one), answers
+/healthz and /readyz itself, and hands the other requests to two worker threads, so at most
+two heavy answers (a view, a scrape) are computed at a time per endpoint and CNI requests keep
+their share of the interpreter.
 
 Counters and histograms are updated where things happen (CNI requests, flow syncs); values that
 already live in the agent (flows per table, IPAM usage, reconnects, watch events) are read at
@@ -17,10 +32,15 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import selectors
+import socket
+import stat
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from concurrent.futures import ThreadPoolExecutor
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client import Counter as PCounter
@@ -158,8 +178,278 @@ class _AgentCollector:
         yield pi
 
 
-class HTTPEndpoint:
-    """/metrics, /healthz, /readyz and /status on host:port, in a daemon thread."""
+_HEAD_MAX = 8192  # bytes of request line + headers
+_CHUNK = 65536
+SAFE_ERRORS = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError)
+
+
+class _Conn:
+    __slots__ = ("sock", "buf", "deadline")
+
+    def __init__(self, sock: socket.socket, deadline: float):
+        self.sock, self.buf, self.deadline = sock, b"", deadline
+
+
+class _Endpoint:
+    """A small HTTP/1.1 GET server without a thread per connection.
+
+    One thread (`name`) accepts connections and reads each request head without blocking; a
+    connection that has not sent a complete head within `timeout` seconds is closed, and
+    beyond `max_conns` open connections the oldest waiting one is closed. /healthz and /readyz
+    are answered on that thread (cheap, so a probe never waits behind a heavy request); every
+    other request goes to a pool of `workers` threads, which drop it when it has waited past
+    its deadline and write the answer within `timeout` seconds. Every answer closes the
+    connection. A client that goes away is logged at debug level, one line."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        name: str,
+        routes: dict[str, Callable[[], tuple[int, bytes, str]]],
+        ready: Callable[[], str | None],
+        workers: int = 2,
+        max_conns: int = 512,
+        timeout: float = 10.0,
+    ):
+        self.sock, self.name, self.routes, self.ready = sock, name, routes, ready
+        self.max_conns, self.timeout = max_conns, timeout
+        self.sock.setblocking(False)
+        self._sel = selectors.DefaultSelector()
+        self._sel.register(self.sock, selectors.EVENT_READ, None)
+        self._conns: dict[int, _Conn] = {}
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"{name}-worker")
+        self._stop = threading.Event()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._sel.register(self._wake_r, selectors.EVENT_READ, "wake")
+        self.thread = threading.Thread(target=self._loop, name=name, daemon=True)
+
+    def paths(self) -> list[str]:
+        return ["/healthz", "/readyz", *self.routes]
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        try:
+            self._wake_w.send(b"x")
+        except OSError:
+            pass
+        if self.thread.is_alive() and self.thread is not threading.current_thread():
+            self.thread.join(5)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        for c in list(self._conns.values()):
+            self._close(c)
+        for s in (self.sock, self._wake_r, self._wake_w):
+            try:
+                s.close()
+            except OSError:
+                pass
+        self._sel.close()
+
+    # -- the accepting thread ----------------------------------------------------------------
+
+    def _loop(self) -> None:
+        next_sweep = 0.0
+        while not self._stop.is_set():
+            try:
+                events = self._sel.select(0.5)
+            except OSError:
+                if self._stop.is_set():
+                    return
+                raise
+            for key, _ in events:
+                try:
+                    if key.data is None:
+                        self._accept()
+                    elif key.data == "wake":
+                        return
+                    else:
+                        self._read(key.data)
+                except Exception:  # noqa: BLE001 - the endpoint must survive anything
+                    log.exception("%s: unexpected error", self.name)
+            now = time.monotonic()
+            if now >= next_sweep:  # close connections that never sent a request
+                next_sweep = now + 0.5
+                for c in [c for c in self._conns.values() if c.deadline < now]:
+                    log.debug("%s: closing a connection idle for %gs", self.name, self.timeout)
+                    self._close(c)
+
+    def _accept(self) -> None:
+        for _ in range(64):
+            try:
+                conn, _addr = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:  # EMFILE and friends: try again on the next event
+                log.warning("%s: accept failed: %s", self.name, e)
+                return
+            conn.setblocking(False)
+            if len(self._conns) >= self.max_conns:
+                oldest = min(self._conns.values(), key=lambda c: c.deadline)
+                log.debug(
+                    "%s: %d connections open: closing the oldest", self.name, len(self._conns)
+                )
+                self._close(oldest)
+            c = _Conn(conn, time.monotonic() + self.timeout)
+            self._conns[conn.fileno()] = c
+            self._sel.register(conn, selectors.EVENT_READ, c)
+
+    def _read(self, c: _Conn) -> None:
+        try:
+            data = c.sock.recv(_HEAD_MAX)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as e:
+            log.debug("%s: client went away: %s", self.name, e)
+            self._close(c)
+            return
+        if not data:
+            self._close(c)  # closed before sending a whole request
+            return
+        c.buf += data
+        end = c.buf.find(b"\r\n\r\n")
+        if end < 0:
+            end = c.buf.find(b"\n\n")
+        if (end < 0 and len(c.buf) > _HEAD_MAX) or end > _HEAD_MAX:
+            self._quick(c, 431, b"request header too large\n")
+            return
+        if end < 0:
+            return
+        method, path = _request_line(c.buf[:end])
+        if method not in ("GET", "HEAD"):
+            self._quick(c, 400 if method is None else 405, b"GET only\n")
+        elif path == "/healthz":
+            self._quick(c, 200, b"ok\n", method)
+        elif path == "/readyz":
+            try:
+                why = self.ready()
+            except Exception as e:  # noqa: BLE001
+                why = f"error: {e}"
+            self._quick(c, 503 if why else 200, f"{why or 'ok'}\n".encode(), method)
+        else:
+            self._sel.unregister(c.sock)
+            del self._conns[c.sock.fileno()]
+            self._pool.submit(self._serve, c, method, path)
+
+    def _quick(self, c: _Conn, code: int, body: bytes, method: str = "GET") -> None:
+        """A small answer written without blocking (it fits in the socket buffer)."""
+        try:
+            c.sock.send(_response(code, body, "text/plain; charset=utf-8", method))
+        except OSError as e:
+            log.debug("%s: client went away: %s", self.name, e)
+        self._close(c)
+
+    def _close(self, c: _Conn) -> None:
+        fd = c.sock.fileno()
+        if fd >= 0 and self._conns.get(fd) is c:
+            del self._conns[fd]
+            try:
+                self._sel.unregister(c.sock)
+            except (KeyError, ValueError):
+                pass
+        try:
+            c.sock.close()
+        except OSError:
+            pass
+
+    # -- the workers -------------------------------------------------------------------------
+
+    def _serve(self, c: _Conn, method: str, path: str) -> None:
+        sock = c.sock
+        try:
+            if time.monotonic() > c.deadline:
+                log.debug("%s: %s waited past its deadline: dropped", self.name, path)
+                return
+            route = self.routes.get(path)
+            if route is None:
+                code, body, ctype = self.not_found(path)
+            else:
+                try:
+                    code, body, ctype = route()
+                except Exception as e:  # noqa: BLE001 - a request must not kill the endpoint
+                    log.exception("%s: %s failed", self.name, path)
+                    code, body, ctype = 500, f"error: {e}\n".encode(), "text/plain; charset=utf-8"
+            _send_all(sock, _response(code, body, ctype, method), time.monotonic() + self.timeout)
+        except SAFE_ERRORS as e:
+            log.debug("%s: %s: client went away: %s", self.name, path, e)
+        except OSError as e:
+            log.debug("%s: %s: %s", self.name, path, e)
+        finally:
+            try:
+                sock.close()
+            except OSError:
+                pass
+
+    def not_found(self, path: str) -> tuple[int, bytes, str]:
+        known = " ".join(self.paths())
+        return 404, f"not found: {known}\n".encode(), "text/plain; charset=utf-8"
+
+
+def _request_line(head: bytes) -> tuple[str | None, str]:
+    line = head.split(b"\n", 1)[0].strip()
+    parts = line.split()
+    if len(parts) != 3 or not parts[2].startswith(b"HTTP/"):
+        return None, ""
+    try:
+        method, target = parts[0].decode("ascii"), parts[1].decode("ascii")
+    except UnicodeDecodeError:
+        return None, ""
+    return method, target.split("?", 1)[0]
+
+
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+
+
+def _response(code: int, body: bytes, ctype: str, method: str = "GET") -> bytes:
+    head = (
+        f"HTTP/1.1 {code} {_REASONS.get(code, 'Error')}\r\n"
+        f"Content-Type: {ctype}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    return head if method == "HEAD" else head + body
+
+
+def _send_all(sock: socket.socket, data: bytes, deadline: float) -> None:
+    """sendall with one deadline for the whole answer (a reader that trickles cannot hold a
+    worker longer)."""
+    view = memoryview(data)
+    sock.setblocking(True)
+    while view:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the client did not read the answer in time")
+        sock.settimeout(left)
+        n = sock.send(view[:_CHUNK])
+        view = view[n:]
+
+
+def _text(body: bytes) -> tuple[int, bytes, str]:
+    return 200, body, CONTENT_TYPE_LATEST
+
+
+def _json_view(view: Callable[[], object]) -> Callable[[], tuple[int, bytes, str]]:
+    def route():
+        body = json.dumps(view(), indent=2, default=str).encode()
+        return 200, body, "application/json"
+
+    return route
+
+
+VIEWS_ON_SOCKET = ("/status", "/flows", "/cluster")
+
+
+class HTTPEndpoint(_Endpoint):
+    """/metrics, /healthz and /readyz on host:port (TCP). The agent's views are not here:
+    asking for one gets a 404 naming the unix socket, and no data."""
 
     def __init__(
         self,
@@ -167,65 +457,83 @@ class HTTPEndpoint:
         port: int,
         metrics: Metrics,
         ready: Callable[[], str | None],
-        views: dict[str, Callable[[], object]],
+        workers: int = 2,
+        max_conns: int = 512,
+        timeout: float = 10.0,
     ):
-        endpoint = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 - http.server's name
-                endpoint._get(self)
-
-            def log_message(self, fmt, *args):
-                log.debug("http %s - %s", self.address_string(), fmt % args)
-
-        self.metrics, self.ready, self.views = metrics, ready, views
-        self.server = ThreadingHTTPServer((host, port), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(
-            target=self.server.serve_forever, name="http-endpoint", daemon=True
-        )
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+            sock.listen(128)
+        except OSError:
+            sock.close()
+            raise
+        self.metrics = metrics
+        routes = {"/metrics": lambda: _text(metrics.render())}
+        super().__init__(sock, "http-endpoint", routes, ready, workers, max_conns, timeout)
 
     @property
     def port(self) -> int:
-        return self.server.server_address[1]
+        return self.sock.getsockname()[1]
 
     def start(self) -> None:
-        self.thread.start()
-        log.info(
-            "http endpoint on %s:%d: /metrics /healthz /readyz %s",
-            self.server.server_address[0],
-            self.port,
-            " ".join(self.views),
-        )
+        super().start()
+        host = self.sock.getsockname()[0]
+        log.info("http endpoint on %s:%d: %s", host, self.port, " ".join(self.paths()))
+
+    def not_found(self, path: str) -> tuple[int, bytes, str]:
+        if path in VIEWS_ON_SOCKET:
+            msg = f"not found: {path} is served on the agent's unix socket only\n"
+            return 404, msg.encode(), "text/plain; charset=utf-8"
+        return super().not_found(path)
+
+
+class APIEndpoint(_Endpoint):
+    """The agent's views (/status, /flows, /cluster) and /metrics /healthz /readyz on a unix
+    socket only root can use: the socket is mode 0600, its directory made 0700 when missing."""
+
+    def __init__(
+        self,
+        path: str,
+        metrics: Metrics,
+        ready: Callable[[], str | None],
+        views: dict[str, Callable[[], object]],
+        workers: int = 2,
+        max_conns: int = 512,
+        timeout: float = 10.0,
+    ):
+        self.path = path
+        os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
+        try:
+            if stat.S_ISSOCK(os.lstat(path).st_mode):
+                os.unlink(path)  # a stale socket from a previous agent
+        except FileNotFoundError:
+            pass
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o177)
+        try:
+            sock.bind(path)
+        except OSError:
+            sock.close()
+            raise
+        finally:
+            os.umask(old)
+        os.chmod(path, 0o600)
+        sock.listen(128)
+        routes = {"/metrics": lambda: _text(metrics.render())}
+        routes.update({p: _json_view(v) for p, v in views.items()})
+        super().__init__(sock, "api-endpoint", routes, ready, workers, max_conns, timeout)
+
+    def start(self) -> None:
+        super().start()
+        log.info("api endpoint on unix:%s (mode 0600): %s", self.path, " ".join(self.paths()))
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-    def _get(self, h: BaseHTTPRequestHandler) -> None:
-        path = h.path.split("?", 1)[0]
+        super().stop()
         try:
-            if path == "/metrics":
-                self._send(h, 200, self.metrics.render(), CONTENT_TYPE_LATEST)
-            elif path == "/healthz":
-                self._send(h, 200, b"ok\n")
-            elif path == "/readyz":
-                why = self.ready()
-                self._send(h, 503 if why else 200, f"{why or 'ok'}\n".encode())
-            elif path in self.views:
-                body = json.dumps(self.views[path](), indent=2, default=str).encode()
-                self._send(h, 200, body, "application/json")
-            else:
-                known = " ".join(["/metrics", "/healthz", "/readyz", *self.views])
-                self._send(h, 404, f"not found: {known}\n".encode())
-        except Exception as e:  # noqa: BLE001 - a scrape must not kill the endpoint
-            log.exception("http %s failed", path)
-            self._send(h, 500, f"error: {e}\n".encode())
-
-    @staticmethod
-    def _send(h, code: int, body: bytes, ctype: str = "text/plain; charset=utf-8") -> None:
-        h.send_response(code)
-        h.send_header("Content-Type", ctype)
-        h.send_header("Content-Length", str(len(body)))
-        h.end_headers()
-        h.wfile.write(body)
+            if stat.S_ISSOCK(os.lstat(self.path).st_mode):
+                os.unlink(self.path)
+        except FileNotFoundError:
+            pass

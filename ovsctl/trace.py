@@ -21,10 +21,8 @@ import json
 import os
 import re
 import socket
-import subprocess
 import sys
 import threading
-import urllib.request
 from dataclasses import dataclass, field
 
 import netaddr
@@ -32,9 +30,10 @@ import netaddr
 from flows import cookie as cookies
 from flows import owners, tables
 from flows.model import VIRTUAL_ROUTER_MAC, mac_from_ip
+from ovsctl import agentclient
 from ovsctl import intent as intents
 
-DEFAULT_AGENT = "http://127.0.0.1:9476"
+DEFAULT_AGENT = agentclient.DEFAULT_SOCKET
 DEFAULT_SPORT = 40000
 CT_NEW = "trk,new"
 CT_REPLY = "trk,est,rpl"
@@ -352,29 +351,13 @@ class Appctl:
 # -- the agent's views ---------------------------------------------------------------------------
 
 
-def fetch(url: str, netns: str | None = None, timeout: float = 10) -> dict:
-    """GET a JSON view of an agent (from inside `netns` when given: the lab's agents listen on
-    their node's loopback)."""
-    if netns is None:
-        try:
-            with urllib.request.urlopen(url, timeout=timeout) as r:
-                return json.loads(r.read())
-        except (OSError, ValueError) as e:
-            raise TraceError(f"cannot read {url} from the agent: {e}") from None
-    code = (
-        "import sys, urllib.request\n"
-        "sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=float(sys.argv[2]))"
-        ".read().decode())"
-    )
-    p = subprocess.run(
-        ["ip", "netns", "exec", netns, sys.executable, "-c", code, url, str(timeout)],
-        capture_output=True,
-        text=True,
-        timeout=timeout + 10,
-    )
-    if p.returncode != 0:
-        raise TraceError(f"cannot read {url} in {netns}: {p.stderr.strip()[-300:]}")
-    return json.loads(p.stdout)
+def fetch(path: str, agent: str | None = None, timeout: float = 10) -> dict:
+    """GET a JSON view (/cluster, /flows) of an agent: `agent` is its unix socket (a path or
+    `unix:PATH`, default $OVSCTL_AGENT or /run/ovsctl/agent.sock) or an http:// URL."""
+    try:
+        return agentclient.get(path, agent, timeout)
+    except agentclient.AgentUnreachable as e:
+        raise TraceError(f"cannot read {path} from the agent: {e}") from None
 
 
 class NodeView:
@@ -1275,9 +1258,8 @@ def render_reachability(traced: dict, intended: dict, diffs: list[dict], scope=N
 
 
 def node_tracer(agent: str, rundir: str, bridge: str = "br-int") -> Tracer:
-    agent = agent.rstrip("/")
-    cluster = fetch(f"{agent}/cluster")
-    flows = fetch(f"{agent}/flows")
+    cluster = fetch("/cluster", agent)
+    flows = fetch("/flows", agent)
     view = NodeView(cluster, flows)
     return Tracer({view.name: view}, {view.name: Appctl(ctl_path(rundir), bridge)})
 
@@ -1290,13 +1272,9 @@ def lab_tracer(lab) -> Tracer:
     meta = lab.meta()
     nodes = sorted(meta["nodes"], key=lambda n: (len(n), n))  # node0 … node10
 
-    def views(n):
-        ns = meta["nodes"][n]["netns"]
-        port = 9476
-        return NodeView(
-            fetch(f"http://127.0.0.1:{port}/cluster", ns),
-            fetch(f"http://127.0.0.1:{port}/flows", ns),
-        )
+    def views(n):  # the agents' unix sockets are files: no need to enter the node's netns
+        sock = lab.api_socket(n)
+        return NodeView(fetch("/cluster", sock), fetch("/flows", sock))
 
     with ThreadPoolExecutor(max_workers=max(1, len(nodes))) as pool:
         vs = list(pool.map(views, nodes))

@@ -77,6 +77,7 @@ class Node:
         self.pod_cidr = pod_cidr
         self.ovs = OVS(os.path.join(self.dir, "ovs"), netns=self.ns)
         self.sock = os.path.join(self.dir, "cni.sock")
+        self.api_sock = os.path.join(self.dir, "agent.sock")  # /status /flows /cluster
         self.state = os.path.join(self.dir, "state")
         self.agent_log = os.path.join(self.dir, "agent.log")
         self.agent_proc: subprocess.Popen | None = None
@@ -106,6 +107,8 @@ class Node:
             self.ovs.remote,
             "--cni-socket",
             self.sock,
+            "--api-socket",
+            self.api_sock,
             "--state-dir",
             self.state,
             "--log-level",

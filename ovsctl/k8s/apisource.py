@@ -73,6 +73,9 @@ __all__ = ["RESOURCES", "APISource", "Resource", "make_api_client"]
 
 log = logging.getLogger(__name__)
 
+MAX_OBJECT_BYTES = 16 << 20  # one watch event (one object) at most; longer ones are dropped
+_READ = 65536
+
 
 @dataclass(frozen=True)
 class Resource:
@@ -110,6 +113,8 @@ def make_api_client(
     *,
     host: str | None = None,
     token: str | None = None,
+    token_file: str | None = None,
+    ca_file: str | None = None,
     kubeconfig: str | None = None,
     context: str | None = None,
     in_cluster: bool | None = None,
@@ -117,8 +122,11 @@ def make_api_client(
 ) -> k8s_client.ApiClient:
     """An :class:`ApiClient` from one of three configurations:
 
-    - ``host`` (e.g. ``http://127.0.0.1:8001`` for ``kubectl proxy``, or a test server), with an
-      optional bearer ``token``;
+    - ``host`` (e.g. ``https://10.0.0.1:6443``, ``http://127.0.0.1:8001`` for ``kubectl
+      proxy``, or a test server), with an optional bearer ``token`` or ``token_file`` (read
+      again when the file changes, and at least every minute: projected service account
+      tokens rotate) and an optional ``ca_file`` (the CA bundle that signs the server's
+      certificate; default: the system's CAs);
     - ``in_cluster=True``: the pod's service account (``load_incluster_config``);
     - ``kubeconfig``: a kubeconfig file (``""`` for the default ``~/.kube/config`` or
       ``$KUBECONFIG``), with an optional ``context`` (``load_kube_config``).
@@ -129,9 +137,16 @@ def make_api_client(
     cfg = k8s_client.Configuration()
     if host:
         cfg.host = host.rstrip("/")
-        if token:
+        if token_file:
+            tf = TokenFile(token_file)
+            cfg.api_key = {"authorization": f"Bearer {tf.read()}"}
+            cfg.refresh_api_key_hook = tf.refresh
+        elif token:
             cfg.api_key = {"authorization": f"Bearer {token}"}
-        how = f"host {cfg.host}"
+        if ca_file:
+            cfg.ssl_ca_cert = ca_file
+        how = f"host {cfg.host}" + (f", CA {ca_file}" if ca_file else "")
+        how += f", token from {token_file}" if token_file else ""
     else:
         if in_cluster is None and kubeconfig is None:
             in_cluster = bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
@@ -151,11 +166,56 @@ def make_api_client(
     return k8s_client.ApiClient(cfg)
 
 
+class TokenFile:
+    """A bearer token kept in a file: read again when the file changes (another inode, mtime
+    or size: a projected token is swapped in atomically) or `every` seconds have passed. A
+    file that cannot be read keeps the last token (logged once until it reads again)."""
+
+    def __init__(self, path: str, every: float = 60.0, clock=time.monotonic):
+        self.path, self.every, self.clock = path, every, clock
+        self.token = ""
+        self._sig: tuple | None = None
+        self._at = -math.inf
+        self._failing = False
+
+    def read(self) -> str:
+        with open(self.path) as fh:
+            token = fh.read().strip()
+        if not token:
+            raise ValueError(f"token file {self.path} is empty")
+        st = os.stat(self.path)
+        self._sig = (st.st_ino, st.st_mtime_ns, st.st_size)
+        self._at = self.clock()
+        self.token = token
+        return token
+
+    def refresh(self, cfg) -> None:
+        """Configuration.refresh_api_key_hook: called before every request."""
+        try:
+            st = os.stat(self.path)
+            sig = (st.st_ino, st.st_mtime_ns, st.st_size)
+            if sig != self._sig or self.clock() - self._at >= self.every:
+                old = self.token
+                self.read()
+                if self.token != old:
+                    log.info("kubernetes API client: token re-read from %s", self.path)
+            self._failing = False
+        except (OSError, ValueError) as e:
+            if not self._failing:
+                log.warning("kubernetes API client: keeping the last token: %s", e)
+                self._failing = True
+        cfg.api_key = {**cfg.api_key, "authorization": f"Bearer {self.token}"}
+
+
 # --------------------------------------------------------------------------- errors
 
 
 class _Gone(Exception):
     """HTTP 410 / ERROR event code 410: our resourceVersion is too old; relist."""
+
+
+class _TooLarge(_Gone):
+    """A watch event longer than max_object_bytes was dropped: relist (the event is lost)."""
 
 
 class _Stopped(Exception):
@@ -215,6 +275,8 @@ class APISource:
     reconnects; ``page_size`` items per list page (0 = unpaged); ``request_timeout`` (s) the
     connect timeout and the read timeout of lists (a watch's read timeout is its
     timeoutSeconds plus this). ``kinds`` restricts the watched kinds (default: all six).
+    ``max_object_bytes`` bounds one watch event: a longer line is dropped unread (never held
+    in memory), logged with its size, and the kind is relisted.
     """
 
     def __init__(
@@ -223,6 +285,8 @@ class APISource:
         *,
         host: str | None = None,
         token: str | None = None,
+        token_file: str | None = None,
+        ca_file: str | None = None,
         kubeconfig: str | None = None,
         context: str | None = None,
         in_cluster: bool | None = None,
@@ -234,6 +298,7 @@ class APISource:
         backoff_max: float = 10.0,
         page_size: int = 500,
         request_timeout: float = 30.0,
+        max_object_bytes: int = MAX_OBJECT_BYTES,
     ):
         kinds = tuple(kinds)
         unknown = [k for k in kinds if k not in RESOURCES]
@@ -244,6 +309,8 @@ class APISource:
         self.api = api_client or make_api_client(
             host=host,
             token=token,
+            token_file=token_file,
+            ca_file=ca_file,
             kubeconfig=kubeconfig,
             context=context,
             in_cluster=in_cluster,
@@ -256,6 +323,7 @@ class APISource:
         self.backoff_max = backoff_max
         self.page_size = page_size
         self.request_timeout = request_timeout
+        self.max_object_bytes = max_object_bytes
 
         # counters and state for metrics and tests (each kind's entries written by its watcher)
         self.events_total: dict[str, int] = {r.kind: 0 for r in self.resources}
@@ -532,7 +600,7 @@ class APISource:
         resp = self._get(res.path, params, timeout + self.request_timeout)
         events = 0
         try:
-            for line in _lines(resp):
+            for line in _lines(resp, self.max_object_bytes):
                 if not line.strip():
                     continue
                 rv = self._on_line(res, line, rv)
@@ -697,27 +765,82 @@ class APISource:
 # --------------------------------------------------------------------------- helpers
 
 
-def _lines(resp) -> Iterator[bytes]:
-    """The newline-delimited lines of a streaming response, as they arrive."""
+class LineSplitter:
+    """Newline-delimited lines from a stream of chunks, in linear time: the pieces of an
+    unfinished line are kept in a list and joined once, when its newline arrives. A line longer
+    than `max_line` bytes is not kept: its pieces are dropped as they come and `feed` raises
+    :class:`_TooLarge` naming its size once its newline (or the end) arrives. `peak` is the
+    most bytes ever held for an unfinished line."""
+
+    def __init__(self, max_line: int = 0):
+        self.max_line = max_line  # 0 = unbounded
+        self._parts: list[bytes] = []
+        self.pending = 0  # bytes of the unfinished line held in _parts
+        self.dropping = 0  # > 0: bytes of an oversized line seen so far (none of them kept)
+        self.peak = 0
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        out: list[bytes] = []
+        start = 0
+        while True:
+            nl = chunk.find(b"\n", start)
+            if nl < 0:
+                self._add(chunk[start:])
+                return out
+            self._add(chunk[start:nl])
+            start = nl + 1
+            if self.dropping:
+                size, self.dropping = self.dropping, 0
+                raise _TooLarge(self._too_large(size))
+            out.append(b"".join(self._parts))
+            self._parts, self.pending = [], 0
+
+    def end(self) -> list[bytes]:
+        """The stream ended: the last line if it had no newline."""
+        if self.dropping:
+            size, self.dropping = self.dropping, 0
+            raise _TooLarge(self._too_large(size))
+        last = b"".join(self._parts)
+        self._parts, self.pending = [], 0
+        return [last] if last.strip() else []
+
+    def _add(self, piece: bytes) -> None:
+        if not piece:
+            return
+        if self.dropping:
+            self.dropping += len(piece)
+            return
+        if self.max_line and self.pending + len(piece) > self.max_line:
+            self.dropping = self.pending + len(piece)
+            self._parts, self.pending = [], 0
+            return
+        self._parts.append(piece)
+        self.pending += len(piece)
+        self.peak = max(self.peak, self.pending)
+
+    def _too_large(self, size: int) -> str:
+        return f"dropped a watch event of {size} bytes (the limit is {self.max_line} bytes)"
+
+
+def _lines(resp, max_line: int = 0) -> Iterator[bytes]:
+    """The newline-delimited lines of a streaming response, as they arrive (reads of at most
+    64 KiB; a line longer than max_line raises _TooLarge)."""
     if resp.chunked and resp.supports_chunked_reads():
-        chunks: Iterable[bytes] = resp.read_chunked(decode_content=True)
+        chunks: Iterable[bytes] = resp.read_chunked(_READ, decode_content=True)
     else:
 
         def _read1() -> Iterator[bytes]:
             while True:
-                data = resp.read1(65536)
+                data = resp.read1(_READ)
                 if not data:
                     return
                 yield data
 
         chunks = _read1()
-    buf = b""
+    split = LineSplitter(max_line)
     for chunk in chunks:
-        lines = (buf + chunk).split(b"\n")
-        buf = lines.pop()  # the unfinished last line, if any
-        yield from lines
-    if buf.strip():
-        yield buf
+        yield from split.feed(chunk)
+    yield from split.end()
 
 
 def _abort(resp) -> None:

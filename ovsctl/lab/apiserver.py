@@ -140,12 +140,23 @@ class FakeAPI:
         self._watches: set[_Watch] = set()
         self._pages: dict[str, tuple[int, list[dict]]] = {}  # continue token -> snapshot
         self._server: ThreadingHTTPServer | None = None
+        self.scheme = "http"
         self._thread: threading.Thread | None = None
 
     # ---------------------------------------------------------------- lifecycle
 
-    def start(self, host: str = "127.0.0.1", port: int = 0) -> FakeAPI:
+    def start(
+        self, host: str = "127.0.0.1", port: int = 0, tls: tuple[str, str] | None = None
+    ) -> FakeAPI:
+        """Serve on host:port; with `tls` (certificate file, key file) over HTTPS."""
         server = ThreadingHTTPServer((host, port), _Handler)
+        if tls is not None:
+            import ssl
+
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*tls)
+            server.socket = ctx.wrap_socket(server.socket, server_side=True)
+        self.scheme = "https" if tls is not None else "http"
         server.daemon_threads = True
         server.api = self  # type: ignore[attr-defined]
         server.handle_error = lambda request, address: None  # dropped clients are normal here
@@ -177,7 +188,7 @@ class FakeAPI:
     def url(self) -> str:
         assert self._server is not None
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"{self.scheme}://{host}:{port}"
 
     # ---------------------------------------------------------------- the test API
 

@@ -248,16 +248,16 @@ def _restart(args):
 
 
 def in_node(lab, node: str, argv: list[str], **kw) -> subprocess.CompletedProcess:
-    """`python -m ovsctl.cli ARGV` inside the node's network namespace (where its agent's
-    endpoint is), with the node's OVS run directory; output goes where ours goes unless `kw`
-    says otherwise (capture_output=True, ...)."""
+    """`python -m ovsctl.cli ARGV` inside the node's network namespace, with the node's OVS run
+    directory and its agent's unix socket ($OVSCTL_AGENT); output goes where ours goes unless
+    `kw` says otherwise (capture_output=True, ...)."""
     info = lab.meta()["nodes"].get(node)
     if info is None:
         from ovsctl.lab.lab import LabError
 
         raise LabError(f"no node {node} in lab {lab.name}")
     repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env = dict(os.environ, OVS_RUNDIR=lab.ovs(node).rundir)
+    env = dict(os.environ, OVS_RUNDIR=lab.ovs(node).rundir, OVSCTL_AGENT=lab.api_socket(node))
     env["PYTHONPATH"] = os.pathsep.join([repo, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     cmd = ["ip", "netns", "exec", info["netns"], sys.executable, "-m", "ovsctl.cli", *argv]
     return subprocess.run(cmd, env=env, **kw)

@@ -335,6 +335,10 @@ class Lab:
     def socket(self, node: str) -> str:
         return os.path.join(self.node_dir(node), "cni.sock")
 
+    def api_socket(self, node: str) -> str:
+        """The node agent's unix socket for /status /flows /cluster (root only, 0600)."""
+        return os.path.join(self.node_dir(node), "agent.sock")
+
     def audit_log(self, node: str) -> str:
         """The node agent's NetworkPolicy audit log (policies annotated ovsctl.io/audit)."""
         return os.path.join(self.node_dir(node), "audit.log")
@@ -358,7 +362,8 @@ class Lab:
         info["agent_pid"] = self._spawn(
             info["netns"],
             [sys.executable, "-m", "ovsctl.cli", "agent", "--config", path]
-            + ["--audit-log", self.audit_log(node)],  # one NetworkPolicy audit log per node
+            + ["--audit-log", self.audit_log(node)]  # one NetworkPolicy audit log per node
+            + ["--api-socket", self.api_socket(node)],  # and one view socket
             self._log_path(node),
             env={"OVS_RUNDIR": ovs.rundir},
         )

@@ -181,7 +181,7 @@ bad input exits 2 with a message. Needs no root.
   --cni-socket PATH      default /run/ovsctl/cni.sock
   --state-dir DIR        the agent's IPAM state (default /var/lib/ovsctl)
   --log-level LEVEL      debug, info (default), warning, error
-  --metrics-port PORT    the agent's /metrics /healthz /readyz /status port (default: the
+  --metrics-port PORT    the agent's /metrics /healthz /readyz port (default: the
                          agent's, 9476; 0 = off)
 EOF
 }

@@ -5,14 +5,12 @@ as in test_netpol), for pods, policies and Services."""
 
 from __future__ import annotations
 
-import json
-import sys
-
 import pytest
 import yaml
 
+from ovsctl import agentclient
 from tests.e2e import test_netpol as np
-from tests.helpers import in_ns, wait_for
+from tests.helpers import wait_for
 from tests.netpol_reference import evaluate
 
 SERVICE = {
@@ -25,11 +23,6 @@ SERVICE = {
         "ports": [{"name": "http", "port": 8080, "targetPort": "http"}],
     },
 }
-
-STATUS = """
-import json, urllib.request
-print(urllib.request.urlopen("http://127.0.0.1:9476/status", timeout=5).read().decode())
-"""
 
 
 @pytest.fixture(scope="module")
@@ -46,9 +39,8 @@ def world(lab):
 
 
 def test_agents_watch_the_kubernetes_api(lab):
-    for node in lab.meta()["nodes"].values():
-        out = in_ns(node["netns"], sys.executable, "-c", STATUS)
-        st = json.loads(out.stdout)
+    for name in lab.meta()["nodes"]:
+        st = agentclient.get("/status", lab.api_socket(name))  # the agent's unix socket
         assert st["source"]["kind"] == "api" and st["source"]["synced"], st["source"]
         assert st["ready"] == "ok"
         assert len(st["peers"]) == 2  # the other nodes, learnt from Node objects over the API

@@ -16,6 +16,7 @@ import pytest
 
 from flows import pipeline
 from flows.model import NodeNet, PodPort
+from ovsctl import agentclient
 from tests.helpers import in_ns, netns_add, uid, wait_for
 
 NETUTIL = os.path.join(os.path.dirname(os.path.dirname(__file__)), "netutil.py")
@@ -494,9 +495,9 @@ def test_metrics_serve_the_documented_families_and_move_with_cni_calls(node, pod
 def test_health_readiness_and_status_endpoints(node, pods):
     assert http_get(node, "/healthz") == (200, "ok\n")
     assert http_get(node, "/readyz") == (200, "ok\n")
-    code, body = http_get(node, "/status")
-    st = json.loads(body)
-    assert code == 200 and st["ready"] == "ok" and st["openflow"]["connected"]
+    assert http_get(node, "/status")[0] == 404  # the views: the unix socket only
+    st = agentclient.get("/status", node.api_sock)
+    assert st["ready"] == "ok" and st["openflow"]["connected"]
     assert st["ipam"]["used"] >= len(pods)
     assert sum(st["flows_per_table"].values()) == st["flows_desired"]
     assert http_get(node, "/nope")[0] == 404

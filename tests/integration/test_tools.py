@@ -1,6 +1,6 @@
 """`ovsctl flows` (owners named through the agent, --pod, --diff) and `ovsctl status` on one
-real node, run as a user runs them: inside the node's network namespace (where the agent's
-endpoint is), with the node's OVS run directory."""
+real node, run as a user runs them: inside the node's network namespace, with the node's OVS
+run directory and its agent's unix socket ($OVSCTL_AGENT)."""
 
 from __future__ import annotations
 
@@ -19,8 +19,7 @@ def pods(node):
 
 
 def ovsctl(node, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OVS_RUNDIR=node.ovs.rundir)
-    env.pop("OVSCTL_AGENT", None)
+    env = dict(os.environ, OVS_RUNDIR=node.ovs.rundir, OVSCTL_AGENT=node.api_sock)
     return subprocess.run(
         ["ip", "netns", "exec", node.ns, os.path.join(VENV_BIN, "ovsctl"), *args],
         capture_output=True,

@@ -6,7 +6,6 @@ Pods x1, y1 run on node0 and x2, y2 on node1, each answering TCP 80 and UDP 53."
 
 from __future__ import annotations
 
-import json
 import re
 import signal
 import subprocess
@@ -299,18 +298,13 @@ except TimeoutError:
     print("timeout")
 """
 
-STATUS = """
-import sys, urllib.request
-print(urllib.request.urlopen("http://127.0.0.1:9476/status", timeout=5).read().decode())
-"""
-
 ADDS = 10
 
 
 def agent_status(lab, node: str) -> dict:
-    return json.loads(
-        in_ns(lab.meta()["nodes"][node]["netns"], sys.executable, "-c", STATUS).stdout
-    )
+    from ovsctl import agentclient
+
+    return agentclient.get("/status", lab.api_socket(node))  # the agent's unix socket
 
 
 def reject_packet_ins(lab, node: str) -> float:

@@ -9,7 +9,9 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import shutil
 import socket
+import subprocess
 import threading
 
 import pytest
@@ -730,3 +732,197 @@ def test_host_with_token_and_in_cluster_configuration(tmp_path, monkeypatch):
 def test_rejects_unknown_kinds(api):
     with pytest.raises(ValueError):
         APISource(host=api.url, kinds=["Pod", "Secret"])
+
+
+# --------------------------------------------------------------------------- CA, token file
+
+
+def _self_signed(tmp_path):
+    """A certificate for 127.0.0.1 (and its key), made with openssl."""
+    cert, key = tmp_path / "server.crt", tmp_path / "server.key"
+    p = subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+        + ["-keyout", str(key), "-out", str(cert), "-subj", "/CN=fake-apiserver"]
+        + ["-addext", "subjectAltName=IP:127.0.0.1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert p.returncode == 0, p.stderr
+    return str(cert), str(key)
+
+
+@pytest.fixture
+def tls_api(tmp_path):
+    if shutil.which("openssl") is None:
+        pytest.skip("no openssl to make a certificate")
+    cert, key = _self_signed(tmp_path)
+    api = FakeAPI().start(tls=(cert, key))
+    yield api, cert
+    api.stop()
+
+
+def test_api_ca_and_token_file_over_tls(tls_api, make_source, tmp_path, caplog):
+    """api_server over https with api_ca (the server's self-signed certificate) and
+    api_token_file: a real TLS handshake, the token in every request's Authorization header;
+    a rewritten token file (a rotated projected token) is picked up by the next request."""
+    api, cert = tls_api
+    assert api.url.startswith("https://127.0.0.1:")
+    token = tmp_path / "token"
+    token.write_text("t0k-1\n")
+    api.create(SAMPLES["Namespace"])
+    src = make_source(api, ca_file=cert, token_file=str(token))
+    assert src.api.configuration.ssl_ca_cert == cert
+    rec = start(src)
+    assert summary(rec.batches[0]) == [(ADDED, ("Namespace", "", "a"))]
+    assert set(api.authorizations) == {"Bearer t0k-1"}
+    # rotation: the kubelet swaps the projected token in atomically (a new inode)
+    new = tmp_path / "token.new"
+    new.write_text("t0k-2\n")
+    os.replace(new, token)
+    all_watching(api)
+    n = len(api.authorizations)
+    with caplog.at_level(logging.INFO, LOGGER):
+        api.end_watches()  # every watcher asks again
+        wait_until(lambda: "Bearer t0k-2" in api.authorizations[n:], T, "the new token used")
+    assert "token re-read from" in caplog.text
+    assert set(api.authorizations[n:]) == {"Bearer t0k-2"}
+    # a token file that vanishes keeps the last token (logged once)
+    token.unlink()
+    n = len(api.authorizations)
+    with caplog.at_level(logging.WARNING, LOGGER):
+        all_watching(api)
+        api.end_watches()
+        wait_until(lambda: len(api.authorizations) > n, T, "new watches")
+    assert set(api.authorizations[n:]) == {"Bearer t0k-2"}
+    assert caplog.text.count("keeping the last token") == 1
+
+
+def test_tls_without_the_ca_is_refused(tls_api, make_source, caplog):
+    """The self-signed server without api_ca: the handshake fails, the source never syncs."""
+    api, _cert = tls_api
+    src = make_source(api)
+    with caplog.at_level(logging.WARNING, LOGGER):
+        src.start(Recorder())
+        wait_until(lambda: "CERTIFICATE_VERIFY_FAILED" in caplog.text, T, "a refused handshake")
+    assert not src.synced()
+    assert not any(a for a in api.authorizations)  # no request got through
+
+
+def test_token_file_refresh_unit(tmp_path):
+    from ovsctl.k8s.apisource import TokenFile
+
+    t = [0.0]
+    path = tmp_path / "tok"
+    path.write_text("one")
+    tf = TokenFile(str(path), every=60, clock=lambda: t[0])
+
+    class Cfg:
+        api_key: dict = {}
+
+    cfg = Cfg()
+    assert tf.read() == "one"
+    tf.refresh(cfg)
+    assert cfg.api_key["authorization"] == "Bearer one"
+    path.write_text("two-longer")  # changed size and mtime: re-read at once
+    tf.refresh(cfg)
+    assert cfg.api_key["authorization"] == "Bearer two-longer"
+    # same size, same mtime (a clock too coarse): re-read after `every` seconds anyway
+    st = path.stat()
+    path.write_text("three-long")
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    tf.refresh(cfg)
+    t[0] = 61.0
+    tf.refresh(cfg)
+    assert cfg.api_key["authorization"] == "Bearer three-long"
+
+
+# --------------------------------------------------------------------------- large objects
+
+
+def test_line_splitter_is_linear_and_bounded():
+    """A 20 MB line in 64 KiB pieces: accepted whole under a 32 MiB limit; under a 16 MiB limit
+    it is dropped as it arrives (never more than the limit held), reported with its size, and
+    the lines around it are unaffected."""
+    from ovsctl.k8s.apisource import LineSplitter, _TooLarge
+
+    size = 20_000_000
+    line = b"x" * size
+    piece = 65536
+    stream = b'{"a":1}\n' + line + b'\n{"b":2}\n'
+
+    def feed(split):
+        out = []
+        for i in range(0, len(stream), piece):
+            out += split.feed(stream[i : i + piece])
+        return out + split.end()
+
+    ok = LineSplitter(32 << 20)
+    got = feed(ok)
+    assert [len(x) for x in got] == [7, size, 7] and got[1] == line
+    assert ok.peak == size  # the one line, held once
+
+    capped = LineSplitter(16 << 20)
+    with pytest.raises(_TooLarge) as e:
+        feed(capped)
+    assert f"dropped a watch event of {size} bytes" in str(e.value)
+    assert f"the limit is {16 << 20} bytes" in str(e.value)
+    assert capped.peak <= 16 << 20 and capped.pending == 0
+    # a line without its newline at the end of the stream counts too
+    tail = LineSplitter(1000)
+    tail.feed(b"y" * 600)
+    tail.feed(b"y" * 600)
+    with pytest.raises(_TooLarge, match="1200 bytes"):
+        tail.end()
+    assert tail.peak <= 1000
+
+
+def test_an_oversized_watch_event_is_dropped_and_the_kind_relisted(api, make_source, caplog):
+    """One watch event above max_object_bytes: one log line naming its size, the kind is
+    relisted (a list is not bounded by the limit, so the object arrives that way), and the watch
+    goes on: later events arrive as usual."""
+    api.create(SAMPLES["Namespace"])
+    src = make_source(api, max_object_bytes=64 << 10)
+    rec = start(src)
+    all_watching(api)
+    big = pod("big", "10.244.1.9")
+    big["metadata"]["annotations"] = {"blob": "z" * (100 << 10)}
+    with caplog.at_level(logging.WARNING, LOGGER):
+        api.create(big)
+        wait_until(lambda: src.relists_total["Pod"] == 1, T, "a Pod relist")
+        converge(rec, api)
+    dropped = [r for r in caplog.records if "dropped a watch event of" in r.getMessage()]
+    assert len(dropped) == 1 and "relisting" in dropped[0].getMessage()
+    size = int(dropped[0].getMessage().split("dropped a watch event of ")[1].split()[0])
+    assert size > 100 << 10
+    assert ("Pod", "a", "big") in rec.snapshot()
+    all_watching(api)
+    api.create(pod("small", "10.244.1.10"))
+    converge(rec, api)
+    assert src.relists_total["Pod"] == 1
+
+
+def test_config_api_ca_and_token_file_validation(tmp_path):
+    from ovsctl.config import AgentConfig, ConfigError, from_mapping
+
+    ca, tok = tmp_path / "ca.crt", tmp_path / "token"
+    ca.write_text("pem")
+    tok.write_text("t")
+    base = {"source": "api", "api_server": "https://10.0.0.1:6443", "pod_cidr": "10.244.0.0/24"}
+    cfg = from_mapping({**base, "api_ca": str(ca), "api_token_file": str(tok)}).validate()
+    assert (cfg.api_ca, cfg.api_token_file) == (str(ca), str(tok))
+    bad = [
+        ({"api_ca": str(tmp_path / "nope.crt")}, "api_ca: .*nope.crt is not a file"),
+        ({"api_token_file": str(tmp_path / "nope")}, "api_token_file: .*nope is not a file"),
+        ({"api_ca": str(tmp_path)}, "is not a file"),
+        ({"api_token_file": str(tok), "api_server": "http://10.0.0.1:8080"}, "in the clear"),
+        ({"api_ca": str(ca), "api_server": ""}, "only with source api and api_server"),
+    ]
+    for extra, msg in bad:
+        with pytest.raises(ConfigError, match=msg):
+            from_mapping({**base, **extra}).validate()
+    with pytest.raises(ConfigError, match="only with source api"):
+        from_mapping({"pod_cidr": "10.244.0.0/24", "api_token_file": str(tok)}).validate()
+    assert AgentConfig().api_socket == "/run/ovsctl/agent.sock"
+    with pytest.raises(ConfigError, match="api_socket: .*absolute"):
+        from_mapping({"pod_cidr": "10.244.0.0/24", "api_socket": "agent.sock"}).validate()

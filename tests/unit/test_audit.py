@@ -5,7 +5,9 @@ OpenFlow encoding, checked by OVS's own decoder), the meter, the audit line and 
 from __future__ import annotations
 
 import ipaddress
+import os
 import shutil
+import stat
 import struct
 import subprocess
 import types
@@ -372,6 +374,38 @@ def test_audit_log_reopens_a_rotated_file(tmp_path):
     log.stop()
     assert len(path.read_text().splitlines()) == 1
     assert len((tmp_path / "sub" / "audit.log.1").read_text().splitlines()) == 1
+
+
+def test_audit_log_is_0640_new_rotated_and_inherited(tmp_path):
+    """Who talked to whom is for root and the log's group: the file is made 0640 whatever the
+    umask lets through, a file an older agent left 0644 is narrowed, and so is a new file after
+    rotation; the directory it makes is 0750."""
+    old_umask = os.umask(0o022)
+    try:
+        path = tmp_path / "sub" / "audit.log"
+        log = log_for(tmp_path, rate=100)
+        for port in (1, 2):
+            log.start()
+            log.packet_in(
+                cookie_of("policy/x/web/isolation"),
+                65,
+                frame(6, "1.1.1.1", "10.244.0.2", tcp(port, 80)),
+            )
+            log.stop()
+            assert stat.S_IMODE(path.stat().st_mode) == 0o640
+            path.rename(tmp_path / "sub" / f"audit.log.{port}")  # rotated: a new file next
+        assert stat.S_IMODE((tmp_path / "sub").stat().st_mode) == 0o750
+        path.write_text("")
+        path.chmod(0o644)  # as an older agent made it
+        log.start()
+        log.packet_in(
+            cookie_of("policy/x/web/isolation"), 65, frame(6, "1.1.1.1", "10.244.0.2", tcp(3, 80))
+        )
+        log.stop()
+        assert stat.S_IMODE(path.stat().st_mode) == 0o640
+        assert len(path.read_text().splitlines()) == 1
+    finally:
+        os.umask(old_umask)
 
 
 def test_an_unwritable_log_still_goes_to_the_logger(tmp_path, caplog):

@@ -885,3 +885,95 @@ def test_subprocess_status_agent_missing(sockdir):
     env = make_env("STATUS", CNI_CONTAINERID=None, CNI_NETNS=None, CNI_IFNAME=None)
     status, output, _ = run_shim(env, make_conf(sockdir / "absent.sock", "1.1.0"))
     assert_error(status, output, 50)
+
+
+# --------------------------------------------------------------------------
+# Requests over the agent's 4 MiB limit: invalid config (7), never "try again later" (11)
+
+
+def _big_conf(path, size=5 << 20):
+    return make_conf(path, "1.0.0", padding="x" * size)
+
+
+def test_shim_limit_is_the_agents():
+    from ovsctl import cniserver
+
+    assert shim.MAX_REQUEST_BYTES == cniserver.MAX_REQUEST == 4 << 20
+
+
+def test_oversized_config_is_refused_before_connecting(agent):
+    fake = agent()
+    status, output, _ = invoke(make_env(), _big_conf(fake.path))
+    assert_error(status, output, 7, "1.0.0")
+    assert "4194304" in output["msg"], output
+    assert output["details"].startswith("the request to the ovsctl agent would be ")
+    assert fake.connections == 0  # the agent never saw it
+
+
+def test_oversized_config_as_kubelet_runs_the_shim(agent):
+    fake = agent()
+    status, output, _ = run_shim(make_env(), _big_conf(fake.path))
+    assert_error(status, output, 7, "1.0.0")
+    assert "limit is 4194304 bytes" in output["msg"]
+    assert fake.connections == 0
+
+
+def test_a_config_just_under_the_limit_goes_to_the_agent(agent):
+    fake = agent(reply={"result": ADD_RESULT})
+    status, output, _ = invoke(make_env(), _big_conf(fake.path, (4 << 20) - 4096))
+    assert status == 0, output
+    assert len(fake.requests[0]) <= 4 << 20
+
+
+@pytest.fixture
+def real_agent(sockdir):
+    """The agent's own CNIServer (ovsctl/cniserver.py) with a dispatch that records requests."""
+    from ovsctl.cniserver import CNIServer
+
+    seen = []
+    server = CNIServer(str(sockdir / "agent.sock"), lambda req: seen.append(req) or None)
+    server.start()
+    server.seen = seen
+    yield server
+    server.stop()
+
+
+def _raw_request(path, payload: bytes, shut=True):
+    c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    c.settimeout(20)
+    c.connect(path)
+    try:
+        c.sendall(payload)
+        if shut:
+            c.shutdown(socket.SHUT_WR)
+        chunks = []
+        while True:
+            b = c.recv(65536)
+            if not b:
+                break
+            chunks.append(b)
+        return json.loads(b"".join(chunks))
+    finally:
+        c.close()
+
+
+@pytest.mark.parametrize("size", [(4 << 20) + 1, 9 << 20])
+def test_agent_answers_an_oversized_request_with_invalid_config(real_agent, size):
+    """A client other than the shim sends more than 4 MiB: the agent reads (and drops) the
+    rest, answers error 7 naming the limit, and closes; the client is never cut off mid-send
+    (EPIPE) and the agent serves the next request."""
+    body = json.dumps({"command": "ADD", "pad": "x" * size}).encode() + b"\n"
+    reply = _raw_request(real_agent.path, body)
+    assert reply["error"]["code"] == 7, reply
+    assert "4194304" in reply["error"]["msg"]
+    assert real_agent.seen == []  # never dispatched
+    ok = _raw_request(real_agent.path, json.dumps({"command": "STATUS"}).encode() + b"\n")
+    assert ok == {"result": None} and len(real_agent.seen) == 1
+
+
+def test_shim_without_its_own_check_gets_7_from_the_agent(real_agent, monkeypatch):
+    """The agent's answer alone makes it 7: the shim's early refusal switched off."""
+    monkeypatch.setattr(shim, "MAX_REQUEST_BYTES", 1 << 30)
+    status, output, _ = invoke(make_env(), _big_conf(real_agent.path))
+    assert_error(status, output, 7, "1.0.0")
+    assert "4194304" in output["msg"]

@@ -483,6 +483,8 @@ def test_flows_and_status_command_lines():
     )
     a = p.parse_args(["flows", "--diff", "--json", "--agent", "http://10.0.0.1:9476"])
     assert a.diff and a.json and a.agent == "http://10.0.0.1:9476"
+    a = p.parse_args(["status", "--agent", "unix:/run/ovsctl/agent.sock"])
+    assert a.agent == "unix:/run/ovsctl/agent.sock"
     a = p.parse_args(["status", "--json"])
     assert a.json and a.func is cli._status
 
@@ -493,6 +495,7 @@ def test_lab_flows_and_node_status_run_the_command_in_the_node(monkeypatch):
         name="t",
         meta=lambda: {"nodes": {"node0": {"netns": "t.node0"}}},
         ovs=lambda node: types.SimpleNamespace(rundir="/run/x/node0/ovs"),
+        api_socket=lambda node: f"/run/x/{node}/agent.sock",
     )
     monkeypatch.setattr(lab_cli, "_lab", lambda args: lab)
     monkeypatch.setattr(lab_cli.os, "geteuid", lambda: 0)
@@ -509,6 +512,7 @@ def test_lab_flows_and_node_status_run_the_command_in_the_node(monkeypatch):
     assert cmd[:4] == ["ip", "netns", "exec", "t.node0"]
     assert cmd[5:] == ["-m", "ovsctl.cli", "flows", "--pod", "x/a", "--diff", "--no-stats"]
     assert env["OVS_RUNDIR"] == "/run/x/node0/ovs"
+    assert env["OVSCTL_AGENT"] == "/run/x/node0/agent.sock"  # the node agent's unix socket
     a = p.parse_args(["lab", "node-status", "node0", "--json"])
     assert a.func(a) == 1
     assert calls[-1][0][5:] == ["-m", "ovsctl.cli", "status", "--json"]
