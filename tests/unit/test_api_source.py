@@ -523,7 +523,7 @@ def test_watches_ended_early_and_empty_back_off(api, make_source, caplog):
     wait_until(lambda: backoffs().count(0.04) >= 2, T, "early ends backed off up to the cap")
     seq = backoffs()
     assert seq[0] == 0.01
-    assert all(b == min(2 * a, 0.04) or b == 0.01 for a, b in zip(seq, seq[1:])), seq
+    assert all(b == min(2 * a, 0.04) or b == 0.01 for a, b in zip(seq, seq[1:], strict=False)), seq
     assert src.relists_total["Node"] == 0
 
 
