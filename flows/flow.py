@@ -47,6 +47,7 @@ FIELD_ORDER = (
         "tun_dst",
         "metadata",
         "in_port",
+        "vlan_tci",
         "dl_src",
         "dl_dst",
         "dl_type",
@@ -141,6 +142,27 @@ def _canonical_ipv4(f: str, v: str) -> str | None:
     if net.prefixlen == 32:
         return str(net.ip)
     return str(net.cidr)
+
+
+# VLAN: only "no 802.1Q header" is matched (value without the CFI/present bit 0x1000, the mask
+# with it), which OVS prints as vlan_tci=0xVVVV/0xMMMM; other forms OVS rewrites (dl_vlan=...).
+VLAN_PRESENT = 0x1000
+
+
+def _canonical_vlan_tci(v) -> str:
+    try:
+        if isinstance(v, int):
+            val, mask = v, 0xFFFF
+        else:
+            val_s, _, mask_s = v.partition("/")
+            val, mask = int(val_s, 0), int(mask_s, 0) if mask_s else 0xFFFF
+    except ValueError:
+        raise FlowError(f"vlan_tci={v!r}: not a number or value/mask") from None
+    if not (0 <= val <= 0xFFFF and 0 <= mask <= 0xFFFF):
+        raise FlowError(f"vlan_tci={v!r}: out of range")
+    if val & VLAN_PRESENT or not mask & VLAN_PRESENT or val & ~mask:
+        raise FlowError(f"vlan_tci={v!r}: only 'no VLAN header' matches are supported")
+    return f"{val:#06x}" if mask == 0xFFFF else f"{val:#06x}/{mask:#06x}"
 
 
 # ---- actions: small immutable values with their ovs-ofctl text -----------------------------
@@ -462,6 +484,8 @@ def _checked(table: str, priority: int, match_items: tuple, acts: tuple, cookie:
             v = _canonical_ipv4(f, v)
             if v is None:
                 continue
+        elif f == "vlan_tci":
+            v = _canonical_vlan_tci(v)
         need = NEEDS.get(f)
         if need == "l4":
             if not protos & {"tcp", "udp", "sctp"}:

@@ -71,6 +71,9 @@ NODEPORT_LOCAL_IP = "169.254.169.251"
 # ct_mark bit of connections that need the NodePort SNAT (zone 65001) on every packet.
 SNAT_MARK = 0x1
 
+# The UDP port of every node's VXLAN tunnel (OVS's default dst_port; the agent sets no other).
+VXLAN_PORT = 4789
+
 # Answered to the host for addresses behind a tunnel; L3Forwarding rewrites it anyway.
 VIRTUAL_ROUTER_MAC = "0a:58:ff:ff:ff:fe"
 

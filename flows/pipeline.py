@@ -9,6 +9,7 @@ from flows.model import (
     HAIRPIN_IP,
     SNAT_MARK,
     VIRTUAL_ROUTER_MAC,
+    VXLAN_PORT,
     NodeNet,
     Overlay,
     PodPort,
@@ -20,6 +21,7 @@ PRIO_LOW = 100
 PRIO_NORMAL = 200
 PRIO_TUNNEL = 150  # remote pod CIDRs: below the /32s of local pods
 PRIO_NO_HAIRPIN = 210  # tunnel -> tunnel is never right
+PRIO_NO_ENCAP = 220  # nothing in br-int may reach a node's VXLAN port (L3Forwarding)
 PRIO_ALWAYS = 65000  # policy tables: what no NetworkPolicy may block (replies, the node)
 CT_ZONE = 65000
 HAIRPIN_ZONE = 65001
@@ -199,6 +201,25 @@ def conntrack_flows(node: NodeNet) -> frozenset[Flow]:
     return frozenset(out)
 
 
+# Frames without an 802.1Q header (OVS parses through a tag, so `ip` alone matches tagged IPv4).
+UNTAGGED = {"vlan_tci": "0x0000/0x1fff"}
+
+
+def no_encap_flow(node_ip: str, ck: int) -> Flow:
+    """Drop UDP to a node's VXLAN port from anything in br-int: a pod that reached it (directly,
+    or through a Service DNATed to it) could hand the tunnel a packet of its own making, with any
+    inner source, and the receiving node would take it as another node's. In L3Forwarding,
+    which every forwarded IPv4 packet passes after DNAT, whatever its connection state; real
+    tunnel traffic never goes through this pipeline (the tunnel port encapsulates it)."""
+    return flow(
+        "L3Forwarding",
+        PRIO_NO_ENCAP,
+        {"protocol": "udp", "nw_dst": node_ip, "tp_dst": VXLAN_PORT},
+        (),
+        ck,
+    )
+
+
 def _mark() -> str:
     return f"{SNAT_MARK:#x}/{SNAT_MARK:#x}"
 
@@ -206,27 +227,22 @@ def _mark() -> str:
 def node_flows(node: NodeNet, overlay: Overlay | None = None) -> frozenset[Flow]:
     """Everything that belongs to the node itself, not to any pod."""
     out = table_miss_flows() | gateway_flows(node) | conntrack_flows(node)
+    if node.node_ip:  # pods never reach this node's own VXLAN port either
+        out |= {no_encap_flow(node.node_ip, cookie.make("pipeline", pipeline_owner()))}
     if overlay is not None:
         out |= overlay_flows(node, overlay)
     return out
 
 
 def overlay_flows(node: NodeNet, overlay: Overlay) -> frozenset[Flow]:
-    """The tunnel port: what arrives from it is routed to local pods (their L3 flows match the
-    gateway MAC the sender wrote). The host asks ARP for remote pods (its route to the cluster
+    """The tunnel side of the node. What the tunnel port accepts is each remote node's own
+    Classifier flow (remote_node_flows): there is no catch-all, so a packet from any other
+    outer source meets the Classifier's drop. The host asks ARP for remote pods (its route to the cluster
     CIDR points at the gateway); they are answered with a virtual router MAC."""
     ck = cookie.make("pipeline", pipeline_owner())
-    reg, val = regs.PKT_SOURCE.match(regs.FROM_TUNNEL)
     gw_reg, gw_val = regs.PKT_SOURCE.match(regs.FROM_GATEWAY)
     return frozenset(
         {
-            flow(
-                "Classifier",
-                PRIO_NORMAL,
-                {"in_port": overlay.tun_ofport},
-                (SetField(reg, val), Goto("HairpinUnSNAT")),
-                ck,
-            ),
             flow(
                 "ARPResponder",
                 PRIO_LOW,
@@ -252,11 +268,28 @@ def node_owner(remote: RemoteNode) -> str:
 def remote_node_flows(node: NodeNet, overlay: Overlay, remote: RemoteNode) -> frozenset[Flow]:
     """Pods of another node: into the tunnel to its IP, addressed to its gateway MAC. The
     source pod IP is kept (no NAT); the far side routes to the pod and decrements the TTL.
-    What arrives from the tunnel for that node is dropped, never sent back into the tunnel."""
+    What arrives from the tunnel for that node is dropped, never sent back into the tunnel.
+
+    The tunnel accepts only this node's packets: outer source (tun_src) its IP, untagged IPv4
+    (the overlay carries nothing else until dual-stack), so a forged or non-IPv4 inner frame
+    cannot reach a pod. Nothing in br-int may send to its VXLAN port."""
     ck = cookie.make("node", node_owner(remote))
     reg, val = regs.PKT_SOURCE.match(regs.FROM_TUNNEL)
     return frozenset(
         {
+            flow(
+                "Classifier",
+                PRIO_NORMAL,
+                {
+                    "protocol": "ip",
+                    "tun_src": remote.node_ip,
+                    "in_port": overlay.tun_ofport,
+                    **UNTAGGED,
+                },
+                (SetField(reg, val), Goto("HairpinUnSNAT")),
+                ck,
+            ),
+            no_encap_flow(remote.node_ip, ck),
             flow(
                 "L3Forwarding",
                 PRIO_TUNNEL,
@@ -325,10 +358,18 @@ def pod_flows(node: NodeNet, pod: PodPort) -> frozenset[Flow]:
                 (SetField(reg, val), Goto("SpoofGuard")),
                 ck,
             ),
+            # Only untagged IPv4 and ARP from the pod's own addresses: everything else
+            # (IPv6, other ethertypes, 802.1Q-tagged frames) meets SpoofGuard's drop.
             flow(
                 "SpoofGuard",
                 PRIO_NORMAL,
-                {"protocol": "ip", "in_port": port, "dl_src": pod.mac, "nw_src": pod.ip},
+                {
+                    "protocol": "ip",
+                    "in_port": port,
+                    **UNTAGGED,
+                    "dl_src": pod.mac,
+                    "nw_src": pod.ip,
+                },
                 (Goto("ARPResponder"),),
                 ck,
             ),
@@ -338,6 +379,7 @@ def pod_flows(node: NodeNet, pod: PodPort) -> frozenset[Flow]:
                 {
                     "protocol": "arp",
                     "in_port": port,
+                    **UNTAGGED,
                     "dl_src": pod.mac,
                     "arp_spa": pod.ip,
                     "arp_sha": pod.mac,

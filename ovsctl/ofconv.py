@@ -117,6 +117,18 @@ def _value(field: str, v: str):
     return _num(v)
 
 
+VLAN_VID_BITS = 0x1FFF  # VID and the "a VLAN header is present" bit (OFPVID_PRESENT)
+
+
+def _vlan_vid(text: str):
+    """vlan_tci=V/M (flow() allows only "no VLAN header" forms) as the OXM vlan_vid: the VID
+    and present bit; vlan_tci=0x0000/0x1fff is vlan_vid=OFPVID_NONE (exact 0)."""
+    val, mask = _value("vlan_tci", text) if "/" in text else (_num(text), 0xFFFF)
+    if mask & ~VLAN_VID_BITS:
+        raise ValueError(f"vlan_tci={text}: PCP bits cannot be matched through vlan_vid")
+    return val if mask == VLAN_VID_BITS else (val, mask)
+
+
 CT_BITS = {"new": 0x01, "est": 0x02, "rel": 0x04, "rpl": 0x08, "inv": 0x10, "trk": 0x20}
 
 
@@ -190,6 +202,8 @@ def _match_kwargs(match: tuple) -> dict:
             kw[f"{proto}_{field[3:]}"] = _value(field, v)
         elif field == "ct_state":
             kw["ct_state"] = _ct_state(v)
+        elif field == "vlan_tci":
+            kw["vlan_vid"] = _vlan_vid(v)
         else:
             kw[FIELDS[field]] = _value(field, v)
     return kw

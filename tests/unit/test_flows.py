@@ -82,12 +82,14 @@ GOLDEN_NODE = {
 GOLDEN_NODE_IP = {
     "cookie=0x1e5bcd38d0b, table=40, priority=65000,ip,nw_dst=192.168.50.10 actions=goto_table:50",
     "cookie=0x1e5bcd38d0b, table=60, priority=64999,ip,reg0=0x1/0xf,nw_src=192.168.50.10 actions=goto_table:70",
+    # nothing in br-int reaches the node's own VXLAN port
+    "cookie=0x1e5bcd38d0b, table=50, priority=220,udp,nw_dst=192.168.50.10,tp_dst=4789 actions=drop",
 }
 
 GOLDEN_POD_A = {
     "cookie=0x28d0bc6746f, priority=200,in_port=3 actions=set_field:0x2/0xf->reg0,goto_table:10",
-    "cookie=0x28d0bc6746f, table=10, priority=200,arp,in_port=3,dl_src=0a:58:0a:f4:00:02,arp_spa=10.244.0.2,arp_sha=0a:58:0a:f4:00:02 actions=goto_table:20",
-    "cookie=0x28d0bc6746f, table=10, priority=200,ip,in_port=3,dl_src=0a:58:0a:f4:00:02,nw_src=10.244.0.2 actions=goto_table:20",
+    "cookie=0x28d0bc6746f, table=10, priority=200,arp,in_port=3,vlan_tci=0x0000/0x1fff,dl_src=0a:58:0a:f4:00:02,arp_spa=10.244.0.2,arp_sha=0a:58:0a:f4:00:02 actions=goto_table:20",
+    "cookie=0x28d0bc6746f, table=10, priority=200,ip,in_port=3,vlan_tci=0x0000/0x1fff,dl_src=0a:58:0a:f4:00:02,nw_src=10.244.0.2 actions=goto_table:20",
     "cookie=0x28d0bc6746f, table=20, priority=200,arp,arp_tpa=10.244.0.2,arp_op=1 actions=move:NXM_OF_ETH_SRC[]->NXM_OF_ETH_DST[],set_field:0a:58:0a:f4:00:02->eth_src,set_field:2->arp_op,move:NXM_NX_ARP_SHA[]->NXM_NX_ARP_THA[],set_field:0a:58:0a:f4:00:02->arp_sha,move:NXM_OF_ARP_SPA[]->NXM_OF_ARP_TPA[],set_field:10.244.0.2->arp_spa,IN_PORT",
     "cookie=0x28d0bc6746f, table=50, priority=200,ip,dl_dst=0a:58:0a:f4:00:01,nw_dst=10.244.0.2 actions=set_field:0a:58:0a:f4:00:01->eth_src,set_field:0a:58:0a:f4:00:02->eth_dst,dec_ttl,goto_table:60",
     "cookie=0x28d0bc6746f, table=70, priority=200,dl_dst=0a:58:0a:f4:00:02 actions=set_field:0x3->reg2,goto_table:80",
@@ -98,8 +100,8 @@ GOLDEN_POD_A = {
 
 GOLDEN_POD_B = {
     "cookie=0x222ee7483c2, priority=200,in_port=4 actions=set_field:0x2/0xf->reg0,goto_table:10",
-    "cookie=0x222ee7483c2, table=10, priority=200,arp,in_port=4,dl_src=0a:58:0a:f4:00:03,arp_spa=10.244.0.3,arp_sha=0a:58:0a:f4:00:03 actions=goto_table:20",
-    "cookie=0x222ee7483c2, table=10, priority=200,ip,in_port=4,dl_src=0a:58:0a:f4:00:03,nw_src=10.244.0.3 actions=goto_table:20",
+    "cookie=0x222ee7483c2, table=10, priority=200,arp,in_port=4,vlan_tci=0x0000/0x1fff,dl_src=0a:58:0a:f4:00:03,arp_spa=10.244.0.3,arp_sha=0a:58:0a:f4:00:03 actions=goto_table:20",
+    "cookie=0x222ee7483c2, table=10, priority=200,ip,in_port=4,vlan_tci=0x0000/0x1fff,dl_src=0a:58:0a:f4:00:03,nw_src=10.244.0.3 actions=goto_table:20",
     "cookie=0x222ee7483c2, table=20, priority=200,arp,arp_tpa=10.244.0.3,arp_op=1 actions=move:NXM_OF_ETH_SRC[]->NXM_OF_ETH_DST[],set_field:0a:58:0a:f4:00:03->eth_src,set_field:2->arp_op,move:NXM_NX_ARP_SHA[]->NXM_NX_ARP_THA[],set_field:0a:58:0a:f4:00:03->arp_sha,move:NXM_OF_ARP_SPA[]->NXM_OF_ARP_TPA[],set_field:10.244.0.3->arp_spa,IN_PORT",
     "cookie=0x222ee7483c2, table=50, priority=200,ip,dl_dst=0a:58:0a:f4:00:01,nw_dst=10.244.0.3 actions=set_field:0a:58:0a:f4:00:01->eth_src,set_field:0a:58:0a:f4:00:03->eth_dst,dec_ttl,goto_table:60",
     "cookie=0x222ee7483c2, table=70, priority=200,dl_dst=0a:58:0a:f4:00:03 actions=set_field:0x4->reg2,goto_table:80",
@@ -108,12 +110,16 @@ GOLDEN_POD_B = {
     "cookie=0x222ee7483c2, table=90, priority=210,reg2=0x4,in_port=4 actions=IN_PORT",
 }
 
+# No catch-all for the tunnel port: each remote node's own Classifier flow admits it.
 GOLDEN_OVERLAY = {
-    "cookie=0x1e5bcd38d0b, priority=200,in_port=1 actions=set_field:0x3/0xf->reg0,goto_table:25",
     "cookie=0x1e5bcd38d0b, table=20, priority=100,arp,reg0=0x1/0xf,arp_tpa=10.244.0.0/16,arp_op=1 actions=move:NXM_OF_ETH_SRC[]->NXM_OF_ETH_DST[],set_field:0a:58:ff:ff:ff:fe->eth_src,set_field:2->arp_op,move:NXM_NX_ARP_SHA[]->NXM_NX_ARP_THA[],set_field:0a:58:ff:ff:ff:fe->arp_sha,move:NXM_OF_ARP_TPA[]->NXM_NX_REG1[],move:NXM_OF_ARP_SPA[]->NXM_OF_ARP_TPA[],move:NXM_NX_REG1[]->NXM_OF_ARP_SPA[],IN_PORT",
 }
 
 GOLDEN_REMOTE = {
+    # the tunnel accepts only this node's IP as the outer source, and only untagged IPv4
+    "cookie=0x315efd58aca, priority=200,ip,tun_src=192.168.50.11,in_port=1,vlan_tci=0x0000/0x1fff actions=set_field:0x3/0xf->reg0,goto_table:25",
+    # nothing in br-int reaches its VXLAN port
+    "cookie=0x315efd58aca, table=50, priority=220,udp,nw_dst=192.168.50.11,tp_dst=4789 actions=drop",
     "cookie=0x315efd58aca, table=50, priority=210,ip,reg0=0x3/0xf,nw_dst=10.244.1.0/24 actions=drop",
     "cookie=0x315efd58aca, table=50, priority=150,ip,nw_dst=10.244.1.0/24 actions=set_field:0a:58:0a:f4:00:01->eth_src,set_field:0a:58:0a:f4:01:01->eth_dst,set_field:192.168.50.11->tun_dst,goto_table:60",
     "cookie=0x315efd58aca, table=70, priority=200,dl_dst=0a:58:0a:f4:01:01 actions=set_field:0x1->reg2,goto_table:80",
@@ -941,3 +947,102 @@ def test_a_slash_zero_match_is_no_match_at_all():
 def test_a_malformed_address_is_refused():
     with pytest.raises(FlowError, match="nw_dst"):
         flow("EgressRule", 100, {"protocol": "ip", "nw_dst": "10.0.0.300"})
+
+
+# ---- the overlay trust boundary (issue 14) --------------------------------------------------
+
+REMOTE_C = RemoteNode("node-c", "10.244.2.0/24", "192.168.50.12")
+
+
+def _full_node(remotes=(REMOTE, REMOTE_C)) -> frozenset:
+    every = pipeline.node_flows(NODE_WITH_IP, OVERLAY)
+    every |= pipeline.pod_flows(NODE_WITH_IP, POD_A) | pipeline.pod_flows(NODE_WITH_IP, POD_B)
+    for r in remotes:
+        every |= pipeline.remote_node_flows(NODE_WITH_IP, OVERLAY, r)
+    return every
+
+
+def test_the_tunnel_is_accepted_only_from_known_node_ips_and_only_untagged_ipv4():
+    every = _full_node()
+    from_tunnel = [
+        f
+        for f in every
+        if f.table == "Classifier" and dict(f.match).get("in_port") == str(OVERLAY.tun_ofport)
+    ]
+    by_src = {dict(f.match)["tun_src"]: f for f in from_tunnel}
+    assert set(by_src) == {REMOTE.node_ip, REMOTE_C.node_ip}  # no catch-all, nothing else
+    for f in from_tunnel:
+        assert dict(f.match) == {
+            "protocol": "ip",
+            "tun_src": dict(f.match)["tun_src"],
+            "in_port": "1",
+            "vlan_tci": "0x0000/0x1fff",
+        }
+    # each belongs to its node: the node leaving takes its admission with it
+    assert by_src[REMOTE_C.node_ip].cookie == cookie.make("node", pipeline.node_owner(REMOTE_C))
+    # anything else from the tunnel meets the Classifier's drop
+    (miss,) = [f for f in every if f.table == "Classifier" and f.priority == 0]
+    assert miss.actions == ()
+    # with no other node known, the tunnel accepts nothing at all
+    alone = pipeline.node_flows(NODE_WITH_IP, OVERLAY)
+    assert not [f for f in alone if dict(f.match).get("in_port") == str(OVERLAY.tun_ofport)]
+
+
+def test_no_packet_in_br_int_reaches_any_nodes_vxlan_port():
+    every = _full_node()
+    drops = [f for f in every if f.table == "L3Forwarding" and f.priority == pipeline.PRIO_NO_ENCAP]
+    ips = {NODE_WITH_IP.node_ip, REMOTE.node_ip, REMOTE_C.node_ip}
+    assert {dict(f.match)["nw_dst"] for f in drops} == ips
+    for f in drops:
+        # whatever the source (pod, or the gateway after a NodePort's DNAT), after DNAT, and
+        # above every other L3Forwarding flow
+        assert dict(f.match) == {
+            "protocol": "udp",
+            "nw_dst": dict(f.match)["nw_dst"],
+            "tp_dst": "4789",
+        }
+        assert f.actions == ()
+    others = [f.priority for f in every if f.table == "L3Forwarding" and f not in drops]
+    assert max(others) < pipeline.PRIO_NO_ENCAP
+    # the remote node's drop goes with the node, the local one is the pipeline's
+    owners = {dict(f.match)["nw_dst"]: f.cookie for f in drops}
+    assert owners[REMOTE.node_ip] == cookie.make("node", pipeline.node_owner(REMOTE))
+    assert owners[NODE_WITH_IP.node_ip] == cookie.make("pipeline", pipeline.pipeline_owner())
+    # a node without an IP (no overlay) has none
+    assert not [f for f in pipeline.node_flows(NODE) if f.priority == pipeline.PRIO_NO_ENCAP]
+
+
+def test_every_forward_flow_that_matches_in_traffic_from_a_pod_is_untagged_ipv4_or_arp():
+    """SpoofGuard admits only untagged IPv4 and ARP with the pod's own addresses: IPv6, any
+    other ethertype and 802.1Q-tagged frames (OVS parses through the tag, so `ip` alone
+    would match a tagged frame) meet its drop, whatever the destination."""
+    guard = [f for f in _full_node() if f.table == "SpoofGuard"]
+    admitting = [f for f in guard if f.actions]
+    assert len(admitting) == 4  # ip + arp for each pod
+    for f in admitting:
+        m = dict(f.match)
+        assert m["protocol"] in ("ip", "arp")
+        assert m["vlan_tci"] == "0x0000/0x1fff"
+        assert m["in_port"] in ("3", "4") and m["dl_src"]
+        assert m.get("nw_src") or m.get("arp_spa")
+    assert [f.actions for f in guard if not f.actions] == [()]  # and the miss drops
+
+
+@pytest.mark.parametrize(
+    "given, shown",
+    [
+        ("0x0000/0x1fff", "0x0000/0x1fff"),
+        ("0/0x1FFF", "0x0000/0x1fff"),
+        ("0x0/0x1000", "0x0000/0x1000"),
+    ],
+)
+def test_vlan_tci_is_written_as_ovs_prints_it_after_in_port(given, shown):
+    f = flow("SpoofGuard", 1, {"dl_src": "0a:58:0a:f4:00:02", "vlan_tci": given, "in_port": 3})
+    assert f.match_text() == f"priority=1,in_port=3,vlan_tci={shown},dl_src=0a:58:0a:f4:00:02"
+
+
+@pytest.mark.parametrize("v", ["0x1005/0x1fff", "0x0000/0x0fff", "0x0005/0x1000", "vlan", 0x1005])
+def test_vlan_tci_other_than_untagged_is_refused(v):
+    # OVS would print these as dl_vlan=/dl_vlan_pcp= or not at all: refused, not mistranslated
+    with pytest.raises(FlowError, match="vlan_tci"):
+        flow("SpoofGuard", 1, {"vlan_tci": v})

@@ -146,7 +146,7 @@ def test_changing_an_owners_flows_plans_only_the_difference():
     assert not [f for f in p.delete if f.table == "L2Forwarding"]
 
 
-def test_learning_the_node_ip_adds_only_its_always_allowed_flows():
+def test_learning_the_node_ip_adds_only_its_always_allowed_flows_and_its_vxlan_drop():
     s = synced(POD_A)
     with_ip = NodeNet.for_cidr("10.244.0.0/24", gw_ofport=2, node_ip="192.168.50.10")
     s.set_owner(pipeline.pipeline_owner(), pipeline.node_flows(with_ip))
@@ -155,6 +155,8 @@ def test_learning_the_node_ip_adds_only_its_always_allowed_flows():
     assert [f.text() for f in p.add] == [
         "cookie=0x1e5bcd38d0b, table=40, priority=65000,ip,nw_dst=192.168.50.10 "
         "actions=goto_table:50",
+        "cookie=0x1e5bcd38d0b, table=50, priority=220,udp,nw_dst=192.168.50.10,tp_dst=4789 "
+        "actions=drop",
         "cookie=0x1e5bcd38d0b, table=60, priority=64999,ip,reg0=0x1/0xf,nw_src=192.168.50.10 "
         "actions=goto_table:70",
     ]
@@ -173,7 +175,14 @@ def test_a_remote_node_comes_and_goes_with_its_l2_flow():
     touched = s.set_owner(pipeline.node_owner(remote), r_flows)
     p = sync(s, sw, touched)
     assert set(p.add) == r_flows and p.delete == []
-    assert sorted(f.table for f in r_flows) == ["L2Forwarding", "L3Forwarding", "L3Forwarding"]
+    # its tunnel admission, its VXLAN-port drop, its routes and its gateway MAC
+    assert sorted(f.table for f in r_flows) == [
+        "Classifier",
+        "L2Forwarding",
+        "L3Forwarding",
+        "L3Forwarding",
+        "L3Forwarding",
+    ]
 
     touched = s.remove_owner(pipeline.node_owner(remote))
     p = sync(s, sw, touched)

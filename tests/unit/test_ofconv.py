@@ -210,6 +210,13 @@ def parse_back(dp, data: bytes):
             {"eth_type": 0x0800, "ip_proto": 6, "ct_state": (0x29, 0x3F), "tcp_dst": 80},
         ),
         ({"conj_id": 7, "protocol": "ip"}, {"conj_id": 7, "eth_type": 0x0800}),
+        # no 802.1Q header: OXM vlan_vid=OFPVID_NONE, which OVS shows as vlan_tci=0x0000/0x1fff
+        ({"in_port": 3, "vlan_tci": "0x0000/0x1fff"}, {"in_port": 3, "vlan_vid": 0}),
+        ({"vlan_tci": "0x0000/0x1000"}, {"vlan_vid": (0, 0x1000)}),
+        (
+            {"protocol": "ip", "tun_src": "192.168.50.11", "in_port": 1},
+            {"eth_type": 0x0800, "tun_ipv4_src": "192.168.50.11", "in_port": 1},
+        ),
         (
             {"tun_id": 5, "tun_dst": "192.168.1.2", "tun_src": "10.0.0.0/8"},
             {
