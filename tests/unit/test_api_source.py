@@ -768,6 +768,8 @@ def test_api_ca_and_token_file_over_tls(tls_api, make_source, tmp_path, caplog):
     a rewritten token file (a rotated projected token) is picked up by the next request."""
     api, cert = tls_api
     assert api.url.startswith("https://127.0.0.1:")
+    # from the start: under load a watcher may ask again (and re-read) before end_watches()
+    caplog.set_level(logging.INFO, LOGGER)
     token = tmp_path / "token"
     token.write_text("t0k-1\n")
     api.create(SAMPLES["Namespace"])
