@@ -454,11 +454,41 @@ def _protocol_of(match: dict) -> set[str]:
     return set(PROTOCOLS[proto])
 
 
+def _check_against_table(t: tables.Table, items: list, acts: tuple) -> None:
+    """What the table declares its flows may match, set and go on to (flows/tables.py)."""
+    extra = {f for f, _ in items} - t.match
+    if extra:
+        raise FlowError(f"{t.name}: does not match on {', '.join(sorted(extra))}")
+    sets, targets = set(), set()
+    for a in acts:
+        if isinstance(a, SetField):
+            sets.add(a.field)
+        elif isinstance(a, Move):
+            sets.add(a.dst)
+        elif isinstance(a, Multipath):
+            sets.add(a.reg)
+        elif isinstance(a, Goto | Resubmit | Learn) or (isinstance(a, CT) and a.table):
+            targets.add(a.table)
+    if sets - t.sets:
+        raise FlowError(f"{t.name}: does not set {', '.join(sorted(sets - t.sets))}")
+    allowed = set(t.next)
+    if not t.side and t is not tables.PIPELINE[-1]:
+        allowed.add(tables.next_table(t.name).name)
+    if targets - allowed:
+        raise FlowError(f"{t.name}: does not go on to {', '.join(sorted(targets - allowed))}")
+
+
 def flow(table: str, priority: int, match: dict | None = None, actions=(), cookie: int = 0) -> Flow:
     """Build a checked Flow. `match` maps field names (ovs-ofctl spelling; 'protocol' for the
     ip/arp/tcp/udp/sctp/icmp shorthand) to values (str or int). Flows are values, so the same
     arguments give the same Flow: recently built ones are remembered (policy recomputation
     rebuilds mostly the flows it had)."""
+    f = _checked(table, priority, _items(table, priority, match, cookie), tuple(actions), cookie)
+    _declared(f)
+    return f
+
+
+def _items(table: str, priority: int, match: dict | None, cookie: int) -> tuple:
     items = tuple((match or {}).items())
     # remembered by value: 1, 1.0 and True are one key, so only int and str may come in
     if type(priority) is not int or type(cookie) is not int:
@@ -466,7 +496,21 @@ def flow(table: str, priority: int, match: dict | None = None, actions=(), cooki
     for f, v in items:
         if type(v) is not int and type(v) is not str:
             raise FlowError(f"{table}: {f}={v!r}: match values are int or str")
-    return _checked(table, priority, items, tuple(actions), cookie)
+    return items
+
+
+def any_table_flow(
+    table: str, priority: int, match: dict | None = None, actions=(), cookie: int = 0
+) -> Flow:
+    """flow() without its table's declarations: every field and action flow() knows, in any
+    table. For tests of the encoder only; pipeline code uses flow()."""
+    return _checked(table, priority, _items(table, priority, match, cookie), tuple(actions), cookie)
+
+
+@functools.lru_cache(maxsize=1 << 15)
+def _declared(f: Flow) -> None:
+    t = tables.table(f.table)
+    _check_against_table(t, list(f.match), f.actions)
 
 
 @functools.lru_cache(maxsize=1 << 15)

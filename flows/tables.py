@@ -11,44 +11,171 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Table:
+    """One table of the pipeline and what its flows may do (faucet's ValveTable idea): the
+    match fields they may use, the fields their actions may set, and the tables they may go
+    on to (goto, conntrack recirculation, resubmit, learn). flow() checks every flow against
+    its table, so a flow in the wrong place fails in a unit test, and the tools can draw the
+    pipeline from the declarations."""
+
     name: str
     id: int
     miss: str  # "drop" or "next": what the priority-0 flow does
     doc: str
     side: bool = False  # only visited by resubmit (learned flows); the pipeline skips it
+    match: frozenset[str] = frozenset()
+    sets: frozenset[str] = frozenset()
+    next: frozenset[str] = frozenset()  # besides the table-miss's next table
 
+
+def _t(name, id, miss, doc, side=False, match=(), sets=(), next=()) -> Table:  # noqa: A002
+    return Table(name, id, miss, doc, side, frozenset(match), frozenset(sets), frozenset(next))
+
+
+_IP = ("protocol", "nw_src", "nw_dst")
+_L4 = ("tp_dst",)
 
 PIPELINE: tuple[Table, ...] = (
-    Table("Classifier", 0, "drop", "marks where a packet came from: pod, gateway or tunnel port"),
-    Table("SpoofGuard", 10, "drop", "a pod port may only send from its own IP and MAC (ARP too)"),
-    Table("ARPResponder", 20, "next", "answers ARP requests for local pod IPs and the gateway"),
-    Table(
-        "HairpinUnSNAT", 25, "next", "replies to the hairpin address: undo its SNAT (zone 65001)"
+    _t(
+        "Classifier",
+        0,
+        "drop",
+        "marks where a packet came from: pod, gateway or tunnel (known nodes only)",
+        match=("in_port", "protocol", "tun_src", "vlan_tci"),
+        sets=("reg0",),
+        next=("SpoofGuard", "ARPResponder", "HairpinUnSNAT"),
     ),
-    Table("Conntrack", 30, "next", "IPv4 goes through conntrack (zone 65000), then ConntrackState"),
-    Table("ConntrackState", 31, "next", "invalid: drop; established/related: skip policy"),
-    Table(
+    _t(
+        "SpoofGuard",
+        10,
+        "drop",
+        "a pod port may only send untagged IPv4 and ARP from its own IP and MAC",
+        match=("in_port", "dl_src", "vlan_tci", "protocol", "nw_src", "arp_spa", "arp_sha"),
+        next=("ARPResponder",),
+    ),
+    _t(
+        "ARPResponder",
+        20,
+        "next",
+        "answers ARP requests for local pod IPs and the gateway",
+        match=("protocol", "reg0", "arp_tpa", "arp_op"),
+        sets=("eth_src", "eth_dst", "arp_op", "arp_sha", "arp_tha", "arp_spa", "arp_tpa", "reg1"),
+    ),
+    _t(
+        "HairpinUnSNAT",
+        25,
+        "next",
+        "replies to the hairpin address: undo its SNAT (zone 65001)",
+        match=_IP,
+        next=("Conntrack",),
+    ),
+    _t(
+        "Conntrack",
+        30,
+        "next",
+        "IPv4 goes through conntrack (zone 65000), then ConntrackState",
+        match=("protocol",),
+        next=("ConntrackState",),
+    ),
+    _t(
+        "ConntrackState",
+        31,
+        "next",
+        "invalid: drop; established/related: skip policy",
+        match=(*_IP, "ct_state", "ct_mark"),
+        sets=("reg0",),
+        next=("L3Forwarding",),
+    ),
+    _t(
         "SessionAffinity",
         33,
         "drop",
         "learned (resubmit from ServiceLB): a client's endpoint for sessionAffinity ClientIP",
         side=True,
+        # what the switch's learned flows match and load (EndpointDNAT's learn() writes them)
+        match=("protocol", "nw_src", "nw_dst", "tp_dst"),
+        sets=("reg0", "reg4", "reg5"),
     ),
-    Table("ServiceLB", 35, "next", "new connections to a Service port: pick an endpoint (reg3)"),
-    Table("EndpointDNAT", 36, "next", "commit the connection with DNAT to the picked endpoint"),
-    Table(
-        "HairpinSNAT", 37, "next", "a pod that reached itself through a Service: SNAT (zone 65001)"
+    _t(
+        "ServiceLB",
+        35,
+        "next",
+        "new connections to a Service port: pick an endpoint (reg3)",
+        match=(*_IP, *_L4),
+        sets=("reg3",),
+        next=("SessionAffinity", "EndpointDNAT"),
     ),
-    Table(
-        "EgressRule", 40, "next", "NetworkPolicy egress rules of local source pods (conjunctions)"
+    _t(
+        "EndpointDNAT",
+        36,
+        "next",
+        "commit the connection with DNAT to the picked endpoint",
+        match=(*_IP, *_L4, "reg0", "reg3", "reg4", "reg5"),
+        next=("HairpinSNAT", "SessionAffinity"),
     ),
-    Table("EgressDefault", 45, "next", "drop for egress-isolated pods no rule allowed"),
-    Table("L3Forwarding", 50, "next", "routes to local pods (MAC rewrite, TTL) and to other nodes"),
-    Table("IngressRule", 60, "next", "NetworkPolicy ingress rules of local destination pods"),
-    Table("IngressDefault", 65, "next", "drop for ingress-isolated pods no rule allowed"),
-    Table("L2Forwarding", 70, "drop", "picks the output port by destination MAC (into reg2)"),
-    Table("ConntrackCommit", 80, "next", "commits new connections that got this far"),
-    Table("Output", 90, "drop", "outputs to the port in reg2"),
+    _t(
+        "HairpinSNAT",
+        37,
+        "next",
+        "a pod that reached itself through a Service: SNAT (zone 65001)",
+        match=(*_IP, "ct_state", "ct_mark"),
+        next=("EgressRule",),
+    ),
+    _t(
+        "EgressRule",
+        40,
+        "next",
+        "NetworkPolicy egress rules of local source pods (conjunctions)",
+        match=(*_IP, *_L4, "conj_id"),
+        next=("L3Forwarding",),
+    ),
+    _t(
+        "EgressDefault",
+        45,
+        "next",
+        "drop for egress-isolated pods no rule allowed",
+        match=_IP,
+    ),
+    _t(
+        "L3Forwarding",
+        50,
+        "next",
+        "routes to local pods (MAC rewrite, TTL) and to other nodes; no pod reaches UDP 4789",
+        match=(*_IP, *_L4, "dl_dst", "reg0"),
+        sets=("eth_src", "eth_dst", "tun_dst"),
+    ),
+    _t(
+        "IngressRule",
+        60,
+        "next",
+        "NetworkPolicy ingress rules of local destination pods",
+        match=(*_IP, *_L4, "conj_id", "reg0"),
+        next=("L2Forwarding",),
+    ),
+    _t(
+        "IngressDefault",
+        65,
+        "next",
+        "drop for ingress-isolated pods no rule allowed",
+        match=_IP,
+    ),
+    _t(
+        "L2Forwarding",
+        70,
+        "drop",
+        "picks the output port by destination MAC (into reg2)",
+        match=("dl_dst",),
+        sets=("reg2",),
+        next=("ConntrackCommit",),
+    ),
+    _t(
+        "ConntrackCommit",
+        80,
+        "next",
+        "commits new connections that got this far",
+        match=("protocol", "ct_state"),
+        next=("Output",),
+    ),
+    _t("Output", 90, "drop", "outputs to the port in reg2", match=("in_port", "reg2")),
 )
 
 BY_NAME: dict[str, Table] = {t.name: t for t in PIPELINE}

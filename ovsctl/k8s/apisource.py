@@ -177,6 +177,7 @@ class TokenFile:
         self._sig: tuple | None = None
         self._at = -math.inf
         self._failing = False
+        self._lock = threading.Lock()  # every watcher thread refreshes before its requests
 
     def read(self) -> str:
         with open(self.path) as fh:
@@ -190,21 +191,24 @@ class TokenFile:
         return token
 
     def refresh(self, cfg) -> None:
-        """Configuration.refresh_api_key_hook: called before every request."""
-        try:
-            st = os.stat(self.path)
-            sig = (st.st_ino, st.st_mtime_ns, st.st_size)
-            if sig != self._sig or self.clock() - self._at >= self.every:
-                old = self.token
-                self.read()
-                if self.token != old:
-                    log.info("kubernetes API client: token re-read from %s", self.path)
-            self._failing = False
-        except (OSError, ValueError) as e:
-            if not self._failing:
-                log.warning("kubernetes API client: keeping the last token: %s", e)
-                self._failing = True
-        cfg.api_key = {**cfg.api_key, "authorization": f"Bearer {self.token}"}
+        """Configuration.refresh_api_key_hook: called before every request (from every
+        watcher's thread: one at a time, so a vanished file is logged once, not per thread)."""
+        with self._lock:
+            try:
+                st = os.stat(self.path)
+                sig = (st.st_ino, st.st_mtime_ns, st.st_size)
+                if sig != self._sig or self.clock() - self._at >= self.every:
+                    old = self.token
+                    self.read()
+                    if self.token != old:
+                        log.info("kubernetes API client: token re-read from %s", self.path)
+                self._failing = False
+            except (OSError, ValueError) as e:
+                if not self._failing:
+                    log.warning("kubernetes API client: keeping the last token: %s", e)
+                    self._failing = True
+            token = self.token
+        cfg.api_key = {**cfg.api_key, "authorization": f"Bearer {token}"}
 
 
 # --------------------------------------------------------------------------- errors

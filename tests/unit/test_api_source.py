@@ -508,8 +508,10 @@ def test_watches_ended_early_and_empty_back_off(api, make_source, caplog):
     caplog.set_level(logging.WARNING, logger=LOGGER)
     src = make_source(api, kinds=["Node"], backoff_initial=0.01, backoff_max=0.04)
     start(src)
-    api.watch_seconds_cap = 0  # a misbehaving proxy: every watch ends at once, cleanly
+    # the watch is open before the server starts misbehaving (set first, a watch that began
+    # late ended at once and "one open watch" was seldom seen on a loaded machine)
     all_watching(api, 1)
+    api.watch_seconds_cap = 0  # a misbehaving proxy: every watch ends at once, cleanly
     api.end_watches()
 
     def early():

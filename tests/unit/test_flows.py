@@ -28,6 +28,7 @@ from flows.flow import (
     OutputReg,
     Resubmit,
     SetField,
+    any_table_flow,
     ct_state,
     flow,
 )
@@ -203,22 +204,24 @@ def test_text_with_full_cookie_and_table_zero_omitted():
 
 
 def _l2(port=3, ck=0):
-    return flow("L2Forwarding", 200, {"dl_dst": "0a:58:0a:f4:00:02"}, (Output(port),), ck)
+    return any_table_flow("L2Forwarding", 200, {"dl_dst": "0a:58:0a:f4:00:02"}, (Output(port),), ck)
 
 
 def test_flow_remembers_what_it_built_and_still_checks():
     assert _l2() is _l2()  # the same arguments: the same value, built once
     # an int and its text are different arguments but the same flow
-    assert flow("L2Forwarding", 200, {"reg1": 5}) == flow("L2Forwarding", 200, {"reg1": "0x5"})
+    assert any_table_flow("L2Forwarding", 200, {"reg1": 5}) == any_table_flow(
+        "L2Forwarding", 200, {"reg1": "0x5"}
+    )
     for _ in range(2):  # a bad flow is refused every time, not remembered as good
         with pytest.raises(FlowError):
-            flow("L2Forwarding", 200, {"tp_dst": 80})
+            any_table_flow("L2Forwarding", 200, {"tp_dst": 80})
     # values that are equal as keys but not as text are refused, not mixed up
     for bad in (
-        lambda: flow("IngressRule", 1.0, {"protocol": "tcp", "tp_dst": 80}),
-        lambda: flow("IngressRule", 1, {"protocol": "tcp", "tp_dst": 80.0}),
-        lambda: flow("IngressRule", 1, {"protocol": "tcp", "tp_dst": True}),
-        lambda: flow("IngressRule", True, {"protocol": "tcp"}),
+        lambda: any_table_flow("IngressRule", 1.0, {"protocol": "tcp", "tp_dst": 80}),
+        lambda: any_table_flow("IngressRule", 1, {"protocol": "tcp", "tp_dst": 80.0}),
+        lambda: any_table_flow("IngressRule", 1, {"protocol": "tcp", "tp_dst": True}),
+        lambda: any_table_flow("IngressRule", True, {"protocol": "tcp"}),
     ):
         with pytest.raises(FlowError):
             bad()
@@ -295,20 +298,22 @@ def test_scrambled_match_is_printed_in_ovs_order():
         "tp_src": 1000,
         "ct_zone": 2,
     }
-    f = flow("L3Forwarding", 100, scrambled, (Output(1),))
+    f = any_table_flow("L3Forwarding", 100, scrambled, (Output(1),))
     # Verified with `ovs-ofctl -O OpenFlow15 parse-flow` on OVS 3.1.
     assert f.text() == (
         "table=50, priority=100,ct_zone=2,tcp,reg1=0x10/0xf0,tun_id=0x7,metadata=0x1,in_port=5,"
         "dl_src=0a:58:0a:f4:00:09,dl_dst=0a:58:0a:f4:00:01,nw_src=10.244.0.9,nw_dst=10.96.0.0/12,"
         "nw_ttl=64,tp_src=1000,tp_dst=443 actions=output:1"
     )
-    again = flow("L3Forwarding", 100, dict(reversed(list(scrambled.items()))), (Output(1),))
+    again = any_table_flow(
+        "L3Forwarding", 100, dict(reversed(list(scrambled.items()))), (Output(1),)
+    )
     assert again == f
     assert hash(again) == hash(f)
 
 
 def test_scrambled_arp_and_icmp_matches():
-    arp = flow(
+    arp = any_table_flow(
         "SpoofGuard",
         100,
         {
@@ -325,7 +330,7 @@ def test_scrambled_arp_and_icmp_matches():
         "priority=100,arp,in_port=5,arp_spa=10.244.0.9,arp_tpa=10.244.0.1,arp_op=2,"
         "arp_sha=0a:58:0a:f4:00:09,arp_tha=00:00:00:00:00:00"
     )
-    icmp = flow(
+    icmp = any_table_flow(
         "SpoofGuard",
         100,
         {"icmp_code": 0, "icmp_type": 8, "protocol": "icmp", "nw_src": "10.244.0.9"},
@@ -333,7 +338,7 @@ def test_scrambled_arp_and_icmp_matches():
     assert icmp.match_text() == "priority=100,icmp,nw_src=10.244.0.9,icmp_type=8,icmp_code=0"
 
 
-# ---- flow() rejects malformed flows ---------------------------------------------------------
+# ---- any_table_flow() rejects malformed flows ---------------------------------------------------------
 
 _GOTO_L2 = Goto("L2Forwarding")
 _IP = {"protocol": "ip"}
@@ -424,7 +429,7 @@ def test_flow_rejects(args, error, words):
 )
 def test_flow_rejects_what_ovs_refuses(args, words):
     with pytest.raises(FlowError, match=words):
-        flow(*args)
+        any_table_flow(*args)
 
 
 @pytest.mark.parametrize(
@@ -452,7 +457,7 @@ def test_flow_rejects_what_ovs_refuses(args, words):
 )
 def test_flow_accepts_the_valid_neighbours(args):
     # The accepted twins of the rejected cases above, so the checks are not simply "reject all".
-    assert isinstance(flow(*args), Flow)
+    assert isinstance(any_table_flow(*args), Flow)
 
 
 # ---- conntrack, conjunction, output:reg --------------------------------------------------
@@ -509,17 +514,17 @@ def test_conjunctive_flows_text():
 
 
 def test_ct_flows_text():
-    assert flow("ConntrackCommit", 100, _IP, (CT(1, commit=True), OutputReg("reg5"))).text() == (
-        "table=80, priority=100,ip actions=ct(commit,zone=1),output:NXM_NX_REG5[]"
-    )
+    assert any_table_flow(
+        "ConntrackCommit", 100, _IP, (CT(1, commit=True), OutputReg("reg5"))
+    ).text() == ("table=80, priority=100,ip actions=ct(commit,zone=1),output:NXM_NX_REG5[]")
     state = ct_state(new=True, est=False, rel=False, rpl=True, inv=False, trk=True)
-    assert flow("IngressRule", 300, {"ct_state": state, **_IP}).text() == (
+    assert any_table_flow("IngressRule", 300, {"ct_state": state, **_IP}).text() == (
         "table=60, priority=300,ct_state=+new-est-rel+rpl-inv+trk,ip actions=drop"
     )
     # ct_state keeps its case (+trk), unlike the other fields, which are lower-cased.
-    assert flow("IngressRule", 1, {"protocol": "tcp", "ct_state": "-trk"}).match_text() == (
-        "priority=1,ct_state=-trk,tcp"
-    )
+    assert any_table_flow(
+        "IngressRule", 1, {"protocol": "tcp", "ct_state": "-trk"}
+    ).match_text() == ("priority=1,ct_state=-trk,tcp")
 
 
 @pytest.mark.parametrize(
@@ -891,7 +896,9 @@ def test_flow_count_grows_linearly_with_pods():
 
 def test_conj_id_is_printed_in_decimal():
     # `ovs-ofctl parse-flow 'conj_id=3,actions=drop'` prints conj_id=3 on OVS 3.1.
-    assert flow("L3Forwarding", 10, {"conj_id": 3}).match_text() == "priority=10,conj_id=3"
+    assert (
+        any_table_flow("L3Forwarding", 10, {"conj_id": 3}).match_text() == "priority=10,conj_id=3"
+    )
 
 
 @pytest.mark.parametrize("field, ovs", [("ipv4_src", "ip_src"), ("ipv4_dst", "ip_dst")])
@@ -1046,3 +1053,31 @@ def test_vlan_tci_other_than_untagged_is_refused(v):
     # OVS would print these as dl_vlan=/dl_vlan_pcp= or not at all: refused, not mistranslated
     with pytest.raises(FlowError, match="vlan_tci"):
         flow("SpoofGuard", 1, {"vlan_tci": v})
+
+
+# ---- tables declare what their flows may do ---------------------------------------------------
+
+
+def test_a_flow_outside_its_tables_declarations_is_refused():
+    with pytest.raises(FlowError, match="L2Forwarding: does not match on in_port"):
+        flow("L2Forwarding", 200, {"in_port": 3})
+    with pytest.raises(FlowError, match="Classifier: does not set reg2"):
+        flow("Classifier", 200, {"in_port": 3}, (SetField("reg2", "0x3"),))
+    with pytest.raises(FlowError, match="Classifier: does not go on to L2Forwarding"):
+        flow("Classifier", 200, {"in_port": 3}, (Goto("L2Forwarding"),))
+    # the table-miss's next table is always allowed
+    assert flow("Classifier", 0, {}, (Goto("SpoofGuard"),))
+
+
+def test_every_declaration_is_used_by_the_pipeline():
+    """The declarations are what the tools draw: nothing declared that no flow does."""
+    from tests.fakes import oftable  # noqa: F401 - the fake's own pipelines build the same flows
+
+    flows = set(pipeline.node_flows(NODE_WITH_IP, OVERLAY))
+    flows |= pipeline.pod_flows(NODE, POD_A) | pipeline.remote_node_flows(NODE, OVERLAY, REMOTE)
+    used: dict[str, set] = {t.name: set() for t in tables.PIPELINE}
+    for f in flows:
+        used[f.table] |= {k for k, _ in f.match}
+    # the pipeline's own tables (policy and Service tables are filled by their modules)
+    for name in ("Classifier", "SpoofGuard", "ARPResponder", "L2Forwarding", "Output"):
+        assert used[name] == set(tables.table(name).match), name

@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 
 from flows import cookie, pipeline
-from flows.flow import Output, SetField, flow
+from flows.flow import Output, SetField, any_table_flow, flow
 from flows.model import NodeNet, Overlay, PodPort, RemoteNode, mac_from_ip
 from ovsctl.flowsync import FlowSync, Plan
 
@@ -317,7 +317,7 @@ def test_plan_orders_by_table_then_priority_descending():
 
 def test_plan_order_small_example():
     s = FlowSync()
-    mk = lambda t, prio: flow(t, prio, {"in_port": prio} if prio else {})  # noqa: E731
+    mk = lambda t, prio: any_table_flow(t, prio, {"in_port": prio} if prio else {})  # noqa: E731
     s.set_owner("x", {mk("L2Forwarding", 0), mk("Classifier", 0), mk("L2Forwarding", 200)})
     s.set_owner("y", {mk("Classifier", 200), mk("SpoofGuard", 100)})
     assert _order(s.plan().add) == [(0, 200), (0, 0), (10, 100), (70, 200), (70, 0)]

@@ -38,8 +38,8 @@ from flows.flow import (
     Resubmit,
     SetField,
     ct_state,
-    flow,
 )
+from flows.flow import any_table_flow as flow  # the encoder takes any field in any table
 from flows.model import NodeNet, Overlay, PodPort, RemoteNode, mac_from_ip
 from ovsctl import ofconv
 
