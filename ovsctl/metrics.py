@@ -1,7 +1,9 @@
 """The agent's HTTP endpoint: Prometheus metrics, liveness and readiness.
 
     GET /metrics   Prometheus text format (prometheus-client, a registry of the agent's own)
-    GET /healthz   200 while the agent process serves (liveness)
+    GET /healthz   200 while the agent process serves and its OpenFlow channel works
+                   (liveness); 503 with the reason when the channel's thread died or no
+                   accepted connection to the switch's management socket for 15 s
     GET /readyz    200 once the cluster state is synced and the switch holds the current flow
                    round (readiness); 503 with the reason otherwise
     GET /status    the agent's status as JSON (what `ovsctl status` prints)
@@ -43,7 +45,7 @@ DOCUMENTED = {
     "ovsctl_flow_sync_seconds": "time to bring the switch to the desired flows, per sync",
     "ovsctl_flow_sync_flows": "flow mods sent per sync",
     "ovsctl_flows": "desired flows per table",
-    "ovsctl_openflow_reconnects_total": "OpenFlow connections from the switch (first one too)",
+    "ovsctl_openflow_reconnects_total": "OpenFlow connections to the switch (first one too)",
     "ovsctl_openflow_connected": "1 while the switch is connected and synced",
     "ovsctl_watch_events_total": "cluster state events received, by kind",
     "ovsctl_watch_relists_total": "full relists of the cluster state (Kubernetes API), by kind",
@@ -168,6 +170,7 @@ class HTTPEndpoint:
         metrics: Metrics,
         ready: Callable[[], str | None],
         views: dict[str, Callable[[], object]],
+        healthy: Callable[[], str | None] | None = None,
     ):
         endpoint = self
 
@@ -179,6 +182,7 @@ class HTTPEndpoint:
                 log.debug("http %s - %s", self.address_string(), fmt % args)
 
         self.metrics, self.ready, self.views = metrics, ready, views
+        self.healthy = healthy or (lambda: None)
         self.server = ThreadingHTTPServer((host, port), Handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(
@@ -208,7 +212,8 @@ class HTTPEndpoint:
             if path == "/metrics":
                 self._send(h, 200, self.metrics.render(), CONTENT_TYPE_LATEST)
             elif path == "/healthz":
-                self._send(h, 200, b"ok\n")
+                why = self.healthy()
+                self._send(h, 503 if why else 200, f"{why or 'ok'}\n".encode())
             elif path == "/readyz":
                 why = self.ready()
                 self._send(h, 503 if why else 200, f"{why or 'ok'}\n".encode())
