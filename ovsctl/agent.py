@@ -165,6 +165,19 @@ class Agent:
         self.api: APIEndpoint | None = None
         self.audit: AuditLog | None = None
 
+    @property
+    def mgmt_socket(self) -> str:
+        """The bridge's OpenFlow management socket (root-only), which the agent connects to."""
+        return os.path.join(self.cfg.ovs_rundir, f"{self.cfg.bridge}.mgmt")
+
+    def healthy(self) -> str | None:
+        """None while the agent's machinery works (liveness); else why not. Only the OpenFlow
+        channel can fail this after start: its thread died, or no accepted connection to the
+        switch for longer than the grace period (HEALTH_GRACE)."""
+        if self.controller is None:
+            return None
+        return self.controller.health()
+
     def ready(self) -> str | None:
         """None when ready (cluster state synced, switch synced); else why not."""
         if self.source is not None and not self.source.synced():
@@ -179,9 +192,13 @@ class Agent:
 
     def start(self) -> None:
         cfg = self.cfg
+        for warning in cfg.deprecated():
+            log.warning("%s", warning)
         os.makedirs(cfg.state_dir, mode=0o700, exist_ok=True)
         if cfg.metrics_port:  # every pod can reach this port: metrics and health only
-            self.http = HTTPEndpoint(cfg.metrics_host, cfg.metrics_port, self.metrics, self.ready)
+            self.http = HTTPEndpoint(
+                cfg.metrics_host, cfg.metrics_port, self.metrics, self.ready, healthy=self.healthy
+            )
             self.http.start()
         if cfg.api_socket:  # the views name every pod, Service and policy: root only
             self.api = APIEndpoint(
@@ -189,6 +206,7 @@ class Agent:
                 self.metrics,
                 self.ready,
                 {"/status": self.status, "/flows": self.flows_view, "/cluster": self.cluster_view},
+                healthy=self.healthy,
             )
             self.api.start()
         if self.source is not None:
@@ -209,17 +227,16 @@ class Agent:
             self.mtu,
         )
         self.ovsdb = OVSDB(cfg.ovsdb, timeout=cfg.cni_timeout)
-        self.ovsdb.ensure_bridge(
+        dpid = self.ovsdb.ensure_bridge(
             cfg.bridge,
             datapath_type=cfg.datapath_type,
-            controller=f"tcp:{cfg.of_listen_host}:{cfg.of_listen_port}",
             external_ids={"ovsctl-node": cfg.node_name},
         )
         self.controller = Controller(
             self.sync,
             cfg.state_dir,
-            listen_host=cfg.of_listen_host,
-            listen_port=cfg.of_listen_port,
+            target=self.mgmt_socket,
+            datapath_id=dpid,
             timeout=cfg.cni_timeout,
             on_synced=self._on_synced,
             before_resync=self._refresh_ports,
@@ -234,8 +251,8 @@ class Agent:
         self.controller.meters = [(services.REJECT_METER, services.REJECT_RATE)]
         self.ovsdb.on_change = self._on_ovsdb_change
         self._on_ovsdb_change()  # a flow-restore-wait left set must not stop forwarding
-        # listening now lets the switch connect while the rest starts (its reconnect backoff
-        # is up to a second); the first round waits for release() below
+        # connecting now overlaps the handshake with the rest of the start; the first round
+        # waits for release() below
         self.controller.start()
         self._plug_node_ports()
         tx_off = cfg.datapath_type == "netdev"
@@ -366,7 +383,7 @@ class Agent:
         answers on its management socket; the controller connection then brings a new round
         with every flow (see docs/pipeline.md)."""
         try:
-            mgmt = f"unix:{os.path.join(self.cfg.ovs_rundir, self.cfg.bridge + '.mgmt')}"
+            mgmt = f"unix:{self.mgmt_socket}"
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
                 p = subprocess.run(
@@ -736,6 +753,8 @@ class Agent:
     def stop(self) -> None:
         if self.source is not None:
             self.source.stop()
+        if self.controller:
+            self.controller.stop()
         if self.server:
             self.server.stop()
         if self.ovsdb:
@@ -1358,7 +1377,15 @@ class Agent:
             },
             "openflow": {
                 "connected": bool(ctl and ctl.ready.is_set()),
-                "listen": f"tcp:{self.cfg.of_listen_host}:{self.cfg.of_listen_port}",
+                # the agent connects to the bridge's management socket; nothing listens
+                "listen": ctl.target if ctl else f"unix:{self.mgmt_socket}",
+                "datapath_id": (
+                    f"{ctl.channel.expected_dpid:016x}"
+                    if ctl and ctl.channel.expected_dpid is not None
+                    else None
+                ),
+                "error": ctl.channel.error if ctl else None,
+                "healthy": self.healthy() or "ok",
                 "reconnects": ctl.reconnects if ctl else 0,
                 "round": ctl.round if ctl else 0,
             },

@@ -30,8 +30,10 @@ class AgentConfig:
     gateway_name: str = "ovsctl-gw0"
     gateway_ofport: int = 2
     ovsdb: str = "unix:/run/openvswitch/db.sock"
-    of_listen_host: str = "127.0.0.1"
-    of_listen_port: int = 6653
+    # deprecated, ignored: the agent connects to <ovs_rundir>/<bridge>.mgmt and listens on
+    # nothing (accepted so that old config files still load; the agent warns when set)
+    of_listen_host: str = ""
+    of_listen_port: int = 0
     cni_socket: str = "/run/ovsctl/cni.sock"
     state_dir: str = "/var/lib/ovsctl"
     node_ip: str = ""  # tunnel endpoint; default: the Node's InternalIP from the cluster state
@@ -47,7 +49,7 @@ class AgentConfig:
     api_socket: str = "/run/ovsctl/agent.sock"  # /status /flows /cluster, root only; "" = off
     tunnel_name: str = "ovsctl-tun0"
     tunnel_ofport: int = 1
-    ovs_rundir: str = "/var/run/openvswitch"  # where <bridge>.mgmt lives (flow-restore-wait)
+    ovs_rundir: str = "/var/run/openvswitch"  # where <bridge>.mgmt lives (the OpenFlow channel)
     masquerade: bool = True  # SNAT pod traffic leaving the cluster CIDR to the node's IP
     mtu: int = 0  # pod MTU; 0 = the node uplink's MTU minus the VXLAN overhead
     cni_timeout: float = 30.0  # bound on every wait inside one CNI request
@@ -113,8 +115,6 @@ class AgentConfig:
         for key in ("gateway_name", "tunnel_name"):
             if not 0 < len(getattr(self, key)) <= 15:
                 raise ConfigError(f"{key}: {getattr(self, key)!r} must be 1-15 characters")
-        if not 1 <= self.of_listen_port <= 65535:
-            raise ConfigError(f"of_listen_port: {self.of_listen_port} out of range")
         if self.cni_timeout <= 0:
             raise ConfigError("cni_timeout: must be positive")
         if not 1 <= self.audit_rate <= 100000:
@@ -123,6 +123,17 @@ class AgentConfig:
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise ConfigError(f"log_level: {self.log_level!r} is not debug/info/warning/error")
         return self
+
+    def deprecated(self) -> list[str]:
+        """Settings given that no longer do anything, each with what replaced it."""
+        out = []
+        for key in ("of_listen_host", "of_listen_port"):
+            if getattr(self, key):
+                out.append(
+                    f"{key} is deprecated and ignored: the agent listens for OpenFlow on nothing; "
+                    f"it connects to {self.ovs_rundir}/{self.bridge}.mgmt"
+                )
+        return out
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -191,8 +202,8 @@ HELP = {
     "gateway_name": "internal port holding the pod CIDR's first address",
     "gateway_ofport": "OpenFlow port number requested for the gateway",
     "ovsdb": "OVSDB to connect to",
-    "of_listen_host": "OpenFlow controller address (loopback)",
-    "of_listen_port": "OpenFlow controller TCP port",
+    "of_listen_host": "deprecated, ignored: the agent connects to OVS_RUNDIR/BRIDGE.mgmt",
+    "of_listen_port": "deprecated, ignored: the agent connects to OVS_RUNDIR/BRIDGE.mgmt",
     "cni_socket": "unix socket the ovsctl-cni shim talks to (mode 0600)",
     "state_dir": "IPAM allocations and the flow round live here",
     "node_ip": "tunnel endpoint; default: the Node's InternalIP",
@@ -210,7 +221,7 @@ HELP = {
     '("" = off)',
     "tunnel_name": "the flow-based VXLAN port",
     "tunnel_ofport": "OpenFlow port number requested for the tunnel",
-    "ovs_rundir": "OVS run directory (for <bridge>.mgmt)",
+    "ovs_rundir": "OVS run directory: the agent's OpenFlow channel is its <bridge>.mgmt socket",
     "masquerade": "true/false: SNAT pod traffic leaving the cluster CIDR to the node IP",
     "mtu": "pod MTU; 0 = the uplink's MTU minus 50 (VXLAN)",
     "cni_timeout": "seconds: bound on each wait inside one CNI request",

@@ -3,7 +3,9 @@
 On TCP (`metrics_host`:`metrics_port`, 9476; host network, so every pod can reach it):
 
     GET /metrics   Prometheus text format (prometheus-client, a registry of the agent's own)
-    GET /healthz   200 while the agent process serves (liveness)
+    GET /healthz   200 while the agent process serves and its OpenFlow channel works
+                   (liveness); 503 with the reason when the channel's thread died or no
+                   accepted connection to the switch's management socket for 15 s
     GET /readyz    200 once the cluster state is synced and the switch holds the current flow
                    round (readiness); 503 with the reason otherwise
 
@@ -210,8 +212,10 @@ class _Endpoint:
         workers: int = 2,
         max_conns: int = 512,
         timeout: float = 10.0,
+        healthy: Callable[[], str | None] | None = None,
     ):
         self.sock, self.name, self.routes, self.ready = sock, name, routes, ready
+        self.healthy = healthy or (lambda: None)
         self.max_conns, self.timeout = max_conns, timeout
         self.sock.setblocking(False)
         self._sel = selectors.DefaultSelector()
@@ -320,11 +324,9 @@ class _Endpoint:
         method, path = _request_line(c.buf[:end])
         if method not in ("GET", "HEAD"):
             self._quick(c, 400 if method is None else 405, b"GET only\n")
-        elif path == "/healthz":
-            self._quick(c, 200, b"ok\n", method)
-        elif path == "/readyz":
+        elif path in ("/healthz", "/readyz"):
             try:
-                why = self.ready()
+                why = (self.healthy if path == "/healthz" else self.ready)()
             except Exception as e:  # noqa: BLE001
                 why = f"error: {e}"
             self._quick(c, 503 if why else 200, f"{why or 'ok'}\n".encode(), method)
@@ -460,6 +462,7 @@ class HTTPEndpoint(_Endpoint):
         workers: int = 2,
         max_conns: int = 512,
         timeout: float = 10.0,
+        healthy: Callable[[], str | None] | None = None,
     ):
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
@@ -472,7 +475,7 @@ class HTTPEndpoint(_Endpoint):
             raise
         self.metrics = metrics
         routes = {"/metrics": lambda: _text(metrics.render())}
-        super().__init__(sock, "http-endpoint", routes, ready, workers, max_conns, timeout)
+        super().__init__(sock, "http-endpoint", routes, ready, workers, max_conns, timeout, healthy)
 
     @property
     def port(self) -> int:
@@ -503,6 +506,7 @@ class APIEndpoint(_Endpoint):
         workers: int = 2,
         max_conns: int = 512,
         timeout: float = 10.0,
+        healthy: Callable[[], str | None] | None = None,
     ):
         self.path = path
         os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
@@ -524,7 +528,7 @@ class APIEndpoint(_Endpoint):
         sock.listen(128)
         routes = {"/metrics": lambda: _text(metrics.render())}
         routes.update({p: _json_view(v) for p, v in views.items()})
-        super().__init__(sock, "api-endpoint", routes, ready, workers, max_conns, timeout)
+        super().__init__(sock, "api-endpoint", routes, ready, workers, max_conns, timeout, healthy)
 
     def start(self) -> None:
         super().start()

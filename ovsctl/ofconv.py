@@ -403,11 +403,27 @@ def delete_round(dp, rnd: int):
     """Delete every flow of one round, in all tables."""
     if not 0 <= rnd <= ck.MAX_ROUND:
         raise ValueError(f"round {rnd} out of range")
+    return delete_cookie(dp, rnd << ck.ROUND_SHIFT, ck.ROUND_MASK)
+
+
+def delete_round_feature(dp, rnd: int, feature: int):
+    """Delete every flow of one round whose cookie carries this feature value, in all tables."""
+    if not 0 <= rnd <= ck.MAX_ROUND or not 0 <= feature <= 0xFF:
+        raise ValueError(f"round {rnd} or feature {feature} out of range")
+    return delete_cookie(
+        dp,
+        (rnd << ck.ROUND_SHIFT) | (feature << ck.FEATURE_SHIFT),
+        ck.ROUND_MASK | ck.FEATURE_MASK,
+    )
+
+
+def delete_cookie(dp, cookie: int, mask: int):
+    """Delete every flow whose cookie matches `cookie` under `mask`, in all tables."""
     parser, ofp = dp.ofproto_parser, dp.ofproto
     return parser.OFPFlowMod(
         dp,
-        cookie=rnd << ck.ROUND_SHIFT,
-        cookie_mask=ck.ROUND_MASK,
+        cookie=cookie,
+        cookie_mask=mask,
         table_id=ofp.OFPTT_ALL,
         command=ofp.OFPFC_DELETE,
         out_port=ofp.OFPP_ANY,

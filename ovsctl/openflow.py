@@ -4,9 +4,13 @@ The os-ken app only turns switch events into calls on `Controller` and records r
 controller sends every change as one OpenFlow 1.4 bundle (atomic, ordered) followed by a
 barrier, and waits, with a deadline, for the barrier reply before saying the flows are in.
 
-On every (re)connection it starts a new round: it reads which rounds the switch holds, then in
-one bundle installs every desired flow under the new round and deletes every older round, so
-forwarding never stops and nothing stale survives.
+On every (re)connection it starts a new round: it reads which flows the switch holds, then in
+one bundle installs every desired flow under the new round and deletes every flow it did not
+install in that round (older rounds, and anything else but learned sessionAffinity flows), so
+forwarding never stops and nothing stale or foreign survives.
+
+The connection itself (ovsctl.ofchannel) is a client of the bridge's root-only management
+socket: nothing listens, and only the bridge's own datapath ID is accepted.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from flows import cookie as ck
 from flows.flow import Flow
 from ovsctl import ofconv
 from ovsctl.flowsync import FlowSync, Plan
+from ovsctl.ofchannel import Channel, ChannelHandler
 from ovsctl.reject import reject
 from ovsctl.util import atomic_write
 
@@ -48,6 +53,8 @@ class NotConnected(SyncError):
 
 
 SEND_BATCH_BYTES = 1 << 16  # messages go to os-ken's send queue in writes of about this size
+# /healthz fails once the switch has been unreachable (or refused) this long
+HEALTH_GRACE = 15.0
 
 
 class _IdHolder:
@@ -119,8 +126,8 @@ class Controller:
         sync: FlowSync,
         state_dir: str,
         *,
-        listen_host: str = "127.0.0.1",
-        listen_port: int = 6653,
+        target: str = "",
+        datapath_id: int | None = None,
         timeout: float = 10.0,
         on_synced: Callable[[float, int], None] | None = None,
         before_resync: Callable[[], None] | None = None,
@@ -128,8 +135,10 @@ class Controller:
     ):
         self.sync = sync
         self.state_dir = state_dir
-        self.listen_host = listen_host
-        self.listen_port = listen_port
+        # the bridge's management socket (<ovs_rundir>/<bridge>.mgmt): the agent connects to
+        # it; nothing listens. Only a switch with this datapath ID is accepted.
+        self.channel = Channel(target, datapath_id)
+        self.health_grace = HEALTH_GRACE
         self.timeout = timeout
         self.on_synced = on_synced
         self.before_resync = before_resync
@@ -161,32 +170,43 @@ class Controller:
 
     # -- lifecycle ----------------------------------------------------------------------------
 
+    @property
+    def target(self) -> str:
+        return self.channel.target
+
     def start(self) -> None:
-        """Start os-ken's OpenFlow listener and our app (native threads, no monkey-patching)."""
+        """Start os-ken's apps (native threads, no monkey-patching) and the channel thread that
+        connects to the switch. os-ken's own OFPHandler is not loaded: its start() would listen
+        on TCP; ChannelHandler is the same handshake app without the listener."""
         from os_ken import cfg
 
         ofconv.register_extensions()  # controller(meter_id=) both ways, before any flow stats
-        cfg.CONF(
-            args=[
-                "--ofp-listen-host",
-                self.listen_host,
-                "--ofp-tcp-listen-port",
-                str(self.listen_port),
-            ],
-            project="os_ken",
-        )
+        cfg.CONF(args=[], project="os_ken")
         mgr = app_manager.AppManager.get_instance()
-        mgr.load_apps(["os_ken.controller.ofp_handler", __name__])
+        # not load_apps(): it would pull in os_ken.controller.ofp_handler (the listener) as the
+        # provider of OpenFlow events
+        mgr.applications_cls = {
+            "ovsctl.ofchannel": ChannelHandler,
+            __name__: OvsctlApp,
+        }
         contexts = mgr.create_contexts()
         mgr.instantiate_apps(**contexts)
         app = next(a for a in mgr.applications.values() if isinstance(a, OvsctlApp))
         app.controller = self
-        log.info("OpenFlow controller listening on tcp:%s:%d", self.listen_host, self.listen_port)
+        self.channel.start()
+
+    def stop(self) -> None:
+        self.channel.stop()
+
+    def health(self) -> str | None:
+        """None while the OpenFlow machinery works (for /healthz); else why not. Readiness
+        (synced flows) is `ready`."""
+        return self.channel.health(self.health_grace)
 
     # -- events from the app (os-ken's thread: never block here) ---------------------------------
 
     def on_connect(self, dp) -> None:
-        log.info("switch %016x connected", dp.id)
+        log.info("switch %016x connected (%s)", dp.id, dp.address)
         self.reconnects += 1
         self.dp = dp
         self.ready.clear()
@@ -398,7 +418,10 @@ class Controller:
                 dp.close()
 
     def resync(self, dp) -> None:
-        """Install the whole desired set under a new round and delete every older round."""
+        """Install the whole desired set under a new round and delete every flow the agent
+        did not install in it: older rounds, and flows of round 0 (the agent never installs
+        round 0) — all but the ones the switch learned for sessionAffinity (feature
+        "affinity"), which are state, not configuration."""
         with self._send_lock:
             t0 = time.monotonic()
             if self.before_resync:
@@ -409,6 +432,20 @@ class Controller:
             rnd = self._next_round()
             while rnd in present:  # never reuse a round the switch still holds
                 rnd = self._next_round()
+            stale = sorted(present - {rnd, 0})
+            foreign = collections.Counter(  # round 0 by feature, learned affinity flows kept
+                (s.cookie & ck.FEATURE_MASK) >> ck.FEATURE_SHIFT
+                for s in held
+                if not s.cookie & ck.ROUND_MASK
+                and (s.cookie & ck.FEATURE_MASK) >> ck.FEATURE_SHIFT != ck.FEATURES["affinity"]
+            )
+            if foreign:
+                log.warning(
+                    "switch holds %d flows of round 0 that are not learned affinity flows "
+                    "(features %s): not ours, deleting them",
+                    sum(foreign.values()),
+                    sorted(ck.FEATURE_NAMES.get(f, f"unknown({f})") for f in foreign),
+                )
             for meter in ([self.audit_meter] if self.audit_meter else []) + self.meters:
                 self._put_meter(dp, *meter)
             t_plan = time.monotonic()
@@ -416,8 +453,8 @@ class Controller:
                 version = self.sync.version
                 plan = self.sync.full_plan()
             mods: list = [("add", f, rnd) for f in plan.add]
-            # round 0: flows the switch learned (sessionAffinity), not ours to delete
-            mods += [ofconv.delete_round(dp, r) for r in sorted(present - {rnd, 0})]
+            mods += [ofconv.delete_round(dp, r) for r in stale]
+            mods += [ofconv.delete_round_feature(dp, 0, f) for f in sorted(foreign)]
             t_send = time.monotonic()
             self._bundle(dp, mods, max(self.timeout, len(mods) / 2000))
             t_done = time.monotonic()
@@ -435,16 +472,19 @@ class Controller:
                 "kind": "full",
                 "round": rnd,
                 "flows": len(plan.add),
-                "deleted_rounds": sorted(present - {rnd, 0}),
+                "deleted_rounds": stale,
+                "deleted_foreign": sum(foreign.values()),
                 "seconds": round(took, 4),
                 "at": time.time(),
             }
             log.info(
-                "round %d installed: %d flows, old rounds %s deleted, in %.3fs "
-                "(switch read and meters %.3fs, plan %.3fs, bundle to barrier reply %.3fs)",
+                "round %d installed: %d flows, old rounds %s and %d foreign flows deleted, "
+                "in %.3fs (switch read and meters %.3fs, plan %.3fs, bundle to barrier reply "
+                "%.3fs)",
                 rnd,
                 len(plan.add),
-                sorted(present - {rnd, 0}) or "none",
+                stale or "none",
+                sum(foreign.values()),
                 took,
                 t_plan - t0,
                 t_send - t_plan,

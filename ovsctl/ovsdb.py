@@ -1,4 +1,4 @@
-"""OVSDB access through the OVS Python IDL: the bridge, its controller and pod ports.
+"""OVSDB access through the OVS Python IDL: the bridge and its ports.
 
 One IDL connection per agent; a lock serialises transactions, and a background thread keeps
 the IDL replica current (echo replies, reconnects). Every wait is bounded.
@@ -7,6 +7,7 @@ the IDL replica current (echo replies, reconnects). Every wait is bounded.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import warnings
@@ -26,10 +27,10 @@ log = logging.getLogger(__name__)
 # to parse (in Python) on each update, and ovs-vswitchd rewrites Interface statistics and
 # status for every port every few seconds and on every port it adds.
 COLUMNS = {
-    "Open_vSwitch": ["bridges", "other_config"],
+    "Open_vSwitch": ["bridges", "other_config", "next_cfg", "cur_cfg"],
     "Bridge": [
         "name", "ports", "datapath_type", "fail_mode", "protocols", "other_config",
-        "external_ids", "controller",
+        "external_ids", "controller", "datapath_id",
     ],
     "Port": ["name", "interfaces"],
     "Interface": [
@@ -85,6 +86,25 @@ def _set(row, column: str, value) -> None:
         same = current == value
     if not same:
         setattr(row, column, value)
+
+
+def _dpid(text) -> int | None:
+    """A datapath ID as OVS writes it (16 hex digits, or 0x-prefixed), or None."""
+    if not isinstance(text, str):
+        return None
+    try:
+        value = int(text, 16)
+    except ValueError:
+        return None
+    return value if 0 < value < 1 << 64 else None
+
+
+def _derived_dpid() -> int:
+    """A datapath ID for a bridge that has none yet: random, as a locally administered MAC
+    in the low 48 bits (what OVS derives its own from)."""
+    mac = bytearray(os.urandom(6))
+    mac[0] = (mac[0] & 0xFE) | 0x02
+    return int.from_bytes(mac, "big")
 
 
 class OVSDB:
@@ -227,16 +247,25 @@ class OVSDB:
         name: str,
         *,
         datapath_type: str,
-        controller: str,
         protocols=("OpenFlow13", "OpenFlow14", "OpenFlow15"),
         fail_mode: str = "secure",
-        max_backoff_ms: int = 1000,
-        inactivity_probe_ms: int = 5000,
         external_ids: dict | None = None,
-    ) -> None:
-        """Create or adopt the bridge and make its settings exactly ours."""
+        datapath_id: int | None = None,
+    ) -> int:
+        """Create or adopt the bridge and make its settings exactly ours; returns its datapath
+        ID, pinned in other_config:datapath-id (so it never moves with the bridge's MAC).
+
+        The bridge gets no Controller: the agent connects to the bridge's management socket
+        instead. A controller target left from an older agent (tcp:127.0.0.1:6653) is removed —
+        any local process could listen there — and, because OVS flushes every flow when a
+        bridge's last controller goes, this waits until ovs-vswitchd has applied it, so that
+        the flush comes before the agent's first round, not after."""
+        pinned: list[int] = []
+        removed: list[str] = []
 
         def fn(txn):
+            pinned.clear()
+            removed.clear()
             root = self._root()
             br = self._find("Bridge", name)
             if br is None:
@@ -256,21 +285,53 @@ class OVSDB:
             _set(br, "protocols", list(protocols))
             other = dict(getattr(br, "other_config", {}))
             other["disable-in-band"] = "true"
+            dpid = datapath_id or _dpid(other.get("datapath-id"))
+            if dpid is None:
+                current = list(getattr(br, "datapath_id", []) or [])
+                dpid = _dpid(current[0] if current else None) or _derived_dpid()
+            other["datapath-id"] = f"{dpid:016x}"
+            pinned.append(dpid)
             _set(br, "other_config", other)
             ext = dict(getattr(br, "external_ids", {}))
             ext.update(external_ids or {})
             _set(br, "external_ids", ext)
-            current = list(getattr(br, "controller", []))
-            ctrl = current[0] if len(current) == 1 else None
-            if ctrl is None:
-                ctrl = txn.insert(self.idl.tables["Controller"])
-                br.controller = [ctrl]
-            _set(ctrl, "target", controller)
-            _set(ctrl, "max_backoff", [max_backoff_ms])
-            _set(ctrl, "inactivity_probe", [inactivity_probe_ms])
-            _set(ctrl, "connection_mode", ["out-of-band"])
+            current = list(getattr(br, "controller", []) or [])
+            if current:
+                removed.extend(c.target for c in current)
+                br.controller = []
+                root.increment("next_cfg")  # to wait below until ovs-vswitchd applied it
+                removed.append(txn)
 
         self._transact(fn, f"ensure bridge {name}")
+        if removed:
+            txn = removed.pop()
+            log.warning(
+                "bridge %s: removed controller %s (the agent uses %s.mgmt now); OVS flushes "
+                "the bridge's flows once, the agent's first round restores them",
+                name,
+                ", ".join(removed),
+                name,
+            )
+            self._wait_applied(
+                txn.get_increment_new_value(), f"ovs-vswitchd to drop the controller of {name}"
+            )
+        return pinned[0]
+
+    def _wait_applied(self, cfg: int, what: str) -> None:
+        """Wait (bounded) until ovs-vswitchd has applied configuration number `cfg`."""
+        try:
+            with self._lock:
+                self._wait(lambda: (self._root().cur_cfg or 0) >= cfg, self.timeout, what)
+        except OVSDBError as e:  # not running: it reads the new configuration when it starts
+            log.warning("%s", e)
+
+    def datapath_id(self, bridge: str) -> int | None:
+        """The datapath ID ovs-vswitchd reports for the bridge (None until it has one)."""
+        with self._lock:
+            self.idl.run()
+            br = self._find("Bridge", bridge)
+            value = list(br.datapath_id) if br is not None else []
+            return _dpid(value[0]) if value else None
 
     def flow_restore_wait(self) -> bool:
         with self._lock:

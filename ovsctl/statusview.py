@@ -38,8 +38,11 @@ def render(st: dict, now: float | None = None) -> str:
         f"bridge    {st.get('bridge')}",
         f"openflow  {of.get('listen', '-')}  "
         f"{'connected' if of.get('connected') else 'NOT CONNECTED'}  round {of.get('round', 0)}"
-        f"  connections {of.get('reconnects', 0)}",
+        f"  connections {of.get('reconnects', 0)}"
+        + (f"  datapath {of['datapath_id']}" if of.get("datapath_id") else ""),
     ]
+    if of.get("error"):
+        lines.append(f"          {of['error']}")
     if sync:
         lines.append(
             f"last sync {sync.get('kind')}: {sync.get('flows', 0)} flows in "

@@ -82,6 +82,7 @@ class Node:
         self.agent_log = os.path.join(self.dir, "agent.log")
         self.agent_proc: subprocess.Popen | None = None
         self.pods: list[str] = []
+        self.agent_rundir: str | None = None  # the agent's --ovs-rundir; None: OVS's own
 
     def start(self) -> Node:
         netns_add(self.ns)
@@ -105,6 +106,8 @@ class Node:
             self.ns,
             "--ovsdb",
             self.ovs.remote,
+            "--ovs-rundir",
+            self.agent_rundir or self.ovs.rundir,
             "--cni-socket",
             self.sock,
             "--api-socket",

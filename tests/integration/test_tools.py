@@ -46,7 +46,12 @@ def test_status_json_has_the_documented_fields(node, pods):
     st = json.loads(p.stdout)
     assert st["bridge"] == "br-int" and st["ready"] == "ok"
     assert st["openflow"]["connected"] and st["openflow"]["round"] >= 1
-    assert st["openflow"]["listen"] == "tcp:127.0.0.1:6653"
+    # the agent connects to the bridge's root-only management socket; nothing listens
+    assert st["openflow"]["listen"] == f"unix:{node.ovs.rundir}/br-int.mgmt"
+    assert st["openflow"]["healthy"] == "ok" and st["openflow"]["error"] is None
+    assert st["openflow"]["datapath_id"] == node.ovs.vsctl(
+        "get", "Bridge", "br-int", "other_config:datapath-id"
+    ).strip().strip('"')
     assert sum(st["flows_per_table"].values()) == st["flows_desired"] > 0
     assert list(st["flows_per_table"])[:2] == ["Classifier", "SpoofGuard"]
     names = {(p["namespace"], p["name"]) for p in st["pods"]}

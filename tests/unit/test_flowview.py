@@ -411,7 +411,14 @@ STATUS = {
     "bridge": "br-int",
     "ready": "ok",
     "source": {"kind": "yaml", "synced": True, "objects": 12},
-    "openflow": {"connected": True, "listen": "tcp:127.0.0.1:6653", "reconnects": 1, "round": 4},
+    "openflow": {
+        "connected": True,
+        "listen": "unix:/run/openvswitch/br-int.mgmt",
+        "datapath_id": "0000aabbccddeeff",
+        "error": None,
+        "reconnects": 1,
+        "round": 4,
+    },
     "last_sync": {"kind": "incremental", "round": 4, "flows": 3, "seconds": 0.0042, "at": 990.0},
     "flows_desired": 7,
     "flows_per_table": {"Classifier": 4, "SpoofGuard": 3, "Output": 0},
@@ -436,7 +443,10 @@ STATUS = {
 def test_status_render():
     out = statusview.render(STATUS, now=1000.0)
     assert "node      node0 (172.30.0.10)   ready: ok   up 1h02m05s" in out
-    assert "openflow  tcp:127.0.0.1:6653  connected  round 4  connections 1" in out
+    assert (
+        "openflow  unix:/run/openvswitch/br-int.mgmt  connected  round 4  connections 1  "
+        "datapath 0000aabbccddeeff"
+    ) in out
     assert "last sync incremental: 3 flows in 4.2 ms, 10s ago" in out
     assert "ipam      10.244.0.0/24: 1 of 253 used" in out
     assert "tunnel    ovsctl-tun0 (ofport 1)" in out

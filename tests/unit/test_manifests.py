@@ -332,6 +332,9 @@ def test_agent_config_is_accepted_by_the_config_loader(tmp_path):
     cfg.node_name = "node-a"
     cfg.validate()
     assert cfg.datapath_type == "system"
+    # no setting that no longer does anything (the OpenFlow listener is gone)
+    assert cfg.deprecated() == []
+    assert not [k for k in yaml.safe_load(text) if k.startswith("of_listen")]
 
 
 def test_agent_config_rejects_a_typo(tmp_path):
