@@ -16,8 +16,9 @@ priority (its packet counter says how much that policy dropped).
 
 Audited policies (annotation ovsctl.io/audit: "true") differ in two ways only: their allow
 flows (conj_id and single-clause) first send a copy of the packet to the agent
-(`controller(max_len=128,meter_id=1)`: a packet-in carrying the rule's cookie, rate-limited by
-meter AUDIT_METER), and their isolation flows send the packet to the agent instead of a silent
+(`controller(max_len=128,meter_id=M)`: a packet-in carrying the rule's cookie, rate-limited by
+the policy's own meter M = AUDIT_METER_BASE + the slot of its isolation owner, so a flood that
+one policy logs cannot hide another policy's connections), and their isolation flows send the packet to the agent instead of a silent
 drop, at AUDIT_DROP_PRIO (above every policy slot, so a pod any audited policy isolates has its
 drops logged whichever policy's drop flow would otherwise match first). Only new connections
 reach these tables, so it is one packet-in per connection attempt.
@@ -37,10 +38,23 @@ from flows.netpol import Peer, Policy, Port, Rule, port_masks
 PRIO_BASE = 1000
 MAX_SLOTS = 60000
 CONJ_PER_RULE = 256
-AUDIT_METER = 1  # OpenFlow meter limiting audit packet-ins (the agent installs it)
+AUDIT_METER_BASE = 0x10000  # audited policy's meter: this + its isolation slot (the agent
+# puts every meter its flows name on the switch before the flows; ids below are the agent's own)
 AUDIT_MAX_LEN = 128  # bytes of each audited packet sent up: headers are enough
 AUDIT_DROP_PRIO = 65000  # isolation drops of audited policies: above PRIO_BASE + MAX_SLOTS
-AUDIT = MeteredController(AUDIT_METER, AUDIT_MAX_LEN)
+
+
+def audit_meter(iso_slot: int) -> int:
+    """The OpenFlow meter of an audited policy whose isolation owner has slot `iso_slot`."""
+    return AUDIT_METER_BASE + iso_slot
+
+
+def is_audit_meter(meter_id: int) -> bool:
+    return AUDIT_METER_BASE <= meter_id < AUDIT_METER_BASE + MAX_SLOTS
+
+
+def _audit(meter_id: int) -> MeteredController:
+    return MeteredController(meter_id, AUDIT_MAX_LEN)
 
 
 @dataclass(frozen=True)
@@ -185,9 +199,16 @@ def _pods_in(cidrs: list[str], pods: list[PodInfo]) -> list[PodInfo]:
 
 
 def rule_flows(
-    policy: Policy, direction: str, idx: int, rule: Rule, view: View, slot: int
+    policy: Policy,
+    direction: str,
+    idx: int,
+    rule: Rule,
+    view: View,
+    slot: int,
+    meter: int | None = None,
 ) -> frozenset[Flow]:
-    """The flows of one rule (direction 'ingress' or 'egress') on this node."""
+    """The flows of one rule (direction 'ingress' or 'egress') on this node; `meter`: the
+    policy's audit meter (policy_flows passes it; default: one of the rule's own slot)."""
     if not 0 <= slot < MAX_SLOTS:
         raise ValueError(f"policy slot {slot} out of range")
     own = [p for p in selected(policy, view) if p.local and p.ip]
@@ -200,7 +221,8 @@ def rule_flows(
     own_field, peer_field = ("nw_dst", "nw_src") if direction == "ingress" else ("nw_src", "nw_dst")
     prio = PRIO_BASE + slot
     ck = cookie.make("policy", rule_owner(policy, direction, idx))
-    allow = (AUDIT, Goto(allow_to)) if policy.audit else (Goto(allow_to),)
+    audit = _audit(audit_meter(slot) if meter is None else meter)
+    allow = (audit, Goto(allow_to)) if policy.audit else (Goto(allow_to),)
 
     # peers: None = anyone; otherwise pods (with IPs) and CIDRs
     peer_pod_list: list[PodInfo] | None = None
@@ -273,7 +295,8 @@ def isolation_flows(policy: Policy, view: View, slot: int) -> frozenset[Flow]:
     """Default deny for this node's pods the policy selects, per direction it isolates."""
     ck = cookie.make("policy", isolation_owner(policy))
     prio = AUDIT_DROP_PRIO if policy.audit else PRIO_BASE + slot
-    drop = (AUDIT,) if policy.audit else ()  # audited: to the agent (logged), not forwarded
+    # audited: to the agent (logged) through the policy's own meter, not forwarded
+    drop = (_audit(audit_meter(slot)),) if policy.audit else ()
     out = set()
     for p in selected(policy, view):
         if not (p.local and p.ip):
@@ -290,7 +313,8 @@ def policy_flows(policy: Policy, view: View, slot_of) -> dict[str, frozenset[Flo
     `slot_of(owner)` gives each owner a distinct, stable slot."""
     out = {}
     iso = isolation_owner(policy)
-    out[iso] = isolation_flows(policy, view, slot_of(iso))
+    iso_slot = slot_of(iso)
+    out[iso] = isolation_flows(policy, view, iso_slot)
     for direction, rules, kind in (
         ("ingress", policy.ingress, "Ingress"),
         ("egress", policy.egress, "Egress"),
@@ -299,7 +323,9 @@ def policy_flows(policy: Policy, view: View, slot_of) -> dict[str, frozenset[Flo
             continue
         for idx, rule in enumerate(rules):
             owner = rule_owner(policy, direction, idx)
-            out[owner] = rule_flows(policy, direction, idx, rule, view, slot_of(owner))
+            out[owner] = rule_flows(
+                policy, direction, idx, rule, view, slot_of(owner), audit_meter(iso_slot)
+            )
     return out
 
 

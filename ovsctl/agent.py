@@ -247,7 +247,8 @@ class Agent:
         self.audit = AuditLog(cfg.audit_log, cfg.audit_rate, lambda: list(self._policy_slots))
         self.audit.start()
         self.controller.on_audit = self.audit.packet_in
-        self.controller.audit_meter = (policy.AUDIT_METER, cfg.audit_rate)
+        # each audited policy has its own meter (its own budget of audit_rate/s)
+        self.controller.meter_rate = lambda m: cfg.audit_rate if policy.is_audit_meter(m) else None
         self.controller.meters = [(services.REJECT_METER, services.REJECT_RATE)]
         self.ovsdb.on_change = self._on_ovsdb_change
         self._on_ovsdb_change()  # a flow-restore-wait left set must not stop forwarding
@@ -1406,6 +1407,7 @@ class Agent:
             ],
             "ipam": {"cidr": self.cfg.pod_cidr, "used": used, "capacity": cap},
             "uptime_s": round(time.time() - self.started, 1),
+            "threads": sorted(t.name for t in threading.enumerate()),
             "audit": {
                 **(self.audit.status() if self.audit else {}),
                 "meter": ctl.meter_ok if ctl else None,

@@ -38,6 +38,7 @@ audit_log = logging.getLogger("ovsctl.audit")  # every line also goes here (INFO
 DEDUP_SECONDS = 10.0
 DEDUP_MAX = 4096  # connections remembered for de-duplication
 QUEUE_MAX = 10000
+BUCKETS_MAX = 4096  # audited policies with a budget remembered (least recently logged go)
 LOG_MODE = 0o640
 
 VERDICT = {
@@ -152,7 +153,9 @@ class AuditLog:
         self.path, self.rate = path, rate
         self.owners = owners
         self.clock, self.wall = clock, wall
-        self.bucket = TokenBucket(rate, rate, clock)
+        # one budget per audited policy (as on the switch: a meter per policy), so a flood that
+        # one policy logs cannot hide another policy's connections
+        self.buckets: collections.OrderedDict[str, TokenBucket] = collections.OrderedDict()
         self.counts: collections.Counter = collections.Counter()
         self._ids: dict[int, str] = {}
         self._ids_at = -1e9
@@ -186,11 +189,11 @@ class AuditLog:
         """Handle one audit packet-in (OpenFlow thread: never blocks); returns the line queued,
         or None when it was rate-limited, a repeat, or not understood."""
         self.counts["packet_ins"] += 1
-        if not self.bucket.take():
+        what = describe(self._owner_key(cookie & ck.OWNER_MASK), table_id)
+        if what is not None and not self._bucket(what[0]).take():
             self.counts["rate_limited"] += 1
             return None
-        what = describe(self._owner_key(cookie & ck.OWNER_MASK), table_id)
-        tup = five_tuple(data)
+        tup = five_tuple(data) if what is not None else None
         if what is None or tup is None:
             self.counts["unknown"] += 1
             return None
@@ -212,6 +215,15 @@ class AuditLog:
             return None
         self.counts["lines"] += 1
         return line
+
+    def _bucket(self, policy: str) -> TokenBucket:
+        b = self.buckets.get(policy)
+        if b is None:
+            b = self.buckets[policy] = TokenBucket(self.rate, self.rate, self.clock)
+            while len(self.buckets) > BUCKETS_MAX:
+                self.buckets.popitem(last=False)
+        self.buckets.move_to_end(policy)
+        return b
 
     def _writer(self) -> None:
         while True:

@@ -35,6 +35,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
 import selectors
 import socket
 import stat
@@ -42,7 +43,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client import Counter as PCounter
@@ -221,7 +221,13 @@ class _Endpoint:
         self._sel = selectors.DefaultSelector()
         self._sel.register(self.sock, selectors.EVENT_READ, None)
         self._conns: dict[int, _Conn] = {}
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"{name}-worker")
+        # a fixed set of workers, started with the endpoint (a pool that grows on demand looks
+        # like a thread leak and hides one)
+        self._work: queue.Queue = queue.Queue()
+        self._workers = [
+            threading.Thread(target=self._worker, name=f"{name}-worker_{i}", daemon=True)
+            for i in range(workers)
+        ]
         self._stop = threading.Event()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -233,6 +239,18 @@ class _Endpoint:
 
     def start(self) -> None:
         self.thread.start()
+        for t in self._workers:
+            t.start()
+
+    def _worker(self) -> None:
+        while True:
+            job = self._work.get()
+            if job is None:
+                return
+            try:
+                self._serve(*job)
+            except Exception:  # noqa: BLE001 - _serve answers its own errors; keep serving
+                log.exception("%s: request failed", self.name)
 
     def stop(self) -> None:
         self._stop.set()
@@ -242,7 +260,8 @@ class _Endpoint:
             pass
         if self.thread.is_alive() and self.thread is not threading.current_thread():
             self.thread.join(5)
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        for _ in self._workers:
+            self._work.put(None)
         for c in list(self._conns.values()):
             self._close(c)
         for s in (self.sock, self._wake_r, self._wake_w):
@@ -333,7 +352,7 @@ class _Endpoint:
         else:
             self._sel.unregister(c.sock)
             del self._conns[c.sock.fileno()]
-            self._pool.submit(self._serve, c, method, path)
+            self._work.put((c, method, path))
 
     def _quick(self, c: _Conn, code: int, body: bytes, method: str = "GET") -> None:
         """A small answer written without blocking (it fits in the socket buffer)."""

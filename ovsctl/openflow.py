@@ -34,7 +34,7 @@ from os_ken.controller.handler import (
 from os_ken.ofproto import ofproto_v1_4
 
 from flows import cookie as ck
-from flows.flow import Flow
+from flows.flow import Flow, MeteredController
 from ovsctl import ofconv
 from ovsctl.flowsync import FlowSync, Plan
 from ovsctl.ofchannel import Channel, ChannelHandler
@@ -160,12 +160,15 @@ class Controller:
         self._tokens_at = time.monotonic()
         self.last_sync: dict = {}
         # NetworkPolicy audit: packet-ins from policy flows go to on_audit(cookie, table_id,
-        # data) (its own rate limit); audit_meter (meter id, packets/s) is put on the switch
-        # before every new round.
+        # data) (its own rate limit).
         self.on_audit: Callable[[int, int, bytes], object] | None = None
-        self.audit_meter: tuple[int, int] | None = None
-        # more meters put on the switch before every round: (meter id, packets/s)
+        # meters put on the switch before every round: (meter id, packets/s)
         self.meters: list[tuple[int, int]] = []
+        # the rate (packets/s) of a meter that flows name (controller(meter_id=)), or None for
+        # one that is not the agent's: such meters are put on the switch before the first flow
+        # that names them (an audited policy's own meter)
+        self.meter_rate: Callable[[int], int | None] = lambda meter_id: None
+        self._meters_on: set[int] = set()  # on the switch of the current connection
         self.meter_ok: bool | None = None  # None: not tried yet
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -446,12 +449,14 @@ class Controller:
                     sum(foreign.values()),
                     sorted(ck.FEATURE_NAMES.get(f, f"unknown({f})") for f in foreign),
                 )
-            for meter in ([self.audit_meter] if self.audit_meter else []) + self.meters:
+            self._meters_on = set()
+            for meter in self.meters:
                 self._put_meter(dp, *meter)
             t_plan = time.monotonic()
             with self.sync.lock:
                 version = self.sync.version
                 plan = self.sync.full_plan()
+            self._ensure_meters(dp, plan.add)
             mods: list = [("add", f, rnd) for f in plan.add]
             mods += [ofconv.delete_round(dp, r) for r in stale]
             mods += [ofconv.delete_round_feature(dp, 0, f) for f in sorted(foreign)]
@@ -465,6 +470,7 @@ class Controller:
             if late:
                 mods = [("delete", f, rnd) for f in late.delete]
                 mods += [("add", f, rnd) for f in late.add]
+                self._ensure_meters(dp, late.add)
                 self._bundle(dp, mods, self.timeout)
                 self.sync.applied(late)
             took = time.monotonic() - t0
@@ -495,6 +501,15 @@ class Controller:
         if self.on_synced:
             self.on_synced(took, len(plan.add))
 
+    def _ensure_meters(self, dp, flows) -> None:
+        """Put on the switch every meter of the agent's that these flows name and that is not
+        there yet (OVS takes a flow naming a missing meter, and never meters it)."""
+        named = {a.meter_id for f in flows for a in f.actions if isinstance(a, MeteredController)}
+        for meter_id in sorted(named - self._meters_on):
+            rate = self.meter_rate(meter_id)
+            if rate is not None:
+                self._put_meter(dp, meter_id, rate)
+
     def _put_meter(self, dp, meter_id: int, rate: int) -> None:
         """Add the meter (or change its rate). A switch without meters still gets the flows:
         OVS accepts controller(meter_id=) for a missing meter, and the agent's own token bucket
@@ -505,6 +520,7 @@ class Controller:
                 mm = ofconv.meter_mod(dp, meter_id, rate, rate, modify=modify)
                 self._exchange(dp, [mm], parser.OFPBarrierRequest(dp), self.timeout)
                 self.meter_ok = True
+                self._meters_on.add(meter_id)
                 return
             except NotConnected:
                 raise
@@ -576,6 +592,7 @@ class Controller:
                 mods = [("delete", f, rnd) for f in plan.delete]
                 mods += [("add", f, rnd) for f in plan.add]
                 try:
+                    self._ensure_meters(dp, plan.add)
                     self._bundle(dp, mods, max(0.1, deadline - time.monotonic()))
                 except SyncError:
                     # Unknown what the switch holds now: start a new round on a fresh connection.

@@ -19,7 +19,7 @@ from os_ken.ofproto import ofproto_parser, ofproto_v1_4, ofproto_v1_4_parser
 
 from flows import cookie, netpol, policy
 from flows.flow import FlowError, Goto, MeteredController, flow
-from flows.policy import AUDIT, AUDIT_DROP_PRIO, AUDIT_METER, PRIO_BASE, PodInfo, View
+from flows.policy import AUDIT_DROP_PRIO, AUDIT_METER_BASE, PRIO_BASE, PodInfo, View
 from ovsctl import audit, ofconv
 from ovsctl.audit import AuditLog, TokenBucket
 from ovsctl.flowsync import FlowSync
@@ -90,12 +90,17 @@ def test_the_annotation_turns_audit_on(annotations, audited):
     assert pol(annotations).audit is audited
 
 
+# the policy's own audit meter: its isolation owner has slot 0 in these tests
+AUDIT = MeteredController(AUDIT_METER_BASE, policy.AUDIT_MAX_LEN)
+METER = f"meter_id={AUDIT_METER_BASE}"
+
+
 def test_metered_controller_text_and_checks():
     assert MeteredController(1).text() == "controller(meter_id=1)"
     assert MeteredController(7, 128).text() == "controller(max_len=128,meter_id=7)"
-    assert AUDIT.text() == "controller(max_len=128,meter_id=1)"
+    assert AUDIT.text() == f"controller(max_len=128,{METER})"
     f = flow("IngressRule", 1005, {"protocol": "ip", "conj_id": 512}, (AUDIT, Goto("L2Forwarding")))
-    assert f.actions_text() == "controller(max_len=128,meter_id=1),goto_table:70"
+    assert f.actions_text() == f"controller(max_len=128,{METER}),goto_table:70"
     for bad in (MeteredController(0), MeteredController(1, 0), MeteredController(0xFFFF0001)):
         with pytest.raises(FlowError):
             flow("IngressDefault", 5, {"protocol": "ip"}, (bad,))
@@ -121,16 +126,50 @@ def test_audited_flows_differ_only_in_the_copy_to_the_agent_and_the_drop():
     iso = cookie.make("policy", "policy/x/web/isolation")
     assert (
         f"cookie={ing:#x}, table=60, priority=1002,ip,nw_dst=10.244.0.2 "
-        "actions=controller(max_len=128,meter_id=1),goto_table:70" in texts
+        f"actions=controller(max_len=128,{METER}),goto_table:70" in texts
     )
     assert (
         f"cookie={iso:#x}, table=65, priority=65000,ip,nw_dst=10.244.0.2 "
-        "actions=controller(max_len=128,meter_id=1)" in texts
+        f"actions=controller(max_len=128,{METER})" in texts
     )
     assert (
         f"cookie={iso:#x}, table=45, priority=65000,ip,nw_src=10.244.0.2 "
-        "actions=controller(max_len=128,meter_id=1)" in texts
+        f"actions=controller(max_len=128,{METER})" in texts
     )
+
+
+def test_each_audited_policy_has_its_own_meter():
+    """One shared meter let a flood that one policy logs hide another's connections."""
+    other = netpol.parse(
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {
+                "name": "db",
+                "namespace": "x",
+                "annotations": {"ovsctl.io/audit": "true"},
+            },
+            "spec": {"podSelector": {}, "ingress": [{}]},
+        }
+    )
+    given: dict[str, int] = {}
+
+    def slot_of(owner: str) -> int:
+        return given.setdefault(owner, len(given))
+
+    meters = {}
+    for p in (pol({"ovsctl.io/audit": "true"}), other):
+        flows = policy.policy_flows(p, view(), slot_of)
+        meters[p.key] = {
+            a.meter_id
+            for fs in flows.values()
+            for f in fs
+            for a in f.actions
+            if isinstance(a, MeteredController)
+        }
+    assert all(len(m) == 1 for m in meters.values()), meters
+    assert meters["x/web"] != meters["x/db"]
+    assert all(policy.is_audit_meter(m) for ms in meters.values() for m in ms)
 
 
 def test_audited_drop_priority_is_above_every_policy_slot():
@@ -170,7 +209,7 @@ def test_audited_flows_serialise_and_parse_back(dp):
         for inst in back.instructions:
             for a in getattr(inst, "actions", []):
                 if type(a).__name__ == "NXActionController2":
-                    assert (a.max_len, a.meter_id) == (128, AUDIT_METER)
+                    assert (a.max_len, a.meter_id) == (128, AUDIT_METER_BASE)
 
 
 @pytest.mark.skipif(shutil.which("ovs-ofctl") is None, reason="ovs-ofctl not installed")
@@ -190,8 +229,8 @@ def test_ovs_decodes_the_audited_flows_as_their_text(dp):
 
 @pytest.mark.skipif(shutil.which("ovs-ofctl") is None, reason="ovs-ofctl not installed")
 def test_meter_mod_is_a_packets_per_second_drop_band(dp):
-    add = ofconv.meter_mod(dp, AUDIT_METER, 100, 100)
-    mod = ofconv.meter_mod(dp, AUDIT_METER, 50, 50, modify=True)
+    add = ofconv.meter_mod(dp, AUDIT_METER_BASE, 100, 100)
+    mod = ofconv.meter_mod(dp, AUDIT_METER_BASE, 50, 50, modify=True)
     out = subprocess.run(
         ["ovs-ofctl", "ofp-parse", "-"],
         input=wire(add) + wire(mod),
@@ -200,8 +239,8 @@ def test_meter_mod_is_a_packets_per_second_drop_band(dp):
         timeout=10,
     ).stdout.decode()
     text = " ".join(out.split())
-    assert "ADD meter=1 pktps burst stats bands= type=drop rate=100 burst_size=100" in text, text
-    assert "MOD meter=1 pktps burst stats bands= type=drop rate=50 burst_size=50" in text, text
+    assert "ADD meter=65536 pktps burst stats bands= type=drop rate=100 burst_size=100" in text, text
+    assert "MOD meter=65536 pktps burst stats bands= type=drop rate=50 burst_size=50" in text, text
 
 
 # ---- packets and lines --------------------------------------------------------------------------
@@ -332,15 +371,16 @@ def test_audit_log_lines_repeats_rate_limit_and_the_file(tmp_path):
     # unknown owner ids (a policy gone meanwhile) and non-IP frames are counted only
     assert log.packet_in(cookie_of("policy/x/gone/ingress/0"), 60, allow) is None
     assert log.counts["unknown"] == 1
-    # rate limit: 5 tokens at start, 4 taken above (repeats and unknowns cost a token too)
+    # rate limit: the policy's 5 tokens at start, 3 taken above (a repeat costs one too; an
+    # unknown owner has no policy and no budget)
     results = [
         log.packet_in(
             cookie_of("policy/x/web/isolation"), 65, frame(6, "1.1.1.1", "10.244.0.2", tcp(p, 80))
         )
         for p in range(1000, 1010)
     ]
-    assert sum(r is not None for r in results) == 1
-    assert log.counts["rate_limited"] == 9
+    assert sum(r is not None for r in results) == 2
+    assert log.counts["rate_limited"] == 8
     c.t += 1.0  # one second later: rate more
     results = [
         log.packet_in(
@@ -353,9 +393,26 @@ def test_audit_log_lines_repeats_rate_limit_and_the_file(tmp_path):
     log.start()
     log.stop()
     lines = (tmp_path / "sub" / "audit.log").read_text().splitlines()
-    assert len(lines) == log.counts["lines"] == 8
+    assert len(lines) == log.counts["lines"] == 9
     assert lines[0] == line
-    assert log.status()["lines"] == 8 and log.status()["rate"] == 5
+    assert log.status()["lines"] == 9 and log.status()["rate"] == 5
+
+
+def test_each_policy_has_its_own_logging_budget(tmp_path):
+    c = Clock()
+    owners = ["policy/x/web/isolation", "policy/x/db/ingress/0"]
+    log = AuditLog("", 5, lambda: owners, clock=c)
+    flood = [
+        log.packet_in(
+            cookie_of("policy/x/web/isolation"), 65, frame(6, "1.1.1.1", "10.244.0.2", tcp(p, 80))
+        )
+        for p in range(1000, 1100)
+    ]
+    assert sum(r is not None for r in flood) == 5  # x/web's budget is spent ...
+    line = log.packet_in(
+        cookie_of("policy/x/db/ingress/0"), 60, frame(6, "10.244.1.5", "10.244.0.3", tcp(5, 5432))
+    )
+    assert line is not None and "policy=x/db rule=ingress/0 verdict=allow" in line  # ... not db's
 
 
 def test_audit_log_reopens_a_rotated_file(tmp_path):
