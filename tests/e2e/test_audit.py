@@ -257,7 +257,11 @@ def test_flows_name_the_policy_and_pod_and_match_the_desired_state(lab, ips):
     assert st["audit"]["meter"] is True and st["audit"]["rate"] == RATE
     assert st["audit"]["log"] == lab.audit_log("node0")
     assert [p["node"] for p in st["peers"]] == ["node1"]
-    assert {(p["namespace"], p["name"]) for p in st["pods"]} == {("au", "srv"), ("au", "bad")}
+    assert {(p["namespace"], p["name"]) for p in st["pods"]} == {
+        ("au", "srv"),
+        ("au", "bad"),
+        ("au", "db"),
+    }
     human = lab_cli(lab, "node-status", "node0")
     assert human.returncode == 0 and "ready: ok" in human.stdout
 

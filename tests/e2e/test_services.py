@@ -3,6 +3,7 @@ endpoints on three nodes, NetworkPolicy applied after DNAT, endpoints scaling.""
 
 from __future__ import annotations
 
+import re
 import sys
 
 import netaddr
@@ -77,10 +78,20 @@ def connect(lab, src: str, n: int, port: int = 8080, proto: str = "TCP", vip: st
     return json.loads(out.stdout)
 
 
+def dnat_targets(lab, node: str, port: int) -> set[str]:
+    """The endpoints the node's EndpointDNAT flows send the Service port to."""
+    text = lab.ovs(node).ofctl("dump-flows", "br-int", "table=36")
+    return set(re.findall(rf"tp_dst={port} .*nat\(dst=([0-9.]+):", text))
+
+
 def test_cluster_ip_spreads_over_endpoints_on_every_node(lab):
     ps = pods(lab)
     backends = {ps[f"backend/b{i}"]["ip"] for i in (1, 2, 3)}
     assert len({ps[f"backend/b{i}"]["node"] for i in (1, 2, 3)}) == 3
+    # the client's node knows every endpoint first (right after `lab up` the other nodes' pods
+    # may not have reached its agent yet: the first connections would all go to the local one)
+    node = ps["frontend/f1"]["node"]
+    wait_for(lambda: dnat_targets(lab, node, 8080) == backends, 30, what="all endpoints known")
     res = connect(lab, "frontend/f1", 300)
     assert res["failed"] == 0
     assert set(res["servers"]) == backends

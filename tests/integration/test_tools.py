@@ -127,7 +127,8 @@ def test_diff_is_empty_in_sync_and_shows_flows_changed_behind_the_agents_back(no
         if node.agent_proc.poll() is not None:
             node.start_agent()  # a new round puts the deleted flow back
     wait_for(lambda: in_sync(node), 30, what="flows --diff empty after the agent's new round")
-    # the restarted agent found its meter on the switch and updated it
+    # the restarted agent found its meter (the Service reject meter; audited policies bring
+    # their own) on the switch and updated it
     assert json.loads(ovsctl(node, "status", "--json").stdout)["audit"]["meter"] is True
-    assert "meter=1 pktps burst stats bands=" in node.ovs.ofctl("dump-meters", "br-int")
+    assert "meter=2 pktps burst stats bands=" in node.ovs.ofctl("dump-meters", "br-int")
     assert l2["match"] in {r["match"] for r in flows_json(node, "--table", "L2Forwarding")}

@@ -239,7 +239,9 @@ def test_meter_mod_is_a_packets_per_second_drop_band(dp):
         timeout=10,
     ).stdout.decode()
     text = " ".join(out.split())
-    assert "ADD meter=65536 pktps burst stats bands= type=drop rate=100 burst_size=100" in text, text
+    assert "ADD meter=65536 pktps burst stats bands= type=drop rate=100 burst_size=100" in text, (
+        text
+    )
     assert "MOD meter=65536 pktps burst stats bands= type=drop rate=50 burst_size=50" in text, text
 
 
