@@ -41,7 +41,7 @@ test: deps
 	$(PY) -m pytest tests -q -p no:cacheprovider
 
 demo: deps
-	$(PY) -m ovsctl.demo
+	$(PY) -m ovsctl.lab.demo
 
 # Benchmarks (not part of the tests): reference CNI plugins and iperf3 are installed here only.
 BENCH_PKGS := iperf3

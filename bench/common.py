@@ -86,7 +86,7 @@ class BenchNode:
     def __init__(self, pod_cidr: str = "10.244.0.0/24", extra: list[str] | None = None):
         import tempfile
 
-        from ovsctl.ovsproc import OVS
+        from ovsctl.lab.ovsproc import OVS
 
         self.id = uid()
         self.ns = f"ovb{self.id}"
@@ -164,7 +164,7 @@ class BenchNode:
         return f"/var/run/netns/{name}"
 
     def cni(self, command: str, cid: str, netns: str, pod: str = "default/pod"):
-        from ovsctl import kubelet
+        from ovsctl.lab import kubelet
 
         ns, name = pod.split("/")
         env = kubelet.cni_env(command, cid, netns, "eth0", namespace=ns, name=name)

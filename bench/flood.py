@@ -95,7 +95,7 @@ def _meter(lab) -> dict[str, int]:
 
 
 def _adds(lab, tag: str, made: list) -> list[float]:
-    from ovsctl import kubelet
+    from ovsctl.lab import kubelet
 
     out = []
     for i in range(ADDS):
@@ -110,7 +110,7 @@ def _adds(lab, tag: str, made: list) -> list[float]:
 
 
 def _remove(lab, made: list) -> None:
-    from ovsctl import kubelet
+    from ovsctl.lab import kubelet
 
     while made:
         pns, path, cid = made.pop()

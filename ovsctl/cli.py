@@ -27,7 +27,7 @@ def _agent(args) -> int:
     )
     for noisy in ("pyroute2", "os_ken"):  # their debug output drowns ours
         logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLogger().level))
-    from ovsctl.agent import Agent
+    from ovsctl.agent.agent import Agent
 
     source = None
     if cfg.source == "yaml":
@@ -71,25 +71,25 @@ def _agent(args) -> int:
 
 
 def _flows(args) -> int:
-    from ovsctl import flowdump
+    from ovsctl.tools import flowview
 
-    return flowdump.main(args)
+    return flowview.main(args)
 
 
 def _status(args) -> int:
-    from ovsctl import statusview
+    from ovsctl.tools import statusview
 
     return statusview.main(args)
 
 
 def _trace(args) -> int:
-    from ovsctl import trace
+    from ovsctl.tools import trace
 
     return trace.main_trace(args)
 
 
 def _reachability(args) -> int:
-    from ovsctl import trace
+    from ovsctl.tools import trace
 
     return trace.main_reachability(args)
 

@@ -13,8 +13,8 @@ import tempfile
 import time
 import uuid
 
-from ovsctl import kubelet
-from ovsctl.ovsproc import OVS
+from ovsctl.lab import kubelet
+from ovsctl.lab.ovsproc import OVS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VENV_BIN = os.path.dirname(sys.executable)

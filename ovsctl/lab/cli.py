@@ -8,6 +8,8 @@ import os
 import subprocess
 import sys
 
+from ovsctl.tools.matrix import render_matrix
+
 DEFAULT = os.environ.get("OVSCTL_LAB", "lab")
 
 
@@ -213,25 +215,6 @@ def _probe(args):
     return 0
 
 
-def render_matrix(res: dict[str, bool]) -> str:
-    """Rows: source pods; columns: destination pod:port/proto; '.' reachable, 'X' blocked."""
-    srcs = sorted({k.split("->")[0] for k in res})
-    dsts = sorted({k.split("->")[1] for k in res})
-    width = max([len(s) for s in srcs] + [4])
-    lines = [" " * (width + 1) + " ".join(f"{i:>2}" for i in range(len(dsts)))]
-    for s in srcs:
-        row = []
-        for d in dsts:
-            v = res.get(f"{s}->{d}")
-            row.append(" -" if v is None else (" ." if v else " X"))
-        lines.append(f"{s:<{width}} " + " ".join(row))
-    lines.append("")
-    lines += [f"{i:>2}: {d}" for i, d in enumerate(dsts)]
-    ok = sum(res.values())
-    lines.append(f"\n{ok}/{len(res)} reachable ('.' reachable, 'X' blocked, '-' self)")
-    return "\n".join(lines)
-
-
 @_err
 def _ready(args):
     _lab(args).set_ready(args.pod, args.ready == "true")
@@ -327,7 +310,7 @@ def _add_trace_parsers(ls, common) -> None:
 
 @_err
 def _trace(args):
-    from ovsctl import trace
+    from ovsctl.tools import trace
 
     lab = _lab(args)
     tracer = lab.tracer()
@@ -347,7 +330,7 @@ def _trace(args):
 
 @_err
 def _reachability(args):
-    from ovsctl import trace
+    from ovsctl.tools import trace
 
     rep = _lab(args).reachability_report(args.namespace)
     if args.json:

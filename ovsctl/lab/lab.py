@@ -34,9 +34,9 @@ from concurrent.futures import ThreadPoolExecutor
 import netaddr
 import yaml
 
-from ovsctl import kubelet
 from ovsctl.k8s import model
-from ovsctl.ovsproc import OVS
+from ovsctl.lab import kubelet
+from ovsctl.lab.ovsproc import OVS
 from ovsctl.util import atomic_write, wait_until
 
 ROOT = os.environ.get("OVSCTL_LAB_ROOT", "/run/ovsctl-lab")
@@ -828,7 +828,7 @@ class Lab:
 
     def tracer(self):
         """A Tracer over every node: each agent's /cluster and /flows, each ovs-vswitchd."""
-        from ovsctl import trace
+        from ovsctl.tools import trace
 
         try:
             return trace.lab_tracer(self)
@@ -838,7 +838,7 @@ class Lab:
     def trace(self, src: str, dst: str, proto: str = "tcp", dport=None, sport=40000, node=None):
         """Trace SRC -> DST starting on the source pod's node (or `node`, for an IP source),
         following the tunnel to the destination's node: a `trace.Trace` (see .to_dict())."""
-        from ovsctl import trace
+        from ovsctl.tools import trace
 
         tracer = self.tracer()
         try:
@@ -851,7 +851,7 @@ class Lab:
     def reachability_report(self, namespace: str | None = None) -> dict:
         """{"traced", "intended", "differences"}: every pod to every other pod on every declared
         TCP/UDP port, traced through the live pipelines (keys as probe's)."""
-        from ovsctl import trace
+        from ovsctl.tools import trace
 
         tracer = self.tracer()
         try:

@@ -18,7 +18,7 @@ import threading
 import pytest
 import yaml
 
-from ovsctl import kubelet
+from ovsctl.lab import kubelet
 from tests.helpers import REPO, in_ns, uid, wait_for
 
 RATE = 100  # the agents' audit_rate (the default)

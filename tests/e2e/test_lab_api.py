@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from ovsctl import agentclient
+from ovsctl.tools import agentclient
 from tests.e2e import test_netpol as np
 from tests.helpers import wait_for
 from tests.netpol_reference import evaluate

@@ -16,7 +16,7 @@ import threading
 
 import pytest
 
-from ovsctl import agentclient
+from ovsctl.tools import agentclient
 from tests.helpers import uid, wait_for
 from tests.integration.test_single_node import http_get
 

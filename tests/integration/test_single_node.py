@@ -16,7 +16,7 @@ import pytest
 
 from flows import pipeline
 from flows.model import NodeNet, PodPort
-from ovsctl import agentclient
+from ovsctl.tools import agentclient
 from tests.helpers import in_ns, netns_add, uid, wait_for
 
 NETUTIL = os.path.join(os.path.dirname(os.path.dirname(__file__)), "netutil.py")
@@ -459,7 +459,7 @@ def samples(text: str) -> dict[str, float]:
 
 
 def test_metrics_serve_the_documented_families_and_move_with_cni_calls(node, pods):
-    from ovsctl.metrics import DOCUMENTED
+    from ovsctl.agent.metrics import DOCUMENTED
 
     code, text = http_get(node, "/metrics")
     assert code == 200

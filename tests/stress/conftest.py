@@ -9,8 +9,8 @@ import os
 
 import pytest
 
-from ovsctl import kubelet
-from ovsctl.agent import HOST_IF_RE
+from ovsctl.agent.agent import HOST_IF_RE
+from ovsctl.lab import kubelet
 from tests.e2e.conftest import make_lab  # noqa: F401 - the lab fixture, shared with e2e
 from tests.helpers import Node, in_ns
 

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 import netaddr
 
 from flows import cookie
-from ovsctl import netlink
+from ovsctl.agent.host import netlink
 from tests.helpers import in_ns, netns_add, netns_del, uid
 from tests.stress.conftest import cni, ipam_allocations, pod_cookie_owners, pod_ports, pod_veths
 

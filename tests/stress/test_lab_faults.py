@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from flows.services import REJECT_METER
-from ovsctl import kubelet
+from ovsctl.lab import kubelet
 from tests.e2e.conftest import lab_pods_yaml
 from tests.helpers import in_ns, netns_add, netns_del, uid, wait_for
 
@@ -302,7 +302,7 @@ ADDS = 10
 
 
 def agent_status(lab, node: str) -> dict:
-    from ovsctl import agentclient
+    from ovsctl.tools import agentclient
 
     return agentclient.get("/status", lab.api_socket(node))  # the agent's unix socket
 

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ovsctl import kubelet
+from ovsctl.lab import kubelet
 from tests.helpers import in_ns, netns_add, netns_del
 from tests.stress.conftest import (
     ipam_allocations,

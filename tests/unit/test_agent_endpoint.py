@@ -16,12 +16,12 @@ import threading
 
 import pytest
 
-from ovsctl import agentclient
-from ovsctl.metrics import APIEndpoint, HTTPEndpoint, Metrics
+from ovsctl.agent.metrics import APIEndpoint, HTTPEndpoint, Metrics
+from ovsctl.tools import agentclient
 from ovsctl.util import wait_until
 
 T = 10.0
-LOGGER = "ovsctl.metrics"
+LOGGER = "ovsctl.agent.metrics"
 
 
 @pytest.fixture

@@ -20,10 +20,11 @@ from os_ken.ofproto import ofproto_parser, ofproto_v1_4, ofproto_v1_4_parser
 from flows import cookie, netpol, policy
 from flows.flow import FlowError, Goto, MeteredController, flow
 from flows.policy import AUDIT_DROP_PRIO, AUDIT_METER_BASE, PRIO_BASE, PodInfo, View
-from ovsctl import audit, ofconv
-from ovsctl.audit import AuditLog, TokenBucket
-from ovsctl.flowsync import FlowSync
-from ovsctl.openflow import Controller
+from ovsctl.agent import audit
+from ovsctl.agent.audit import AuditLog, TokenBucket
+from ovsctl.openflow import encode as ofconv
+from ovsctl.openflow.controller import Controller
+from ovsctl.openflow.sync import FlowSync
 
 OFP, PARSER = ofproto_v1_4, ofproto_v1_4_parser
 ROUND = 3
@@ -488,7 +489,7 @@ def test_packet_ins_go_to_the_audit_log_or_the_rejecter_by_cookie_feature(tmp_pa
     got = []
     ctl.on_audit = lambda c, t, d: got.append((c, t, d))
     rejected = []
-    monkeypatch.setattr("ovsctl.openflow.reject", lambda data: rejected.append(data))
+    monkeypatch.setattr("ovsctl.openflow.controller.reject", lambda data: rejected.append(data))
     data = frame(6, "1.1.1.1", "10.244.0.2", tcp(1, 80))
     msg = types.SimpleNamespace(
         cookie=cookie_of("policy/x/web/isolation"), table_id=65, data=bytearray(data), match={}

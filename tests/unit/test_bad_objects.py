@@ -14,10 +14,10 @@ from hypothesis import strategies as st
 from flows import netpol, policy, services
 from flows.flow import CT, FlowError, flow
 from flows.model import NodeNet
-from ovsctl import ofconv
-from ovsctl.agent import Agent, Attachment
+from ovsctl.agent.agent import Agent, Attachment
 from ovsctl.config import AgentConfig
 from ovsctl.k8s import model
+from ovsctl.openflow import encode as ofconv
 from tests.unit.test_policy_flows import flows_of, parse, pod, view
 
 
@@ -232,7 +232,7 @@ def test_bad_objects_beside_good_ones(agent, caplog):
             "endpoints": [{"addresses": ["10.244.0.5"]}],
         },
     )
-    with caplog.at_level(logging.ERROR, logger="ovsctl.agent"):
+    with caplog.at_level(logging.ERROR, logger="ovsctl.agent.agent"):
         owners = _owners(agent)
         again = agent._policy_owners()  # nothing changed: nothing recomputed, nothing relogged
     assert "policy/x/canary/ingress/0" in owners and owners["policy/x/canary/ingress/0"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from ovsctl.agent import Agent
-from ovsctl.cniserver import CNIError
+from ovsctl.agent.agent import Agent
+from ovsctl.agent.cniserver import CNIError
 from ovsctl.config import AgentConfig
 from ovsctl.k8s import model
 

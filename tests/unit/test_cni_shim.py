@@ -896,7 +896,7 @@ def _big_conf(path, size=5 << 20):
 
 
 def test_shim_limit_is_the_agents():
-    from ovsctl import cniserver
+    from ovsctl.agent import cniserver
 
     assert shim.MAX_REQUEST_BYTES == cniserver.MAX_REQUEST == 4 << 20
 
@@ -928,7 +928,7 @@ def test_a_config_just_under_the_limit_goes_to_the_agent(agent):
 @pytest.fixture
 def real_agent(sockdir):
     """The agent's own CNIServer (ovsctl/cniserver.py) with a dispatch that records requests."""
-    from ovsctl.cniserver import CNIServer
+    from ovsctl.agent.cniserver import CNIServer
 
     seen = []
     server = CNIServer(str(sockdir / "agent.sock"), lambda req: seen.append(req) or None)

@@ -4,8 +4,8 @@ on release(), and only for the connection that is still current."""
 
 import threading
 
-from ovsctl.flowsync import FlowSync
-from ovsctl.openflow import Controller
+from ovsctl.openflow.controller import Controller
+from ovsctl.openflow.sync import FlowSync
 
 
 def _held(tmp_path):

@@ -7,7 +7,7 @@ import pytest
 from flows import cookie, pipeline
 from flows.flow import Output, SetField, any_table_flow, flow
 from flows.model import NodeNet, Overlay, PodPort, RemoteNode, mac_from_ip
-from ovsctl.flowsync import FlowSync, Plan
+from ovsctl.openflow.sync import FlowSync, Plan
 
 NODE = NodeNet.for_cidr("10.244.0.0/24", gw_ofport=2)
 

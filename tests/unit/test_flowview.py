@@ -11,8 +11,9 @@ import types
 import pytest
 
 from flows import cookie
-from ovsctl import agentclient, cli, flowview, statusview
+from ovsctl import cli
 from ovsctl.lab import cli as lab_cli
+from ovsctl.tools import agentclient, flowview, statusview
 
 POD_KEY = "pod/cid0123456789/eth0"
 PODS = flowview.pod_index(

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from ovsctl.intent import Intents, pairs, probe_key
+from flows.intent import Intents, pairs, probe_key
 from tests.netpol_reference import evaluate, random_case
 from tests.unit.test_policy_flows import _diff, _world_dicts
 

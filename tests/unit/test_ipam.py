@@ -11,7 +11,7 @@ from pathlib import Path
 import netaddr
 import pytest
 
-from ovsctl.ipam import IPAM, Allocation, IPAMCorrupt, IPAMError, IPAMExhausted
+from ovsctl.agent.ipam import IPAM, Allocation, IPAMCorrupt, IPAMError, IPAMExhausted
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -230,7 +230,7 @@ def test_threads_get_distinct_ips(tmp_path):
 
 WORKER = """
 import sys
-from ovsctl.ipam import IPAM
+from ovsctl.agent.ipam import IPAM
 ipam = IPAM("10.244.0.0/24", sys.argv[1])
 for i in range(int(sys.argv[3])):
     print(ipam.allocate(f"{sys.argv[2]}-{i}", "eth0").ip, flush=True)
@@ -325,7 +325,7 @@ def test_a_corrupt_file_does_not_leak_what_the_cache_holds(tmp_path):
 
 
 def test_reserve_gives_the_requested_address_idempotently(tmp_path):
-    from ovsctl.ipam import IPAMInUse, IPAMUnavailable
+    from ovsctl.agent.ipam import IPAMInUse, IPAMUnavailable
 
     ipam = IPAM("10.9.0.0/24", str(tmp_path))
     a = ipam.reserve("10.9.0.77", "c1", "eth0", {"network": "n"})

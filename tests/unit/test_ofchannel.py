@@ -11,8 +11,9 @@ import threading
 from os_ken.controller.handler import MAIN_DISPATCHER
 from os_ken.ofproto import ofproto_v1_4
 
-from ovsctl import config, ofconv
-from ovsctl.ofchannel import Channel, ChannelDatapath, _UnixSocket
+from ovsctl import config
+from ovsctl.openflow import encode as ofconv
+from ovsctl.openflow.channel import Channel, ChannelDatapath, _UnixSocket
 
 
 def _pair():

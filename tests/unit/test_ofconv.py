@@ -41,7 +41,7 @@ from flows.flow import (
 )
 from flows.flow import any_table_flow as flow  # the encoder takes any field in any table
 from flows.model import NodeNet, Overlay, PodPort, RemoteNode, mac_from_ip
-from ovsctl import ofconv
+from ovsctl.openflow import encode as ofconv
 
 OFP = ofproto_v1_4
 PARSER = ofproto_v1_4_parser

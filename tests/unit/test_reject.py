@@ -2,7 +2,7 @@
 
 from os_ken.lib.packet import ethernet, icmp, ipv4, packet, tcp, udp
 
-from ovsctl.reject import reject
+from ovsctl.openflow.packetin import reject
 
 POD_MAC, GW_MAC = "0a:58:0a:f4:00:02", "0a:58:0a:f4:00:01"
 

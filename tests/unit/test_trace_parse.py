@@ -18,8 +18,8 @@ import threading
 
 import pytest
 
-from ovsctl import intent as intents
-from ovsctl import trace
+from flows import intent as intents
+from ovsctl.tools import trace
 
 DATA = os.path.join(os.path.dirname(__file__), "data", "trace")
 

@@ -22,7 +22,7 @@ import sys
 import time
 
 from flows import cookie, owners, tables
-from ovsctl import agentclient, flowdump
+from ovsctl.tools import agentclient, flowdump
 
 MAX_RULES = 64  # --policy without the agent: rule indexes tried per direction
 

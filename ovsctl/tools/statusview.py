@@ -6,7 +6,7 @@ import json
 import sys
 import time
 
-from ovsctl import agentclient
+from ovsctl.tools import agentclient
 
 
 def _ago(at: float | None, now: float) -> str:

@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 import netaddr
 
 from flows import cookie as cookies
+from flows import intent as intents
 from flows import owners, tables
 from flows.model import VIRTUAL_ROUTER_MAC, mac_from_ip
-from ovsctl import agentclient
-from ovsctl import intent as intents
+from ovsctl.tools import agentclient
 
 DEFAULT_AGENT = agentclient.DEFAULT_SOCKET
 DEFAULT_SPORT = 40000
@@ -1228,7 +1228,7 @@ def differences(traced: dict, intended: dict) -> list[dict]:
 
 
 def render_reachability(traced: dict, intended: dict, diffs: list[dict], scope=None) -> str:
-    from ovsctl.lab.cli import render_matrix
+    from ovsctl.tools.matrix import render_matrix
 
     out = ["traced (ofproto/trace of every pair through the live pipelines, no packet sent):"]
     out.append(render_matrix(traced) if traced else "(no pairs)")

@@ -21,9 +21,8 @@ import netaddr
 from flows import cookie, incremental, model, netpol, pipeline, policy, services, tables
 from flows.model import NodeNet, Overlay, PodPort, RemoteNode, mac_from_ip
 from flows.policy import PodInfo, View
-from ovsctl import hostnet, netlink, ofconv
-from ovsctl.audit import AuditLog
-from ovsctl.cniserver import (
+from ovsctl.agent.audit import AuditLog
+from ovsctl.agent.cniserver import (
     ERR_ADDRESS_IN_USE,
     ERR_ADDRESS_UNAVAILABLE,
     ERR_CHECK_FAILED,
@@ -32,14 +31,16 @@ from ovsctl.cniserver import (
     CNIError,
     CNIServer,
 )
+from ovsctl.agent.gctune import GCPolicy
+from ovsctl.agent.host import hostnet, netlink
+from ovsctl.agent.host.ovsdb import OVSDB, OVSDBError
+from ovsctl.agent.ipam import IPAM, IPAMError, IPAMExhausted, IPAMInUse, IPAMUnavailable
+from ovsctl.agent.metrics import APIEndpoint, HTTPEndpoint, Metrics
 from ovsctl.config import AgentConfig, ConfigError
-from ovsctl.flowsync import FlowSync
-from ovsctl.gcpolicy import GCPolicy
-from ovsctl.ipam import IPAM, IPAMError, IPAMExhausted, IPAMInUse, IPAMUnavailable
 from ovsctl.k8s.model import STATIC_IP_ANNOTATION
-from ovsctl.metrics import APIEndpoint, HTTPEndpoint, Metrics
-from ovsctl.openflow import Controller, NotConnected, SyncError
-from ovsctl.ovsdb import OVSDB, OVSDBError
+from ovsctl.openflow import encode as ofconv
+from ovsctl.openflow.controller import Controller, NotConnected, SyncError
+from ovsctl.openflow.sync import FlowSync
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import uuid
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SHIM = os.path.join(REPO, "cni-shim", "ovsctl-cni")
 
 

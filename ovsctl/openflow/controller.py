@@ -35,10 +35,10 @@ from os_ken.ofproto import ofproto_v1_4
 
 from flows import cookie as ck
 from flows.flow import Flow, MeteredController
-from ovsctl import ofconv
-from ovsctl.flowsync import FlowSync, Plan
-from ovsctl.ofchannel import Channel, ChannelHandler
-from ovsctl.reject import reject
+from ovsctl.openflow import encode as ofconv
+from ovsctl.openflow.channel import Channel, ChannelHandler
+from ovsctl.openflow.packetin import reject
+from ovsctl.openflow.sync import FlowSync, Plan
 from ovsctl.util import atomic_write
 
 log = logging.getLogger(__name__)
@@ -189,7 +189,7 @@ class Controller:
         # not load_apps(): it would pull in os_ken.controller.ofp_handler (the listener) as the
         # provider of OpenFlow events
         mgr.applications_cls = {
-            "ovsctl.ofchannel": ChannelHandler,
+            "ovsctl.openflow.channel": ChannelHandler,
             __name__: OvsctlApp,
         }
         contexts = mgr.create_contexts()

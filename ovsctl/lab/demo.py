@@ -9,15 +9,16 @@ import argparse
 import os
 import sys
 
-from ovsctl.lab.cli import in_node, render_matrix
+from ovsctl.lab.cli import in_node
 from ovsctl.lab.lab import Lab, LabError
+from ovsctl.tools.matrix import render_matrix
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-EXAMPLES = os.path.join(os.path.dirname(HERE), "examples", "pods.yaml")
+EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(HERE)), "examples", "pods.yaml")
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m ovsctl.demo", description=__doc__)
+    ap = argparse.ArgumentParser(prog="python -m ovsctl.lab.demo", description=__doc__)
     ap.add_argument("--keep", action="store_true", help="leave the lab running")
     ap.add_argument("--name", default="demo", help="lab name (default demo)")
     ap.add_argument("--nodes", type=int, default=3)

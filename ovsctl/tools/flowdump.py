@@ -43,10 +43,3 @@ def dump(bridge: str) -> list[dict]:
             }
         )
     return rows
-
-
-def main(args) -> int:
-    """`ovsctl flows`: see ovsctl/flowview.py (owners named through the agent, filters, diff)."""
-    from ovsctl import flowview
-
-    return flowview.main(args)
