@@ -441,8 +441,32 @@ class Flow:
         prefix = ", ".join(head) + (", " if head else "")
         return f"{prefix}{self.match_text()} actions={self.actions_text()}"
 
+    def named_text(self, cookie: int | None = None) -> str:
+        """text() with table names for table ids (`table=SpoofGuard`, `goto_table:L2Forwarding`,
+        `ct(table=ConntrackState,...)`, `resubmit(,SessionAffinity)`), the table always said:
+        how the golden tests and the design read. `ids(named_text())` is text() again."""
+        c = self.cookie if cookie is None else cookie
+        head = [f"cookie={c:#x}"] if c else []
+        head.append(f"table={self.table}")
+        return f"{', '.join(head)}, {self.match_text()} actions={names(self.actions_text())}"
+
     def __str__(self) -> str:
         return f"[{self.table}] {self.match_text()} actions={self.actions_text()}"
+
+
+_TABLE_REF = re.compile(r"(?<![a-z_])(table=|goto_table:|resubmit\(,)(\d+)")
+_TABLE_NAME_REF = re.compile(r"(?<![a-z_])(table=|goto_table:|resubmit\(,)([A-Z][A-Za-z0-9]*)")
+
+
+def names(text: str) -> str:
+    """Table ids in a flow's text replaced by table names."""
+    return _TABLE_REF.sub(lambda m: m[1] + tables.name_of(int(m[2])), text)
+
+
+def ids(text: str) -> str:
+    """Table names in a flow's text replaced by ids, as ovs-ofctl prints it (table 0 unsaid)."""
+    out = _TABLE_NAME_REF.sub(lambda m: m[1] + str(tables.table(m[2]).id), text)
+    return out.replace(", table=0, ", ", ").removeprefix("table=0, ")
 
 
 def _protocol_of(match: dict) -> set[str]:
