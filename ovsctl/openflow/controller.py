@@ -374,13 +374,6 @@ class Controller:
 
         self._exchange_stream(dp, items(), set(), timeout)
 
-    def dump_flows(self, timeout: float | None = None) -> list:
-        """Flow stats of every flow on the switch (os-ken OFPFlowStats objects)."""
-        dp = self.dp
-        if dp is None:
-            raise NotConnected("switch not connected")
-        return self._dump(dp, timeout or self.timeout)
-
     def _dump(self, dp, timeout: float) -> list:
         parser, ofp = dp.ofproto_parser, dp.ofproto
         req = parser.OFPFlowStatsRequest(
@@ -388,11 +381,6 @@ class Controller:
         )
         p = self._exchange(dp, [], req, timeout)
         return [s for r in p.replies for s in r.body]
-
-    def next_round(self) -> int:
-        """Take the next round number (persisted, so it also moves on across restarts)."""
-        with self._send_lock:
-            return self._next_round()
 
     def _next_round(self) -> int:
         path = os.path.join(self.state_dir, "round")
@@ -559,19 +547,6 @@ class Controller:
         next round carries it)."""
         if not keys or (not wait and not self.ready.is_set()):
             return 0
-        return self._push(keys, timeout)
-
-    def update_many(self, owners: dict, timeout: float | None = None, wait: bool = True) -> int:
-        """Like update() for several owners at once, sent as one bundle."""
-        keys: set = set()
-        for owner, flows in owners.items():
-            keys |= self.sync.set_owner(owner, flows)
-        if not keys or (not wait and not self.ready.is_set()):
-            return 0
-        return self._push(keys, timeout)
-
-    def remove(self, owner: str, timeout: float | None = None) -> int:
-        keys = self.sync.remove_owner(owner)
         return self._push(keys, timeout)
 
     def _push(self, keys: set[tuple], timeout: float | None) -> int:
