@@ -33,7 +33,7 @@ import netaddr
 
 from flows import cookie, owners
 from flows.flow import Conjunction, Flow, Goto, MeteredController, flow
-from flows.netpol import Peer, Policy, Port, Rule, port_masks
+from flows.netpol import Peer, Policy, Rule, port_masks
 
 PRIO_BASE = 1000
 MAX_SLOTS = 60000
@@ -327,11 +327,3 @@ def policy_flows(policy: Policy, view: View, slot_of) -> dict[str, frozenset[Flo
                 policy, direction, idx, rule, view, slot_of(owner), audit_meter(iso_slot)
             )
     return out
-
-
-def port_spec(port: Port) -> str:
-    """Human form of a policy port, for logs and tools."""
-    p = "*" if port.port is None else str(port.port)
-    if port.end_port:
-        p += f"-{port.end_port}"
-    return f"{p}/{port.protocol}"

@@ -15,8 +15,9 @@ What differs from os-ken's own serve loop, and why:
   nonzero miss_send_len, so every accepted connection sends OFPT_SET_CONFIG and, to say which
   reasons it wants, OFPT_SET_ASYNC (OpenFlow 1.4), before any flow;
 - with os-ken's native hub, `hub.kill` is a no-op and serve() joins a send thread blocked on
-  its queue, so every closed connection kept two threads forever. Here the send thread is woken
-  and joined: a connection costs one thread while it lives, none after.
+  its queue, so every closed connection kept two threads forever. The serve loop of
+  osken_compat.JoinableServe wakes the send thread and joins it: a connection costs one thread
+  while it lives, none after.
 """
 
 from __future__ import annotations
@@ -28,41 +29,22 @@ import struct
 import threading
 import time
 
-import os_ken.base.app_manager  # noqa: F401 - must precede os_ken.controller imports
-from os_ken.base import app_manager
-from os_ken.controller import controller as osken_controller
 from os_ken.controller.handler import MAIN_DISPATCHER
-from os_ken.controller.ofp_handler import OFPHandler
+
+from ovsctl.openflow import osken_compat
+from ovsctl.openflow.osken_compat import UnixSocket
 
 log = logging.getLogger(__name__)
 
 UNIX_PATH_MAX = 107  # sun_path holds 108 bytes with the trailing NUL
 MIN_BACKOFF = 0.05
 MAX_BACKOFF = 1.0
-SEND_JOIN_TIMEOUT = 10.0
-
-
-class ChannelHandler(OFPHandler):
-    """os-ken's handshake app (hello, features, port descriptions, echo) — the `ofp_event`
-    brick every Datapath reports to — without the TCP listener its start() would open."""
-
-    def start(self):
-        return app_manager.OSKenApp.start(self)  # the event loop only
-
-
-class _UnixSocket(socket.socket):
-    """Datapath sets TCP_NODELAY on its socket; a unix socket has no TCP options."""
-
-    def setsockopt(self, level, optname, value, *rest):
-        if level == socket.IPPROTO_TCP:
-            return None
-        return super().setsockopt(level, optname, value, *rest)
 
 
 def connect_unix(path: str, timeout: float = 5.0) -> socket.socket:
     """Connect to a unix stream socket (paths longer than sun_path through /proc/self/fd, as
     OVS itself does). Raises OSError."""
-    s = _UnixSocket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s = UnixSocket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(timeout)
     try:
         if len(os.fsencode(path)) <= UNIX_PATH_MAX:
@@ -107,7 +89,7 @@ def async_config(dp) -> list:
     ]
 
 
-class ChannelDatapath(osken_controller.Datapath):
+class ChannelDatapath(osken_compat.JoinableServe):
     """os-ken's Datapath for a socket we connected, with the datapath ID check and a serve
     loop that leaves no thread behind."""
 
@@ -145,30 +127,6 @@ class ChannelDatapath(osken_controller.Datapath):
     def close(self):
         super().close()  # DEAD_DISPATCHER (the app is told) and no more sends
         self._shutdown()
-
-    def serve(self):
-        send = threading.Thread(target=self._send_loop, name="of-send", daemon=True)
-        send.start()
-        self.send_msg(self.ofproto_parser.OFPHello(self))
-        try:
-            self._recv_loop()  # returns when the connection ends; closes the socket
-        finally:
-            self.close()
-            self._wake_sender()
-            send.join(SEND_JOIN_TIMEOUT)
-            if send.is_alive():
-                log.error("OpenFlow send thread did not stop within %ss", SEND_JOIN_TIMEOUT)
-            self.is_active = False
-
-    def _wake_sender(self) -> None:
-        """The send loop may wait on an empty queue: give it an item that ends it."""
-        if not self._send_q_sem.acquire(timeout=1.0):
-            return  # the queue is full: the loop is busy failing on the closed socket
-        q = self.send_q
-        if q is None:
-            self._send_q_sem.release()  # the loop has ended already
-            return
-        q.put((b"", True))
 
 
 class Channel:
@@ -269,4 +227,4 @@ class Channel:
         self.down_since = None
 
 
-__all__ = ["Channel", "ChannelDatapath", "ChannelHandler", "connect_unix"]
+__all__ = ["Channel", "ChannelDatapath", "connect_unix"]

@@ -1,15 +1,18 @@
-"""The OpenFlow side of the agent: an os-ken app (thin shell) and the controller around it.
+"""The controller: keeps br-int's flows equal to the desired set, per owner.
 
-The os-ken app only turns switch events into calls on `Controller` and records replies. The
-controller sends every change as one OpenFlow 1.4 bundle (atomic, ordered) followed by a
-barrier, and waits, with a deadline, for the barrier reply before saying the flows are in.
+Every flow change goes one way: owners' desired flows change in the FlowSync (`stage`), the
+difference becomes one OpenFlow 1.4 bundle (atomic, ordered) followed by a barrier
+(`_send_flow_msgs`), and the controller waits, with a deadline, for the barrier reply before
+saying the flows are in. `apply(owners)` is stage + push; `Wire.send` is the one function
+that writes to the switch (bundles, meter mods and flow stats requests alike).
 
 On every (re)connection it starts a new round: it reads which flows the switch holds, then in
 one bundle installs every desired flow under the new round and deletes every flow it did not
 install in that round (older rounds, and anything else but learned sessionAffinity flows), so
 forwarding never stops and nothing stale or foreign survives.
 
-The connection itself (ovsctl.ofchannel) is a client of the bridge's root-only management
+The os-ken app shell is ovsctl.openflow.app, packet-ins are routed by ovsctl.openflow.packetin,
+and the connection (ovsctl.openflow.channel) is a client of the bridge's root-only management
 socket: nothing listens, and only the bridge's own datapath ID is accepted.
 """
 
@@ -22,22 +25,13 @@ import threading
 import time
 from collections.abc import Callable
 
-import os_ken.base.app_manager  # noqa: F401 - must precede os_ken.controller imports
-from os_ken.base import app_manager
-from os_ken.controller import ofp_event
-from os_ken.controller.handler import (
-    CONFIG_DISPATCHER,
-    DEAD_DISPATCHER,
-    MAIN_DISPATCHER,
-    set_ev_cls,
-)
-from os_ken.ofproto import ofproto_v1_4
-
 from flows import cookie as ck
 from flows.flow import Flow, MeteredController
+from ovsctl.openflow import app as ofapp
 from ovsctl.openflow import encode as ofconv
-from ovsctl.openflow.channel import Channel, ChannelHandler
-from ovsctl.openflow.packetin import reject
+from ovsctl.openflow.channel import Channel
+from ovsctl.openflow.osken_compat import next_xid
+from ovsctl.openflow.packetin import PacketIns
 from ovsctl.openflow.sync import FlowSync, Plan
 from ovsctl.util import atomic_write
 
@@ -57,65 +51,151 @@ SEND_BATCH_BYTES = 1 << 16  # messages go to os-ken's send queue in writes of ab
 HEALTH_GRACE = 15.0
 
 
-class _IdHolder:
-    xid = None
-
-    def set_xid(self, xid: int) -> None:
-        self.xid = xid
-
-
-def _next_xid(dp) -> int:
-    """The datapath's next xid, as os-ken would give a message."""
-    holder = _IdHolder()
-    dp.set_xid(holder)
-    return holder.xid
-
-
 class _Pending:
     """Replies to one exchange with the switch, keyed by xid."""
 
-    def __init__(self, xids: set[int], last_xid: int, dp=None):
+    def __init__(self, dp=None):
         self.dp = dp
-        self.xids = xids
-        self.last_xid = last_xid
+        self.xids: set[int] = set()
+        self.last_xid = 0
         self.errors: list = []
         self.replies: list = []
         self.done = threading.Event()
 
 
-class OvsctlApp(app_manager.OSKenApp):
-    """os-ken app shell: forwards switch events to the Controller, collects replies."""
+class Wire:
+    """Exchanges with the switch: sends messages, matches replies and errors to them by xid."""
 
-    OFP_VERSIONS = [ofproto_v1_4.OFP_VERSION]
-    controller: Controller | None = None  # set by Controller.start()
+    def __init__(self) -> None:
+        self._pending: dict[int, _Pending] = {}
+        self._plock = threading.Lock()
 
-    @set_ev_cls(ofp_event.EventOFPStateChange, [MAIN_DISPATCHER, DEAD_DISPATCHER])
-    def _state_change(self, ev):
-        if self.controller is None:
+    # -- replies (os-ken's thread: never block here) ------------------------------------------
+
+    def disconnected(self, dp) -> None:
+        """Fail only this connection's exchanges, not a newer one's."""
+        with self._plock:
+            for x, p in list(self._pending.items()):
+                if p.dp is dp:
+                    p.errors.append("switch disconnected")
+                    p.done.set()
+                    del self._pending[x]
+
+    def on_reply(self, msg, final: bool) -> None:
+        with self._plock:
+            p = self._pending.get(msg.xid)
+        if p is None:
             return
-        if ev.state == MAIN_DISPATCHER:
-            self.controller.on_connect(ev.datapath)
-        elif ev.state == DEAD_DISPATCHER:
-            self.controller.on_disconnect(ev.datapath)
+        p.replies.append(msg)
+        if final and msg.xid == p.last_xid:
+            with self._plock:
+                for x in p.xids:
+                    self._pending.pop(x, None)
+            p.done.set()
 
-    @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)
-    def _barrier_reply(self, ev):
-        self.controller.on_reply(ev.msg, final=True)
+    def on_error(self, msg) -> None:
+        with self._plock:
+            p = self._pending.get(msg.xid)
+        if p is None:
+            log.error(
+                "OpenFlow error from switch (xid %s): type=%s code=%s", msg.xid, msg.type, msg.code
+            )
+            return
+        p.errors.append(f"OpenFlow error type={msg.type} code={msg.code} (xid {msg.xid})")
 
-    @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)
-    def _flow_stats_reply(self, ev):
-        msg = ev.msg
-        self.controller.on_reply(
-            msg, final=not (msg.flags & msg.datapath.ofproto.OFPMPF_REPLY_MORE)
+    # -- sending ------------------------------------------------------------------------------
+
+    def send(self, dp, items, timeout: float) -> _Pending:
+        """THE function that writes to the switch. Send (bytes, xid) items as they come — in
+        writes of about SEND_BATCH_BYTES, so the switch takes in the first messages while
+        later ones are still being encoded — and wait for the reply to the last item's xid
+        (a barrier or a stats request), or an error to any xid."""
+        p = _Pending(dp)
+        batch: list[bytes] = []
+        batch_xids: list[int] = []
+        size = 0
+
+        def flush() -> None:
+            nonlocal batch, batch_xids, size
+            with self._plock:  # before sending: an error may come back at once
+                for x in batch_xids:
+                    self._pending[x] = p
+            if not dp.send(b"".join(batch)):
+                raise NotConnected("switch connection closed while sending")
+            batch, batch_xids, size = [], [], 0
+
+        try:
+            for buf, xid in items:
+                p.xids.add(xid)
+                p.last_xid = xid  # only barrier and stats replies count: the last comes last
+                batch.append(buf)
+                batch_xids.append(xid)
+                size += len(buf)
+                if size >= SEND_BATCH_BYTES:
+                    flush()
+            if batch:
+                flush()
+            if not p.done.wait(timeout):
+                raise SyncError(f"no reply from the switch within {timeout:.1f}s")
+        finally:
+            with self._plock:
+                for x in p.xids:
+                    self._pending.pop(x, None)
+        if p.errors:
+            raise SyncError("; ".join(p.errors))
+        return p
+
+    def request(self, dp, msgs: list, timeout: float) -> _Pending:
+        """Send os-ken messages; wait for the last one's (last) reply or an error."""
+        items = []
+        for m in msgs:
+            if m.xid is None:
+                dp.set_xid(m)
+            m.serialize()
+            items.append((bytes(m.buf), m.xid))
+        return self.send(dp, items, timeout)
+
+    def bundle(self, dp, mods: list, timeout: float) -> None:
+        """One atomic, ordered bundle of `mods` and a barrier. A mod is ("add" | "delete",
+        Flow, round) — encoded straight to bytes (ofconv.flow_mod_wire) — or an os-ken
+        message (delete_round)."""
+        parser, ofp = dp.ofproto_parser, dp.ofproto
+        bid = int.from_bytes(os.urandom(4), "big")
+        flags = ofp.OFPBF_ATOMIC | ofp.OFPBF_ORDERED
+        opener = parser.OFPBundleCtrlMsg(dp, bid, ofp.OFPBCT_OPEN_REQUEST, flags, [])
+        dp.set_xid(opener)
+        opener.serialize()
+
+        def items():
+            yield bytes(opener.buf), opener.xid
+            for m in mods:
+                xid = next_xid(dp)
+                if isinstance(m, tuple):
+                    kind, f, rnd = m
+                    inner = ofconv.flow_mod_wire(dp, f, rnd, xid, delete=kind == "delete")
+                else:
+                    m.set_xid(xid)
+                    m.serialize()
+                    inner = bytes(m.buf)
+                yield ofconv.bundle_add_wire(dp, bid, flags, inner), xid
+            for m in (
+                parser.OFPBundleCtrlMsg(dp, bid, ofp.OFPBCT_COMMIT_REQUEST, flags, []),
+                parser.OFPBarrierRequest(dp),  # its reply: everything before it is done
+            ):
+                dp.set_xid(m)
+                m.serialize()
+                yield bytes(m.buf), m.xid
+
+        self.send(dp, items(), timeout)
+
+    def dump(self, dp, timeout: float) -> list:
+        """Flow stats of every flow on the switch (os-ken OFPFlowStats objects)."""
+        parser, ofp = dp.ofproto_parser, dp.ofproto
+        req = parser.OFPFlowStatsRequest(
+            dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY, 0, 0, parser.OFPMatch()
         )
-
-    @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
-    def _packet_in(self, ev):
-        self.controller.on_packet_in(ev.msg)
-
-    @set_ev_cls(ofp_event.EventOFPErrorMsg, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
-    def _error(self, ev):
-        self.controller.on_error(ev.msg)
+        p = self.request(dp, [req], timeout)
+        return [s for r in p.replies for s in r.body]
 
 
 class Controller:
@@ -151,17 +231,12 @@ class Controller:
             self._released.set()
         self.ready = threading.Event()  # connected and the current round is fully installed
         self._send_lock = threading.RLock()
-        self._pending: dict[int, _Pending] = {}
-        self._plock = threading.Lock()
+        self.wire = Wire()
         self.reconnects = 0
-        self.packet_ins: collections.Counter = collections.Counter()  # by outcome
-        self.packet_in_rate = 100.0  # answers per second, at most
-        self._tokens = self.packet_in_rate
-        self._tokens_at = time.monotonic()
+        # packet-ins by cookie feature: NetworkPolicy audit copies go to on_audit(cookie,
+        # table_id, data) (its own rate limit); the rest get a reject answer
+        self.packet_in = PacketIns()
         self.last_sync: dict = {}
-        # NetworkPolicy audit: packet-ins from policy flows go to on_audit(cookie, table_id,
-        # data) (its own rate limit).
-        self.on_audit: Callable[[int, int, bytes], object] | None = None
         # meters put on the switch before every round: (meter id, packets/s)
         self.meters: list[tuple[int, int]] = []
         # the rate (packets/s) of a meter that flows name (controller(meter_id=)), or None for
@@ -177,25 +252,23 @@ class Controller:
     def target(self) -> str:
         return self.channel.target
 
-    def start(self) -> None:
-        """Start os-ken's apps (native threads, no monkey-patching) and the channel thread that
-        connects to the switch. os-ken's own OFPHandler is not loaded: its start() would listen
-        on TCP; ChannelHandler is the same handshake app without the listener."""
-        from os_ken import cfg
+    @property
+    def on_audit(self) -> Callable[[int, int, bytes], object] | None:
+        return self.packet_in.on_audit
 
-        ofconv.register_extensions()  # controller(meter_id=) both ways, before any flow stats
-        cfg.CONF(args=[], project="os_ken")
-        mgr = app_manager.AppManager.get_instance()
-        # not load_apps(): it would pull in os_ken.controller.ofp_handler (the listener) as the
-        # provider of OpenFlow events
-        mgr.applications_cls = {
-            "ovsctl.openflow.channel": ChannelHandler,
-            __name__: OvsctlApp,
-        }
-        contexts = mgr.create_contexts()
-        mgr.instantiate_apps(**contexts)
-        app = next(a for a in mgr.applications.values() if isinstance(a, OvsctlApp))
-        app.controller = self
+    @on_audit.setter
+    def on_audit(self, fn: Callable[[int, int, bytes], object] | None) -> None:
+        self.packet_in.on_audit = fn
+
+    @property
+    def packet_ins(self) -> collections.Counter:
+        """Packet-ins by outcome (audit, rejected, rate_limited, unanswerable)."""
+        return self.packet_in.counts
+
+    def start(self) -> None:
+        """Start os-ken's apps (ovsctl.openflow.app) and the channel thread that connects to
+        the switch."""
+        ofapp.start(self)
         self.channel.start()
 
     def stop(self) -> None:
@@ -224,177 +297,21 @@ class Controller:
             )
             self.dp = None
             self.ready.clear()
-        with self._plock:  # fail only this connection's exchanges, not a newer one's
-            for x, p in list(self._pending.items()):
-                if p.dp is dp:
-                    p.errors.append("switch disconnected")
-                    p.done.set()
-                    del self._pending[x]
+        self.wire.disconnected(dp)
 
     def on_reply(self, msg, final: bool) -> None:
-        with self._plock:
-            p = self._pending.get(msg.xid)
-        if p is None:
-            return
-        p.replies.append(msg)
-        if final and msg.xid == p.last_xid:
-            with self._plock:
-                for x in p.xids:
-                    self._pending.pop(x, None)
-            p.done.set()
-
-    def on_packet_in(self, msg) -> None:
-        """Answer packets the pipeline sends up (Service without endpoints: RST / ICMP
-        unreachable), at most `packet_in_rate` a second so a flood cannot load the agent.
-        Packets from NetworkPolicy flows (cookie feature "policy") are audit copies instead."""
-        if self.on_audit is not None and (msg.cookie & ck.FEATURE_MASK) == (
-            ck.FEATURES["policy"] << ck.FEATURE_SHIFT
-        ):
-            self.packet_ins["audit"] += 1
-            self.on_audit(msg.cookie, msg.table_id, bytes(msg.data))
-            return
-        now = time.monotonic()
-        self._tokens = min(
-            self.packet_in_rate, self._tokens + (now - self._tokens_at) * self.packet_in_rate
-        )
-        self._tokens_at = now
-        if self._tokens < 1:
-            self.packet_ins["rate_limited"] += 1
-            return
-        self._tokens -= 1
-        frame = reject(msg.data)
-        in_port = msg.match.get("in_port")
-        if frame is None or in_port is None:
-            self.packet_ins["unanswerable"] += 1
-            return
-        self.packet_ins["rejected"] += 1
-        dp = msg.datapath
-        parser, ofp = dp.ofproto_parser, dp.ofproto
-        dp.send_msg(
-            parser.OFPPacketOut(
-                dp,
-                buffer_id=ofp.OFP_NO_BUFFER,
-                in_port=ofp.OFPP_CONTROLLER,
-                actions=[parser.OFPActionOutput(in_port, 0)],
-                data=frame,
-            )
-        )
+        self.wire.on_reply(msg, final)
 
     def on_error(self, msg) -> None:
-        with self._plock:
-            p = self._pending.get(msg.xid)
-        if p is None:
-            log.error(
-                "OpenFlow error from switch (xid %s): type=%s code=%s", msg.xid, msg.type, msg.code
-            )
-            return
-        p.errors.append(f"OpenFlow error type={msg.type} code={msg.code} (xid {msg.xid})")
+        self.wire.on_error(msg)
 
-    # -- talking to the switch -----------------------------------------------------------------
+    def on_packet_in(self, msg) -> None:
+        self.packet_in.route(msg)
 
-    def _exchange(self, dp, msgs: list, final_msg, timeout: float) -> _Pending:
-        """Send msgs then final_msg; wait for final_msg's (last) reply or an error."""
-        items = []
-        for m in msgs + [final_msg]:
-            if m.xid is None:
-                dp.set_xid(m)
-            m.serialize()
-            items.append((bytes(m.buf), m.xid))
-        return self._exchange_stream(dp, items, set(), timeout)
-
-    def _exchange_stream(self, dp, items, xids: set[int], timeout: float) -> _Pending:
-        """Send (bytes, xid) items as they come — in writes of about SEND_BATCH_BYTES, so the
-        switch takes in the first messages while later ones are still being encoded — and
-        wait for the reply to the last item's xid, or an error to any xid."""
-        p = _Pending(xids, 0, dp)
-        batch: list[bytes] = []
-        batch_xids: list[int] = []
-        size = 0
-
-        def flush() -> None:
-            nonlocal batch, batch_xids, size
-            with self._plock:  # before sending: an error may come back at once
-                for x in batch_xids:
-                    self._pending[x] = p
-            if not dp.send(b"".join(batch)):
-                raise NotConnected("switch connection closed while sending")
-            batch, batch_xids, size = [], [], 0
-
-        try:
-            for buf, xid in items:
-                p.xids.add(xid)
-                p.last_xid = xid  # only barrier and stats replies count: the last comes last
-                batch.append(buf)
-                batch_xids.append(xid)
-                size += len(buf)
-                if size >= SEND_BATCH_BYTES:
-                    flush()
-            if batch:
-                flush()
-            if not p.done.wait(timeout):
-                raise SyncError(f"no reply from the switch within {timeout:.1f}s")
-        finally:
-            with self._plock:
-                for x in p.xids:
-                    self._pending.pop(x, None)
-        if p.errors:
-            raise SyncError("; ".join(p.errors))
-        return p
-
-    def _bundle(self, dp, mods: list, timeout: float) -> None:
-        """One atomic, ordered bundle of `mods` and a barrier. A mod is ("add" | "delete",
-        Flow, round) — encoded straight to bytes (ofconv.flow_mod_wire) — or an os-ken
-        message (delete_round)."""
-        parser, ofp = dp.ofproto_parser, dp.ofproto
-        bid = int.from_bytes(os.urandom(4), "big")
-        flags = ofp.OFPBF_ATOMIC | ofp.OFPBF_ORDERED
-        opener = parser.OFPBundleCtrlMsg(dp, bid, ofp.OFPBCT_OPEN_REQUEST, flags, [])
-        dp.set_xid(opener)
-        opener.serialize()
-
-        def items():
-            yield bytes(opener.buf), opener.xid
-            for m in mods:
-                xid = _next_xid(dp)
-                if isinstance(m, tuple):
-                    kind, f, rnd = m
-                    inner = ofconv.flow_mod_wire(dp, f, rnd, xid, delete=kind == "delete")
-                else:
-                    m.set_xid(xid)
-                    m.serialize()
-                    inner = bytes(m.buf)
-                yield ofconv.bundle_add_wire(dp, bid, flags, inner), xid
-            for m in (
-                parser.OFPBundleCtrlMsg(dp, bid, ofp.OFPBCT_COMMIT_REQUEST, flags, []),
-                parser.OFPBarrierRequest(dp),  # its reply: everything before it is done
-            ):
-                dp.set_xid(m)
-                m.serialize()
-                yield bytes(m.buf), m.xid
-
-        self._exchange_stream(dp, items(), set(), timeout)
-
-    def dump_flows(self, timeout: float | None = None) -> list:
-        """Flow stats of every flow on the switch (os-ken OFPFlowStats objects)."""
-        dp = self.dp
-        if dp is None:
-            raise NotConnected("switch not connected")
-        return self._dump(dp, timeout or self.timeout)
-
-    def _dump(self, dp, timeout: float) -> list:
-        parser, ofp = dp.ofproto_parser, dp.ofproto
-        req = parser.OFPFlowStatsRequest(
-            dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY, 0, 0, parser.OFPMatch()
-        )
-        p = self._exchange(dp, [], req, timeout)
-        return [s for r in p.replies for s in r.body]
-
-    def next_round(self) -> int:
-        """Take the next round number (persisted, so it also moves on across restarts)."""
-        with self._send_lock:
-            return self._next_round()
+    # -- rounds ---------------------------------------------------------------------------------
 
     def _next_round(self) -> int:
+        """Take the next round number (persisted, so it also moves on across restarts)."""
         path = os.path.join(self.state_dir, "round")
         try:
             with open(path) as fh:
@@ -429,7 +346,7 @@ class Controller:
             t0 = time.monotonic()
             if self.before_resync:
                 self.before_resync()
-            held = self._dump(dp, self.timeout)
+            held = self.wire.dump(dp, self.timeout)
             present = {(s.cookie & ck.ROUND_MASK) >> ck.ROUND_SHIFT for s in held}
             log.info("switch holds %d flows of rounds %s", len(held), sorted(present) or "none")
             rnd = self._next_round()
@@ -456,22 +373,18 @@ class Controller:
             with self.sync.lock:
                 version = self.sync.version
                 plan = self.sync.full_plan()
-            self._ensure_meters(dp, plan.add)
-            mods: list = [("add", f, rnd) for f in plan.add]
-            mods += [ofconv.delete_round(dp, r) for r in stale]
-            mods += [ofconv.delete_round_feature(dp, 0, f) for f in sorted(foreign)]
+            cleanup = [ofconv.delete_round(dp, r) for r in stale]
+            cleanup += [ofconv.delete_round_feature(dp, 0, f) for f in sorted(foreign)]
             t_send = time.monotonic()
-            self._bundle(dp, mods, max(self.timeout, len(mods) / 2000))
+            n = len(plan) + len(cleanup)
+            self._send_flow_msgs(dp, plan, rnd, max(self.timeout, n / 2000), cleanup)
             t_done = time.monotonic()
             self.round = rnd
             self.sync.reset_installed({f.key: f for f in plan.add})
             # owners changed while this round was being installed: send the difference too
             late = self.sync.plan(None) if self.sync.version != version else None
             if late:
-                mods = [("delete", f, rnd) for f in late.delete]
-                mods += [("add", f, rnd) for f in late.add]
-                self._ensure_meters(dp, late.add)
-                self._bundle(dp, mods, self.timeout)
+                self._send_flow_msgs(dp, late, rnd, self.timeout)
                 self.sync.applied(late)
             took = time.monotonic() - t0
             self.last_sync = {
@@ -518,7 +431,7 @@ class Controller:
         for modify in (False, True):  # add; if it exists already (same switch), modify
             try:
                 mm = ofconv.meter_mod(dp, meter_id, rate, rate, modify=modify)
-                self._exchange(dp, [mm], parser.OFPBarrierRequest(dp), self.timeout)
+                self.wire.request(dp, [mm, parser.OFPBarrierRequest(dp)], self.timeout)
                 self.meter_ok = True
                 self._meters_on.add(meter_id)
                 return
@@ -529,7 +442,25 @@ class Controller:
         self.meter_ok = False
         log.warning("meter %d (%d packets/s) not installed: %s", meter_id, rate, err)
 
-    # -- what the agent calls -----------------------------------------------------------------
+    # -- the one path for flow changes ---------------------------------------------------------
+
+    def _send_flow_msgs(self, dp, plan: Plan, rnd: int, timeout: float, extra=()) -> int:
+        """Every flow change goes to the switch here: the meters `plan` names first, then one
+        bundle — deletes, adds (round `rnd`), then `extra` os-ken messages — and a barrier.
+        Returns the number of flow-mods."""
+        self._ensure_meters(dp, plan.add)
+        mods: list = [("delete", f, rnd) for f in plan.delete]
+        mods += [("add", f, rnd) for f in plan.add]
+        mods += list(extra)
+        self.wire.bundle(dp, mods, timeout)
+        return len(mods)
+
+    def apply(self, owners: dict, timeout: float | None = None, wait: bool = True) -> int:
+        """Make each owner's flows exactly `owners[owner]` on the switch, in one bundle;
+        returns how many flow-mods were sent. Returns only once the switch has them (bundle +
+        barrier), or raises. With wait=False and no switch ready, only the desired state
+        changes (the next round installs it)."""
+        return self.push(self.stage(owners), timeout, wait)
 
     def update(
         self,
@@ -538,14 +469,8 @@ class Controller:
         timeout: float | None = None,
         wait: bool = True,
     ) -> int:
-        """Make `owner`'s flows exactly `flows` on the switch; returns how many flow-mods were
-        sent. Returns only once the switch has them (bundle + barrier), or raises. With
-        wait=False and no switch connected, only the desired state changes (the next round
-        installs it)."""
-        keys = self.sync.set_owner(owner, flows)
-        if not wait and not self.ready.is_set():
-            return 0
-        return self._push(keys, timeout)
+        """apply() for one owner."""
+        return self.apply({owner: flows}, timeout, wait)
 
     def stage(self, owners: dict) -> set[tuple]:
         """Change owners' desired flows without sending; returns the keys to push()."""
@@ -559,22 +484,6 @@ class Controller:
         next round carries it)."""
         if not keys or (not wait and not self.ready.is_set()):
             return 0
-        return self._push(keys, timeout)
-
-    def update_many(self, owners: dict, timeout: float | None = None, wait: bool = True) -> int:
-        """Like update() for several owners at once, sent as one bundle."""
-        keys: set = set()
-        for owner, flows in owners.items():
-            keys |= self.sync.set_owner(owner, flows)
-        if not keys or (not wait and not self.ready.is_set()):
-            return 0
-        return self._push(keys, timeout)
-
-    def remove(self, owner: str, timeout: float | None = None) -> int:
-        keys = self.sync.remove_owner(owner)
-        return self._push(keys, timeout)
-
-    def _push(self, keys: set[tuple], timeout: float | None) -> int:
         timeout = timeout or self.timeout
         deadline = time.monotonic() + timeout
         while True:
@@ -589,11 +498,8 @@ class Controller:
                     return 0
                 t0 = time.monotonic()
                 rnd = self.round
-                mods = [("delete", f, rnd) for f in plan.delete]
-                mods += [("add", f, rnd) for f in plan.add]
                 try:
-                    self._ensure_meters(dp, plan.add)
-                    self._bundle(dp, mods, max(0.1, deadline - time.monotonic()))
+                    n = self._send_flow_msgs(dp, plan, rnd, max(0.1, deadline - time.monotonic()))
                 except SyncError:
                     # Unknown what the switch holds now: start a new round on a fresh connection.
                     self.ready.clear()
@@ -605,10 +511,10 @@ class Controller:
                 self.last_sync = {
                     "kind": "incremental",
                     "round": rnd,
-                    "flows": len(mods),
+                    "flows": n,
                     "seconds": round(took, 4),
                     "at": time.time(),
                 }
                 if self.on_synced:
-                    self.on_synced(took, len(mods))
-                return len(mods)
+                    self.on_synced(took, n)
+                return n

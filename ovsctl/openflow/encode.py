@@ -11,7 +11,6 @@ was most of the time a round took.
 from __future__ import annotations
 
 import functools
-import inspect
 import re
 import socket
 import struct
@@ -36,6 +35,7 @@ from flows.flow import (
     Resubmit,
     SetField,
 )
+from ovsctl.openflow import osken_compat
 
 ETH_TYPE = {"ip": 0x0800, "arp": 0x0806}
 IP_PROTO = {"tcp": 6, "udp": 17, "sctp": 132, "icmp": 1}
@@ -166,23 +166,9 @@ def _nat(parser, spec: str):
     kw = {"range_ipv4_min": ip, "range_ipv4_max": ip}
     if port:
         kw.update(range_proto_min=int(port), range_proto_max=int(port))
-    return _padded(parser.NXActionNAT(flags=NX_NAT_F_DST if kind == "dst" else NX_NAT_F_SRC, **kw))
-
-
-NX_ACTION_HEADER = 10  # type, len, experimenter, subtype
-
-
-def _padded(action):
-    """os-ken counts NAT's padding to 8 bytes in its length but leaves the bytes out, which is
-    harmless only when nothing follows it inside ct(): write them."""
-    body = action.serialize_body
-
-    def serialize_body():
-        data = body()
-        return data + bytes(-(NX_ACTION_HEADER + len(data)) % 8)
-
-    action.serialize_body = serialize_body
-    return action
+    return osken_compat.padded_nat(
+        parser.NXActionNAT(flags=NX_NAT_F_DST if kind == "dst" else NX_NAT_F_SRC, **kw)
+    )
 
 
 def match_kwargs(f: Flow) -> dict:
@@ -275,7 +261,7 @@ def _instructions(parser, ofp, flow_actions: tuple) -> list:
                 )
             )
         elif isinstance(a, MeteredController):
-            _controller2_meter_prop(parser)
+            osken_compat.controller2_meter_prop(parser)
             acts.append(parser.NXActionController2(max_len=a.max_len, meter_id=a.meter_id))
         elif isinstance(a, Goto):
             inst.append(parser.OFPInstructionGotoTable(tables.table(a.table).id))
@@ -284,45 +270,6 @@ def _instructions(parser, ofp, flow_actions: tuple) -> list:
     if acts:
         inst.insert(0, parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, acts))
     return inst
-
-
-NXAC2PT_METER_ID = 5  # controller(meter_id=N): OVS's NXAST_CONTROLLER2 property, a be32
-_METER_PROP_DONE: set = set()
-
-
-def _controller2_meter_prop(parser) -> None:
-    """Teach os-ken's NXAST_CONTROLLER2 the meter_id property, both ways. os-ken knows max_len,
-    controller_id, reason, userdata and pause only; without this it cannot encode
-    controller(meter_id=N), and parsing such a flow back from the switch (the flow stats a new
-    round reads) raises inside os-ken's receive loop and drops the connection."""
-    if parser in _METER_PROP_DONE:
-        return
-    prop = inspect.getclosurevars(parser.NXActionController2.__init__).nonlocals[
-        "NXActionController2Prop"
-    ]
-    if NXAC2PT_METER_ID not in prop._TYPES:
-
-        @prop.register_type(NXAC2PT_METER_ID)
-        class _MeterId(prop):
-            _arg_name = "meter_id"
-
-            @classmethod
-            def parser_prop(cls, buf, length):
-                return struct.unpack_from("!I", buf, 0)[0], 4
-
-            @classmethod
-            def serialize_prop(cls, meter_id):
-                return bytearray(struct.pack("!HHI", NXAC2PT_METER_ID, 8, meter_id))
-
-    _METER_PROP_DONE.add(parser)
-
-
-def register_extensions() -> None:
-    """Called once before the switch connects (parsing flow stats needs the meter_id property)."""
-    from os_ken.ofproto import ofproto_v1_3_parser, ofproto_v1_4_parser, ofproto_v1_5_parser
-
-    for parser in (ofproto_v1_3_parser, ofproto_v1_4_parser, ofproto_v1_5_parser):
-        _controller2_meter_prop(parser)
 
 
 def meter_mod(dp, meter_id: int, rate: int, burst: int, modify: bool = False):

@@ -1,9 +1,17 @@
-"""Answers for packets the pipeline hands to the agent: a TCP RST or an ICMP port unreachable
-for a connection to a Service port without endpoints (what kube-proxy's REJECT rule does)."""
+"""Packets the pipeline hands to the agent, routed by their flow's cookie feature: audit
+copies of NetworkPolicy flows go to the audit log; the rest get an answer — a TCP RST or an
+ICMP port unreachable for a connection to a Service port without endpoints (what
+kube-proxy's REJECT rule does)."""
 
 from __future__ import annotations
 
+import collections
+import time
+from collections.abc import Callable
+
 from os_ken.lib.packet import ethernet, icmp, ipv4, packet, tcp, udp
+
+from flows import cookie as ck
 
 
 def reject(data: bytes) -> bytes | None:
@@ -46,3 +54,52 @@ def reject(data: bytes) -> bytes | None:
         return None
     out.serialize()
     return bytes(out.data)
+
+
+class PacketIns:
+    """Routes packet-ins by their flow's cookie feature: NetworkPolicy flows (feature
+    "policy") send audit copies, to `on_audit(cookie, table_id, data)`; everything else asks
+    for a reject answer (Service without endpoints), sent at most `rate` a second so a flood
+    cannot load the agent."""
+
+    def __init__(self, rate: float = 100.0):
+        self.counts: collections.Counter = collections.Counter()  # by outcome
+        self.rate = rate
+        self.on_audit: Callable[[int, int, bytes], object] | None = None
+        self._tokens = rate
+        self._tokens_at = time.monotonic()
+
+    def route(self, msg) -> None:
+        if self.on_audit is not None and (msg.cookie & ck.FEATURE_MASK) == (
+            ck.FEATURES["policy"] << ck.FEATURE_SHIFT
+        ):
+            self.counts["audit"] += 1
+            self.on_audit(msg.cookie, msg.table_id, bytes(msg.data))
+            return
+        self._reject(msg)
+
+    def _reject(self, msg) -> None:
+        now = time.monotonic()
+        self._tokens = min(self.rate, self._tokens + (now - self._tokens_at) * self.rate)
+        self._tokens_at = now
+        if self._tokens < 1:
+            self.counts["rate_limited"] += 1
+            return
+        self._tokens -= 1
+        frame = reject(msg.data)
+        in_port = msg.match.get("in_port")
+        if frame is None or in_port is None:
+            self.counts["unanswerable"] += 1
+            return
+        self.counts["rejected"] += 1
+        dp = msg.datapath
+        parser, ofp = dp.ofproto_parser, dp.ofproto
+        dp.send_msg(
+            parser.OFPPacketOut(
+                dp,
+                buffer_id=ofp.OFP_NO_BUFFER,
+                in_port=ofp.OFPP_CONTROLLER,
+                actions=[parser.OFPActionOutput(in_port, 0)],
+                data=frame,
+            )
+        )

@@ -23,6 +23,7 @@ from flows.policy import AUDIT_DROP_PRIO, AUDIT_METER_BASE, PRIO_BASE, PodInfo, 
 from ovsctl.agent import audit
 from ovsctl.agent.audit import AuditLog, TokenBucket
 from ovsctl.openflow import encode as ofconv
+from ovsctl.openflow import osken_compat
 from ovsctl.openflow.controller import Controller
 from ovsctl.openflow.sync import FlowSync
 
@@ -202,7 +203,7 @@ def audited_flows():
 
 
 def test_audited_flows_serialise_and_parse_back(dp):
-    ofconv.register_extensions()
+    osken_compat.register_extensions()
     for f in audited_flows():
         add = ofconv.flow_add(dp, f, ROUND)
         back = parse_back(dp, wire(add))
@@ -489,7 +490,7 @@ def test_packet_ins_go_to_the_audit_log_or_the_rejecter_by_cookie_feature(tmp_pa
     got = []
     ctl.on_audit = lambda c, t, d: got.append((c, t, d))
     rejected = []
-    monkeypatch.setattr("ovsctl.openflow.controller.reject", lambda data: rejected.append(data))
+    monkeypatch.setattr("ovsctl.openflow.packetin.reject", lambda data: rejected.append(data))
     data = frame(6, "1.1.1.1", "10.244.0.2", tcp(1, 80))
     msg = types.SimpleNamespace(
         cookie=cookie_of("policy/x/web/isolation"), table_id=65, data=bytearray(data), match={}

@@ -13,12 +13,13 @@ from os_ken.ofproto import ofproto_v1_4
 
 from ovsctl import config
 from ovsctl.openflow import encode as ofconv
-from ovsctl.openflow.channel import Channel, ChannelDatapath, _UnixSocket
+from ovsctl.openflow.channel import Channel, ChannelDatapath
+from ovsctl.openflow.osken_compat import UnixSocket
 
 
 def _pair():
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    return _UnixSocket(socket.AF_UNIX, socket.SOCK_STREAM, 0, a.detach()), b
+    return UnixSocket(socket.AF_UNIX, socket.SOCK_STREAM, 0, a.detach()), b
 
 
 def _dp(expected: int | None, presented: int):

@@ -106,12 +106,6 @@ def link_mac(name: str) -> str | None:
         return ipr.get_links(idx)[0].get_attr("IFLA_ADDRESS")
 
 
-def link_mtu(name: str) -> int | None:
-    with IPRoute() as ipr:
-        idx = _index(ipr, name)
-        return None if idx is None else ipr.get_links(idx)[0].get_attr("IFLA_MTU")
-
-
 def setup_gateway(
     name: str,
     ip: str,

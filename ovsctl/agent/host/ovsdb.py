@@ -206,11 +206,6 @@ class OVSDB:
 
     # -- queries ------------------------------------------------------------------------------
 
-    def bridge_exists(self, bridge: str) -> bool:
-        with self._lock:
-            self.idl.run()
-            return self._find("Bridge", bridge) is not None
-
     def ports(self, bridge: str) -> list[dict]:
         """Ports on `bridge` (not the bridge's own internal port): name, type, ofport,
         external_ids, options. ofport is -1 when OVS cannot open the interface."""
