@@ -95,7 +95,7 @@ def _reachability(args) -> int:
 
 
 def _add_trace_parsers(sub) -> None:
-    """`ovsctl trace` and `ovsctl reachability` (ovsctl/trace.py, docs/tools.md)."""
+    """`ovsctl trace` and `ovsctl reachability` (ovsctl/tools/trace/, docs/tools.md)."""
     import os
 
     def node_flags(p):
