@@ -11,6 +11,8 @@ import sys
 import time
 import uuid
 
+from ovsctl.util import atomic_write
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 RESULTS = os.path.join(HERE, "results")
@@ -72,10 +74,7 @@ def save(name: str, result: dict) -> str:
         **result,
     }
     path = os.path.join(RESULTS, f"{name}.json")
-    with open(path + ".tmp", "w") as fh:
-        json.dump(result, fh, indent=2, sort_keys=True)
-        fh.write("\n")
-    os.replace(path + ".tmp", path)
+    atomic_write(path, json.dumps(result, indent=2, sort_keys=True) + "\n")
     return path
 
 

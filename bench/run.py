@@ -14,6 +14,7 @@ import sys
 import time
 
 from bench.common import RESULTS
+from ovsctl.util import atomic_write
 
 ORDER = ("cni", "flood", "flows", "reaction", "datapath", "scale")
 
@@ -67,10 +68,7 @@ def main(argv=None) -> int:
         summary.update({k: v for k, v in res.items() if k != "raw" and isinstance(v, int | float)})
         print(f"   ({time.monotonic() - t0:.0f} s)")
     summary["when"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    with open(path + ".tmp", "w") as fh:
-        json.dump(summary, fh, indent=2, sort_keys=True)
-        fh.write("\n")
-    os.replace(path + ".tmp", path)
+    atomic_write(path, json.dumps(summary, indent=2, sort_keys=True) + "\n")
     print()
     print(table(summary))
     return 1 if failed else 0

@@ -10,8 +10,7 @@ import sys
 import threading
 
 from ovsctl import __version__
-
-AGENT_DEFAULT = "/run/ovsctl/agent.sock"  # ovsctl.agentclient.DEFAULT_SOCKET (not imported here)
+from ovsctl.tools.agentclient import DEFAULT_SOCKET, default_url
 
 
 def _agent(args) -> int:
@@ -95,16 +94,15 @@ def _reachability(args) -> int:
 
 
 def _add_trace_parsers(sub) -> None:
-    """`ovsctl trace` and `ovsctl reachability` (ovsctl/trace.py, docs/tools.md)."""
-    import os
+    """`ovsctl trace` and `ovsctl reachability` (ovsctl/tools/trace/, docs/tools.md)."""
 
     def node_flags(p):
         p.add_argument(
             "--agent",
             metavar="SOCKET",
-            default=os.environ.get("OVSCTL_AGENT") or AGENT_DEFAULT,
+            default=default_url(),
             help="the agent's unix socket (PATH or unix:PATH; an http:// URL also works), "
-            f"for /cluster and /flows (default $OVSCTL_AGENT or {AGENT_DEFAULT})",
+            f"for /cluster and /flows (default $OVSCTL_AGENT or {DEFAULT_SOCKET})",
         )
         p.add_argument(
             "--ovs-rundir",
@@ -222,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--agent",
         metavar="SOCKET",
         help="the agent's unix socket (PATH or unix:PATH; an http:// URL also works; "
-        f"default $OVSCTL_AGENT or {AGENT_DEFAULT})",
+        f"default $OVSCTL_AGENT or {DEFAULT_SOCKET})",
     )
     f.set_defaults(func=_flows)
 
@@ -239,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--agent",
         metavar="SOCKET",
         help="the agent's unix socket (PATH or unix:PATH; an http:// URL also works; "
-        f"default $OVSCTL_AGENT or {AGENT_DEFAULT})",
+        f"default $OVSCTL_AGENT or {DEFAULT_SOCKET})",
     )
     st.set_defaults(func=_status)
 

@@ -20,7 +20,6 @@ waits on the disk.
 from __future__ import annotations
 
 import collections
-import ipaddress
 import logging
 import os
 import queue
@@ -28,6 +27,8 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Iterable
+
+from os_ken.lib.packet import ethernet, ipv4, vlan
 
 from flows import cookie as ck
 from flows import owners, tables
@@ -70,33 +71,29 @@ def describe(owner_key: str | None, table_id: int) -> tuple[str, str, str] | Non
 
 def five_tuple(frame: bytes) -> dict | None:
     """proto, src, dst (and sport/dport for TCP/UDP/SCTP, type/code for ICMP) of an Ethernet
-    frame carrying IPv4 (802.1Q tags skipped); None for anything else or a truncated frame."""
-    off = 12
+    frame carrying IPv4 (802.1Q tags skipped); None for anything else or a truncated frame.
+
+    os-ken parses the Ethernet, VLAN and IPv4 headers; of the transport header only its first
+    bytes are read (ports, ICMP type and code): os-ken's own TCP/ICMP parsers want the whole
+    header, and a packet-in cut at max_len, or a short one, still names its ports."""
     try:
-        (ethertype,) = struct.unpack_from("!H", frame, off)
-        while ethertype in (0x8100, 0x88A8):
-            off += 4
-            (ethertype,) = struct.unpack_from("!H", frame, off)
-        if ethertype != 0x0800:
+        _eth, cls, rest = ethernet.ethernet.parser(bytes(frame))
+        while cls in (vlan.vlan, vlan.svlan):
+            _tag, cls, rest = cls.parser(rest)
+        if cls is not ipv4.ipv4:
             return None
-        ip = off + 2
-        vihl, proto = frame[ip], frame[ip + 9]
-        if vihl >> 4 != 4:
-            return None
-        out = {
-            "proto": PROTO_NAMES.get(proto, str(proto)),
-            "src": str(ipaddress.IPv4Address(frame[ip + 12 : ip + 16])),
-            "dst": str(ipaddress.IPv4Address(frame[ip + 16 : ip + 20])),
-        }
-        frag = struct.unpack_from("!H", frame, ip + 6)[0] & 0x1FFF
-        l4 = ip + (vihl & 0x0F) * 4
-        if frag == 0 and proto in (6, 17, 132) and len(frame) >= l4 + 4:
-            out["sport"], out["dport"] = struct.unpack_from("!HH", frame, l4)
-        elif frag == 0 and proto == 1 and len(frame) >= l4 + 2:
-            out["type"], out["code"] = frame[l4], frame[l4 + 1]
-        return out
-    except (IndexError, struct.error, ValueError):
+        ip, _, _ = ipv4.ipv4.parser(rest)
+    except (struct.error, ValueError):
         return None
+    if ip.version != 4:
+        return None
+    out = {"proto": PROTO_NAMES.get(ip.proto, str(ip.proto)), "src": ip.src, "dst": ip.dst}
+    l4 = rest[ip.header_length * 4 :]  # not cut at total_length, as os-ken's payload is
+    if ip.offset == 0 and ip.proto in (6, 17, 132) and len(l4) >= 4:
+        out["sport"], out["dport"] = int.from_bytes(l4[0:2]), int.from_bytes(l4[2:4])
+    elif ip.offset == 0 and ip.proto == 1 and len(l4) >= 2:
+        out["type"], out["code"] = l4[0], l4[1]
+    return out
 
 
 def timestamp(t: float) -> str:

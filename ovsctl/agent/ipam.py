@@ -13,12 +13,13 @@ import contextlib
 import fcntl
 import json
 import os
-import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import netaddr
+
+from ovsctl.util import atomic_write
 
 STATE_VERSION = 1
 
@@ -363,7 +364,7 @@ class IPAM:
         }
         self._forget()
         try:
-            _atomic_write(self.path, json.dumps(data, indent=1, sort_keys=True) + "\n")
+            atomic_write(self.path, json.dumps(data, indent=1, sort_keys=True) + "\n")
             fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
             self._remember(fd, _identity(os.fstat(fd)), state)
         except OSError as e:
@@ -376,27 +377,6 @@ def _identity(st: os.stat_result) -> tuple:
 
 def _copy(state: _State) -> _State:
     return _State(state.cursor, dict(state.allocs))  # Allocations are immutable
-
-
-def _atomic_write(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` atomically and durably."""
-    directory = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path), suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 def _key(container_id: str, ifname: str) -> tuple[str, str]:

@@ -266,7 +266,7 @@ def _down(args):
     _lab(args).down()
 
 
-# -- trace / reachability (ovsctl/trace.py) -----------------------------------------------------
+# -- trace / reachability (ovsctl/tools/trace/) -----------------------------------------------------
 
 
 def _add_trace_parsers(ls, common) -> None:

@@ -18,7 +18,6 @@ import urllib.error
 import urllib.request
 
 DEFAULT_SOCKET = "/run/ovsctl/agent.sock"
-DEFAULT_URL = DEFAULT_SOCKET  # what --agent means when it is not given
 
 
 class AgentUnreachable(RuntimeError):

@@ -1,4 +1,4 @@
-"""Interfaces, addresses and routes, through pyroute2 (netlink) and one ethtool ioctl.
+"""Interfaces, addresses and routes, through pyroute2 (netlink; its ethtool for TX checksums).
 
 Work inside a pod's network namespace runs in a short-lived thread that has entered that
 namespace with setns(2): sockets opened there belong to the pod, and nothing forks.
@@ -6,27 +6,23 @@ namespace with setns(2): sockets opened there belong to the pod, and nothing for
 
 from __future__ import annotations
 
-import array
 import ctypes
 import errno
-import fcntl
 import hashlib
 import logging
 import os
 import socket
-import struct
 import threading
 import time
 
 from pyroute2 import IPRoute
+from pyroute2.ethtool.ioctl import IoctlEthtool, NoSuchDevice, NotSupportedError
 from pyroute2.netlink.exceptions import NetlinkError
 
 log = logging.getLogger(__name__)
 
 _libc = ctypes.CDLL(None, use_errno=True)
 CLONE_NEWNET = 0x40000000
-SIOCETHTOOL = 0x8946
-ETHTOOL_STXCSUM = 0x17
 
 
 class NetlinkFailure(RuntimeError):
@@ -71,14 +67,18 @@ def in_netns(path: str, fn, *args):
 
 def tx_checksum_off(ifname: str) -> None:
     """Turn off TX checksum offload (ethtool -K IF tx off) in the current namespace.
-    With the userspace datapath, partial checksums would reach the receiver unfinished."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    With the userspace datapath, partial checksums would reach the receiver unfinished.
+    pyroute2's ethtool (its ioctl half: ETHTOOL_STXCSUM, what `ethtool -K` sends); its errors
+    become OSError, as the callers expect."""
+    eth = IoctlEthtool(ifname)
     try:
-        buf = array.array("I", [ETHTOOL_STXCSUM, 0])
-        ifr = struct.pack("16sP", ifname.encode(), buf.buffer_info()[0])
-        fcntl.ioctl(s.fileno(), SIOCETHTOOL, ifr)
+        eth.set_offload_flag("tx-checksumming", 0)
+    except NotSupportedError as e:
+        raise OSError(errno.EOPNOTSUPP, f"{ifname}: TX checksum offload cannot be changed") from e
+    except NoSuchDevice as e:
+        raise OSError(errno.ENODEV, f"no interface {ifname}") from e
     finally:
-        s.close()
+        eth.close()
 
 
 def _index(ipr: IPRoute, name: str) -> int | None:

@@ -1,0 +1,404 @@
+"""The lab's nodes: underlay, external host, API server, each node's OVS and agent; restarts;
+and `down`."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import netaddr
+
+from ovsctl.lab import kubelet
+from ovsctl.lab.base import (
+    API_PORT,
+    EXTERNAL_IP,
+    EXTERNAL_PORT,
+    HERE,
+    PROVISION,
+    RESPONDER,
+    UNDERLAY,
+    LabError,
+    _alive,
+    _stop_pid,
+    _wait,
+    _zombie,
+    in_ns,
+    netns_list,
+    sh,
+)
+
+
+class LabNodes:
+    """Bringing the nodes up, restarting their agents and switches, and taking it all down
+    (a part of `Lab`)."""
+
+    # -- up -------------------------------------------------------------------------------------
+
+    def up(
+        self,
+        nodes: int,
+        cluster_cidr: str = "10.244.0.0/16",
+        node_prefix: int = 24,
+        files: list[str] | None = None,
+        log=print,
+        source: str = "yaml",
+    ) -> dict:
+        if nodes < 1 or nodes > 200:
+            raise LabError("--nodes must be between 1 and 200")
+        if source not in ("yaml", "api"):
+            raise LabError("--source must be yaml or api")
+        with self.locked():
+            if self.exists():
+                meta = self.meta()
+            else:
+                meta = {
+                    "name": self.name,
+                    "cluster_cidr": cluster_cidr,
+                    "node_prefix": node_prefix,
+                    "nodes": {},
+                    "external": {},
+                    "source": source,
+                }
+                os.makedirs(self.cluster_dir, exist_ok=True)
+                self._underlay(meta, log)
+                if source == "api":
+                    self._api_server(meta, log)
+                self.save_meta(meta)
+            subnets = list(netaddr.IPNetwork(meta["cluster_cidr"]).subnet(meta["node_prefix"]))
+            new = []
+            for k in range(len(meta["nodes"]), nodes):
+                name = f"node{k}"
+                meta["nodes"][name] = self._node(name, k, str(subnets[k]), log)
+                self.save_meta(meta)
+                new.append(name)
+            for name in new:
+                self._start_agent(name, meta["nodes"][name])
+            self.save_meta(meta)
+            for name in new:
+                _wait(
+                    lambda n=name: self._agent_ready(n),
+                    60,
+                    f"agent on {name} ({self._log_path(name)})",
+                )
+                log(
+                    f"node {name}: {meta['nodes'][name]['ip']} pods {meta['nodes'][name]['podCIDR']} ready"
+                )
+        if files:
+            self.apply(files, log=log)
+        return meta
+
+    def _warm_underlay(self, meta: dict) -> None:
+        """Tell every node's userspace datapath the MAC of every other tunnel endpoint. It
+        would otherwise learn it by sending ARP when the first tunnelled packet needs it, and
+        drop that packet."""
+        macs = {}
+        for name, info in meta["nodes"].items():
+            out = in_ns(info["netns"], "ip", "-j", "link", "show", "br-phy").stdout
+            macs[name] = json.loads(out)[0]["address"]
+        for name in meta["nodes"]:
+            ovs = self.ovs(name)
+            for other, oinfo in meta["nodes"].items():
+                if other != name:
+                    ovs.appctl("tnl/neigh/set", "br-phy", oinfo["ip"], macs[other])
+
+    def _underlay(self, meta: dict, log) -> None:
+        ul, ext = self.ns("ul"), self.ns("ext")
+        for ns in (ul, ext):
+            sh("ip", "netns", "add", ns)
+            in_ns(ns, "ip", "link", "set", "lo", "up")
+        in_ns(ul, "ip", "link", "add", "br0", "type", "bridge")
+        in_ns(ul, "ip", "link", "set", "br0", "up")
+        self._uplink(ext, "ext", f"{EXTERNAL_IP}/{UNDERLAY.prefixlen}")
+        pid = self._spawn(
+            ext,
+            [
+                sys.executable,
+                RESPONDER,
+                "--tag",
+                self.dir,
+                "--tcp",
+                str(EXTERNAL_PORT),
+                "--udp",
+                str(EXTERNAL_PORT),
+            ],
+            os.path.join(self.dir, "external.log"),
+        )
+        meta["external"] = {"netns": ext, "ip": EXTERNAL_IP, "port": EXTERNAL_PORT, "pid": pid}
+        log(f"underlay {UNDERLAY} in netns {ul}; external host {EXTERNAL_IP} in netns {ext}")
+
+    def _api_server(self, meta: dict, log) -> None:
+        """The lab's Kubernetes API (list/watch), on the external host, serving the state
+        directory: the agents then watch it through their Kubernetes API source."""
+        pid = self._spawn(
+            meta["external"]["netns"],
+            [
+                sys.executable,
+                "-m",
+                "ovsctl.lab.apiserver",
+                "--tag",
+                self.dir,
+                "--state",
+                self.cluster_dir,
+                "--listen",
+                f"{EXTERNAL_IP}:{API_PORT}",
+            ],
+            os.path.join(self.dir, "apiserver.log"),
+        )
+        meta["api"] = {"url": f"http://{EXTERNAL_IP}:{API_PORT}", "pid": pid}
+        log(f"Kubernetes API (list/watch of the state directory) at {meta['api']['url']}")
+
+    def _uplink(self, ns: str, peer: str, addr: str | None, ifname: str = "eth0") -> None:
+        """A veth from `ns` (ifname) to the underlay bridge; checksum offload off on both
+        ends, since the userspace datapath does not complete partial checksums."""
+        ul = self.ns("ul")
+        tmp = f"v{uuid.uuid4().hex[:10]}"
+        in_ns(ul, "ip", "link", "add", peer, "type", "veth", "peer", "name", tmp)
+        in_ns(ul, "ip", "link", "set", tmp, "netns", ns)
+        in_ns(ns, "ip", "link", "set", tmp, "name", ifname)
+        in_ns(ul, "ip", "link", "set", peer, "master", "br0", "up")
+        in_ns(ul, "ethtool", "-K", peer, "tx", "off", check=False)
+        in_ns(ns, "ethtool", "-K", ifname, "tx", "off", check=False)
+        if addr:
+            in_ns(ns, "ip", "addr", "add", addr, "dev", ifname)
+        in_ns(ns, "ip", "link", "set", ifname, "up")
+
+    def _node(self, name: str, k: int, pod_cidr: str, log) -> dict:
+        ns = self.ns(name)
+        ip = str(UNDERLAY[10 + k])
+        sh("ip", "netns", "add", ns)
+        in_ns(ns, "ip", "link", "set", "lo", "up")
+        self._uplink(ns, name, None)
+        ovs = self.ovs(name)
+        ovs.start()
+        # br-phy holds the uplink and the node IP: userspace tunnelling needs the tunnel
+        # endpoint address on an OVS bridge.
+        ovs.vsctl(
+            "--may-exist",
+            "add-br",
+            "br-phy",
+            "--",
+            "set",
+            "bridge",
+            "br-phy",
+            "datapath_type=netdev",
+            "fail_mode=standalone",
+        )
+        ovs.vsctl("--may-exist", "add-port", "br-phy", "eth0")
+        _wait(
+            lambda: in_ns(ns, "ip", "link", "show", "br-phy", check=False).returncode == 0,
+            10,
+            "br-phy",
+        )
+        in_ns(ns, "ethtool", "-K", "br-phy", "tx", "off", check=False)
+        in_ns(ns, "ip", "addr", "add", f"{ip}/{UNDERLAY.prefixlen}", "dev", "br-phy")
+        in_ns(ns, "ip", "link", "set", "br-phy", "up")
+        self._provision(name, ip, pod_cidr)
+        log(f"node {name}: netns {ns}, OVS in {ovs.rundir}")
+        return {"name": name, "ip": ip, "podCIDR": pod_cidr, "netns": ns}
+
+    def _log_path(self, node: str) -> str:
+        return os.path.join(self.node_dir(node), "agent.log")
+
+    def socket(self, node: str) -> str:
+        return os.path.join(self.node_dir(node), "cni.sock")
+
+    def api_socket(self, node: str) -> str:
+        """The node agent's unix socket for /status /flows /cluster (root only, 0600)."""
+        return os.path.join(self.node_dir(node), "agent.sock")
+
+    def audit_log(self, node: str) -> str:
+        """The node agent's NetworkPolicy audit log (policies annotated ovsctl.io/audit)."""
+        return os.path.join(self.node_dir(node), "audit.log")
+
+    def _provision(self, node: str, ip: str, pod_cidr: str) -> None:
+        """The Node object (into the state) and the agent's agent.yaml, written by the
+        provisioning script the Vagrant lab runs on its VMs, so every lab run tests it."""
+        meta, d, ovs = self.meta(), self.node_dir(node), self.ovs(node)
+        flags = ["--name", node, "--node-ip", ip, "--pod-cidr", pod_cidr]
+        flags += ["--cluster-cidr", meta["cluster_cidr"], "--cluster-state", self.cluster_dir]
+        flags += ["--out", d, "--datapath", "netdev", "--ovsdb", ovs.remote]
+        flags += ["--ovs-rundir", ovs.rundir, "--cni-socket", self.socket(node)]
+        flags += ["--state-dir", os.path.join(d, "state"), "--log-level", "info"]
+        if meta.get("source") == "api":
+            flags += ["--source", "api", "--api-server", meta["api"]["url"]]
+        sh("bash", PROVISION, "node", *flags)
+
+    def _start_agent(self, node: str, info: dict) -> None:
+        ovs = self.ovs(node)
+        path = os.path.join(self.node_dir(node), "agent.yaml")  # from _provision
+        info["agent_pid"] = self._spawn(
+            info["netns"],
+            [sys.executable, "-m", "ovsctl.cli", "agent", "--config", path]
+            + ["--audit-log", self.audit_log(node)]  # one NetworkPolicy audit log per node
+            + ["--api-socket", self.api_socket(node)],  # and one view socket
+            self._log_path(node),
+            env={"OVS_RUNDIR": ovs.rundir},
+        )
+
+    def _spawn(self, ns: str, cmd: list[str], log_path: str, env: dict | None = None) -> int:
+        """Start a long-running process in `ns`, detached, output to log_path; returns its PID."""
+        os.makedirs(os.path.dirname(log_path), exist_ok=True)
+        full_env = dict(os.environ, **(env or {}))
+        full_env["PYTHONPATH"] = os.pathsep.join(
+            [os.path.dirname(os.path.dirname(HERE)), full_env.get("PYTHONPATH", "")]
+        ).rstrip(os.pathsep)
+        with open(log_path, "a") as log:
+            p = subprocess.Popen(
+                ["ip", "netns", "exec", ns, *cmd],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env=full_env,
+            )
+        return p.pid
+
+    def _agent_ready(self, node: str) -> bool:
+        env = kubelet.cni_env("STATUS", "", "", "")
+        conf = json.dumps(kubelet.netconf(self.socket(node), "1.1.0"))
+        return kubelet.run(env, conf, timeout=10).returncode == 0
+
+    # -- agents and OVS: restarts -----------------------------------------------------------------
+
+    def restart(
+        self,
+        node: str,
+        component: str = "agent",
+        flow_restore_wait: bool = True,
+        kill: bool = True,
+        log=print,
+    ) -> None:
+        with self.locked():
+            meta = self.meta()
+            info = meta["nodes"].get(node)
+            if info is None:
+                raise LabError(f"no node {node} in lab {self.name}")
+            if component == "agent":
+                _stop_pid(
+                    info.get("agent_pid"), "ovsctl.cli", signal.SIGKILL if kill else signal.SIGTERM
+                )
+                self._start_agent(node, info)
+                self.save_meta(meta)
+                _wait(lambda: self._agent_ready(node), 60, f"agent on {node}")
+            elif component == "ovs-vswitchd":
+                ovs = self.ovs(node)
+                ovs.stop_daemon("ovs-vswitchd", signal.SIGKILL if kill else signal.SIGTERM)
+                if flow_restore_wait:  # as `ovs-ctl restart` does, before the new daemon starts
+                    ovs.vsctl(
+                        "--no-wait",
+                        "set",
+                        "Open_vSwitch",
+                        ".",
+                        "other_config:flow-restore-wait=true",
+                    )
+                ovs.start_vswitchd()
+                _wait(
+                    lambda: (
+                        in_ns(info["netns"], "ip", "link", "show", "br-phy", check=False).returncode
+                        == 0
+                    ),
+                    10,
+                    "br-phy after the restart",
+                )
+                in_ns(info["netns"], "ethtool", "-K", "br-phy", "tx", "off", check=False)
+                in_ns(info["netns"], "ip", "link", "set", "br-phy", "up")
+                self._warm_underlay(meta)
+            elif component == "ovsdb-server":
+                ovs = self.ovs(node)
+                ovs.stop_daemon("ovsdb-server", signal.SIGKILL if kill else signal.SIGTERM)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(ovs.sock)  # a killed server leaves its socket behind
+                ovs.start_ovsdb()  # same database file: bridges and ports are all still there
+            else:
+                raise LabError(
+                    f"unknown component {component!r} (agent, ovs-vswitchd or ovsdb-server)"
+                )
+            log(f"{node}: {component} restarted")
+
+    def stop_api(self) -> None:
+        """Stop the lab's API server (`--source api`): the agents lose their state source and
+        keep what they have; changes to the state directory reach nobody until start_api()."""
+        with self.locked():
+            meta = self.meta()
+            if "api" not in meta:
+                raise LabError(
+                    f"lab {self.name} has no API server (it was made with --source yaml)"
+                )
+            _stop_pid(meta["api"].get("pid"), "ovsctl.lab.apiserver")
+            meta["api"]["pid"] = None
+            self.save_meta(meta)
+
+    def start_api(self) -> None:
+        """Start the lab's API server again (a no-op if it runs). A new server's
+        resourceVersions are above the old one's and older ones count as compacted, so the
+        agents' watches get 410 Gone and relist, as after a real API server's restart."""
+        with self.locked():
+            meta = self.meta()
+            if "api" not in meta:
+                raise LabError(
+                    f"lab {self.name} has no API server (it was made with --source yaml)"
+                )
+            if _alive(meta["api"].get("pid"), "ovsctl.lab.apiserver"):
+                return
+            self._api_server(meta, log=lambda *_: None)
+            self.save_meta(meta)
+            probe = f"import socket; socket.create_connection(('{EXTERNAL_IP}', {API_PORT}), 1)"
+            _wait(
+                lambda: (
+                    in_ns(self.ns("ext"), sys.executable, "-c", probe, check=False).returncode == 0
+                ),
+                30,
+                "the lab's API server",
+            )
+
+    def flush_conntrack(self) -> None:
+        """Forget every tracked connection and every cached datapath flow on every node, so
+        that the next probe's connections are all new and are translated from the current
+        OpenFlow tables (policy changes apply to new connections only)."""
+        for name in self.meta()["nodes"]:
+            ovs = self.ovs(name)
+            ovs.appctl("dpctl/flush-conntrack")
+            ovs.appctl("revalidator/purge")
+
+    # -- down -------------------------------------------------------------------------------------
+
+    def down(self, log=print) -> None:
+        """Remove everything the lab made; works from any state (also after a crash)."""
+        markers = [
+            (self.dir + "/").encode(),
+            (self.dir + "\0").encode(),
+            f"ip\0netns\0exec\0{self.name}.".encode(),
+        ]
+        pids = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                        cmd = fh.read()
+                except OSError:
+                    continue
+                if any(m in cmd for m in markers):
+                    pids.append(int(entry))
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and any(_zombie(p) is False for p in pids):
+            time.sleep(0.05)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        # Responders and agents were started through `ip netns exec LAB.*`; OVS daemons carry
+        # the lab directory in their arguments. Namespaces go last.
+        removed = [ns for ns in netns_list() if ns.startswith(self.name + ".")]
+        for ns in removed:
+            sh("ip", "netns", "del", ns, check=False)
+        shutil.rmtree(self.dir, ignore_errors=True)
+        log(f"lab {self.name}: stopped {len(pids)} processes, removed {len(removed)} namespaces")

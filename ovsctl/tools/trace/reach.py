@@ -1,0 +1,99 @@
+"""Reachability: every pod pair traced, next to what the NetworkPolicies intend."""
+
+from __future__ import annotations
+
+from flows import intent as intents
+
+from .tracer import Tracer
+from .view import End
+
+
+def lab_matrix(tracer: Tracer, namespace: str | None = None) -> tuple[dict, dict, dict]:
+    """Every pod to every other pod on every declared TCP/UDP port, traced through every node
+    (all nodes at hand): ({key: reachable}, {key: intended}, {key: Trace})."""
+    pods = tracer.intents.pods
+    traced, intended, traces = {}, {}, {}
+    ends = {p["namespace"] + "/" + p["name"]: p for p in tracer.any.pods}
+    for src, dst, port, proto in intents.pairs(pods, namespace):
+        key = intents.probe_key(src, dst, port, proto)
+        s = End("pod", src.ip, src.key, pod=ends[src.key])
+        d = End("pod", dst.ip, dst.key, pod=ends[dst.key])
+        t = tracer.trace(s, d, proto.lower(), port)
+        traces[key] = t
+        traced[key] = t.reached
+        intended[key] = tracer.intents.evaluate(src, dst, port, proto).allowed
+    return traced, intended, traces
+
+
+def node_matrix(tracer: Tracer, node: str, namespace: str | None = None) -> dict:
+    """On one node: pairs with a local end. Local -> local is traced whole; local -> remote up
+    to the tunnel (the egress half, enforced here); remote -> local from the tunnel on (the
+    ingress half). Each half is compared with the same half of the intent."""
+    view = tracer.views[node]
+    pods = tracer.intents.pods
+    ends = {p["namespace"] + "/" + p["name"]: p for p in view.pods}
+    local = {f"{ns}/{n}" for ns, n in view.local}
+    traced, intended, scope = {}, {}, {}
+    for src, dst, port, proto in intents.pairs(pods, namespace):
+        s_local, d_local = src.key in local, dst.key in local
+        if not (s_local or d_local):
+            continue
+        key = intents.probe_key(src, dst, port, proto)
+        s = End("pod", src.ip, src.key, pod=ends[src.key])
+        d = End("pod", dst.ip, dst.key, pod=ends[dst.key])
+        t = tracer.trace(s, d, proto.lower(), port, node=node)
+        it = tracer.intents.evaluate(src, dst, port, proto)
+        traced[key] = t.reached
+        if s_local and d_local:
+            scope[key], intended[key] = "full", it.allowed
+        elif s_local:
+            scope[key], intended[key] = "egress", it.egress.allowed
+        else:
+            scope[key], intended[key] = "ingress", it.ingress.allowed
+    diffs = [
+        {"key": k, "traced": traced[k], "intended": intended[k], "scope": scope[k]}
+        for k in traced
+        if traced[k] != intended[k]
+    ]
+    return {
+        "node": node,
+        "traced": traced,
+        "intended": intended,
+        "scope": scope,
+        "differences": diffs,
+    }
+
+
+def differences(traced: dict, intended: dict) -> list[dict]:
+    return [
+        {"key": k, "traced": traced[k], "intended": intended.get(k)}
+        for k in traced
+        if traced[k] != intended.get(k)
+    ]
+
+
+def render_reachability(traced: dict, intended: dict, diffs: list[dict], scope=None) -> str:
+    from ovsctl.tools.matrix import render_matrix
+
+    out = ["traced (ofproto/trace of every pair through the live pipelines, no packet sent):"]
+    out.append(render_matrix(traced) if traced else "(no pairs)")
+    out.append("")
+    out.append("intended (NetworkPolicy semantics from the cluster state):")
+    out.append(render_matrix(intended) if intended else "(no pairs)")
+    out.append("")
+    if not diffs:
+        out.append("differences: none — the switch does what the policies say")
+    else:
+        out.append(f"differences ({len(diffs)}):")
+        for d in diffs:
+            sc = f" [{d['scope']} half]" if d.get("scope") and d["scope"] != "full" else ""
+            out.append(
+                f"  !! {d['key']}{sc}: traced {'allowed' if d['traced'] else 'blocked'}, "
+                f"intended {'allowed' if d['intended'] else 'blocked'}"
+            )
+    if scope and any(v != "full" for v in scope.values()):
+        out.append(
+            "\n(pairs with one end on another node are traced for this node's half: egress of "
+            "a local source up to the tunnel, ingress of a local destination from the tunnel)"
+        )
+    return "\n".join(out)
