@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import pytest
 
-from ovsctl.agent.agent import Agent
+from ovsctl.agent.cni import CNI
 from ovsctl.agent.cniserver import CNIError
-from ovsctl.config import AgentConfig
+from ovsctl.agent.pods import PodStore
 from ovsctl.k8s import model
 
 
 @pytest.fixture
 def agent():
-    return Agent(AgentConfig(pod_cidr="10.244.0.0/24").validate())
+    """The CNI commands with no host behind them: reading a request needs none."""
+    return CNI(PodStore(), None, None, None, None, None, None, None, {})
 
 
 def _pod(agent, ns, name, note=None):
@@ -98,17 +99,17 @@ def test_bad_requests_are_clear_errors(agent, config, args, code):
 )
 def test_the_agent_checks_ids_itself(bad):
     with pytest.raises(CNIError) as e:
-        Agent._ids(bad)
+        CNI._ids(bad)
     assert e.value.code == 4
 
 
 def test_prev_result_is_checked_and_kept():
-    assert Agent._prev_result(req()) is None
+    assert CNI._prev_result(req()) is None
     prev = {"interfaces": [{"name": "x"}], "ips": [], "dns": {}}
-    assert Agent._prev_result(req(prevResult=prev)) == prev
+    assert CNI._prev_result(req(prevResult=prev)) == prev
     for bad in ("x", {"interfaces": "x"}, {"ips": [1]}, {"dns": []}):
         with pytest.raises(CNIError) as e:
-            Agent._prev_result(req(prevResult=bad))
+            CNI._prev_result(req(prevResult=bad))
         assert e.value.code == 7
 
 
