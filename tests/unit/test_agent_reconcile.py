@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import random
+import types
 
 import pytest
 
@@ -127,3 +128,29 @@ def test_incremental_caches_equal_a_full_recomputation(seed):
                 s = _svc("sa", "x", "a", "10.96.0.10")
                 cluster[s.key] = s
         step()
+
+
+def test_services_return_node_port_rules_and_only_the_host_writes_them():
+    cluster: dict = {}
+    svc = _obj(
+        {
+            "metadata": {"name": "np", "namespace": "x"},
+            "spec": {
+                "type": "NodePort",
+                "clusterIP": "10.96.0.7",
+                "selector": {"app": "a"},
+                "ports": [{"port": 80, "nodePort": 30080}],
+            },
+        },
+        "Service",
+    )
+    cluster[svc.key] = svc
+    written: list[set] = []
+    rec = _reconciler(cluster, PodStore())
+    rec.on_node_ports = written.append
+    owners = rec.owners()  # a computation alone writes nothing
+    assert "service/x/np" in owners and written == []
+    assert rec.node_ports and all(30080 in entry for entry in rec.node_ports)
+    rec.sync = types.SimpleNamespace(set_owner=lambda o, f: set())
+    rec.apply(push=False)
+    assert written == [rec.node_ports]

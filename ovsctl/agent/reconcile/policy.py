@@ -27,6 +27,7 @@ class PolicyReconciler:
         self.svc = svc
         self.skip = skip
         self.on_node_ports = on_node_ports  # the host applies the NodePort rules Services want
+        self.node_ports: set = set()  # what the last computation wants (not written here)
         self.lock = threading.RLock()
         self.slots: dict[str, int] = {}
         self._free_slots: list[int] = []
@@ -134,9 +135,7 @@ class PolicyReconciler:
         for owner in set(self.slots) - set(live):
             want[owner] = frozenset()
             self._free_slots.append(self.slots.pop(owner))
-        svc_owners, node_ports = self.svc.owners(view, changed, everything)
-        if self.on_node_ports is not None:
-            self.on_node_ports(node_ports)
+        svc_owners, self.node_ports = self.svc.owners(view, changed, everything)
         want.update(svc_owners)
         self._view_pods, self._view_ns = pods_now, view.namespaces
         return want
@@ -175,17 +174,28 @@ class PolicyReconciler:
         with self.lock:
             owners = self.owners()
             owners.update(extra)
-            return self.controller.stage(owners)
+            keys = self.controller.stage(owners)
+            self._host(self.node_ports)  # under the lock: the host sees the sets in order
+        return keys
+
+    def _host(self, node_ports: set) -> None:
+        """Hand the NodePort rules to the host side, after (never inside) the computation:
+        node.NodeHost writes them when they changed."""
+        if self.on_node_ports is not None:
+            self.on_node_ports(node_ports)
 
     def apply(self, push: bool) -> None:
         t0 = time.monotonic()
         with self.lock:
             owners = self.owners()
-            if not push:
+            if push:
+                keys = self.controller.stage(owners)
+            else:
                 for owner, flows in owners.items():
                     self.sync.set_owner(owner, flows)
-                return
-            keys = self.controller.stage(owners)
+            self._host(self.node_ports)  # under the lock: the host sees the sets in order
+        if not push:
+            return
         computed = time.monotonic() - t0
         try:
             n = self.controller.push(keys, wait=False)
