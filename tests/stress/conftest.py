@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from ovsctl.agent.agent import HOST_IF_RE
+from ovsctl.agent.host.adapters import HOST_IF_RE
 from ovsctl.lab import kubelet
 from tests.e2e.conftest import make_lab  # noqa: F401 - the lab fixture, shared with e2e
 from tests.helpers import Node, in_ns

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from flows import netpol, policy, services
 from flows.flow import CT, FlowError, flow
-from flows.model import NodeNet
-from ovsctl.agent.agent import Agent, Attachment
+from ovsctl.agent.agent import Agent
+from ovsctl.agent.pods import Attachment
 from ovsctl.config import AgentConfig
 from ovsctl.k8s import model
 from ovsctl.openflow import encode as ofconv
@@ -130,8 +130,7 @@ def test_a_nat_port_zero_never_reaches_a_switch():
 @pytest.fixture
 def agent():
     a = Agent(AgentConfig(pod_cidr="10.244.0.0/24", node_name="n0").validate())
-    a.node = NodeNet.for_cidr("10.244.0.0/24", 2, "192.168.1.10")
-    a._node_ports = set()  # no host NodePort rules in a unit test
+    # no host: the NodePort rules Services want are computed, nothing writes them
     return a
 
 
@@ -185,7 +184,7 @@ def _canary(a: Agent) -> None:
 
 
 def _owners(a: Agent) -> dict:
-    out = a._policy_owners()
+    out = a.policy.owners()
     for flows in out.values():
         ofconv.check_encodable(flows)
     return out
@@ -234,7 +233,7 @@ def test_bad_objects_beside_good_ones(agent, caplog):
     )
     with caplog.at_level(logging.ERROR, logger="ovsctl.agent.agent"):
         owners = _owners(agent)
-        again = agent._policy_owners()  # nothing changed: nothing recomputed, nothing relogged
+        again = agent.policy.owners()  # nothing changed: nothing recomputed, nothing relogged
     assert "policy/x/canary/ingress/0" in owners and owners["policy/x/canary/ingress/0"]
     assert owners["policy/x/v6/isolation"], "the IPv6-only policy still isolates db"
     assert "service/x/canary" in owners
@@ -348,9 +347,9 @@ _service = st.fixed_dictionaries(
 )
 def test_random_objects_never_stop_the_others(agent, pols, slices, svcs):
     agent.cluster.clear()
-    agent._policy_cache.clear()
-    agent._service_cache.clear()
-    agent._view_ns = None
+    agent.policy.cache.clear()
+    agent.services.cache.clear()
+    agent.policy._view_ns = None
     _add(agent, _ns("x"))
     _add(agent, _pod("x", "web", "10.244.0.5", {"app": "web"}))
     _add(agent, _pod("x", "db", "10.244.0.6", {"app": "db"}))

@@ -3,17 +3,19 @@ runtimeConfig, the Pod annotation), prevResult, and the checks the agent makes i
 
 from __future__ import annotations
 
+import types
+
 import pytest
 
-from ovsctl.agent.agent import Agent
+from ovsctl.agent.cnireq import ids, prev_result, requested
 from ovsctl.agent.cniserver import CNIError
-from ovsctl.config import AgentConfig
 from ovsctl.k8s import model
 
 
 @pytest.fixture
 def agent():
-    return Agent(AgentConfig(pod_cidr="10.244.0.0/24").validate())
+    """What reading a request needs of the agent: the cluster snapshot (a Pod's annotation)."""
+    return types.SimpleNamespace(cluster={})
 
 
 def _pod(agent, ns, name, note=None):
@@ -30,17 +32,17 @@ def req(**config):
 
 
 def test_nothing_requested(agent):
-    assert agent._requested(req(), {"K8S_POD_NAME": "a"}) == (None, None)
+    assert requested(agent.cluster, req(), {"K8S_POD_NAME": "a"}) == (None, None)
 
 
 def test_cni_args_ip_and_mac(agent):
-    got = agent._requested(req(), {"IP": "10.244.0.81", "MAC": "0A:58:0A:F4:00:51"})
+    got = requested(agent.cluster, req(), {"IP": "10.244.0.81", "MAC": "0A:58:0A:F4:00:51"})
     assert got == ("10.244.0.81", "0a:58:0a:f4:00:51")
 
 
 def test_runtime_config_ips_and_mac(agent):
-    got = agent._requested(
-        req(runtimeConfig={"ips": ["10.244.0.7/24"], "mac": "0e:00:00:00:00:07"}), {}
+    got = requested(
+        agent.cluster, req(runtimeConfig={"ips": ["10.244.0.7/24"], "mac": "0e:00:00:00:00:07"}), {}
     )
     assert got == ("10.244.0.7", "0e:00:00:00:00:07")
 
@@ -48,18 +50,18 @@ def test_runtime_config_ips_and_mac(agent):
 def test_the_pod_annotation_is_a_static_ip(agent):
     _pod(agent, "prod", "db-0", "10.244.0.50")
     args = {"K8S_POD_NAMESPACE": "prod", "K8S_POD_NAME": "db-0"}
-    assert agent._requested(req(), args) == ("10.244.0.50", None)
+    assert requested(agent.cluster, req(), args) == ("10.244.0.50", None)
     # the same address asked for twice is fine; different ones are an error naming both
-    assert agent._requested(req(), {**args, "IP": "10.244.0.50"}) == ("10.244.0.50", None)
+    assert requested(agent.cluster, req(), {**args, "IP": "10.244.0.50"}) == ("10.244.0.50", None)
     with pytest.raises(CNIError) as e:
-        agent._requested(req(), {**args, "IP": "10.244.0.51"})
+        requested(agent.cluster, req(), {**args, "IP": "10.244.0.51"})
     assert e.value.code == 103 and "10.244.0.50" in e.value.msg and "10.244.0.51" in e.value.msg
 
 
 def test_a_bad_annotation_fails_only_that_pods_add(agent):
     _pod(agent, "prod", "bad", "not-an-ip")  # the object itself is accepted
     with pytest.raises(CNIError) as e:
-        agent._requested(req(), {"K8S_POD_NAMESPACE": "prod", "K8S_POD_NAME": "bad"})
+        requested(agent.cluster, req(), {"K8S_POD_NAMESPACE": "prod", "K8S_POD_NAME": "bad"})
     assert e.value.code == 103 and "not-an-ip" in e.value.msg
     assert model.STATIC_IP_ANNOTATION in e.value.msg
 
@@ -78,7 +80,7 @@ def test_a_bad_annotation_fails_only_that_pods_add(agent):
 )
 def test_bad_requests_are_clear_errors(agent, config, args, code):
     with pytest.raises(CNIError) as e:
-        agent._requested(req(**config), args)
+        requested(agent.cluster, req(**config), args)
     assert e.value.code == code
 
 
@@ -98,17 +100,17 @@ def test_bad_requests_are_clear_errors(agent, config, args, code):
 )
 def test_the_agent_checks_ids_itself(bad):
     with pytest.raises(CNIError) as e:
-        Agent._ids(bad)
+        ids(bad)
     assert e.value.code == 4
 
 
 def test_prev_result_is_checked_and_kept():
-    assert Agent._prev_result(req()) is None
+    assert prev_result(req()) is None
     prev = {"interfaces": [{"name": "x"}], "ips": [], "dns": {}}
-    assert Agent._prev_result(req(prevResult=prev)) == prev
+    assert prev_result(req(prevResult=prev)) == prev
     for bad in ("x", {"interfaces": "x"}, {"ips": [1]}, {"dns": []}):
         with pytest.raises(CNIError) as e:
-            Agent._prev_result(req(prevResult=bad))
+            prev_result(req(prevResult=bad))
         assert e.value.code == 7
 
 

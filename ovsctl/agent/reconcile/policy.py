@@ -1,0 +1,213 @@
+"""NetworkPolicy (and, through services.py, Service) owners, computed incrementally: a
+policy is recomputed only when it changed, when the namespaces changed, or when a pod changed
+that it may depend on (flows/incremental.py)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from flows import incremental, netpol, policy
+from flows.policy import PodInfo, View
+from ovsctl.agent import LOGGER
+from ovsctl.agent.reconcile import SkipLog, finished
+from ovsctl.agent.reconcile.services import ServiceReconciler
+from ovsctl.openflow import encode as ofconv
+from ovsctl.openflow.controller import SyncError
+
+log = logging.getLogger(LOGGER)
+
+
+class PolicyReconciler:
+    def __init__(self, cluster: dict, store, svc: ServiceReconciler, skip: SkipLog,
+                 on_node_ports=None):  # fmt: skip
+        self.cluster = cluster
+        self.store = store  # pods.PodStore: the local attachments
+        self.svc = svc
+        self.skip = skip
+        self.on_node_ports = on_node_ports  # the host applies the NodePort rules Services want
+        self.node_ports: set = set()  # what the last computation wants (not written here)
+        self.lock = threading.RLock()
+        self.slots: dict[str, int] = {}
+        self._free_slots: list[int] = []
+        self._view_pods: dict = {}
+        self._pod_infos: dict[tuple, tuple] = {}
+        self._view_ns: dict | None = None
+        self.cache: dict[tuple, tuple] = {}
+        self.sync = None
+        self.controller = None
+        self.settle = lambda: None
+
+    def view(self) -> View:
+        namespaces, pods = {}, {}
+        infos = {}  # PodInfo per cluster Pod object, kept while the object is the same
+        for key, obj in list(self.cluster.items()):
+            if key[0] == "Namespace":
+                namespaces[obj.name] = obj.labels_dict()
+            elif key[0] == "Pod" and not obj.host_network and obj.ip and not finished(obj):
+                hit = self._pod_infos.get(key)
+                if hit is not None and hit[0] is obj:
+                    info = hit[1]
+                else:
+                    info = PodInfo(
+                        obj.namespace,
+                        obj.name,
+                        tuple(sorted(obj.labels_dict().items())),
+                        obj.ip,
+                        tuple((cp.name, cp.port, cp.protocol) for cp in obj.ports),
+                        ready=obj.ready,
+                        terminating=obj.terminating,
+                    )
+                infos[key] = (obj, info)
+                pods[(obj.namespace, obj.name)] = info
+        self._pod_infos = infos
+        # a pod with several interfaces is one peer: its primary one (the default route's)
+        # comes last and wins
+        atts = list(self.store.pods.values())
+        for att in sorted(atts, key=lambda a: (a.default_route, a.ifname == "eth0")):
+            if att.ofport <= 0:
+                continue
+            obj = self.cluster.get(("Pod", att.namespace, att.name))
+            if obj is not None and finished(obj):
+                continue  # its sandbox goes soon; its IP is nobody's peer meanwhile
+            labels = tuple(sorted(obj.labels_dict().items())) if obj is not None else ()
+            ports = (
+                tuple((cp.name, cp.port, cp.protocol) for cp in obj.ports)
+                if obj is not None
+                else ()
+            )
+            pods[(att.namespace, att.name)] = PodInfo(
+                att.namespace,
+                att.name,
+                labels,
+                att.ip,
+                ports,
+                local=True,
+                ready=obj.ready if obj is not None else True,
+                terminating=obj.terminating if obj is not None else False,
+            )
+        return View(namespaces, sorted(pods.values(), key=lambda p: (p.namespace, p.name)))
+
+    def owners(self) -> dict:
+        """Desired flows of the policy owners (rules and isolation) and Services that were
+        recomputed; owners that are gone map to an empty set; unchanged owners are left out
+        (the flow sync already holds them). Slots (priority + conjunction ids) stay with an owner
+        while it lives. A Service is recomputed only when it, its EndpointSlices or (derived
+        endpoints) its namespace's pods changed."""
+        view = self.view()
+        pods_now = {(p.namespace, p.name): p for p in view.pods}
+        prev = self._view_pods
+        changed = [
+            (prev.get(k), pods_now.get(k))
+            for k in set(prev) | set(pods_now)
+            if prev.get(k) is not pods_now.get(k) and prev.get(k) != pods_now.get(k)
+        ]
+        everything = view.namespaces != self._view_ns
+        want: dict[str, frozenset] = {}  # owners recomputed or gone (unchanged ones left out)
+        live: dict[str, frozenset] = {}  # every policy owner there is
+        cache: dict[tuple, tuple] = {}
+        for key, obj in list(self.cluster.items()):
+            if key[0] != "NetworkPolicy":
+                continue
+            hit = self.cache.get(key)
+            if hit is not None and hit[0] == obj and not everything:
+                pol = hit[1]
+                if pol is None or not any(
+                    incremental.affects(pol, p, view.ns_labels) for pair in changed for p in pair
+                ):
+                    cache[key] = hit
+                    live.update(hit[2])  # unchanged: already in the flow sync as they are
+                    continue
+            try:
+                pol = netpol.parse(obj.obj())
+            except netpol.PolicyError as e:
+                self.skip(key, obj, f"ignoring {e}")
+                cache[key] = (obj, None, {})
+                continue
+            for why in pol.skipped:
+                self.skip(key, obj, why)
+            owners = self._programmable(key, obj, pol, view)
+            cache[key] = (obj, pol, owners)
+            want.update(owners)
+            live.update(owners)
+        self.cache = cache
+        for owner in set(self.slots) - set(live):
+            want[owner] = frozenset()
+            self._free_slots.append(self.slots.pop(owner))
+        svc_owners, self.node_ports = self.svc.owners(view, changed, everything)
+        want.update(svc_owners)
+        self._view_pods, self._view_ns = pods_now, view.namespaces
+        return want
+
+    def _programmable(self, key: tuple, obj, pol, view: View) -> dict:
+        """A policy's owners and flows, each checked to encode. A rule whose flows cannot be
+        computed or encoded is left out (logged once); the isolation drops always go in, so a
+        policy the node cannot fully program closes more, never less."""
+        owners: dict[str, frozenset] = {}
+        try:
+            computed = policy.policy_flows(pol, view, self.slot)
+        except Exception as e:  # noqa: BLE001 - fall back to isolation only
+            self.skip(key, obj, f"NetworkPolicy {pol.key}: rules not programmed: {e}")
+            iso = policy.isolation_owner(pol)
+            computed = {iso: policy.isolation_flows(pol, view, self.slot(iso))}
+        for owner, flows in computed.items():
+            try:
+                ofconv.check_encodable(flows)
+            except Exception as e:  # noqa: BLE001 - this owner only
+                self.skip(key, obj, f"{owner}: not programmed: {type(e).__name__}: {e}")
+                flows = frozenset()
+            owners[owner] = flows
+        return owners
+
+    def slot(self, owner: str) -> int:
+        if owner not in self.slots:
+            if self._free_slots:
+                self.slots[owner] = self._free_slots.pop()
+            else:
+                self.slots[owner] = len(self.slots)
+        return self.slots[owner]
+
+    def stage_with(self, extra: dict) -> set:
+        """Stage the policy/Service owners a change needs together with `extra` (a pod's own
+        flows): one set of keys, so they go to the switch in ONE bundle."""
+        with self.lock:
+            owners = self.owners()
+            owners.update(extra)
+            keys = self.controller.stage(owners)
+            self._host(self.node_ports)  # under the lock: the host sees the sets in order
+        return keys
+
+    def _host(self, node_ports: set) -> None:
+        """Hand the NodePort rules to the host side, after (never inside) the computation:
+        node.NodeHost writes them when they changed."""
+        if self.on_node_ports is not None:
+            self.on_node_ports(node_ports)
+
+    def apply(self, push: bool) -> None:
+        t0 = time.monotonic()
+        with self.lock:
+            owners = self.owners()
+            if push:
+                keys = self.controller.stage(owners)
+            else:
+                for owner, flows in owners.items():
+                    self.sync.set_owner(owner, flows)
+            self._host(self.node_ports)  # under the lock: the host sees the sets in order
+        if not push:
+            return
+        computed = time.monotonic() - t0
+        try:
+            n = self.controller.push(keys, wait=False)
+            if n:
+                log.info(
+                    "policy/services: %d owners recomputed in %.1f ms, %d flow changes sent "
+                    "in %.1f ms",
+                    len(owners),
+                    computed * 1000,
+                    n,
+                    (time.monotonic() - t0 - computed) * 1000,
+                )
+        except SyncError as e:
+            log.warning("policy flows not pushed now (%s); the next round has them", e)
+        self.settle()

@@ -1,0 +1,174 @@
+"""The agent's views, /status /flows /cluster: the one JSON schema the tools read."""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from dataclasses import asdict
+
+from flows import cookie, services, tables
+from ovsctl.agent.reconcile import finished
+
+
+class Views:
+    """Read-only JSON of the agent's state. No agent lock is taken: CNI never waits for a
+    view (each view copies what it reads first)."""
+
+    def __init__(self, agent):
+        self.a = agent
+
+    def cluster_view(self) -> dict:
+        """The cluster as this agent sees it (for trace and reachability): nodes, pods with
+        labels, IPs and ports, Services with their frontends, and NetworkPolicies as given."""
+        nodes, pods, svcs, pols, nss = [], [], [], [], []
+        # copies first (no agent lock is taken: CNI never waits for a view)
+        cluster, attachments = list(self.a.cluster.items()), list(self.a.pods.values())
+        for key, obj in sorted(cluster, key=lambda kv: kv[0]):
+            kind = key[0]
+            if kind == "Node":
+                nodes.append({"name": obj.name, "ip": obj.internal_ip, "pod_cidr": obj.pod_cidr})
+            elif kind == "Namespace":
+                nss.append({"name": obj.name, "labels": obj.labels_dict()})
+            elif kind == "Pod":
+                pods.append(
+                    {
+                        "namespace": obj.namespace,
+                        "name": obj.name,
+                        "node": obj.node_name,
+                        # a Succeeded/Failed pod holds no address: its IP may be another's
+                        "ip": None if finished(obj) else obj.ip,
+                        "phase": obj.phase,
+                        "labels": obj.labels_dict(),
+                        "ports": [[p.name, p.port, p.protocol] for p in obj.ports],
+                        "ready": obj.ready,
+                        "host_network": obj.host_network,
+                    }
+                )
+            elif kind == "Service":
+                try:
+                    svc = services.parse_service(obj.obj())
+                except services.ServiceError:
+                    continue
+                svcs.append(
+                    {
+                        "namespace": svc.namespace,
+                        "name": svc.name,
+                        "cluster_ip": svc.cluster_ip,
+                        "type": svc.type,
+                        "ports": [
+                            {
+                                "name": sp.name,
+                                "port": sp.port,
+                                "protocol": sp.protocol,
+                                "node_port": sp.node_port,
+                            }
+                            for sp in svc.ports
+                        ],
+                    }
+                )
+            elif kind == "NetworkPolicy":
+                pols.append(obj.obj())
+        local = {
+            (a.namespace, a.name): {"ofport": a.ofport, "mac": a.mac, "key": a.key}
+            for a in attachments
+        }
+        for p in pods:
+            p["local"] = local.get((p["namespace"], p["name"]))
+        node = self.a.node
+        return {
+            "node": self.a.cfg.node_name,
+            "node_ip": self.a.node_ip,
+            "gateway": (
+                {"ip": node.gw_ip, "mac": node.gw_mac, "ofport": node.gw_ofport} if node else None
+            ),
+            "tunnel_ofport": self.a.overlay.tun_ofport if self.a.overlay else None,
+            "cluster_cidr": self.a.cfg.cluster_cidr,
+            "nodes": nodes,
+            "namespaces": nss,
+            "pods": pods,
+            "services": svcs,
+            "policies": pols,
+        }
+
+    def flows_view(self) -> dict:
+        """The desired flows, each with its owner key, and owner id -> key for every owner
+        (cookies carry only a 40-bit hash of the key)."""
+        with self.a.sync.lock:  # only to copy: the work below runs without it
+            owners = dict(self.a.sync.owners)
+            winners = self.a.sync.desired()
+        out = []
+        for key, flows in sorted(owners.items()):
+            for f in sorted(flows, key=lambda f: (f.table_id, -f.priority, f.match)):
+                out.append(
+                    {
+                        "table": f.table,
+                        "table_id": f.table_id,
+                        "priority": f.priority,
+                        "match": f.match_text(),
+                        "actions": f.actions_text(),
+                        "cookie": f"{f.cookie:#x}",
+                        "owner": key,
+                        # False: another owner's flow with the same match is the one installed
+                        "active": winners.get(f.key) == f,
+                    }
+                )
+        return {
+            "round": self.a.controller.round if self.a.controller else 0,
+            "owners": {f"{cookie.owner_id(k):#x}": k for k in owners},
+            "desired": out,
+        }
+
+    def status(self) -> dict:
+        ipam = self.a.ipam
+        used, cap = ipam.usage() if ipam is not None else (0, 0)
+        desired = self.a.sync.desired()
+        per_table = collections.Counter(f.table for f in desired.values())
+        ctl = self.a.controller
+        return {
+            "node": self.a.cfg.node_name,
+            "node_ip": self.a.node_ip,
+            "bridge": self.a.cfg.bridge,
+            "ready": self.a.ready() or "ok",
+            "source": {
+                "kind": self.a.cfg.source,
+                "synced": self.a.source.synced() if self.a.source is not None else True,
+                "objects": len(self.a.cluster),
+            },
+            "openflow": {
+                "connected": bool(ctl and ctl.ready.is_set()),
+                # the agent connects to the bridge's management socket; nothing listens
+                "listen": ctl.target if ctl else f"unix:{self.a.mgmt_socket}",
+                "datapath_id": (
+                    f"{ctl.channel.expected_dpid:016x}"
+                    if ctl and ctl.channel.expected_dpid is not None
+                    else None
+                ),
+                "error": ctl.channel.error if ctl else None,
+                "healthy": self.a.healthy() or "ok",
+                "reconnects": ctl.reconnects if ctl else 0,
+                "round": ctl.round if ctl else 0,
+            },
+            "connected": bool(ctl and ctl.ready.is_set()),
+            "round": ctl.round if ctl else 0,
+            "last_sync": ctl.last_sync if ctl else {},
+            "flows_desired": len(desired),
+            "flows_per_table": {t.name: per_table.get(t.name, 0) for t in tables.PIPELINE},
+            "pods": [asdict(a) for a in list(self.a.pods.values())],
+            "tunnel": (
+                {"port": self.a.cfg.tunnel_name, "ofport": self.a.overlay.tun_ofport}
+                if self.a.overlay
+                else None
+            ),
+            "peers": [
+                {"node": r.name, "node_ip": r.node_ip, "pod_cidr": r.pod_cidr}
+                for r in sorted(self.a.remote_nodes.values(), key=lambda r: r.name)
+            ],
+            "ipam": {"cidr": self.a.pod_cidr, "used": used, "capacity": cap},
+            "uptime_s": round(time.time() - self.a.started, 1),
+            "threads": sorted(t.name for t in threading.enumerate()),
+            "audit": {
+                **(self.a.audit.status() if self.a.audit else {}),
+                "meter": ctl.meter_ok if ctl else None,
+            },
+        }

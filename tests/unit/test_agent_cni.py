@@ -1,0 +1,190 @@
+"""The agent's CNI logic without a host (issue 15): ADD rolls back at every step, DEL is
+idempotent, GC keeps live ports and other networks, the restore after a restart rebuilds the
+attachments; the host is the in-memory fakes of tests/fakes/host.py."""
+
+from __future__ import annotations
+
+import logging
+import types
+
+import pytest
+
+from flows import pipeline
+from ovsctl.agent.cni import CNI
+from ovsctl.agent.cniserver import CNIError
+from ovsctl.agent.ipam import IPAM, IPAMError
+from ovsctl.agent.pods import Attachment, PodStore, restore_pods
+from ovsctl.agent.reconcile import SkipLog
+from ovsctl.agent.reconcile.policy import PolicyReconciler
+from ovsctl.agent.reconcile.services import ServiceReconciler
+from tests.fakes.host import FakeController, FakeInterfaces, FakeNodeHost, FakePorts
+
+CIDR = "10.244.0.0/24"
+LOGGER = "ovsctl.agent.agent"
+
+
+@pytest.fixture
+def env(tmp_path):
+    store, skip, cluster = PodStore(), SkipLog(), {}
+    ipam = IPAM(CIDR, str(tmp_path / "ipam"))
+    ifaces, ports, ctl, host = FakeInterfaces(), FakePorts(), FakeController(), FakeNodeHost()
+    policy = PolicyReconciler(cluster, store, ServiceReconciler(cluster, CIDR, skip), skip)
+    policy.sync, policy.controller = ctl.sync, ctl
+    cni = CNI(store, ipam, ifaces, ports, policy, ctl, ctl.sync, host, cluster, prefixlen=24)
+    netns = tmp_path / "netns"
+    netns.write_text("")
+    return types.SimpleNamespace(
+        store=store, ipam=ipam, ifaces=ifaces, ports=ports, ctl=ctl, host=host, cni=cni,
+        netns=str(netns), sync=ctl.sync,
+    )  # fmt: skip
+
+
+def req(env, command="ADD", cid="c1", ifname="eth0", name="a", network="ovsctl", **config):
+    return {
+        "command": command,
+        "containerID": cid,
+        "ifname": ifname,
+        "netns": env.netns,
+        "args": {"K8S_POD_NAMESPACE": "x", "K8S_POD_NAME": name},
+        "config": {"cniVersion": "1.0.0", "name": network, **config},
+    }
+
+
+def assert_nothing_left(env):
+    assert env.ipam.allocations() == [], "an IPAM allocation is left"
+    assert env.ifaces.links == {}, "a veth is left"
+    assert env.ports.by_name == {}, "an OVS port is left"
+    assert env.store.pods == {}, "an attachment is left"
+    assert env.store.inflight == set()
+    assert env.sync.owners == {}, "flows are left staged"
+
+
+def test_add_gives_a_result_and_pushes_the_pod_with_its_policy_flows_in_one_bundle(env):
+    out = env.cni.dispatch(req(env))
+    assert out["ips"] == [{"address": "10.244.0.2/24", "gateway": "10.244.0.1", "interface": 1}]
+    (att,) = env.store.pods.values()
+    assert env.ports.port(att.host_if)["ofport"] == att.ofport > 0
+    owner = pipeline.pod_owner(att.pod_port())
+    assert env.sync.owner_flows(owner)
+    assert len(env.ctl.staged) == 1 and owner in env.ctl.staged[0]  # one stage, one push
+    assert len(env.ctl.pushed) == 1
+    assert env.cni.dispatch(req(env, "CHECK")) is None
+
+
+def _fail_ipam(env):
+    def boom(*a, **kw):
+        raise IPAMError("state file unreadable")
+
+    env.ipam.allocate = boom
+
+
+@pytest.mark.parametrize(
+    "step, fail, words",
+    [
+        ("IPAM", _fail_ipam, "IPAM failed"),
+        ("veth", lambda env: env.ifaces.fail.add("create"), "interface setup failed"),
+        ("OVS port", lambda env: env.ports.fail.add("add"), "OVSDB operation failed"),
+        ("flows", lambda env: env.ctl.fail.add("push"), "installing the pod's flows failed"),
+    ],
+)
+def test_add_rolls_back_every_step_when_one_fails(env, step, fail, words, caplog):
+    fail(env)
+    with pytest.raises(CNIError) as e:
+        env.cni.dispatch(req(env))
+    assert e.value.msg == f"{step}: {words}", e.value.msg
+    assert_nothing_left(env)
+
+
+def test_add_rollback_also_drops_the_policy_flows_the_pod_opened(env):
+    from ovsctl.k8s import model
+
+    for obj in (
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "x"}},
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {"name": "p", "namespace": "x"},
+            "spec": {"podSelector": {}, "ingress": [{}]},
+        },
+    ):
+        o = model.parse(obj)
+        env.cni.cluster[o.key] = o
+    env.ctl.fail.add("push")
+    with pytest.raises(CNIError, match="flows"):
+        env.cni.dispatch(req(env))
+    assert env.ctl.staged[0], "the pod and its policy flows were staged together"
+    assert any(k.startswith("policy/") for k in env.ctl.staged[0])
+    assert not [o for o in env.sync.owners if not o.startswith(("policy/", "service/"))]
+    assert env.store.pods == {} and env.ports.by_name == {} and env.ipam.allocations() == []
+
+
+def test_del_twice_and_for_an_unknown_container(env):
+    env.cni.dispatch(req(env))
+    assert env.cni.dispatch(req(env, "DEL")) is None
+    assert_nothing_left(env)
+    assert env.cni.dispatch(req(env, "DEL")) is None
+    assert env.cni.dispatch(req(env, "DEL", cid="never-seen")) is None
+    assert_nothing_left(env)
+
+
+def test_gc_keeps_live_ports_and_other_networks(env, caplog):
+    env.cni.dispatch(req(env, cid="live", name="a"))
+    env.cni.dispatch(req(env, cid="other", name="b", network="elsewhere"))
+    env.cni.dispatch(req(env, cid="stale", name="c"))
+    stale = env.store.pods["stale/eth0"]
+    env.ports.by_name[stale.host_if]["ofport"] = -1  # its interface is gone
+    gc = {"cni.dev/valid-attachments": []}
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        assert env.cni.dispatch(req(env, "GC", **gc)) is None
+    assert sorted(env.store.pods) == ["live/eth0", "other/eth0"]
+    assert sorted(a.container_id for a in env.ipam.allocations()) == ["live", "other"]
+    assert stale.host_if not in env.ports.by_name and stale.host_if not in env.ifaces.links
+    text = caplog.text
+    assert "keeping live/eth0" in text and "its port is live" in text
+    assert "keeping other/eth0" in text and "belongs to network 'elsewhere'" in text
+    assert "removing stale attachment stale/eth0" in text
+
+
+def test_gc_needs_the_network_and_its_list(env):
+    with pytest.raises(CNIError, match="valid-attachments"):
+        env.cni.dispatch(req(env, "GC"))
+
+
+def _port(ifaces, ports, cid, ip, ofport, network="ovsctl"):
+    name = ifaces.host_ifname(cid, "eth0")
+    att = Attachment(
+        cid, "eth0", "x", cid, "", "/x", name, ip, "0a:58:0a:f4:00:05", network=network
+    )
+    ports.by_name[name] = {
+        "name": name, "ofport": ofport, "external_ids": att.external_ids(), "error": None,
+    }  # fmt: skip
+    if ofport > 0:
+        ifaces.links[name] = {
+            "netns": "/x", "ifname": "eth0", "mac": att.mac, "ip": ip, "prefixlen": 24,
+        }  # fmt: skip
+    return att
+
+
+def test_restore_after_restart(env, caplog):
+    live = _port(env.ifaces, env.ports, "live", "10.244.0.5", 7)
+    gone = _port(env.ifaces, env.ports, "gone", "10.244.0.6", -1)
+    env.ipam.adopt(gone.ip, "gone", "eth0", {"network": "ovsctl"})
+    env.ipam.allocate("interrupted", "eth0", {"network": "ovsctl"})  # no port was plugged
+    env.ifaces.links["ovs0123456789a"] = {"netns": "/y", "ifname": "eth0", "mac": "", "ip": ""}
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        restore_pods(env.store, env.ports, env.ifaces, env.ipam, env.sync, env.host.net)
+    assert sorted(env.store.pods) == ["gone/eth0", "live/eth0"]
+    assert env.store.pods["live/eth0"].ofport == 7
+    assert env.sync.owner_flows(pipeline.pod_owner(env.store.pods["live/eth0"].pod_port()))
+    assert not env.sync.owner_flows(pipeline.pod_owner(env.store.pods["gone/eth0"].pod_port()))
+    assert "kept until DEL/GC" in caplog.text
+    allocs = {(a.container_id, a.ip) for a in env.ipam.allocations()}
+    assert allocs == {("live", live.ip), ("gone", gone.ip)}  # live re-reserved, the other freed
+    assert "re-reserved it" in caplog.text and "interrupted ADD" in caplog.text
+    assert "ovs0123456789a" not in env.ifaces.links  # the orphan veth went
+    # the restored attachment answers CHECK once its flows are on the switch
+    env.ctl.push(set(env.sync.desired()))
+    env.cni.cluster.clear()
+    env.store.pods["live/eth0"].netns = env.netns
+    env.ifaces.links[live.host_if]["netns"] = env.netns
+    assert env.cni.dispatch(req(env, "CHECK", cid="live")) is None

@@ -1,0 +1,156 @@
+"""The agent's incremental policy/Service caches (agent/reconcile/) give exactly what a full
+recomputation gives, after every step of a random sequence of pod, attachment, namespace,
+policy and Service changes (mirrors tests/unit/test_incremental.py, one level up: the
+reconciler's caches instead of flows/incremental.py alone)."""
+
+from __future__ import annotations
+
+import copy
+import random
+import types
+
+import pytest
+
+from ovsctl.agent.pods import Attachment, PodStore
+from ovsctl.agent.reconcile import SkipLog
+from ovsctl.agent.reconcile.policy import PolicyReconciler
+from ovsctl.agent.reconcile.services import ServiceReconciler
+from ovsctl.k8s import model
+from tests.netpol_reference import random_case
+from tests.unit.test_incremental import NS, pod_dict
+
+CIDR = "10.0.0.0/24"
+LABELS = [{"app": "a"}, {"app": "b"}, {"app": "a", "tier": "t"}, {}]
+
+
+def _obj(d: dict, kind: str, api: str = "v1"):
+    return model.parse({"apiVersion": api, "kind": kind, **d})
+
+
+def _svc(name: str, ns: str, app: str, ip: str):
+    return _obj(
+        {
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"clusterIP": ip, "selector": {"app": app}, "ports": [{"port": 80}]},
+        },
+        "Service",
+    )
+
+
+def _reconciler(cluster: dict, store: PodStore) -> PolicyReconciler:
+    skip = SkipLog()
+    return PolicyReconciler(cluster, store, ServiceReconciler(cluster, CIDR, skip), skip)
+
+
+def _full(cluster: dict, store: PodStore, slots: dict) -> dict:
+    fresh = _reconciler(cluster, store)
+    fresh.slots = dict(slots)  # the same slot numbers: flows compare exactly
+    return {o: f for o, f in fresh.owners().items() if f}
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_incremental_caches_equal_a_full_recomputation(seed):
+    rng = random.Random(seed)
+    dicts = [
+        pod_dict(ns, f"p{i}", rng.choice(LABELS), f"10.0.{j}.{i + 2}")
+        for j, ns in enumerate(("x", "y", "z"))
+        for i in range(3)
+    ]
+    cluster: dict = {}
+    store = PodStore()
+    for n in NS:
+        o = _obj(copy.deepcopy(n), "Namespace")
+        cluster[o.key] = o
+    bodies: dict = {}  # each Pod's dict, to change it
+    for d in dicts:
+        o = _obj(copy.deepcopy(d), "Pod")
+        cluster[o.key], bodies[o.key] = o, d
+    pols = [_obj(p, "NetworkPolicy", "networking.k8s.io/v1") for p in random_case(seed, NS, dicts)]
+    for p in pols:
+        cluster[p.key] = p
+    for i, app in enumerate(("a", "b")):
+        s = _svc(f"s{app}", "x", app, f"10.96.0.{i + 10}")
+        cluster[s.key] = s
+    inc = _reconciler(cluster, store)
+    state: dict = {}
+
+    def step() -> None:
+        for owner, flows in inc.owners().items():
+            if flows:
+                state[owner] = flows
+            else:
+                state.pop(owner, None)
+        assert state == _full(cluster, store, inc.slots), f"seed {seed}: caches went stale"
+
+    step()
+    for n in range(12):
+        kind = rng.choice(["labels", "ip", "gone", "new", "local", "unplug", "ns", "policy", "svc"])
+        pods = [k for k in cluster if k[0] == "Pod"]
+        if kind in ("labels", "ip") and pods:
+            d = copy.deepcopy(bodies[rng.choice(pods)])
+            if kind == "labels":
+                d["metadata"]["labels"] = rng.choice(LABELS)
+            else:
+                d["status"]["podIP"] = f"10.0.5.{n + 2}"
+            o = _obj(d, "Pod")
+            cluster[o.key], bodies[o.key] = o, d
+        elif kind == "gone" and pods:
+            cluster.pop(rng.choice(pods))
+        elif kind == "new":
+            d = pod_dict(rng.choice("xyz"), f"n{n}", rng.choice(LABELS), f"10.0.6.{n + 2}")
+            o = _obj(d, "Pod")
+            cluster[o.key], bodies[o.key] = o, d
+        elif kind == "local" and pods:
+            p = cluster[rng.choice(pods)]
+            att = Attachment(
+                f"c{n}", "eth0", p.namespace, p.name, "", "/x", f"ovs{n}", p.ip, "0a:58:00:00:00:01"
+            )
+            att.ofport = n + 10
+            store.put(att)
+        elif kind == "unplug" and store.pods:
+            store.forget(rng.choice(sorted(store.pods)))
+        elif kind == "ns":
+            d = copy.deepcopy(rng.choice(NS))
+            d["metadata"]["labels"] = {"team": rng.choice(["red", "blue", "green"])}
+            o = _obj(d, "Namespace")
+            cluster[o.key] = o
+        elif kind == "policy":
+            have = [k for k in cluster if k[0] == "NetworkPolicy"]
+            if have and rng.random() < 0.5:
+                cluster.pop(rng.choice(have))
+            else:
+                p = rng.choice(pols)
+                cluster[p.key] = p
+        elif kind == "svc":
+            if ("Service", "x", "sa") in cluster:
+                cluster.pop(("Service", "x", "sa"))
+            else:
+                s = _svc("sa", "x", "a", "10.96.0.10")
+                cluster[s.key] = s
+        step()
+
+
+def test_services_return_node_port_rules_and_only_the_host_writes_them():
+    cluster: dict = {}
+    svc = _obj(
+        {
+            "metadata": {"name": "np", "namespace": "x"},
+            "spec": {
+                "type": "NodePort",
+                "clusterIP": "10.96.0.7",
+                "selector": {"app": "a"},
+                "ports": [{"port": 80, "nodePort": 30080}],
+            },
+        },
+        "Service",
+    )
+    cluster[svc.key] = svc
+    written: list[set] = []
+    rec = _reconciler(cluster, PodStore())
+    rec.on_node_ports = written.append
+    owners = rec.owners()  # a computation alone writes nothing
+    assert "service/x/np" in owners and written == []
+    assert rec.node_ports and all(30080 in entry for entry in rec.node_ports)
+    rec.sync = types.SimpleNamespace(set_owner=lambda o, f: set())
+    rec.apply(push=False)
+    assert written == [rec.node_ports]
