@@ -55,189 +55,48 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import queue
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from kubernetes import client as k8s_client
-from kubernetes import config as k8s_config
 
-from ovsctl.k8s.model import ACCEPTED_KINDS, KINDS, ModelError, Object, parse
+from ovsctl.k8s.apiclient import TokenFile, make_api_client
+from ovsctl.k8s.model import ACCEPTED_KINDS, Object
 from ovsctl.k8s.source import Event, Handler, Key, diff_states
+from ovsctl.k8s.watchstream import (
+    MAX_OBJECT_BYTES,
+    RESOURCES,
+    LineSplitter,
+    Requests,
+    Resource,
+    _Gone,
+    _lines,
+    _RequestError,
+    _Stopped,
+    _TooLarge,
+    _WatchFailed,
+    decode_event,
+    forget_parse_errors,
+    parse_object,
+    raw_key,
+    show_key,
+)
 
-__all__ = ["RESOURCES", "APISource", "Resource", "make_api_client"]
+__all__ = [
+    "RESOURCES",
+    "APISource",
+    "LineSplitter",
+    "Resource",
+    "TokenFile",
+    "_TooLarge",
+    "make_api_client",
+]
 
 log = logging.getLogger(__name__)
-
-MAX_OBJECT_BYTES = 16 << 20  # one watch event (one object) at most; longer ones are dropped
-_READ = 65536
-
-
-@dataclass(frozen=True)
-class Resource:
-    """One watched kind: its apiVersion and its cluster-wide collection path."""
-
-    kind: str
-    api_version: str
-    plural: str
-    namespaced: bool
-
-    @property
-    def path(self) -> str:
-        if "/" in self.api_version:  # a named group: /apis/<group>/<version>/<plural>
-            return f"/apis/{self.api_version}/{self.plural}"
-        return f"/api/{self.api_version}/{self.plural}"  # the core group
-
-
-_PLURALS = {
-    "Namespace": "namespaces",
-    "Node": "nodes",
-    "NetworkPolicy": "networkpolicies",
-    "Service": "services",
-    "EndpointSlice": "endpointslices",
-    "Pod": "pods",
-}
-
-# In model.ACCEPTED_KINDS order (namespaces and nodes first, pods last).
-RESOURCES: dict[str, Resource] = {
-    kind: Resource(kind, KINDS[kind].api_version, _PLURALS[kind], KINDS[kind].namespaced)
-    for kind in ACCEPTED_KINDS
-}
-
-
-def make_api_client(
-    *,
-    host: str | None = None,
-    token: str | None = None,
-    token_file: str | None = None,
-    ca_file: str | None = None,
-    kubeconfig: str | None = None,
-    context: str | None = None,
-    in_cluster: bool | None = None,
-    pool_size: int = 16,
-) -> k8s_client.ApiClient:
-    """An :class:`ApiClient` from one of three configurations:
-
-    - ``host`` (e.g. ``https://10.0.0.1:6443``, ``http://127.0.0.1:8001`` for ``kubectl
-      proxy``, or a test server), with an optional bearer ``token`` or ``token_file`` (read
-      again when the file changes, and at least every minute: projected service account
-      tokens rotate) and an optional ``ca_file`` (the CA bundle that signs the server's
-      certificate; default: the system's CAs);
-    - ``in_cluster=True``: the pod's service account (``load_incluster_config``);
-    - ``kubeconfig``: a kubeconfig file (``""`` for the default ``~/.kube/config`` or
-      ``$KUBECONFIG``), with an optional ``context`` (``load_kube_config``).
-
-    With none of them: in-cluster when ``KUBERNETES_SERVICE_HOST`` is set, else the default
-    kubeconfig.
-    """
-    cfg = k8s_client.Configuration()
-    if host:
-        cfg.host = host.rstrip("/")
-        if token_file:
-            tf = TokenFile(token_file)
-            cfg.api_key = {"authorization": f"Bearer {tf.read()}"}
-            cfg.refresh_api_key_hook = tf.refresh
-        elif token:
-            cfg.api_key = {"authorization": f"Bearer {token}"}
-        if ca_file:
-            cfg.ssl_ca_cert = ca_file
-        how = f"host {cfg.host}" + (f", CA {ca_file}" if ca_file else "")
-        how += f", token from {token_file}" if token_file else ""
-    else:
-        if in_cluster is None and kubeconfig is None:
-            in_cluster = bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
-        if in_cluster:
-            k8s_config.load_incluster_config(client_configuration=cfg)
-            how = "in-cluster service account"
-        else:
-            k8s_config.load_kube_config(
-                config_file=kubeconfig or None, context=context, client_configuration=cfg
-            )
-            how = f"kubeconfig {kubeconfig or '(default)'}" + (
-                f" context {context}" if context else ""
-            )
-    # every watcher keeps one connection open; leave room for the lists beside them
-    cfg.connection_pool_maxsize = max(cfg.connection_pool_maxsize or 0, pool_size)
-    log.info("kubernetes API client: %s -> %s", how, cfg.host)
-    return k8s_client.ApiClient(cfg)
-
-
-class TokenFile:
-    """A bearer token kept in a file: read again when the file changes (another inode, mtime
-    or size: a projected token is swapped in atomically) or `every` seconds have passed. A
-    file that cannot be read keeps the last token (logged once until it reads again)."""
-
-    def __init__(self, path: str, every: float = 60.0, clock=time.monotonic):
-        self.path, self.every, self.clock = path, every, clock
-        self.token = ""
-        self._sig: tuple | None = None
-        self._at = -math.inf
-        self._failing = False
-        self._lock = threading.Lock()  # every watcher thread refreshes before its requests
-
-    def read(self) -> str:
-        with open(self.path) as fh:
-            token = fh.read().strip()
-        if not token:
-            raise ValueError(f"token file {self.path} is empty")
-        st = os.stat(self.path)
-        self._sig = (st.st_ino, st.st_mtime_ns, st.st_size)
-        self._at = self.clock()
-        self.token = token
-        return token
-
-    def refresh(self, cfg) -> None:
-        """Configuration.refresh_api_key_hook: called before every request (from every
-        watcher's thread: one at a time, so a vanished file is logged once, not per thread)."""
-        with self._lock:
-            try:
-                st = os.stat(self.path)
-                sig = (st.st_ino, st.st_mtime_ns, st.st_size)
-                if sig != self._sig or self.clock() - self._at >= self.every:
-                    old = self.token
-                    self.read()
-                    if self.token != old:
-                        log.info("kubernetes API client: token re-read from %s", self.path)
-                self._failing = False
-            except (OSError, ValueError) as e:
-                if not self._failing:
-                    log.warning("kubernetes API client: keeping the last token: %s", e)
-                    self._failing = True
-            token = self.token
-        cfg.api_key = {**cfg.api_key, "authorization": f"Bearer {token}"}
-
-
-# --------------------------------------------------------------------------- errors
-
-
-class _Gone(Exception):
-    """HTTP 410 / ERROR event code 410: our resourceVersion is too old; relist."""
-
-
-class _TooLarge(_Gone):
-    """A watch event longer than max_object_bytes was dropped: relist (the event is lost)."""
-
-
-class _Stopped(Exception):
-    """The source is stopping."""
-
-
-class _RequestError(Exception):
-    """A failed request or a broken stream; retried with backoff."""
-
-
-class _WatchFailed(Exception):
-    """The watch stream broke after it had connected; resume from rv."""
-
-    def __init__(self, rv: str, reason: str, progressed: bool):
-        super().__init__(reason)
-        self.rv = rv
-        self.reason = reason
-        self.progressed = progressed  # it delivered something before it broke
 
 
 # --------------------------------------------------------------------------- dispatcher messages
@@ -342,8 +201,7 @@ class APISource:
         self._handler: Handler | None = None
         self._threads: list[threading.Thread] = []
         self._dispatcher: threading.Thread | None = None
-        self._responses: set = set()  # open urllib3 responses, closed by stop()
-        self._resp_lock = threading.Lock()
+        self._http = Requests(self.api, request_timeout, self._stop)
         self._parse_errors: dict[str, dict[Key, str]] = {r.kind: {} for r in self.resources}
 
     # ------------------------------------------------------------------ Source interface
@@ -377,11 +235,7 @@ class APISource:
         if self._stop.is_set():
             return
         log.info("kubernetes API source: stopping")
-        with self._resp_lock:
-            self._stop.set()
-            responses = list(self._responses)
-        for resp in responses:  # unblock watchers waiting in a read
-            _abort(resp)
+        self._http.stop()  # unblocks the watchers waiting in a read
         self._queue.put(_STOP)
         me = threading.current_thread()
         deadline = time.monotonic() + 5.0
@@ -410,57 +264,6 @@ class APISource:
             return out
 
     # ------------------------------------------------------------------ HTTP
-
-    def _get(self, path: str, params: list[tuple[str, Any]], read_timeout: float):
-        """Start a GET; returns the urllib3 response (status 200, body not read yet), registered
-        so stop() can abort it. The caller must pass it to _done()."""
-        method, url, headers, body, post = self.api.param_serialize(
-            method="GET",
-            resource_path=path,
-            query_params=params,
-            header_params={"Accept": "application/json"},
-            auth_settings=["BearerToken"],
-        )
-        try:
-            rest = self.api.call_api(
-                method,
-                url,
-                header_params=headers,
-                body=body,
-                post_params=post,
-                _request_timeout=(self.request_timeout, read_timeout),
-            )
-        except Exception as e:  # noqa: BLE001 - urllib3/socket/ssl errors alike
-            raise _RequestError(f"GET {path}: {e}") from e
-        resp = rest.response
-        with self._resp_lock:
-            self._responses.add(resp)
-            stopping = self._stop.is_set()
-        if stopping:
-            self._done(resp)
-            raise _Stopped
-        if resp.status != 200:
-            try:
-                text = resp.read(decode_content=True)[:2000]
-            except Exception:  # noqa: BLE001
-                text = b""
-            finally:
-                self._done(resp)
-            message = _status_message(text)
-            if resp.status == 410:
-                raise _Gone(f"GET {path}: HTTP 410 Gone: {message}")
-            raise _RequestError(f"GET {path}: HTTP {resp.status} {resp.reason}: {message}")
-        return resp
-
-    def _done(self, resp, reuse: bool = False) -> None:
-        with self._resp_lock:
-            self._responses.discard(resp)
-        try:
-            if not reuse:
-                resp.close()  # a watch may be half-read: never give that connection back
-            resp.release_conn()
-        except Exception:  # noqa: BLE001
-            pass
 
     # ------------------------------------------------------------------ the watcher of one kind
 
@@ -537,13 +340,13 @@ class APISource:
                 params.append(("limit", self.page_size))
             if cont:
                 params.append(("continue", cont))
-            resp = self._get(res.path, params, self.request_timeout)
+            resp = self._http.get(res.path, params, self.request_timeout)
             try:
                 data = resp.read(decode_content=True)
             except Exception as e:  # noqa: BLE001
-                self._done(resp)
+                self._http.done(resp)
                 raise _RequestError(f"list {kind}: reading the response: {e}") from e
-            self._done(resp, reuse=True)
+            self._http.done(resp, reuse=True)
             try:
                 body = json.loads(data)
                 items = body.get("items") or []
@@ -553,7 +356,7 @@ class APISource:
             pages += 1
             for item in items:
                 count += 1
-                obj, key, err = self._parse(res, item)
+                obj, key, err = parse_object(res, item, self._parse_errors[kind])
                 if obj is not None:
                     objects[obj.key] = obj
                 elif key is not None:
@@ -565,13 +368,7 @@ class APISource:
                 break
         if not rv:
             raise _RequestError(f"list {kind}: the list has no metadata.resourceVersion")
-        # forget logged parse errors of objects that are gone or parse again
-        errors = self._parse_errors[kind]
-        for key in list(errors):
-            if key not in seen_errors:
-                if key in objects:
-                    log.info("%s %s parses again", kind, _show_key(key))
-                del errors[key]
+        forget_parse_errors(kind, self._parse_errors[kind], seen_errors, objects)
         log.info(
             "%s: listed %d object(s) in %d page(s) at resourceVersion %s%s",
             kind,
@@ -601,7 +398,7 @@ class APISource:
         ]
         log.debug("%s: watch from resourceVersion %s (timeout %ds)", kind, rv, timeout)
         started = time.monotonic()
-        resp = self._get(res.path, params, timeout + self.request_timeout)
+        resp = self._http.get(res.path, params, timeout + self.request_timeout)
         events = 0
         try:
             for line in _lines(resp, self.max_object_bytes):
@@ -616,7 +413,7 @@ class APISource:
                 raise _Stopped from None
             raise _WatchFailed(rv, f"{type(e).__name__}: {e}", events > 0) from e
         finally:
-            self._done(resp)
+            self._http.done(resp)
         if self._stop.is_set():
             raise _Stopped
         if not events and time.monotonic() - started < timeout / 2:
@@ -629,68 +426,26 @@ class APISource:
     def _on_line(self, res: Resource, line: bytes, rv: str) -> str:
         """Handle one watch event line; return the new resourceVersion."""
         kind = res.kind
-        try:
-            ev = json.loads(line)
-            etype = ev["type"]
-            raw = ev["object"]
-            if not isinstance(raw, dict):
-                raise TypeError("object is not a mapping")
-        except (ValueError, KeyError, TypeError) as e:
-            # we may have lost an event: reconnect from the last good resourceVersion
-            raise _RequestError(f"garbled watch event {line[:200]!r}: {e}") from None
-        meta = raw.get("metadata") if isinstance(raw.get("metadata"), dict) else {}
-        new_rv = str(meta.get("resourceVersion") or "") or rv
+        etype, raw, new_rv = decode_event(line, rv)
         if etype == "BOOKMARK":
             log.debug("%s: bookmark at resourceVersion %s", kind, new_rv)
             self.resource_version[kind] = new_rv
             return new_rv
-        if etype == "ERROR":
-            code = raw.get("code")
-            message = raw.get("message") or raw.get("reason") or "?"
-            if code == 410:
-                raise _Gone(f"watch from resourceVersion {rv}: 410 Gone: {message}")
-            raise _RequestError(f"watch ERROR event (code {code}): {message}")
         if etype not in ("ADDED", "MODIFIED", "DELETED"):
             log.warning("%s: ignoring a watch event of unknown type %r", kind, etype)
             return rv
         self.events_total[kind] += 1
         if etype == "DELETED":
-            key = _raw_key(res, raw)
+            key = raw_key(res, raw)
             if key is not None:
                 self._queue.put(_Changed(kind, etype, key, None))
                 self._parse_errors[kind].pop(key, None)
         else:
-            obj, key, _ = self._parse(res, raw)
+            obj, key, _ = parse_object(res, raw, self._parse_errors[kind])
             if key is not None:
                 self._queue.put(_Changed(kind, etype, key, obj))
         self.resource_version[kind] = new_rv
         return new_rv
-
-    def _parse(self, res: Resource, raw: Any) -> tuple[Object | None, Key | None, str | None]:
-        """(object, key, None) or, for a malformed object, (None, key-if-known, error)."""
-        kind = res.kind
-        if isinstance(raw, dict):
-            # list items (and some watch events) leave kind/apiVersion off
-            if not raw.get("kind"):
-                raw = {**raw, "kind": kind}
-            if not raw.get("apiVersion"):
-                raw = {**raw, "apiVersion": res.api_version}
-        key = _raw_key(res, raw)
-        try:
-            obj = parse(raw)
-            if obj.key[0] != kind:
-                raise ModelError(f"a {obj.key[0]} in the {kind} collection", ref=str(obj.key))
-        except Exception as e:  # noqa: BLE001 - ModelError, or anything odd in the dict
-            err = str(e) if isinstance(e, ModelError) else repr(e)
-            errors = self._parse_errors[kind]
-            if key is None or errors.get(key) != err:
-                log.error("%s: skipping a malformed object: %s", kind, err)
-                if key is not None:
-                    errors[key] = err
-            return None, key, err
-        if self._parse_errors[kind].pop(obj.key, None) is not None:
-            log.info("%s %s parses again", kind, _show_key(obj.key))
-        return obj, obj.key, None
 
     # ------------------------------------------------------------------ the dispatcher
 
@@ -753,7 +508,7 @@ class APISource:
             log.debug(
                 "delivering %d event(s): %s",
                 len(events),
-                ", ".join(f"{e.type} {e.key[0]} {_show_key(e.key)}" for e in events[:10])
+                ", ".join(f"{e.type} {e.key[0]} {show_key(e.key)}" for e in events[:10])
                 + (", ..." if len(events) > 10 else ""),
             )
         try:
@@ -764,129 +519,3 @@ class APISource:
                 "kubernetes API source: handler failed on %d event(s); they count as delivered",
                 len(events),
             )
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-class LineSplitter:
-    """Newline-delimited lines from a stream of chunks, in linear time: the pieces of an
-    unfinished line are kept in a list and joined once, when its newline arrives. A line longer
-    than `max_line` bytes is not kept: its pieces are dropped as they come and `feed` raises
-    :class:`_TooLarge` naming its size once its newline (or the end) arrives. `peak` is the
-    most bytes ever held for an unfinished line."""
-
-    def __init__(self, max_line: int = 0):
-        self.max_line = max_line  # 0 = unbounded
-        self._parts: list[bytes] = []
-        self.pending = 0  # bytes of the unfinished line held in _parts
-        self.dropping = 0  # > 0: bytes of an oversized line seen so far (none of them kept)
-        self.peak = 0
-
-    def feed(self, chunk: bytes) -> list[bytes]:
-        out: list[bytes] = []
-        start = 0
-        while True:
-            nl = chunk.find(b"\n", start)
-            if nl < 0:
-                self._add(chunk[start:])
-                return out
-            self._add(chunk[start:nl])
-            start = nl + 1
-            if self.dropping:
-                size, self.dropping = self.dropping, 0
-                raise _TooLarge(self._too_large(size))
-            out.append(b"".join(self._parts))
-            self._parts, self.pending = [], 0
-
-    def end(self) -> list[bytes]:
-        """The stream ended: the last line if it had no newline."""
-        if self.dropping:
-            size, self.dropping = self.dropping, 0
-            raise _TooLarge(self._too_large(size))
-        last = b"".join(self._parts)
-        self._parts, self.pending = [], 0
-        return [last] if last.strip() else []
-
-    def _add(self, piece: bytes) -> None:
-        if not piece:
-            return
-        if self.dropping:
-            self.dropping += len(piece)
-            return
-        if self.max_line and self.pending + len(piece) > self.max_line:
-            self.dropping = self.pending + len(piece)
-            self._parts, self.pending = [], 0
-            return
-        self._parts.append(piece)
-        self.pending += len(piece)
-        self.peak = max(self.peak, self.pending)
-
-    def _too_large(self, size: int) -> str:
-        return f"dropped a watch event of {size} bytes (the limit is {self.max_line} bytes)"
-
-
-def _lines(resp, max_line: int = 0) -> Iterator[bytes]:
-    """The newline-delimited lines of a streaming response, as they arrive (reads of at most
-    64 KiB; a line longer than max_line raises _TooLarge)."""
-    if resp.chunked and resp.supports_chunked_reads():
-        chunks: Iterable[bytes] = resp.read_chunked(_READ, decode_content=True)
-    else:
-
-        def _read1() -> Iterator[bytes]:
-            while True:
-                data = resp.read1(_READ)
-                if not data:
-                    return
-                yield data
-
-        chunks = _read1()
-    split = LineSplitter(max_line)
-    for chunk in chunks:
-        yield from split.feed(chunk)
-    yield from split.end()
-
-
-def _abort(resp) -> None:
-    """Unblock a thread reading resp (from another thread)."""
-    try:
-        resp.shutdown()  # shuts the socket's read side: a blocked read returns at once
-    except Exception:  # noqa: BLE001 - already released or closed
-        pass
-    try:
-        resp.close()
-    except Exception:  # noqa: BLE001
-        pass
-
-
-def _raw_key(res: Resource, raw: Any) -> Key | None:
-    """The model key of a raw object, or None if it has no usable name."""
-    if not isinstance(raw, Mapping):
-        return None
-    meta = raw.get("metadata")
-    if not isinstance(meta, Mapping):
-        return None
-    name = meta.get("name")
-    if not isinstance(name, str) or not name:
-        return None
-    ns = ""
-    if res.namespaced:
-        ns = meta.get("namespace") or "default"
-        if not isinstance(ns, str):
-            return None
-    return (res.kind, ns, name)
-
-
-def _show_key(key: Key) -> str:
-    return f"{key[1]}/{key[2]}" if key[1] else key[2]
-
-
-def _status_message(text: bytes) -> str:
-    """The message of a Status object body, or the text itself."""
-    try:
-        status = json.loads(text)
-        if isinstance(status, dict) and status.get("message"):
-            return str(status["message"])
-    except ValueError:
-        pass
-    return text.decode("utf-8", "replace").strip()[:300] or "(no body)"

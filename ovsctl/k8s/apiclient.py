@@ -1,0 +1,120 @@
+"""The Kubernetes API client's configuration: :func:`make_api_client` (explicit host and token,
+in-cluster service account, or kubeconfig) and :class:`TokenFile` (a bearer token file read
+again as it rotates)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+import time
+
+from kubernetes import client as k8s_client
+from kubernetes import config as k8s_config
+
+__all__ = ["TokenFile", "make_api_client"]
+
+log = logging.getLogger("ovsctl.k8s.apisource")  # one logger for all of the API source
+
+
+def make_api_client(
+    *,
+    host: str | None = None,
+    token: str | None = None,
+    token_file: str | None = None,
+    ca_file: str | None = None,
+    kubeconfig: str | None = None,
+    context: str | None = None,
+    in_cluster: bool | None = None,
+    pool_size: int = 16,
+) -> k8s_client.ApiClient:
+    """An :class:`ApiClient` from one of three configurations:
+
+    - ``host`` (e.g. ``https://10.0.0.1:6443``, ``http://127.0.0.1:8001`` for ``kubectl
+      proxy``, or a test server), with an optional bearer ``token`` or ``token_file`` (read
+      again when the file changes, and at least every minute: projected service account
+      tokens rotate) and an optional ``ca_file`` (the CA bundle that signs the server's
+      certificate; default: the system's CAs);
+    - ``in_cluster=True``: the pod's service account (``load_incluster_config``);
+    - ``kubeconfig``: a kubeconfig file (``""`` for the default ``~/.kube/config`` or
+      ``$KUBECONFIG``), with an optional ``context`` (``load_kube_config``).
+
+    With none of them: in-cluster when ``KUBERNETES_SERVICE_HOST`` is set, else the default
+    kubeconfig.
+    """
+    cfg = k8s_client.Configuration()
+    if host:
+        cfg.host = host.rstrip("/")
+        if token_file:
+            tf = TokenFile(token_file)
+            cfg.api_key = {"authorization": f"Bearer {tf.read()}"}
+            cfg.refresh_api_key_hook = tf.refresh
+        elif token:
+            cfg.api_key = {"authorization": f"Bearer {token}"}
+        if ca_file:
+            cfg.ssl_ca_cert = ca_file
+        how = f"host {cfg.host}" + (f", CA {ca_file}" if ca_file else "")
+        how += f", token from {token_file}" if token_file else ""
+    else:
+        if in_cluster is None and kubeconfig is None:
+            in_cluster = bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+        if in_cluster:
+            k8s_config.load_incluster_config(client_configuration=cfg)
+            how = "in-cluster service account"
+        else:
+            k8s_config.load_kube_config(
+                config_file=kubeconfig or None, context=context, client_configuration=cfg
+            )
+            how = f"kubeconfig {kubeconfig or '(default)'}" + (
+                f" context {context}" if context else ""
+            )
+    # every watcher keeps one connection open; leave room for the lists beside them
+    cfg.connection_pool_maxsize = max(cfg.connection_pool_maxsize or 0, pool_size)
+    log.info("kubernetes API client: %s -> %s", how, cfg.host)
+    return k8s_client.ApiClient(cfg)
+
+
+class TokenFile:
+    """A bearer token kept in a file: read again when the file changes (another inode, mtime
+    or size: a projected token is swapped in atomically) or `every` seconds have passed. A
+    file that cannot be read keeps the last token (logged once until it reads again)."""
+
+    def __init__(self, path: str, every: float = 60.0, clock=time.monotonic):
+        self.path, self.every, self.clock = path, every, clock
+        self.token = ""
+        self._sig: tuple | None = None
+        self._at = -math.inf
+        self._failing = False
+        self._lock = threading.Lock()  # every watcher thread refreshes before its requests
+
+    def read(self) -> str:
+        with open(self.path) as fh:
+            token = fh.read().strip()
+        if not token:
+            raise ValueError(f"token file {self.path} is empty")
+        st = os.stat(self.path)
+        self._sig = (st.st_ino, st.st_mtime_ns, st.st_size)
+        self._at = self.clock()
+        self.token = token
+        return token
+
+    def refresh(self, cfg) -> None:
+        """Configuration.refresh_api_key_hook: called before every request (from every
+        watcher's thread: one at a time, so a vanished file is logged once, not per thread)."""
+        with self._lock:
+            try:
+                st = os.stat(self.path)
+                sig = (st.st_ino, st.st_mtime_ns, st.st_size)
+                if sig != self._sig or self.clock() - self._at >= self.every:
+                    old = self.token
+                    self.read()
+                    if self.token != old:
+                        log.info("kubernetes API client: token re-read from %s", self.path)
+                self._failing = False
+            except (OSError, ValueError) as e:
+                if not self._failing:
+                    log.warning("kubernetes API client: keeping the last token: %s", e)
+                    self._failing = True
+            token = self.token
+        cfg.api_key = {**cfg.api_key, "authorization": f"Bearer {token}"}
