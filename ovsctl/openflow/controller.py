@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 
 from flows import cookie as ck
-from flows.flow import Flow, MeteredController
+from flows.flow import MeteredController
 from ovsctl.openflow import app as ofapp
 from ovsctl.openflow import encode as ofconv
 from ovsctl.openflow.channel import Channel
@@ -461,16 +461,6 @@ class Controller:
         barrier), or raises. With wait=False and no switch ready, only the desired state
         changes (the next round installs it)."""
         return self.push(self.stage(owners), timeout, wait)
-
-    def update(
-        self,
-        owner: str,
-        flows: frozenset[Flow] | set[Flow],
-        timeout: float | None = None,
-        wait: bool = True,
-    ) -> int:
-        """apply() for one owner."""
-        return self.apply({owner: flows}, timeout, wait)
 
     def stage(self, owners: dict) -> set[tuple]:
         """Change owners' desired flows without sending; returns the keys to push()."""

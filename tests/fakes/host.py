@@ -118,8 +118,8 @@ class FakeController:
         self.sync.applied(plan)
         return len(plan.add) + len(plan.delete)
 
-    def update(self, owner: str, flows, timeout=None, wait: bool = True) -> int:
-        return self.push(self.sync.set_owner(owner, flows), timeout, wait)
+    def apply(self, owners: dict, timeout=None, wait: bool = True) -> int:
+        return self.push(self.stage(owners), timeout, wait)
 
 
 class FakeNodeHost:

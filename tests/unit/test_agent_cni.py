@@ -20,7 +20,7 @@ from ovsctl.agent.reconcile.services import ServiceReconciler
 from tests.fakes.host import FakeController, FakeInterfaces, FakeNodeHost, FakePorts
 
 CIDR = "10.244.0.0/24"
-LOGGER = "ovsctl.agent.agent"
+LOGGER = "ovsctl.agent"
 
 
 @pytest.fixture

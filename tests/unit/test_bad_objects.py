@@ -231,7 +231,7 @@ def test_bad_objects_beside_good_ones(agent, caplog):
             "endpoints": [{"addresses": ["10.244.0.5"]}],
         },
     )
-    with caplog.at_level(logging.ERROR, logger="ovsctl.agent.agent"):
+    with caplog.at_level(logging.ERROR, logger="ovsctl.agent"):
         owners = _owners(agent)
         again = agent.policy.owners()  # nothing changed: nothing recomputed, nothing relogged
     assert "policy/x/canary/ingress/0" in owners and owners["policy/x/canary/ingress/0"]

@@ -50,7 +50,7 @@ def test_stage_push_and_update_take_the_same_path(tmp_path):
     ctl, sent = _ready(tmp_path)
     keys = ctl.stage({"pipeline": FLOWS})
     assert ctl.push(keys) == len(FLOWS)
-    assert ctl.update("pipeline", frozenset(), wait=False) == len(FLOWS)
+    assert ctl.apply({"pipeline": frozenset()}, wait=False) == len(FLOWS)
     assert [m[0] for m in sent[1]] == ["delete"] * len(FLOWS)
     assert not ctl.sync.installed
 

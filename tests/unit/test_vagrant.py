@@ -564,7 +564,9 @@ def test_vagrant_validate_virtualbox_provider(tmp_path):
 
 def test_vagrant_validate_libvirt_provider(tmp_path):
     need_vagrant()
-    plugins = subprocess.run(["vagrant", "plugin", "list"], capture_output=True, text=True)
+    # the tests' own VAGRANT_HOME: as any user (plain `pytest` runs the unit tests as
+    # non-root too), the system plugins Debian installs are listed
+    plugins = vagrant(tmp_path, "plugin", "list")
     if "vagrant-libvirt" not in plugins.stdout:
         pytest.fail("the vagrant-libvirt plugin is not installed: `make deps` installs it")
     p = vagrant(tmp_path, "validate", extra_env={"VAGRANT_DEFAULT_PROVIDER": "libvirt"})

@@ -51,7 +51,7 @@ class NodeReconciler:
                 log.info("node %s left: its tunnel flows go", name)
             if push:
                 try:
-                    self.controller.update(owner, flows, wait=False)
+                    self.controller.apply({owner: flows}, wait=False)
                 except SyncError as e:
                     log.warning(
                         "node %s flows not pushed now (%s); the next round has them", name, e
