@@ -14,8 +14,9 @@ import functools
 import re
 import socket
 import struct
+from types import SimpleNamespace
 
-from os_ken.ofproto import nicira_ext
+from os_ken.ofproto import nicira_ext, ofproto_v1_4, ofproto_v1_4_parser
 
 from flows import cookie as ck
 from flows import tables
@@ -511,20 +512,19 @@ def bundle_add_wire(dp, bundle_id: int, flags: int, inner: bytes) -> bytes:
     )
 
 
-_OFFLINE_DP = None
+_OFFLINE_DP = SimpleNamespace(ofproto=ofproto_v1_4, ofproto_parser=ofproto_v1_4_parser)
 
 
 def check_encodable(flows) -> None:
     """Encode each flow as it would go to a switch, without one: raises what os-ken raises for
     a value it cannot put on the wire. The agent runs this on flows computed from cluster
     objects, so one object it cannot program is skipped (and logged) before it can fail a
-    bundle that carries every other owner's changes too."""
-    global _OFFLINE_DP
-    if _OFFLINE_DP is None:
-        from types import SimpleNamespace
-
-        from os_ken.ofproto import ofproto_v1_4, ofproto_v1_4_parser
-
-        _OFFLINE_DP = SimpleNamespace(ofproto=ofproto_v1_4, ofproto_parser=ofproto_v1_4_parser)
+    bundle that carries every other owner's changes too. A recomputed owner mostly holds the
+    flows it had (flow() remembers them): each is checked once."""
     for f in flows:
-        flow_mod_wire(_OFFLINE_DP, f, 1, 0)
+        _encodable(f)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _encodable(f: Flow) -> None:
+    flow_mod_wire(_OFFLINE_DP, f, 1, 0)
