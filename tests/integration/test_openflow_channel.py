@@ -164,17 +164,6 @@ def agent_threads(node) -> int:
     return len(os.listdir(f"/proc/{node.agent_proc.pid}/task"))
 
 
-def agent_thread_names(node) -> list[str]:
-    out = []
-    for t in os.listdir(f"/proc/{node.agent_proc.pid}/task"):
-        try:
-            with open(f"/proc/{node.agent_proc.pid}/task/{t}/comm") as fh:
-                out.append(fh.read().strip())
-        except OSError:
-            pass
-    return sorted(out)
-
-
 def restart_agent(node, rundir: str | None = None, wait: bool = True) -> None:
     node.kill_agent()
     node.agent_rundir = rundir
