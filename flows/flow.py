@@ -23,7 +23,13 @@ PROTOCOLS = {
     "udp": ("ip", "udp"),
     "sctp": ("ip", "sctp"),
     "icmp": ("ip", "icmp"),
+    "ipv6": ("ipv6",),
+    "tcp6": ("ipv6", "tcp"),
+    "udp6": ("ipv6", "udp"),
+    "sctp6": ("ipv6", "sctp"),
+    "icmp6": ("ipv6", "icmp6"),
 }
+IP_ANY = frozenset({"ip", "ipv6"})
 
 # Match fields in the order ovs-ofctl prints them (checked against OVS 3.1 in the integration tests).
 FIELD_ORDER = (
@@ -35,6 +41,8 @@ FIELD_ORDER = (
         "ct_label",
         "ct_nw_src",
         "ct_nw_dst",
+        "ct_ipv6_src",
+        "ct_ipv6_dst",
         "ct_nw_proto",
         "ct_tp_src",
         "ct_tp_dst",
@@ -53,6 +61,8 @@ FIELD_ORDER = (
         "dl_type",
         "nw_src",
         "nw_dst",
+        "ipv6_src",
+        "ipv6_dst",
         "arp_spa",
         "arp_tpa",
         "arp_op",
@@ -62,29 +72,40 @@ FIELD_ORDER = (
         "nw_ttl",
         "icmp_type",
         "icmp_code",
+        "nd_target",
+        "nd_sll",
+        "nd_tll",
         "tp_src",
         "tp_dst",
     ]
 )
 _RANK = {f: i for i, f in enumerate(FIELD_ORDER)}
 
-# Fields that need a protocol in the match.
+# Fields that need a protocol in the match (any one of the tuple). ovs-ofctl prints nw_ttl
+# (the hop limit), nw_proto, icmp_type and icmp_code for both families.
 NEEDS = {
-    "nw_src": "ip",
-    "nw_dst": "ip",
-    "nw_ttl": "ip",
-    "nw_proto": "ip",
-    "ct_nw_src": "ip",
-    "ct_nw_dst": "ip",
-    "arp_spa": "arp",
-    "arp_tpa": "arp",
-    "arp_op": "arp",
-    "arp_sha": "arp",
-    "arp_tha": "arp",
-    "icmp_type": "icmp",
-    "icmp_code": "icmp",
-    "tp_src": "l4",
-    "tp_dst": "l4",
+    "nw_src": ("ip",),
+    "nw_dst": ("ip",),
+    "ipv6_src": ("ipv6",),
+    "ipv6_dst": ("ipv6",),
+    "nw_ttl": ("ip", "ipv6"),
+    "nw_proto": ("ip", "ipv6"),
+    "ct_nw_src": ("ip",),
+    "ct_nw_dst": ("ip",),
+    "ct_ipv6_src": ("ipv6",),
+    "ct_ipv6_dst": ("ipv6",),
+    "arp_spa": ("arp",),
+    "arp_tpa": ("arp",),
+    "arp_op": ("arp",),
+    "arp_sha": ("arp",),
+    "arp_tha": ("arp",),
+    "icmp_type": ("icmp", "icmp6"),
+    "icmp_code": ("icmp", "icmp6"),
+    "nd_target": ("icmp6",),
+    "nd_sll": ("icmp6",),
+    "nd_tll": ("icmp6",),
+    "tp_src": ("tcp", "udp", "sctp"),
+    "tp_dst": ("tcp", "udp", "sctp"),
 }
 
 
@@ -98,6 +119,8 @@ class FlowError(ValueError):
 IPV4_FIELDS = frozenset(
     {"nw_src", "nw_dst", "arp_spa", "arp_tpa", "ct_nw_src", "ct_nw_dst", "tun_src", "tun_dst"}
 )
+# IPv6 address fields, written as OVS prints them: compressed, a /128 bare, /0 left out.
+IPV6_FIELDS = frozenset({"ipv6_src", "ipv6_dst", "ct_ipv6_src", "ct_ipv6_dst", "nd_target"})
 
 
 # integer match fields and their largest value
@@ -114,19 +137,61 @@ _INT_RANGE = {
 }
 
 
-def _check_nat(table: str, nat: str) -> None:
-    """ct(nat(src=IP[:PORT])) / nat(dst=IP[:PORT]): an IPv4 address and a port 1..65535 (a
-    port 0 reached the switch once from an EndpointSlice without a port: OVS refuses it)."""
-    kind, _, target = nat.partition("=")
+def nat_target(ip: str, port: int | str | None = None) -> str:
+    """The address[:port] of ct(nat(...)) as OVS prints it: an IPv6 address in brackets when a
+    port follows ("[fd00::5]:8080"), bare otherwise."""
+    if not port:
+        return ip
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+def split_nat_target(target: str) -> tuple[str, str]:
+    """'10.0.0.1:80' / '[fd00::1]:80' / 'fd00::1' -> (address, port or '')."""
+    if target.startswith("["):
+        ip, _, rest = target[1:].partition("]")
+        return ip, rest.removeprefix(":")
+    if target.count(":") > 1:
+        return target, ""
     ip, _, port = target.partition(":")
+    return ip, port
+
+
+def _check_nat(table: str, nat: str) -> None:
+    """ct(nat(src=IP[:PORT])) / nat(dst=IP[:PORT]): an address and a port 1..65535 (a port 0
+    reached the switch once from an EndpointSlice without a port: OVS refuses it); an IPv6
+    address with a port in brackets, as nat_target() writes it."""
+    kind, _, target = nat.partition("=")
+    ip, port = split_nat_target(target)
     try:
-        ok = kind in ("src", "dst") and netaddr.IPAddress(ip).version == 4
+        ok = kind in ("src", "dst") and bool(netaddr.IPAddress(ip))
+        ok = ok and (":" not in ip or not port or target.startswith("["))
+        ok = ok and str(netaddr.IPAddress(ip)) == ip
     except (netaddr.AddrFormatError, ValueError, TypeError):
         ok = False
     if ok and port:
         ok = port.isdigit() and 1 <= int(port) <= 0xFFFF
     if not ok:
-        raise FlowError(f"{table}: nat({nat}): needs src= or dst= an IPv4 address[:1..65535]")
+        raise FlowError(f"{table}: nat({nat}): needs src= or dst= an address[:1..65535]")
+
+
+def _or(words) -> str:
+    """('tcp', 'udp', 'sctp') -> 'tcp, udp or sctp'."""
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
+
+
+def _canonical_ipv6(f: str, v: str) -> str | None:
+    """The text OVS shows for an IPv6 match value; None for a /0 (no match at all)."""
+    try:
+        net = netaddr.IPNetwork(v)
+    except (netaddr.AddrFormatError, ValueError, TypeError):
+        raise FlowError(f"{f}={v!r}: not an IPv6 address or CIDR") from None
+    if net.version != 6:
+        raise FlowError(f"{f}={v!r}: not an IPv6 address or CIDR")
+    if net.prefixlen == 0:
+        return None
+    if net.prefixlen == 128:
+        return str(net.ip)
+    return str(net.cidr)
 
 
 def _canonical_ipv4(f: str, v: str) -> str | None:
@@ -213,6 +278,8 @@ NXM = {
     "arp_tpa": "NXM_OF_ARP_TPA[]",
     "ipv4_src": "NXM_OF_IP_SRC[]",
     "ipv4_dst": "NXM_OF_IP_DST[]",
+    "ipv6_src": "NXM_NX_IPV6_SRC[]",
+    "ipv6_dst": "NXM_NX_IPV6_DST[]",
     **{f"reg{i}": f"NXM_NX_REG{i}[]" for i in range(16)},
 }
 
@@ -325,18 +392,20 @@ class Learn:
     priority: int
     cookie: int
     loads: tuple[tuple[int, str, int], ...]  # (value, "regN", mask within the register)
+    version: int = 4  # the IP family of the packets it learns from
 
     def text(self) -> str:
+        v6 = self.version == 6
         parts = [
             f"table={tables.table(self.table).id}",
             f"idle_timeout={self.idle_timeout}",
             f"priority={self.priority}",
             "delete_learned",
             f"cookie={self.cookie:#x}",
-            "eth_type=0x800",
+            "eth_type=0x86dd" if v6 else "eth_type=0x800",
             f"nw_proto={LEARN_IP_PROTO[self.protocol]}",
-            "NXM_OF_IP_SRC[]",
-            "NXM_OF_IP_DST[]",
+            "NXM_NX_IPV6_SRC[]" if v6 else "NXM_OF_IP_SRC[]",
+            "NXM_NX_IPV6_DST[]" if v6 else "NXM_OF_IP_DST[]",
             LEARN_L4_DST[self.protocol],
         ]
         for value, reg, mask in self.loads:
@@ -552,14 +621,15 @@ def _checked(table: str, priority: int, match_items: tuple, acts: tuple, cookie:
             v = _canonical_ipv4(f, v)
             if v is None:
                 continue
+        elif f in IPV6_FIELDS and isinstance(v, str):
+            v = _canonical_ipv6(f, v)
+            if v is None:
+                continue
         elif f == "vlan_tci":
             v = _canonical_vlan_tci(v)
         need = NEEDS.get(f)
-        if need == "l4":
-            if not protos & {"tcp", "udp", "sctp"}:
-                raise FlowError(f"{table}: {f} needs tcp, udp or sctp in the match")
-        elif need and need not in protos:
-            raise FlowError(f"{table}: {f} needs {need} in the match")
+        if need and not protos & set(need):
+            raise FlowError(f"{table}: {f} needs {_or(need)} in the match")
         if isinstance(v, int) and f in _INT_RANGE and not 0 <= v <= _INT_RANGE[f]:
             raise FlowError(f"{table}: {f}={v} out of range 0..{_INT_RANGE[f]}")
         if isinstance(v, int) and f not in (
@@ -584,8 +654,8 @@ def _checked(table: str, priority: int, match_items: tuple, acts: tuple, cookie:
                 raise FlowError(f"{table}: goto_table must go forward, not to {a.table}")
         elif not isinstance(a, Action):
             raise FlowError(f"{table}: unsupported action {a!r}")
-        if isinstance(a, DecTTL | CT) and "ip" not in protos:
-            raise FlowError(f"{table}: {a.text()} needs ip in the match")
+        if isinstance(a, DecTTL | CT) and not protos & IP_ANY:
+            raise FlowError(f"{table}: {a.text()} needs ip or ipv6 in the match")
         if isinstance(a, CT) and a.table is not None and tables.table(a.table).id <= t.id:
             raise FlowError(f"{table}: ct(table=) must go forward, not to {a.table}")
         if isinstance(a, Conjunction):
@@ -597,8 +667,8 @@ def _checked(table: str, priority: int, match_items: tuple, acts: tuple, cookie:
     if n_conj and n_conj != len(acts):
         raise FlowError(f"{table}: conjunction actions cannot mix with other actions")
     if "ct_state" in match:
-        if "ip" not in protos:
-            raise FlowError(f"{table}: ct_state needs ip in the match")
+        if not protos & IP_ANY:
+            raise FlowError(f"{table}: ct_state needs ip or ipv6 in the match")
         flags = re.findall(r"[+-](new|est|rel|rpl|inv|trk)", match["ct_state"])
         if not re.fullmatch(
             r"([+-](new|est|rel|rpl|inv|trk))+", match["ct_state"]

@@ -22,13 +22,18 @@ class _LabelledMixin:
 
 @dataclass(frozen=True)
 class Node(_LabelledMixin):
-    """A cluster node. ``pod_cidr`` and ``internal_ip`` are None until the node has them."""
+    """A cluster node. ``pod_cidr`` and ``internal_ip`` are None until the node has them.
+    A dual-stack node has one pod CIDR and one InternalIP per family in ``pod_cidrs`` and
+    ``internal_ips`` (IPv4 first); ``pod_cidr`` is the first pod CIDR and ``internal_ip`` the
+    first IPv4 InternalIP (the tunnel endpoint)."""
 
     kind: ClassVar[str] = "Node"
     name: str
     pod_cidr: str | None = None
     internal_ip: str | None = None
     labels: Labels = field(default_factory=Labels)
+    pod_cidrs: tuple[str, ...] = ()
+    internal_ips: tuple[str, ...] = ()
 
     def __post_init__(self):
         object.__setattr__(self, "labels", Labels(self.labels))
@@ -40,6 +45,14 @@ class Node(_LabelledMixin):
         if self.internal_ip is not None:
             ip = _norm(_canonical_ip, self.internal_ip, ref, "internal_ip")
             object.__setattr__(self, "internal_ip", ip)
+        cidrs = tuple(_norm(_canonical_cidr, c, ref, "pod_cidrs") for c in self.pod_cidrs)
+        if not cidrs and self.pod_cidr is not None:
+            cidrs = (self.pod_cidr,)
+        object.__setattr__(self, "pod_cidrs", cidrs)
+        ips = tuple(_norm(_canonical_ip, a, ref, "internal_ips") for a in self.internal_ips)
+        if not ips and self.internal_ip is not None:
+            ips = (self.internal_ip,)
+        object.__setattr__(self, "internal_ips", ips)
 
     @property
     def namespace(self) -> str:
@@ -126,13 +139,21 @@ class Pod(_LabelledMixin):
     # annotation ovsctl.io/ip-address as written: the static IP its CNI ADD asks for (checked
     # there, so that a bad value fails that pod's ADD with a clear error and nothing else)
     static_ip: str = ""
+    # every address of a dual-stack pod (status.podIPs), one per family, IPv4 first; `ip` is
+    # status.podIP (the primary). Default: (ip,)
+    ips: tuple[str, ...] = ()
 
     def __post_init__(self):
         object.__setattr__(self, "labels", Labels(self.labels))
         object.__setattr__(self, "ports", tuple(self.ports))
+        ref = f"Pod {self.namespace}/{self.name}"
         if self.ip is not None:
-            ip = _norm(_canonical_ip, self.ip, f"Pod {self.namespace}/{self.name}", "ip")
+            ip = _norm(_canonical_ip, self.ip, ref, "ip")
             object.__setattr__(self, "ip", ip)
+        ips = tuple(_norm(_canonical_ip, a, ref, "ips") for a in self.ips)
+        if not ips and self.ip is not None:
+            ips = (self.ip,)
+        object.__setattr__(self, "ips", ips)
 
     @property
     def key(self) -> tuple[str, str, str]:

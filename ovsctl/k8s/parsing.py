@@ -8,6 +8,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from flows.family import V4, V6, of, ordered
 from ovsctl.k8s.kinds import (
     ACCEPTED_KINDS,
     DEFAULT_NAMESPACE,
@@ -170,6 +171,11 @@ def _first_v4(values: list[str]) -> str | None:
     return values[0] if values else None
 
 
+def _per_family(values: list[str]) -> tuple[str, ...]:
+    """The first address (or CIDR) of each family, IPv4 first: a dual-stack object's list."""
+    return ordered(of(values, fam) for fam in (V4, V6) if of(values, fam))
+
+
 def _parse_node(ctx: _Ctx, obj: Mapping, name: str, labels: dict[str, str]) -> Node:
     spec = ctx.mapping(obj.get("spec"), "spec")
     status = ctx.mapping(obj.get("status"), "status")
@@ -194,7 +200,14 @@ def _parse_node(ctx: _Ctx, obj: Mapping, name: str, labels: dict[str, str]) -> N
             ip = ctx.ip(address, f"{path}.address")
             if atype == "InternalIP":
                 internal.append(ip)
-    return Node(name=name, pod_cidr=pod_cidr, internal_ip=_first_v4(internal), labels=labels)
+    return Node(
+        name=name,
+        pod_cidr=pod_cidr,
+        internal_ip=_first_v4(internal),
+        labels=labels,
+        pod_cidrs=_per_family(more or cidrs),
+        internal_ips=_per_family(internal),
+    )
 
 
 def _parse_pod(
@@ -289,6 +302,7 @@ def _parse_pod(
         labels=labels,
         node_name=node_name,
         ip=ip,
+        ips=_per_family(more or ips),
         ports=tuple(ports),
         host_network=host_network,
         phase=phase,
