@@ -33,6 +33,7 @@ def _t(name, id, miss, doc, side=False, match=(), sets=(), next=()) -> Table:  #
 
 _IP = ("protocol", "nw_src", "nw_dst")
 _L4 = ("tp_dst",)
+_IP6 = ("ipv6_src", "ipv6_dst")  # the policy tables (flows/policy.py) match IPv6 addresses
 
 PIPELINE: tuple[Table, ...] = (
     _t(
@@ -137,7 +138,7 @@ PIPELINE: tuple[Table, ...] = (
         40,
         "next",
         "NetworkPolicy egress rules of local source pods (conjunctions)",
-        match=(*_IP, *_L4, "conj_id"),
+        match=(*_IP, *_IP6, *_L4, "conj_id", "icmp_type"),
         next=("L3Forwarding",),
     ),
     _t(
@@ -145,7 +146,7 @@ PIPELINE: tuple[Table, ...] = (
         45,
         "next",
         "drop for egress-isolated pods no rule allowed",
-        match=_IP,
+        match=(*_IP, *_IP6),
     ),
     _t(
         "L3Forwarding",
@@ -160,7 +161,7 @@ PIPELINE: tuple[Table, ...] = (
         60,
         "next",
         "NetworkPolicy ingress rules of local destination pods",
-        match=(*_IP, *_L4, "conj_id", "reg0"),
+        match=(*_IP, *_IP6, *_L4, "conj_id", "icmp_type", "reg0"),
         next=("L2Forwarding",),
     ),
     _t(
@@ -168,7 +169,7 @@ PIPELINE: tuple[Table, ...] = (
         65,
         "next",
         "drop for ingress-isolated pods no rule allowed",
-        match=_IP,
+        match=(*_IP, *_IP6),
     ),
     _t(
         "L2Forwarding",
