@@ -4,6 +4,7 @@ diffs the union against the switch. Nothing here sends, reads the clock or touch
 from __future__ import annotations
 
 from flows import cookie, owners, regs, tables
+from flows.family import V6
 from flows.flow import CT, DecTTL, Flow, Goto, InPort, Move, OutputReg, SetField, ct_state, flow
 from flows.model import (
     HAIRPIN_IP,
@@ -15,6 +16,7 @@ from flows.model import (
     PodPort,
     RemoteNode,
 )
+from flows.policy import icmp6_always_flows
 
 PRIO_MISS = 0
 PRIO_LOW = 100
@@ -231,6 +233,8 @@ def node_flows(node: NodeNet, overlay: Overlay | None = None) -> frozenset[Flow]
         out |= {no_encap_flow(node.node_ip, cookie.make("pipeline", pipeline_owner()))}
     if overlay is not None:
         out |= overlay_flows(node, overlay)
+    if V6 in node.families:  # ND and path-MTU discovery: no policy blocks them (policy.py)
+        out |= icmp6_always_flows(PRIO_ALWAYS, cookie.make("pipeline", pipeline_owner()))
     return out
 
 

@@ -100,7 +100,9 @@ class NodeHost:
             for cidr in self.cluster_cidrs:
                 hostnet.setup_masquerade(self.net.pod_cidr_of(family(cidr)), cidr)
         hostnet.setup_node_ports(
-            cfg.gateway_name, self.net.gw_mac, (model.NODEPORT_IP, model.NODEPORT_LOCAL_IP)
+            cfg.gateway_name,
+            self.net.gw_mac,
+            tuple(a for fam in self.net.families for a in model.nodeport_ips(fam)),
         )
         self.sync.set_owner(pipeline.pipeline_owner(), pipeline.node_flows(self.net, self.overlay))
 
@@ -139,7 +141,7 @@ class NodeHost:
         if entries == self._node_ports:
             return
         try:
-            hostnet.sync_node_ports(entries)
+            hostnet.sync_node_ports(entries, ipv6=self.net is not None and V6 in self.net.families)
             self._node_ports = entries
         except hostnet.HostNetError as e:
             log.error("node ports not updated (retried on the next change): %s", e)
