@@ -58,25 +58,25 @@ class IPBlock:
         return netaddr.IPNetwork(self.cidr).version
 
     def contains(self, ip: str) -> bool:
-        """Is `ip` in the block and outside its exceptions (IPv4 only, as cidrs())?"""
-        if not ip or self.version != 4:
+        """Is `ip` in the block and outside its exceptions? An address of the other family is
+        never in it: an IPv4 block never matches an IPv6 address, nor the other way round."""
+        if not ip:
             return False
         addr = netaddr.IPAddress(ip)
+        net = netaddr.IPNetwork(self.cidr)
         return (
-            addr.version == 4
-            and addr in netaddr.IPNetwork(self.cidr)
+            addr.version == net.version
+            and addr in net
             and not any(addr in netaddr.IPNetwork(e) for e in self.excepts)
         )
 
     def cidrs(self) -> list[str]:
-        """The block minus its exceptions, as a list of IPv4 CIDRs. An IPv6 block gives none:
-        the pipeline carries IPv4 only until dual-stack lands (IPv6 is dropped everywhere), so
-        such a peer matches nothing — it never opens what the policy's isolation closes."""
-        if self.version != 4:
-            return []
+        """The block minus its exceptions, as a list of CIDRs of the block's own family. A
+        host prefix (/32, /128) is written as the bare address, as OVS prints it and as pod
+        IPs are; IPv6 in its compressed form."""
         s = netaddr.IPSet([self.cidr]) - netaddr.IPSet(list(self.excepts))
-        # a /32 is written as the address, as OVS prints it and as pod IPs are
-        return [str(c.ip) if c.prefixlen == 32 else str(c) for c in s.iter_cidrs()]
+        full = 32 if self.version == 4 else 128
+        return [str(c.ip) if c.prefixlen == full else str(c) for c in s.iter_cidrs()]
 
 
 def _matches(selector: Selector, labels) -> bool:
@@ -226,6 +226,17 @@ def _selector(obj, where: str) -> Selector:
     return Selector(tuple(sorted((str(k), str(v)) for k, v in ml.items())), tuple(exprs))
 
 
+def _cidr(value, where: str) -> netaddr.IPNetwork:
+    """An IPv4 or IPv6 CIDR ("10.0.0.0/8", "fd00::/64"; host bits are cleared as the API
+    server's validation allows them); PolicyError naming `where` for anything else."""
+    if not isinstance(value, str) or "/" not in value:
+        raise PolicyError(f"{where}: {value!r} is not a CIDR (address/prefix length)")
+    try:
+        return netaddr.IPNetwork(value.strip()).cidr
+    except (netaddr.AddrFormatError, ValueError, TypeError):
+        raise PolicyError(f"{where}: {value!r} is not a CIDR") from None
+
+
 def _peer(obj, where: str) -> Peer:
     if not isinstance(obj, dict):
         raise PolicyError(f"{where}: must be an object")
@@ -233,15 +244,28 @@ def _peer(obj, where: str) -> Peer:
         if "podSelector" in obj or "namespaceSelector" in obj:
             raise PolicyError(f"{where}: ipBlock cannot be combined with selectors")
         ib = obj["ipBlock"] or {}
-        try:
-            cidr = netaddr.IPNetwork(ib["cidr"])
-            excepts = tuple(str(netaddr.IPNetwork(e).cidr) for e in ib.get("except") or [])
-        except (KeyError, netaddr.AddrFormatError, ValueError, TypeError) as e:
-            raise PolicyError(f"{where}.ipBlock: {e}") from None
-        for e in excepts:
-            en = netaddr.IPNetwork(e)
-            if en.version != cidr.version or en not in cidr or en.cidr == cidr.cidr:
-                raise PolicyError(f"{where}.ipBlock.except: {e} is not inside {cidr.cidr}")
+        if not isinstance(ib, dict):
+            raise PolicyError(f"{where}.ipBlock: must be an object")
+        if "cidr" not in ib:
+            raise PolicyError(f"{where}.ipBlock.cidr: required (an IPv4 or IPv6 CIDR)")
+        cidr = _cidr(ib["cidr"], f"{where}.ipBlock.cidr")
+        raw = ib.get("except") or []
+        if not isinstance(raw, list):
+            raise PolicyError(f"{where}.ipBlock.except: must be a list of CIDRs")
+        excepts = []
+        for i, e in enumerate(raw):
+            en = _cidr(e, f"{where}.ipBlock.except[{i}]")
+            if en.version != cidr.version:
+                raise PolicyError(
+                    f"{where}.ipBlock.except[{i}]: {en.cidr} is not inside {cidr.cidr} "
+                    f"(IPv{en.version} in an IPv{cidr.version} block)"
+                )
+            if en not in cidr or en.cidr == cidr.cidr:
+                raise PolicyError(
+                    f"{where}.ipBlock.except[{i}]: {en.cidr} is not inside {cidr.cidr}"
+                )
+            excepts.append(str(en.cidr))
+        excepts = tuple(excepts)
         return Peer(ip_block=IPBlock(str(cidr.cidr), excepts))
     # a null selector is the same as an absent one (the API drops it)
     ps = (
@@ -328,14 +352,7 @@ def parse(obj: dict) -> Policy:
         types = ["Ingress"] + (["Egress"] if spec.get("egress") else [])
     if not isinstance(types, list) or any(t not in ("Ingress", "Egress") for t in types):
         raise PolicyError(f"{where}.policyTypes: must be a list of Ingress/Egress")
-    skipped = tuple(bad) + tuple(
-        f"{where}.{d}[{i}].{key}[{j}].ipBlock {peer.ip_block.cidr}: IPv6 is not programmed yet "
-        "(IPv6 is dropped); this peer matches nothing"
-        for d, rules, key in (("ingress", ingress, "from"), ("egress", egress, "to"))
-        for i, rule in enumerate(rules)
-        for j, peer in enumerate(rule.peers)
-        if peer.ip_block is not None and peer.ip_block.version != 4
-    )
+    skipped = tuple(bad)
     return Policy(
         ns,
         name,

@@ -29,6 +29,7 @@ from flows.model import (
     hairpin_ip,
     link_local,
 )
+from flows.policy import icmp6_always_flows
 
 PRIO_MISS = 0
 PRIO_LOW = 100
@@ -369,6 +370,8 @@ def node_flows(node: NodeNet, overlay: Overlay | None = None) -> frozenset[Flow]
         out |= {no_encap_flow(node.node_ip, ck)}
     if overlay is not None:
         out |= overlay_flows(node, overlay)
+    if V6 in node.families:  # ND and path-MTU discovery: no policy blocks them (policy.py)
+        out |= icmp6_always_flows(PRIO_ALWAYS, cookie.make("pipeline", pipeline_owner()))
     return out
 
 

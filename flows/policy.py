@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 import netaddr
 
 from flows import cookie, owners
+from flows.family import V4, V6, Family, family, of
 from flows.flow import Conjunction, Flow, Goto, MeteredController, flow
 from flows.netpol import Peer, Policy, Rule, port_masks
 
@@ -62,14 +63,26 @@ class PodInfo:
     namespace: str
     name: str
     labels: tuple[tuple[str, str], ...]
-    ip: str
+    ip: str  # the first address (IPv4 first on a dual-stack pod)
     ports: tuple[tuple[str, int, str], ...] = ()  # (name, containerPort, protocol)
     local: bool = False
     ready: bool = True  # Service endpoints only (policy ignores readiness)
     terminating: bool = False
+    ips: tuple[str, ...] = ()  # every address, IPv4 first; () = just `ip`
 
     def label_dict(self) -> dict:
         return dict(self.labels)
+
+    @property
+    def addrs(self) -> tuple[str, ...]:
+        """Every address of the pod (a dual-stack pod has one per family), IPv4 first."""
+        if self.ips:
+            return self.ips
+        return (self.ip,) if self.ip else ()
+
+    def addr_of(self, fam: Family) -> str:
+        """The pod's address in family `fam`, or ""."""
+        return of(self.addrs, fam)
 
     def named_port(self, name: str, protocol: str) -> int | None:
         for pname, port, proto in self.ports:
@@ -149,26 +162,34 @@ def isolation_owner(policy: Policy) -> str:
     return owners.PolicyIsolation(policy.namespace, policy.name).key
 
 
-def _port_matches(protocol: str, start: int | None, end: int | None) -> list[dict]:
-    proto = protocol.lower()
-    if start is None:
-        return [{"protocol": proto}]
-    if end is None or end == start:
-        return [{"protocol": proto, "tp_dst": start}]
-    return [
-        {"protocol": proto, "tp_dst": v if m == 0xFFFF else f"{v:#x}/{m:#x}"}
-        for v, m in port_masks(start, end)
-    ]
+def _port_matches(
+    protocol: str, start: int | None, end: int | None, fams: tuple[Family, ...] = (V4,)
+) -> list[dict]:
+    """The port clause of one port entry, once per family (tcp and tcp6 with the same ports)."""
+    out = []
+    for fam in fams:
+        proto = fam.proto(protocol)
+        if start is None:
+            out.append({"protocol": proto})
+        elif end is None or end == start:
+            out.append({"protocol": proto, "tp_dst": start})
+        else:
+            out += [
+                {"protocol": proto, "tp_dst": v if m == 0xFFFF else f"{v:#x}/{m:#x}"}
+                for v, m in port_masks(start, end)
+            ]
+    return out
 
 
 def _variants(
     rule: Rule, targets: list[PodInfo]
-) -> list[tuple[list[PodInfo] | None, list[dict] | None]]:
-    """(pods the variant applies to, port matches). `targets` are the pods whose ports a named
-    port is resolved against; None for pods means "all of them" and for ports "any port"."""
+) -> list[tuple[list[PodInfo] | None, list[tuple] | None]]:
+    """(pods the variant applies to, port entries (protocol, start, end)). `targets` are the
+    pods whose ports a named port is resolved against; None for pods means "all of them" and
+    for ports "any port". The entries become matches per family (_port_matches)."""
     if not rule.ports:
         return [(None, None)]
-    numeric: list[dict] = []
+    numeric: list[tuple] = []
     named: dict[tuple[str, int], list[PodInfo]] = defaultdict(list)
     for port in rule.ports:
         if isinstance(port.port, str):
@@ -177,25 +198,43 @@ def _variants(
                 if num is not None:
                     named[(port.protocol, num)].append(p)
         else:
-            numeric += _port_matches(port.protocol, port.port, port.end_port)
+            numeric.append((port.protocol, port.port, port.end_port))
     out: list = []
     if numeric:
         out.append((None, numeric))
     for (proto, num), pods in sorted(named.items()):
-        out.append((pods, _port_matches(proto, num, None)))
+        out.append((pods, [(proto, num, None)]))
     return out
 
 
-def _pods_in(cidrs: list[str], pods: list[PodInfo]) -> list[PodInfo]:
-    """Pods with an IP inside any of the CIDRs (integer ranges: this runs per rule and pod)."""
-    ranges = [(n.first, n.last) for n in map(netaddr.IPNetwork, cidrs)]
-    out = []
+def _addrs_in(cidrs: list[str], pods: list[PodInfo]) -> dict[tuple[str, str], tuple[str, ...]]:
+    """Per pod (namespace, name) with an address inside any of the CIDRs: those addresses.
+    Integer ranges per family (this runs per rule and pod): an IPv4 block never covers an
+    IPv6 address, whatever its integer value."""
+    ranges = [(n.version, n.first, n.last) for n in map(netaddr.IPNetwork, cidrs)]
+    out = {}
     for p in pods:
-        if p.ip:
-            ip = int(netaddr.IPAddress(p.ip))
-            if any(lo <= ip <= hi for lo, hi in ranges):
-                out.append(p)
+        hit = []
+        for a in p.addrs:
+            addr = netaddr.IPAddress(a)
+            ip, v = int(addr), addr.version
+            if any(rv == v and lo <= ip <= hi for rv, lo, hi in ranges):
+                hit.append(a)
+        if hit:
+            out[(p.namespace, p.name)] = tuple(hit)
     return out
+
+
+def _fams(addrs) -> tuple[Family, ...]:
+    """The families among `addrs`, IPv4 first."""
+    present = {family(a) for a in addrs}
+    return tuple(f for f in (V4, V6) if f in present)
+
+
+def _addr_match(addr: str, end: str) -> dict:
+    """{"protocol": "ip", "nw_src": addr} (end "src"/"dst") in the address's own family."""
+    fam = family(addr)
+    return {"protocol": fam.eth, fam.src if end == "src" else fam.dst: addr}
 
 
 def rule_flows(
@@ -208,7 +247,14 @@ def rule_flows(
     meter: int | None = None,
 ) -> frozenset[Flow]:
     """The flows of one rule (direction 'ingress' or 'egress') on this node; `meter`: the
-    policy's audit meter (policy_flows passes it; default: one of the rule's own slot)."""
+    policy's audit meter (policy_flows passes it; default: one of the rule's own slot).
+
+    Dual-stack: each clause holds the matches of every family (nw_dst=A and ipv6_dst=A6 for a
+    pod's two addresses; tcp,tp_dst=80 and tcp6,tp_dst=80), and one conjunction serves both
+    families: a packet can only match the flows of its own family in each clause, so flows
+    still grow with pods + rules. A `conj_id` flow is written per family the rule's own pods
+    have (`ip` alone for an IPv4-only node: exactly the IPv4 flows). An ipBlock contributes
+    its CIDRs to its own family only."""
     if not 0 <= slot < MAX_SLOTS:
         raise ValueError(f"policy slot {slot} out of range")
     own = [p for p in selected(policy, view) if p.local and p.ip]
@@ -218,13 +264,13 @@ def rule_flows(
         return frozenset()
     table = "IngressRule" if direction == "ingress" else "EgressRule"
     allow_to = "L2Forwarding" if direction == "ingress" else "L3Forwarding"
-    own_field, peer_field = ("nw_dst", "nw_src") if direction == "ingress" else ("nw_src", "nw_dst")
+    own_end, peer_end = ("dst", "src") if direction == "ingress" else ("src", "dst")
     prio = PRIO_BASE + slot
     ck = cookie.make("policy", rule_owner(policy, direction, idx))
     audit = _audit(audit_meter(slot) if meter is None else meter)
     allow = (audit, Goto(allow_to)) if policy.audit else (Goto(allow_to),)
 
-    # peers: None = anyone; otherwise pods (with IPs) and CIDRs
+    # peers: None = anyone; otherwise pods (every address) and CIDRs (their own family)
     peer_pod_list: list[PodInfo] | None = None
     cidrs: list[str] = []
     if rule.peers:
@@ -235,17 +281,28 @@ def rule_flows(
             else:
                 peer_pod_list += [p for p in peer_pods(peer, policy.namespace, view) if p.ip]
 
-    # named ports resolve against the destination: ingress -> own pods, egress -> peer pods
+    # named ports resolve against the destination: ingress -> own pods, egress -> peer pods;
+    # for egress, which addresses of each such peer the rule admits (all of them for a pod a
+    # selector picks, those inside a CIDR for a pod an ipBlock covers)
+    peer_addrs: dict[tuple[str, str], set[str]] = {}
     if direction == "ingress":
         resolve_against = own
     else:
         if not rule.peers:
             resolve_against = [p for p in view.pods if p.ip]
+            for p in resolve_against:
+                peer_addrs[(p.namespace, p.name)] = set(p.addrs)
         else:  # selector peers, and pods whose IPs an ipBlock covers
-            covered = _pods_in(cidrs, view.pods) if cidrs else []
-            resolve_against = list(
-                {(p.namespace, p.name): p for p in peer_pod_list + covered}.values()
-            )
+            covered = _addrs_in(cidrs, view.pods) if cidrs else {}
+            by_key = {(p.namespace, p.name): p for p in peer_pod_list}
+            for p in peer_pod_list:
+                peer_addrs.setdefault((p.namespace, p.name), set()).update(p.addrs)
+            for p in view.pods:
+                key = (p.namespace, p.name)
+                if key in covered:
+                    by_key.setdefault(key, p)
+                    peer_addrs.setdefault(key, set()).update(covered[key])
+            resolve_against = list(by_key.values())
     actions: dict[tuple, list] = defaultdict(list)  # (match items) -> conjunction actions
     direct: set[tuple] = set()  # single-clause allows
     conj_flows: list[Flow] = []
@@ -255,20 +312,34 @@ def rule_flows(
         conj_id = (slot + 1) * CONJ_PER_RULE + k
         if direction == "ingress":
             own_pods = own if variant_pods is None else [p for p in own if p in variant_pods]
-            peer_ips = None if not rule.peers else [p.ip for p in peer_pod_list] + cidrs
+            peer_ips = (
+                None if not rule.peers else [a for p in peer_pod_list for a in p.addrs] + cidrs
+            )
         else:
             own_pods = own
             if variant_pods is not None:  # a named port: only the peers it resolved on
-                peer_ips = [p.ip for p in variant_pods]
+                peer_ips = [
+                    a for p in variant_pods for a in sorted(peer_addrs[(p.namespace, p.name)])
+                ]
             else:
-                peer_ips = None if not rule.peers else [p.ip for p in peer_pod_list] + cidrs
-        if not own_pods or (peer_ips is not None and not peer_ips):
+                peer_ips = (
+                    None if not rule.peers else [a for p in peer_pod_list for a in p.addrs] + cidrs
+                )
+        own_addrs = [a for p in own_pods for a in p.addrs]
+        fams = _fams(own_addrs)
+        if peer_ips is not None:  # only the families the own pods have can meet
+            peer_ips = [a for a in peer_ips if family(a) in fams]
+            fams = tuple(f for f in fams if f in _fams(peer_ips))
+            own_addrs = [a for a in own_addrs if family(a) in fams]
+        if not own_addrs or (peer_ips is not None and not peer_ips):
             continue
-        clauses: list[list[dict]] = [[{"protocol": "ip", own_field: p.ip} for p in own_pods]]
+        clauses: list[list[dict]] = [[_addr_match(a, own_end) for a in own_addrs]]
         if peer_ips is not None:
-            clauses.append([{"protocol": "ip", peer_field: ip} for ip in sorted(set(peer_ips))])
+            clauses.append([_addr_match(a, peer_end) for a in sorted(set(peer_ips))])
         if ports is not None:
-            clauses.append(ports)
+            clauses.append(
+                [m for proto, lo, hi in ports for m in _port_matches(proto, lo, hi, fams)]
+            )
         if len(clauses) == 1:
             for m in clauses[0]:
                 direct.add(tuple(sorted(m.items())))
@@ -277,7 +348,10 @@ def rule_flows(
         for ci, clause in enumerate(clauses, start=1):
             for m in clause:
                 actions[tuple(sorted(m.items()))].append(Conjunction(conj_id, ci, n))
-        conj_flows.append(flow(table, prio, {"protocol": "ip", "conj_id": conj_id}, allow, ck))
+        for fam in fams:
+            conj_flows.append(
+                flow(table, prio, {"protocol": fam.eth, "conj_id": conj_id}, allow, ck)
+            )
 
     out = set(conj_flows)
     for m in direct:
@@ -292,7 +366,8 @@ def rule_flows(
 
 
 def isolation_flows(policy: Policy, view: View, slot: int) -> frozenset[Flow]:
-    """Default deny for this node's pods the policy selects, per direction it isolates."""
+    """Default deny for this node's pods the policy selects, per direction it isolates, per
+    family: one drop for each address of the pod (nw_dst=A, ipv6_dst=A6)."""
     ck = cookie.make("policy", isolation_owner(policy))
     prio = AUDIT_DROP_PRIO if policy.audit else PRIO_BASE + slot
     # audited: to the agent (logged) through the policy's own meter, not forwarded
@@ -301,11 +376,45 @@ def isolation_flows(policy: Policy, view: View, slot: int) -> frozenset[Flow]:
     for p in selected(policy, view):
         if not (p.local and p.ip):
             continue
-        if "Ingress" in policy.types:
-            out.add(flow("IngressDefault", prio, {"protocol": "ip", "nw_dst": p.ip}, drop, ck))
-        if "Egress" in policy.types:
-            out.add(flow("EgressDefault", prio, {"protocol": "ip", "nw_src": p.ip}, drop, ck))
+        for addr in p.addrs:
+            if "Ingress" in policy.types:
+                out.add(flow("IngressDefault", prio, _addr_match(addr, "dst"), drop, ck))
+            if "Egress" in policy.types:
+                out.add(flow("EgressDefault", prio, _addr_match(addr, "src"), drop, ck))
     return frozenset(out)
+
+
+# The ICMPv6 that no NetworkPolicy may block (RFC 4890's "must not be dropped" list, the part
+# a pod on this network uses). Without Neighbor Solicitations and Advertisements a pod cannot
+# resolve its neighbours' MACs, so a default-deny policy would cut off even the traffic its
+# rules allow; Router Solicitations are harmless (pods never get an advertisement back: the
+# pipeline drops Router Advertisements from pods and the gateway sends none); and the error
+# messages carry path-MTU discovery (Packet Too Big: IPv6 routers never fragment, so a
+# blocked one stalls every full-size TCP connection), unreachable, time exceeded and
+# parameter problem. Kubernetes NetworkPolicy speaks of TCP, UDP and SCTP only; an IPv4 pod
+# gets ARP (not IP, never in these tables) and ICMP errors as conntrack-related packets for
+# the same reasons. These go at the always-allowed priority of the policy tables
+# (pipeline.PRIO_ALWAYS), above every policy's rules and drops.
+ICMP6_ALWAYS: dict[int, str] = {
+    1: "destination unreachable",
+    2: "packet too big",
+    3: "time exceeded",
+    4: "parameter problem",
+    133: "router solicitation",
+    135: "neighbor solicitation",
+    136: "neighbor advertisement",
+}
+
+
+def icmp6_always_flows(prio: int, ck: int) -> frozenset[Flow]:
+    """The ICMPv6 of ICMP6_ALWAYS let through both policy rule tables at `prio` (the
+    pipeline's PRIO_ALWAYS, with the pipeline's cookie: the node has them whatever the
+    policies)."""
+    return frozenset(
+        flow(table, prio, {"protocol": "icmp6", "icmp_type": t}, (Goto(to),), ck)
+        for table, to in (("EgressRule", "L3Forwarding"), ("IngressRule", "L2Forwarding"))
+        for t in ICMP6_ALWAYS
+    )
 
 
 def policy_flows(policy: Policy, view: View, slot_of) -> dict[str, frozenset[Flow]]:

@@ -49,6 +49,15 @@ AFFINITY = RegField(0, 5, 5, "SessionAffinity hit: endpoint in reg4/reg5")
 AFFINITY_IP = RegField(4, 0, 31, "endpoint IP from SessionAffinity")
 AFFINITY_PORT = RegField(5, 0, 15, "endpoint port from SessionAffinity")
 
+# xxreg2 = reg8..reg11 (reg8 the most significant word): the IPv6 endpoint address remembered
+# by SessionAffinity (the port stays in reg5[0..15]).
+AFFINITY_IP6 = tuple(
+    RegField(
+        8 + i, 0, 31, f"IPv6 endpoint from SessionAffinity, bits {127 - 32 * i}..{96 - 32 * i}"
+    )
+    for i in range(4)
+)
+
 # reg2: the output port, chosen by L2Forwarding, used by Output.
 OUT_PORT = RegField(2, 0, 31, "output port")
 
@@ -65,6 +74,7 @@ ALL = {
     "AFFINITY": AFFINITY,
     "AFFINITY_IP": AFFINITY_IP,
     "AFFINITY_PORT": AFFINITY_PORT,
+    **{f"AFFINITY_IP6_{i}": f for i, f in enumerate(AFFINITY_IP6)},
     "OUT_PORT": OUT_PORT,
     "SCRATCH": SCRATCH,
 }

@@ -36,6 +36,7 @@ def _t(name, id, miss, doc, side=False, match=(), sets=(), next=(), ipv6_only=Fa
 
 _IP = ("protocol", "nw_src", "nw_dst", "ipv6_src", "ipv6_dst")
 _L4 = ("tp_dst",)
+_IP6 = ("ipv6_src", "ipv6_dst")  # the policy tables (flows/policy.py) match IPv6 addresses
 
 PIPELINE: tuple[Table, ...] = (
     _t(
@@ -139,15 +140,15 @@ PIPELINE: tuple[Table, ...] = (
         "learned (resubmit from ServiceLB): a client's endpoint for sessionAffinity ClientIP",
         side=True,
         # what the switch's learned flows match and load (EndpointDNAT's learn() writes them)
-        match=("protocol", "nw_src", "nw_dst", "tp_dst"),
-        sets=("reg0", "reg4", "reg5"),
+        match=("protocol", "nw_src", "nw_dst", "ipv6_src", "ipv6_dst", "tp_dst"),
+        sets=("reg0", "reg4", "reg5", "reg8", "reg9", "reg10", "reg11"),
     ),
     _t(
         "ServiceLB",
         35,
         "next",
         "new connections to a Service port: pick an endpoint (reg3)",
-        match=(*_IP, *_L4),
+        match=(*_IP, *_L4, "ipv6_dst"),
         sets=("reg3",),
         next=("SessionAffinity", "EndpointDNAT"),
     ),
@@ -156,7 +157,19 @@ PIPELINE: tuple[Table, ...] = (
         36,
         "next",
         "commit the connection with DNAT to the picked endpoint",
-        match=(*_IP, *_L4, "reg0", "reg3", "reg4", "reg5"),
+        match=(
+            *_IP,
+            *_L4,
+            "ipv6_dst",
+            "reg0",
+            "reg3",
+            "reg4",
+            "reg5",
+            "reg8",
+            "reg9",
+            "reg10",
+            "reg11",
+        ),
         next=("HairpinSNAT", "SessionAffinity"),
     ),
     _t(
@@ -172,7 +185,7 @@ PIPELINE: tuple[Table, ...] = (
         40,
         "next",
         "NetworkPolicy egress rules of local source pods (conjunctions)",
-        match=(*_IP, *_L4, "conj_id"),
+        match=(*_IP, *_IP6, *_L4, "conj_id", "icmp_type"),
         next=("L3Forwarding",),
     ),
     _t(
@@ -180,7 +193,7 @@ PIPELINE: tuple[Table, ...] = (
         45,
         "next",
         "drop for egress-isolated pods no rule allowed",
-        match=_IP,
+        match=(*_IP, *_IP6),
     ),
     _t(
         "L3Forwarding",
@@ -195,7 +208,7 @@ PIPELINE: tuple[Table, ...] = (
         60,
         "next",
         "NetworkPolicy ingress rules of local destination pods",
-        match=(*_IP, *_L4, "conj_id", "reg0"),
+        match=(*_IP, *_IP6, *_L4, "conj_id", "icmp_type", "reg0"),
         next=("L2Forwarding",),
     ),
     _t(
@@ -203,7 +216,7 @@ PIPELINE: tuple[Table, ...] = (
         65,
         "next",
         "drop for ingress-isolated pods no rule allowed",
-        match=_IP,
+        match=(*_IP, *_IP6),
     ),
     _t(
         "L2Forwarding",

@@ -67,8 +67,15 @@ def _pod_labels(pod: dict) -> dict:
     return dict(_meta(pod).get("labels") or {})
 
 
-def _pod_ip(pod: dict) -> str | None:
-    return (pod.get("status") or {}).get("podIP") or None
+def _pod_ip(pod: dict, family: int | None = None) -> str | None:
+    """status.podIP; with `family` (4 or 6), the pod's address of that family from
+    status.podIPs (a dual-stack pod has one of each), None when it has none."""
+    status = pod.get("status") or {}
+    if family is None:
+        return status.get("podIP") or None
+    ips = [e.get("ip") for e in status.get("podIPs") or [] if isinstance(e, dict)]
+    ips = [ip for ip in ips if ip] or [status.get("podIP")]
+    return next((ip for ip in ips if ip and ipaddress.ip_address(ip).version == family), None)
 
 
 def _container_ports(pod: dict) -> list[tuple[str | None, int, str]]:
@@ -129,6 +136,10 @@ def _selects(policy: dict, pod: dict) -> bool:
     )
 
 
+def _ipint(ip: str) -> int:
+    return int(ipaddress.ip_address(ip))
+
+
 def _in_ipblock(block: dict, ip: str | None) -> bool:
     if ip is None:
         return False
@@ -138,9 +149,11 @@ def _in_ipblock(block: dict, ip: str | None) -> bool:
     return not any(addr in ipaddress.ip_network(e, strict=False) for e in block.get("except") or [])
 
 
-def _peer_matches(peer: dict, policy_ns: str, pod: dict, ns_labels: dict[str, dict]) -> bool:
-    if peer.get("ipBlock") is not None:
-        return _in_ipblock(peer["ipBlock"], _pod_ip(pod))
+def _peer_matches(
+    peer: dict, policy_ns: str, pod: dict, ns_labels: dict[str, dict], family: int | None = None
+) -> bool:
+    if peer.get("ipBlock") is not None:  # the address of the connection's family
+        return _in_ipblock(peer["ipBlock"], _pod_ip(pod, family))
     ps, nss = peer.get("podSelector"), peer.get("namespaceSelector")
     if ps is None and nss is None:
         raise ValueError(f"invalid peer {peer!r}: needs podSelector, namespaceSelector or ipBlock")
@@ -166,10 +179,18 @@ def _port_matches(entry: dict, dst: dict, port: int, proto: str) -> bool:
 
 
 def _rule_allows(
-    rule: dict, peer_key: str, policy_ns: str, peer: dict, dst: dict, port: int, proto: str, nsl
+    rule: dict,
+    peer_key: str,
+    policy_ns: str,
+    peer: dict,
+    dst: dict,
+    port: int,
+    proto: str,
+    nsl,
+    family: int | None = None,
 ) -> bool:
     peers = rule.get(peer_key) or []
-    if peers and not any(_peer_matches(p, policy_ns, peer, nsl) for p in peers):
+    if peers and not any(_peer_matches(p, policy_ns, peer, nsl, family) for p in peers):
         return False
     ports = rule.get("ports") or []
     return not ports or any(_port_matches(e, dst, port, proto) for e in ports)
@@ -184,6 +205,7 @@ def _direction_allows(
     proto: str,
     policies: list[dict],
     nsl: dict,
+    family: int | None = None,
 ) -> bool:
     """Is `subject` (the destination for Ingress, the source for Egress) allowed to talk with
     `other` on dst's port/proto in this direction?"""
@@ -194,7 +216,7 @@ def _direction_allows(
             continue
         isolated = True
         for rule in (pol.get("spec") or {}).get(rules_key) or []:
-            if _rule_allows(rule, peer_key, _policy_ns(pol), other, dst, port, proto, nsl):
+            if _rule_allows(rule, peer_key, _policy_ns(pol), other, dst, port, proto, nsl, family):
                 return True
     return not isolated
 
@@ -212,20 +234,30 @@ def conn_key(src: dict, dst: dict, port: int, proto: str) -> str:
     return f"{_pod_ns(src)}/{_pod_name(src)}->{_pod_ns(dst)}/{_pod_name(dst)}:{port}/{proto}"
 
 
-def evaluate(namespaces: list[dict], pods: list[dict], policies: list[dict]) -> dict[str, bool]:
+def evaluate(
+    namespaces: list[dict], pods: list[dict], policies: list[dict], family: int | None = None
+) -> dict[str, bool]:
     """Every (source pod, other destination pod, declared port of the destination) connection,
-    keyed "srcns/srcpod->dstns/dstpod:PORT/PROTO", mapped to whether policy allows it."""
+    keyed "srcns/srcpod->dstns/dstpod:PORT/PROTO", mapped to whether policy allows it.
+
+    `family` 4 or 6: the connections between the pods' addresses of that family
+    (status.podIPs; pods without one are left out); an ipBlock then matches only addresses of
+    its own family, selectors match whatever the family. None: status.podIP, as before."""
     nsl = _ns_labels(namespaces)
     out = {}
     for src in pods:
         for dst in pods:
             if src is dst or (_pod_ns(src), _pod_name(src)) == (_pod_ns(dst), _pod_name(dst)):
                 continue
+            if family is not None and not (_pod_ip(src, family) and _pod_ip(dst, family)):
+                continue
             for _, port, proto in sorted(set(_container_ports(dst)), key=lambda t: (t[1], t[2])):
                 key = conn_key(src, dst, port, proto)
                 out[key] = _direction_allows(
-                    "Egress", src, dst, dst, port, proto, policies, nsl
-                ) and _direction_allows("Ingress", dst, src, dst, port, proto, policies, nsl)
+                    "Egress", src, dst, dst, port, proto, policies, nsl, family
+                ) and _direction_allows(
+                    "Ingress", dst, src, dst, port, proto, policies, nsl, family
+                )
     return out
 
 
@@ -243,7 +275,11 @@ class _Gen:
         nsl = _ns_labels(namespaces)
         self.ns_labels = {n: nsl.get(n, {NS_NAME_LABEL: n}) for n in self.namespaces}
         self.pod_ns = sorted({_pod_ns(p) for p in pods}) or self.namespaces
-        self.ips = sorted({_pod_ip(p) for p in pods if _pod_ip(p)}, key=ipaddress.ip_address)
+        # every address of every pod (a dual-stack pod's IPv6 one too), IPv4 first
+        addrs = {_pod_ip(p) for p in pods if _pod_ip(p)} | {
+            _pod_ip(p, 6) for p in pods if _pod_ip(p, 6)
+        }
+        self.ips = sorted(addrs, key=lambda i: (ipaddress.ip_address(i).version, _ipint(i)))
         self.ports = sorted({(p, pr) for pod in pods for _, p, pr in _container_ports(pod)})
         self.named = sorted({(n, pr) for pod in pods for n, _, pr in _container_ports(pod) if n})
 
@@ -310,24 +346,29 @@ class _Gen:
         if not self.ips:
             return {"cidr": "10.0.0.0/8", "except": ["10.1.0.0/16"]}
         ip = ipaddress.ip_address(rng.choice(self.ips))
-        net24 = ipaddress.ip_network(f"{ip}/24", strict=False)
+        # an IPv6 address gets the same shapes 96 bits longer (a /24 is a /120, a /32 a /128,
+        # 0.0.0.0/0 is ::/0): the pods' IPv6 addresses differ in their last bits as the IPv4
+        # ones do in the tests' worlds
+        d = 0 if ip.version == 4 else 96
+        net24 = ipaddress.ip_network(f"{ip}/{24 + d}", strict=False)
         others = [i for i in self.ips if ipaddress.ip_address(i) in net24 and i != str(ip)]
         kind = rng.choice(
             ["24-except-32", "24-except-32", "32", "16-except-24", "wide-except", "24"]
         )
         if kind == "32":
-            return {"cidr": f"{ip}/32"}
+            return {"cidr": f"{ip}/{32 + d}"}
         if kind == "24":
             return {"cidr": str(net24)}
         if kind == "24-except-32":
             pool = [str(ip)] + others
             excepts = rng.sample(pool, rng.randint(1, min(2, len(pool))))
-            return {"cidr": str(net24), "except": sorted(f"{e}/32" for e in excepts)}
+            return {"cidr": str(net24), "except": sorted(f"{e}/{32 + d}" for e in excepts)}
         if kind == "16-except-24":
-            net16 = ipaddress.ip_network(f"{ip}/16", strict=False)
+            net16 = ipaddress.ip_network(f"{ip}/{16 + d}", strict=False)
             return {"cidr": str(net16), "except": [str(net24)]}
-        # everything but this pod's /24 or one pod (/32), written as 0.0.0.0/0
-        return {"cidr": "0.0.0.0/0", "except": [rng.choice([str(net24), f"{ip}/32"])]}
+        # everything but this pod's /24 or one pod (/32), written as 0.0.0.0/0 (::/0)
+        wide = "0.0.0.0/0" if ip.version == 4 else "::/0"
+        return {"cidr": wide, "except": [rng.choice([str(net24), f"{ip}/{32 + d}"])]}
 
     def peer(self, policy_ns: str) -> dict:
         rng = self.rng

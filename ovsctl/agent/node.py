@@ -10,6 +10,7 @@ import threading
 import time
 
 from flows import model, pipeline
+from flows.family import V6
 from flows.model import NodeNet, Overlay
 from ovsctl.agent import LOGGER
 from ovsctl.agent.host import hostnet, netlink
@@ -81,7 +82,9 @@ class NodeHost:
         if cfg.masquerade:
             hostnet.setup_masquerade(self.pod_cidr, cfg.cluster_cidr)
         hostnet.setup_node_ports(
-            cfg.gateway_name, self.net.gw_mac, (model.NODEPORT_IP, model.NODEPORT_LOCAL_IP)
+            cfg.gateway_name,
+            self.net.gw_mac,
+            tuple(a for fam in self.net.families for a in model.nodeport_ips(fam)),
         )
         self.sync.set_owner(pipeline.pipeline_owner(), pipeline.node_flows(self.net, self.overlay))
 
@@ -113,7 +116,7 @@ class NodeHost:
         if entries == self._node_ports:
             return
         try:
-            hostnet.sync_node_ports(entries)
+            hostnet.sync_node_ports(entries, ipv6=self.net is not None and V6 in self.net.families)
             self._node_ports = entries
         except hostnet.HostNetError as e:
             log.error("node ports not updated (retried on the next change): %s", e)

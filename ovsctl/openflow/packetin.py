@@ -1,6 +1,6 @@
 """Packets the pipeline hands to the agent, routed by their flow's cookie feature: audit
 copies of NetworkPolicy flows go to the audit log; the rest get an answer — a TCP RST or an
-ICMP port unreachable for a connection to a Service port without endpoints (what
+ICMP / ICMPv6 port unreachable for a connection to a Service port without endpoints (what
 kube-proxy's REJECT rule does)."""
 
 from __future__ import annotations
@@ -9,17 +9,28 @@ import collections
 import time
 from collections.abc import Callable
 
-from os_ken.lib.packet import ethernet, icmp, ipv4, packet, tcp, udp
+from os_ken.lib.packet import ethernet, icmp, icmpv6, ipv4, ipv6, packet, tcp, udp
 
 from flows import cookie as ck
 
+# RFC 4443 2.4(c): an ICMPv6 error carries as much of the invoking packet as fits in the minimum
+# IPv6 MTU (1280) with its own IPv6 (40) and ICMPv6 (4 + 4 unused) headers
+ICMP6_QUOTE = 1280 - 40 - 8
+
 
 def reject(data: bytes) -> bytes | None:
-    """The frame to send back to the sender of `data`, or None if there is nothing to answer."""
+    """The frame to send back to the sender of `data`, or None if there is nothing to answer:
+    a TCP RST|ACK for TCP (never for a RST), an ICMP port unreachable (type 3 code 3) quoting
+    the IPv4 header and 8 bytes for UDP over IPv4, an ICMPv6 destination unreachable,
+    port unreachable (type 1 code 4) quoting what it has of the packet for UDP over IPv6;
+    from the address the client sent to, so its stack matches it to the connection."""
     pkt = packet.Packet(data)
     eth = pkt.get_protocol(ethernet.ethernet)
+    if eth is None:
+        return None
     ip = pkt.get_protocol(ipv4.ipv4)
-    if eth is None or ip is None:
+    ip6 = pkt.get_protocol(ipv6.ipv6) if ip is None else None
+    if ip is None and ip6 is None:
         return None
     out = packet.Packet()
     out.add_protocol(ethernet.ethernet(dst=eth.src, src=eth.dst, ethertype=eth.ethertype))
@@ -27,8 +38,13 @@ def reject(data: bytes) -> bytes | None:
     if t is not None:
         if t.bits & tcp.TCP_RST:
             return None
-        out.add_protocol(ipv4.ipv4(src=ip.dst, dst=ip.src, proto=ip.proto, ttl=64))
-        seq_len = len(pkt.protocols[-1]) if isinstance(pkt.protocols[-1], bytes) else 0
+        if ip is not None:
+            out.add_protocol(ipv4.ipv4(src=ip.dst, dst=ip.src, proto=ip.proto, ttl=64))
+            seq_len = len(pkt.protocols[-1]) if isinstance(pkt.protocols[-1], bytes) else 0
+        else:
+            out.add_protocol(ipv6.ipv6(src=ip6.dst, dst=ip6.src, nxt=6, hop_limit=64))
+            # from the IPv6 header's length: the packet-in may carry only the headers
+            seq_len = max(0, ip6.payload_length - t.offset * 4)
         syn_fin = 1 if t.bits & (tcp.TCP_SYN | tcp.TCP_FIN) else 0
         out.add_protocol(
             tcp.tcp(
@@ -38,6 +54,17 @@ def reject(data: bytes) -> bytes | None:
                 ack=(t.seq + seq_len + syn_fin) & 0xFFFFFFFF,
                 bits=tcp.TCP_RST | tcp.TCP_ACK,
                 window_size=0,
+            )
+        )
+    elif ip6 is not None:
+        if pkt.get_protocol(udp.udp) is None or ip6.dst.lower().startswith("ff"):
+            return None  # UDP only (as for IPv4); never an error for a multicast packet
+        out.add_protocol(ipv6.ipv6(src=ip6.dst, dst=ip6.src, nxt=58, hop_limit=64))
+        out.add_protocol(
+            icmpv6.icmpv6(
+                type_=icmpv6.ICMPV6_DST_UNREACH,
+                code=4,  # port unreachable
+                data=bytes(4) + data[14 : 14 + ICMP6_QUOTE],  # 4 unused bytes, the quote
             )
         )
     elif pkt.get_protocol(udp.udp) is not None:

@@ -78,7 +78,7 @@ def _svc(spec):
     return {"kind": "Service", "metadata": {"name": "s", "namespace": "x"}, "spec": spec}
 
 
-def test_a_dual_stack_service_with_ipv6_first_uses_its_ipv4_address():
+def test_a_dual_stack_service_with_ipv6_first_keeps_both_addresses_in_order():
     svc = services.parse_service(
         _svc(
             {
@@ -88,11 +88,12 @@ def test_a_dual_stack_service_with_ipv6_first_uses_its_ipv4_address():
             }
         )
     )
-    assert svc.cluster_ip == "10.96.0.10"
+    assert svc.cluster_ip == "fd00::10"
+    assert svc.cluster_ips == ("fd00::10", "10.96.0.10")
 
 
-@pytest.mark.parametrize("ip", ["fd00::10", "10.96.0.999", "banana"])
-def test_an_ipv6_only_or_bad_cluster_ip_is_a_service_error(ip):
+@pytest.mark.parametrize("ip", ["10.96.0.999", "banana"])
+def test_a_bad_cluster_ip_is_a_service_error(ip):
     with pytest.raises(services.ServiceError, match="clusterIP"):
         services.parse_service(_svc({"clusterIP": ip, "ports": [{"port": 80}]}))
 
@@ -112,9 +113,10 @@ def test_endpoint_slices_the_node_cannot_program_are_skipped_and_said():
         "endpoints": [{"addresses": ["fd00::1"]}],
     }
     eps = services.endpoints_from_slices([good, fqdn, six], skipped)
-    assert [(e.ip, e.ports) for e in eps] == [("10.0.0.7", (("", 8080, "TCP"),))]
+    assert [(e.ip, e.ports) for e in eps] == [("10.0.0.7", (("", 8080, "TCP"),)), ("fd00::1", ())]
     text = "\n".join(skipped)
-    assert "FQDN" in text and "IPv6" in text and "ports[1].port None" in text and "fd00::7" in text
+    assert "FQDN" in text and "ports[1].port None" in text
+    assert "'fd00::7' is not an IPv4 address" in text
 
 
 def test_a_nat_port_zero_never_reaches_a_switch():
@@ -213,7 +215,12 @@ def test_bad_objects_beside_good_ones(agent, caplog):
             "apiVersion": "v1",
             "kind": "Service",
             "metadata": {"name": "six", "namespace": "x"},
-            "spec": {"clusterIP": "fd00::5", "ports": [{"port": 80}]},
+            # two addresses of one family: no programmable Service
+            "spec": {
+                "clusterIP": "fd00::5",
+                "clusterIPs": ["fd00::5", "fd00::6"],
+                "ports": [{"port": 80}],
+            },
         },
     )
     _add(
@@ -239,7 +246,8 @@ def test_bad_objects_beside_good_ones(agent, caplog):
     assert "service/x/canary" in owners
     assert "service/x/six" not in owners
     errors = [r.getMessage() for r in caplog.records]
-    assert sum("IPv6 is not programmed" in m for m in errors) == 2, errors  # the block, the Service
+    assert sum("IPv6 is not programmed" in m for m in errors) == 1, errors  # the block
+    assert sum("Service x/six: spec.clusterIPs" in m for m in errors) == 1, errors
     assert sum("ports[0].port None" in m for m in errors) == 1, errors
     assert again == {}
 

@@ -20,12 +20,14 @@ from itertools import count
 import pytest
 
 from flows import cookie, netpol, policy
+from flows.family import V4, V6
 from flows.flow import Conjunction, Flow, Goto, flow
 from flows.netpol import PolicyError, port_masks
 from flows.policy import PRIO_BASE, PodInfo, View
 from tests.netpol_reference import evaluate, random_case
 
 NS_LABEL = "kubernetes.io/metadata.name"
+FAM = {4: V4, 6: V6}
 WEB = (("http", 80, "TCP"), ("alt", 81, "TCP"), ("dns", 53, "UDP"))
 
 
@@ -821,10 +823,16 @@ def test_named_ports_stay_additive():
 
 
 def _field_ok(field: str, value: str, pkt: dict) -> bool:
-    if field == "protocol":
-        return value == "ip" or value == pkt["proto"].lower()
-    if field in ("nw_src", "nw_dst"):
-        addr = ipaddress.ip_address(pkt["src" if field == "nw_src" else "dst"])
+    v6 = ipaddress.ip_address(pkt["src"]).version == 6
+    if field == "protocol":  # ip/tcp/udp match IPv4 packets only, ipv6/tcp6/udp6 IPv6 ones
+        if value.endswith("6") != v6:
+            return False
+        value = value.removesuffix("6")
+        return value in ("ip", "ipv") or value == pkt["proto"].lower()
+    if field in ("nw_src", "nw_dst", "ipv6_src", "ipv6_dst"):
+        if field.startswith("ipv6") != v6:
+            return False
+        addr = ipaddress.ip_address(pkt["src" if field.endswith("src") else "dst"])
         return addr in ipaddress.ip_network(value)
     if field == "tp_dst":
         if "/" in value:
@@ -889,13 +897,16 @@ def _pod_dict(p: PodInfo) -> dict:
                 }
             ]
         },
-        "status": {"podIP": p.ip},
+        "status": {"podIP": p.ip, "podIPs": [{"ip": a} for a in p.addrs]},
     }
 
 
-def datapath_matrix(namespaces: list[dict], pods: list[dict], policies: list[dict], nodes=3):
+def datapath_matrix(
+    namespaces: list[dict], pods: list[dict], policies: list[dict], nodes=3, family=None
+):
     """The connection matrix the flows of every node give (pods spread over `nodes` nodes;
-    egress checked on the source's node, ingress on the destination's)."""
+    egress checked on the source's node, ingress on the destination's); `family` 6: between
+    the pods' IPv6 addresses (status.podIPs), as the reference's evaluate(family=6)."""
     ns_labels = {
         n["metadata"]["name"]: {
             **(n["metadata"].get("labels") or {}),
@@ -920,6 +931,7 @@ def datapath_matrix(namespaces: list[dict], pods: list[dict], policies: list[dic
                     tuple(sorted((md.get("labels") or {}).items())),
                     d["status"]["podIP"],
                     ports,
+                    ips=tuple(e["ip"] for e in d["status"].get("podIPs") or []),
                 ),
             )
         )
@@ -929,7 +941,9 @@ def datapath_matrix(namespaces: list[dict], pods: list[dict], policies: list[dic
         v = View(
             ns_labels,
             [
-                PodInfo(*(p.namespace, p.name, p.labels, p.ip, p.ports), local=(n == node))
+                PodInfo(
+                    *(p.namespace, p.name, p.labels, p.ip, p.ports), local=(n == node), ips=p.ips
+                )
                 for n, p in infos
             ],
         )
@@ -943,8 +957,15 @@ def datapath_matrix(namespaces: list[dict], pods: list[dict], policies: list[dic
         for dn, dst in infos:
             if src is dst:
                 continue
+            s_ip, d_ip = (
+                (src.ip, dst.ip)
+                if family is None
+                else (src.addr_of(FAM[family]), dst.addr_of(FAM[family]))
+            )
+            if not (s_ip and d_ip):
+                continue
             for port, proto in sorted({(cp, pr) for _, cp, pr in dst.ports}):
-                pkt = {"src": src.ip, "dst": dst.ip, "proto": proto, "port": port}
+                pkt = {"src": s_ip, "dst": d_ip, "proto": proto, "port": port}
                 ok = _direction_allows(
                     node_flows[sn], "EgressRule", "EgressDefault", pkt
                 ) and _direction_allows(node_flows[dn], "IngressRule", "IngressDefault", pkt)

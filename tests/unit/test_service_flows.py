@@ -10,6 +10,7 @@ the connection with SNAT_MARK for the pipeline's HairpinSNAT / ConntrackState fl
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 
 import netaddr
 import pytest
@@ -706,3 +707,233 @@ def test_node_port_local_drains_to_local_terminating_endpoint():
 def test_null_target_port_defaults_to_port():
     obj = svc_obj(selector={"app": "web"}, ports=[{"port": 80, "targetPort": None}])
     assert parse_service(obj).ports[0].target_port == 80
+
+
+# -- IPv6 and dual-stack (issue 16) ----------------------------------------------------------
+
+CIP6 = "fd00:10:96::a"
+EP6_A = Endpoint("fd00:10:244::2", HTTP)  # on this node
+EP6_B = Endpoint("fd00:10:244:1::3", HTTP)  # on another node
+LOCAL_CIDRS = (LOCAL_CIDR, "fd00:10:244::/64")
+
+
+def dual(**spec) -> dict:
+    base = {
+        "clusterIP": "10.96.0.10",
+        "clusterIPs": ["10.96.0.10", CIP6],
+        "ipFamilies": ["IPv4", "IPv6"],
+        "ipFamilyPolicy": "RequireDualStack",
+    }
+    return svc_obj(**{**base, **spec})
+
+
+def test_parse_dual_stack():
+    svc = parse_service(dual())
+    assert svc.cluster_ip == "10.96.0.10"
+    assert svc.cluster_ips == ("10.96.0.10", CIP6)
+    assert svc.ip_family_policy == "RequireDualStack"
+    assert [str(f) for f in svc.families] == ["IPv4", "IPv6"]
+    six_first = parse_service(
+        dual(clusterIP=CIP6, clusterIPs=[CIP6, "10.96.0.10"], ipFamilies=["IPv6", "IPv4"])
+    )
+    assert six_first.cluster_ip == CIP6 and six_first.cluster_ips == (CIP6, "10.96.0.10")
+
+
+def test_parse_ipv6_single_stack_and_defaults():
+    six = parse_service(svc_obj(clusterIP="fd00:10:96:0::A", ipFamilies=["IPv6"]))
+    assert six.cluster_ips == (CIP6,) and six.ip_family_policy == "SingleStack"
+    # clusterIPs alone (clusterIP is its first); the policy follows the addresses when unset
+    only_ips = parse_service(svc_obj(clusterIP=None, clusterIPs=[CIP6, "10.96.0.10"]))
+    assert only_ips.cluster_ip == CIP6 and only_ips.ip_family_policy == "RequireDualStack"
+    # PreferDualStack on a single-stack cluster has one address
+    prefer = parse_service(svc_obj(ipFamilyPolicy="PreferDualStack", ipFamilies=["IPv4"]))
+    assert prefer.cluster_ips == ("10.96.0.10",)
+    # an IPv4 Service as before: one address, nothing else needed
+    assert parse_service(svc_obj()).cluster_ips == ("10.96.0.10",)
+    headless = parse_service(svc_obj(clusterIP="None", clusterIPs=["None"], ipFamilies=["IPv6"]))
+    assert headless.cluster_ip is None and headless.cluster_ips == ()
+
+
+@pytest.mark.parametrize(
+    "spec,field",
+    [
+        ({"ipFamilyPolicy": "DualStack"}, "spec.ipFamilyPolicy"),
+        ({"ipFamilies": ["IPv5"]}, r"spec.ipFamilies\[0\]"),
+        ({"ipFamilies": ["IPv4", "IPv4"]}, "spec.ipFamilies lists IPv4 twice"),
+        ({"ipFamilies": "IPv4"}, "spec.ipFamilies"),
+        ({"ipFamilies": ["IPv6"]}, r"spec.clusterIPs\[0\] 10.96.0.10 is not of spec.ipFamilies"),
+        ({"clusterIPs": ["10.96.0.11"]}, r"spec.clusterIPs\[0\] 10.96.0.11 is not spec.clusterIP"),
+        ({"clusterIPs": ["10.96.0.10", "10.96.0.11"]}, "both IPv4"),
+        ({"clusterIPs": ["10.96.0.10", "fd00::1", "fd00::2"]}, "at most 2"),
+        ({"clusterIPs": ["10.96.0.10", "banana"]}, r"spec.clusterIPs\[1\] 'banana'"),
+        ({"clusterIPs": "10.96.0.10"}, "spec.clusterIPs must be a list"),
+        (
+            {"clusterIPs": ["10.96.0.10", CIP6], "ipFamilyPolicy": "SingleStack"},
+            "SingleStack with two families",
+        ),
+        ({"ipFamilyPolicy": "RequireDualStack"}, "RequireDualStack needs two spec.clusterIPs"),
+        (
+            {"ipFamilies": ["IPv4", "IPv6"], "ipFamilyPolicy": "RequireDualStack"},
+            "spec.ipFamilies has 2 families but spec.clusterIPs 1",
+        ),
+        (
+            {"clusterIPs": ["10.96.0.10", CIP6], "ipFamilies": ["IPv6", "IPv4"]},
+            r"spec.clusterIPs\[0\] 10.96.0.10 is not of spec.ipFamilies\[0\] IPv6",
+        ),
+        ({"clusterIP": "None", "clusterIPs": ["None", CIP6]}, "headless"),
+    ],
+)
+def test_parse_bad_family_combinations_name_service_and_field(spec, field):
+    with pytest.raises(ServiceError, match=rf"^Service shop/web: .*{field}"):
+        parse_service(svc_obj(**spec))
+
+
+def test_endpoint_slices_of_ipv6():
+    six = {
+        "metadata": {"name": "web-v6"},
+        "addressType": "IPv6",
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+        "endpoints": [
+            {"addresses": ["FD00:10:244::2"]},
+            {"addresses": ["fd00:10:244:1::3"], "conditions": {"ready": False}},
+            {"addresses": ["10.244.0.9"]},  # not of the slice's family
+        ],
+    }
+    skipped: list[str] = []
+    eps = endpoints_from_slices([six], skipped)
+    assert [(e.ip, e.ready) for e in eps] == [("fd00:10:244::2", True), ("fd00:10:244:1::3", False)]
+    assert skipped == ["EndpointSlice web-v6.endpoints[2]: '10.244.0.9' is not an IPv6 address"]
+
+
+@dataclass(frozen=True)
+class DualPod(PodInfo):
+    ips: tuple[str, ...] = ()
+
+
+def test_endpoints_from_pods_use_the_address_of_each_cluster_ip_family():
+    pods = [
+        DualPod("default", "a", (("app", "web"),), "10.244.0.2", ips=("10.244.0.2", EP6_A.ip)),
+        DualPod("default", "b", (("app", "web"),), "10.244.0.3", ips=("10.244.0.3",)),  # v4 only
+    ]
+    sel = (("app", "web"),)
+    ports = (ServicePort("http", 80, "TCP", 8080),)
+    dual_svc = Service("default", "w", "10.96.0.10", ports, sel, cluster_ips=("10.96.0.10", CIP6))
+    assert [e.ip for e in endpoints_from_pods(dual_svc, pods)] == [
+        "10.244.0.2",
+        EP6_A.ip,
+        "10.244.0.3",
+    ]
+    six = Service("default", "w", CIP6, ports, sel)
+    assert [e.ip for e in endpoints_from_pods(six, pods)] == [EP6_A.ip]
+    four = Service("default", "w", "10.96.0.10", ports, sel)
+    assert [e.ip for e in endpoints_from_pods(four, pods)] == ["10.244.0.2", "10.244.0.3"]
+
+
+GOLDEN_V6 = {
+    "cookie=0x541c337e7a4, table=35, priority=200,tcp6,ipv6_dst=fd00:10:96::a,tp_dst=80 actions=multipath(symmetric_l4,0,hrw,2,0,NXM_NX_REG3[0..15]),goto_table:36",
+    "cookie=0x541c337e7a4, table=36, priority=200,tcp6,reg3=0/0xffff,ipv6_dst=fd00:10:96::a,tp_dst=80 actions=ct(commit,table=37,zone=65000,nat(dst=[fd00:10:244:1::3]:8080))",
+    "cookie=0x541c337e7a4, table=36, priority=200,tcp6,reg3=0x1/0xffff,ipv6_dst=fd00:10:96::a,tp_dst=80 actions=ct(commit,table=37,zone=65000,nat(dst=[fd00:10:244::2]:8080))",
+}
+
+
+def test_dual_stack_golden_each_cluster_ip_to_its_own_family():
+    svc = web(cluster_ips=("10.96.0.10", CIP6))
+    got = texts(service_flows(svc, [EP_A, EP_B, EP6_A, EP6_B], LOCAL_CIDRS))
+    v4 = texts(service_flows(web(), [EP_A, EP_B], LOCAL_CIDR))
+    assert got == v4 | GOLDEN_V6  # the IPv4 flows exactly as an IPv4-only Service's
+
+
+def test_ipv6_udp_and_sctp():
+    for proto, l4, fields in (
+        ("UDP", "udp6", "symmetric_l3l4+udp"),
+        ("SCTP", "sctp6", "symmetric_l4"),
+    ):
+        ep = Endpoint(EP6_A.ip, (("dns", 5353, proto),))
+        svc = web(cluster_ip=CIP6, ports=(ServicePort("dns", 53, proto, 5353),))
+        got = texts(service_flows(svc, [ep]))
+        assert any(f",{l4},ipv6_dst=fd00:10:96::a,tp_dst=53 " in t and fields in t for t in got)
+        assert any("nat(dst=[fd00:10:244::2]:5353)" in t for t in got)
+
+
+def test_ipv6_cluster_ip_without_ipv6_endpoints_rejects():
+    svc = web(cluster_ips=("10.96.0.10", CIP6))
+    got = texts(service_flows(svc, [EP_A]))
+    assert (
+        "cookie=0x541c337e7a4, table=35, priority=200,tcp6,ipv6_dst=fd00:10:96::a,tp_dst=80 "
+        "actions=controller(max_len=256,meter_id=2)"
+    ) in got
+    assert any("nat(dst=10.244.0.2:8080)" in t for t in got)
+
+
+def test_ipv6_node_ports_cluster_and_local():
+    svc = web(type="NodePort", cluster_ips=("10.96.0.10", CIP6))
+    got = service_flows(svc, [EP_A, EP_B, EP6_A, EP6_B], LOCAL_CIDRS)
+    lb = {f.match_text() for f in got if f.table == "ServiceLB"}
+    assert "priority=200,tcp6,ipv6_dst=fd00:ffff::a9fe:a9fa,tp_dst=30080" in lb
+    assert "priority=200,tcp,nw_dst=169.254.169.250,tp_dst=30080" in lb
+    marked = [f for f in got if "ipv6_dst=fd00:ffff::a9fe:a9fa" in f.text() and "ct(" in f.text()]
+    assert len(marked) == 2 and all("set_field:0x1->ct_mark" in f.text() for f in marked)
+    local = service_flows(
+        web(type="NodePort", external_local=True, cluster_ips=("10.96.0.10", CIP6)),
+        [EP_A, EP_B, EP6_A, EP6_B],
+        LOCAL_CIDRS,
+    )
+    dnat6 = {f.actions_text() for f in local if "ipv6_dst=fd00:ffff::a9fe:a9fb" in f.text()}
+    assert dnat6 == {
+        "multipath(symmetric_l4,0,hrw,1,0,NXM_NX_REG3[0..15]),goto_table:36",
+        "ct(commit,table=37,zone=65000,nat(dst=[fd00:10:244::2]:8080))",  # local only, no mark
+    }
+    # an IPv4-only node serves no IPv6 node port (and writes no ip6tables rule for it)
+    v4_node = texts(service_flows(svc, [EP_A, EP_B, EP6_A, EP6_B], LOCAL_CIDR))
+    assert not any("fd00:ffff::" in t for t in v4_node)
+    assert any("nw_dst=169.254.169.250" in t for t in v4_node)
+
+
+def test_node_port_entries_per_family():
+    svc = web(type="NodePort", cluster_ips=("10.96.0.10", CIP6))
+    assert node_port_entries(svc, LOCAL_CIDRS) == {
+        ("tcp", 30080, NODEPORT_IP),
+        ("tcp", 30080, "fd00:ffff::a9fe:a9fa"),
+    }
+    assert node_port_entries(svc, (LOCAL_CIDR,)) == {("tcp", 30080, NODEPORT_IP)}
+    local6 = web(type="NodePort", external_local=True, cluster_ip=CIP6)
+    assert node_port_entries(local6, LOCAL_CIDRS) == {("tcp", 30080, "fd00:ffff::a9fe:a9fb")}
+    assert node_port_entries(web(type="NodePort")) == {("tcp", 30080, NODEPORT_IP)}
+
+
+def test_ipv6_session_affinity_remembers_the_whole_address_in_xxreg2():
+    svc = web(cluster_ip=CIP6, affinity_timeout=600)
+    flows = service_flows(svc, [EP6_A, EP6_B])
+    ls = [a for f in flows for a in f.actions if isinstance(a, Learn)]
+    assert len(ls) == 2 and {a.version for a in ls} == {6}
+    by_ep = {
+        next(x for x in f.actions if isinstance(x, CT)).nat: f
+        for f in flows
+        if f.priority == 200 and f.table == "EndpointDNAT"
+    }
+    learn_b = next(a for a in by_ep["dst=[fd00:10:244:1::3]:8080"].actions if isinstance(a, Learn))
+    assert learn_b.text() == (
+        f"learn(table=33,idle_timeout=600,priority=200,delete_learned,cookie={learn_b.cookie:#x},"
+        "eth_type=0x86dd,nw_proto=6,NXM_NX_IPV6_SRC[],NXM_NX_IPV6_DST[],NXM_OF_TCP_DST[],"
+        "load:0xfd000010->NXM_NX_REG8[],load:0x2440001->NXM_NX_REG9[],load:0x0->NXM_NX_REG10[],"
+        "load:0x3->NXM_NX_REG11[],load:0x1f90->NXM_NX_REG5[0..15],load:0x1->NXM_NX_REG0[5])"
+    )
+    hits = {f.match_text() for f in flows if f.priority == 210}
+    # the two endpoints share their low 64 bits' pattern per node (::2 and ::3 on different
+    # /64s): only the whole address tells them apart, which an index or the low word would not
+    assert hits == {
+        "priority=210,tcp6,reg0=0x20/0x20,reg5=0x1f90/0xffff,reg8=0xfd000010,reg9=0x2440000,reg10=0,reg11=0x2,ipv6_dst=fd00:10:96::a,tp_dst=80",
+        "priority=210,tcp6,reg0=0x20/0x20,reg5=0x1f90/0xffff,reg8=0xfd000010,reg9=0x2440001,reg10=0,reg11=0x3,ipv6_dst=fd00:10:96::a,tp_dst=80",
+    }
+    # same-suffix endpoints on two nodes are still two remembered endpoints
+    twins = [Endpoint("fd00:10:244::5", HTTP), Endpoint("fd00:10:244:1::5", HTTP)]
+    assert len({f.match_text() for f in service_flows(svc, twins) if f.priority == 210}) == 2
+    # cookies differ per (frontend, endpoint) and the IPv4 ones are unchanged
+    assert len({a.cookie for a in ls}) == 2
+    assert texts(service_flows(web(affinity_timeout=600), [EP_A, EP_B])) == GOLDEN_AFFINITY
+
+
+def test_affinity_registers_for_ipv6_do_not_overlap_the_others():
+    assert [f.reg for f in regs.AFFINITY_IP6] == [8, 9, 10, 11]
+    used = {f.reg for f in regs.ALL.values() if f not in regs.AFFINITY_IP6}
+    assert not used & {8, 9, 10, 11}

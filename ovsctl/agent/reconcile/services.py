@@ -13,9 +13,13 @@ from ovsctl.openflow import encode as ofconv
 
 
 class ServiceReconciler:
-    def __init__(self, cluster: dict, pod_cidr: str, skip: SkipLog):
+    def __init__(self, cluster: dict, pod_cidr: str, skip: SkipLog, pod_cidrs=()):
         self.cluster = cluster
         self.pod_cidr = pod_cidr
+        # this node's pod CIDRs, one per family (dual-stack): which endpoints are local
+        # (externalTrafficPolicy Local) and which families' node ports the node serves;
+        # () means (pod_cidr,)
+        self.pod_cidrs: tuple[str, ...] = tuple(pod_cidrs)
         self.skip = skip
         self.cache: dict[tuple, tuple] = {}
         self.services: set[str] = set()  # Service owners with flows
@@ -34,6 +38,7 @@ class ServiceReconciler:
                 )
                 if svc:
                     slices.setdefault((key[1], svc), []).append(body)
+        local = self.pod_cidrs or ((self.pod_cidr,) if self.pod_cidr else ())
         want: dict[str, frozenset] = {}
         node_ports: set[tuple[str, int, str]] = set()
         changed_ns = {p.namespace for pair in changed for p in pair if p is not None}
@@ -65,10 +70,10 @@ class ServiceReconciler:
                 for why in skipped:
                     self.skip(key, inputs, f"Service {key[1]}/{key[2]}: {why}")
                 owner = services.service_owner(svc)
-                sflows = services.service_flows(svc, eps, self.pod_cidr)
+                sflows = services.service_flows(svc, eps, local)
                 ofconv.check_encodable(sflows)
                 flows = {owner: sflows}
-                ports = services.node_port_entries(svc)
+                ports = services.node_port_entries(svc, local)
             except Exception as e:  # noqa: BLE001 - one Service never stops the others
                 # unprogrammable: no flows (its address leads nowhere), logged once
                 self.skip(key, inputs, f"ignoring Service {key[1]}/{key[2]}: {e}")
