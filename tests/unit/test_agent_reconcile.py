@@ -201,3 +201,9 @@ def test_dual_stack_pods_feed_both_addresses():
     assert any("ipv6_dst=fd00::2 actions=conjunction" in t for t in texts), texts
     assert "[IngressDefault] priority=1000,ipv6,ipv6_dst=fd00::2 actions=drop" in texts
     assert "[IngressDefault] priority=1000,ip,nw_dst=10.0.0.2 actions=drop" in texts
+    # and they encode: the reconciler programs them (nothing skipped)
+    owned = rec.owners()
+    assert rec.skip.seen == {}, rec.skip.seen
+    assert "[IngressDefault] priority=1000,ipv6,ipv6_dst=fd00::2 actions=drop" in {
+        str(f) for f in owned["policy/x/p/isolation"]
+    }

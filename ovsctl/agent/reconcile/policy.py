@@ -89,7 +89,7 @@ class PolicyReconciler:
                 ready=obj.ready if obj is not None else True,
                 terminating=obj.terminating if obj is not None else False,
                 # every address IPAM gave the interface (IPv4 first): policies select both
-                ips=ordered(getattr(att, "ips", ()) or (att.ip,)),
+                ips=ordered(att.ips),
             )
         return View(namespaces, sorted(pods.values(), key=lambda p: (p.namespace, p.name)))
 
