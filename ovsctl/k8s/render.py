@@ -23,9 +23,11 @@ def to_dict(obj: Object) -> dict[str, Any]:
             "metadata": _meta(obj.name, None, obj.labels),
         }
         if obj.pod_cidr is not None:
-            d["spec"] = {"podCIDR": obj.pod_cidr, "podCIDRs": [obj.pod_cidr]}
-        if obj.internal_ip is not None:
-            d["status"] = {"addresses": [{"type": "InternalIP", "address": obj.internal_ip}]}
+            d["spec"] = {"podCIDR": obj.pod_cidr, "podCIDRs": list(obj.pod_cidrs or [obj.pod_cidr])}
+        if obj.internal_ips:  # one per family (a dual-stack node), IPv4 first
+            d["status"] = {
+                "addresses": [{"type": "InternalIP", "address": a} for a in obj.internal_ips]
+            }
         return d
     if isinstance(obj, Namespace):
         return {
@@ -63,7 +65,7 @@ def to_dict(obj: Object) -> dict[str, Any]:
         }
         if obj.ip is not None:
             status["podIP"] = obj.ip
-            status["podIPs"] = [{"ip": obj.ip}]
+            status["podIPs"] = [{"ip": a} for a in obj.ips or (obj.ip,)]
         return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec, "status": status}
     raise TypeError(f"not a model object: {obj!r}")
 

@@ -16,6 +16,11 @@ from ovsctl.util import wait_until
 ROOT = os.environ.get("OVSCTL_LAB_ROOT", "/run/ovsctl-lab")
 UNDERLAY = netaddr.IPNetwork("172.30.0.0/24")
 EXTERNAL_IP = "172.30.0.2"
+# A lab with an IPv6 cluster CIDR (dual-stack or IPv6-only) also numbers its underlay from this
+# ULA, beside the IPv4 one: node k is fd00:172:30::a+k (as 172.30.0.10+k), the external host
+# fd00:172:30::2. The VXLAN tunnels between nodes stay on IPv4 in every lab.
+UNDERLAY6 = netaddr.IPNetwork("fd00:172:30::/64")
+EXTERNAL_IP6 = "fd00:172:30::2"
 API_PORT = 6443  # the lab's Kubernetes API (`lab up --source api`), on the external host
 SERVICE_CIDR = netaddr.IPNetwork("10.96.0.0/16")  # where the lab allocates missing ClusterIPs
 EXTERNAL_PORT = 8080
@@ -27,6 +32,61 @@ PROVISION = os.path.join(HERE, "provision.sh")  # shared with the Vagrant lab (v
 
 class LabError(RuntimeError):
     pass
+
+
+DEFAULT_NODE_PREFIX = {4: 24, 6: 64}
+
+
+def parse_cidrs(text: str, what: str = "--cluster-cidr") -> list[str]:
+    """ "10.244.0.0/16,fd00:10:244::/56" -> the CIDRs, IPv4 first; at most one per family."""
+    cidrs = []
+    for part in str(text).split(","):
+        part = part.strip()
+        try:
+            net = netaddr.IPNetwork(part)
+        except (netaddr.AddrFormatError, ValueError, TypeError):
+            raise LabError(f"{what} {text}: {part!r} is not a CIDR (like 10.244.0.0/16)") from None
+        if "/" not in part:
+            raise LabError(f"{what} {text}: {part!r} is not a CIDR (ADDRESS/PREFIX)")
+        if net.ip != net.network:
+            raise LabError(f"{what} {text}: {part} has host bits set (the network is {net.cidr})")
+        cidrs.append(net)
+    if len({n.version for n in cidrs}) != len(cidrs):
+        raise LabError(f"{what} {text}: at most one CIDR per IP family (one IPv4, one IPv6)")
+    return [str(n) for n in sorted(cidrs, key=lambda n: n.version)]
+
+
+def parse_prefixes(value, cidrs: list[str]) -> list[int]:
+    """The pod CIDR size per node for each cluster CIDR: "24,64" (by position), one number
+    (for the first CIDR; the others get their family's default) or None (24 for IPv4, 64 for
+    IPv6). Each must leave room for the nodes' subnets inside its cluster CIDR."""
+    nets = [netaddr.IPNetwork(c) for c in cidrs]
+    if value is None or value == "":
+        given = []
+    elif isinstance(value, int):
+        given = [value]
+    elif isinstance(value, (list, tuple)):
+        given = [int(v) for v in value]
+    else:
+        try:
+            given = [int(v) for v in str(value).split(",")]
+        except ValueError:
+            raise LabError(f"--node-prefix {value}: not a number or a list like 24,64") from None
+    if len(given) > len(nets):
+        raise LabError(
+            f"--node-prefix {value}: {len(given)} sizes for {len(nets)} cluster CIDR(s) "
+            f"({','.join(cidrs)})"
+        )
+    out = []
+    for i, net in enumerate(nets):
+        p = given[i] if i < len(given) else DEFAULT_NODE_PREFIX[net.version]
+        top = 30 if net.version == 4 else 126
+        if not net.prefixlen <= p <= top:
+            raise LabError(
+                f"--node-prefix {value}: /{p} for {net} must be between /{net.prefixlen} and /{top}"
+            )
+        out.append(p)
+    return out
 
 
 def sh(*cmd: str, check: bool = True, timeout: float = 30, env=None) -> subprocess.CompletedProcess:

@@ -35,9 +35,20 @@ def add_parser(sub) -> None:
     up.add_argument(
         "--nodes", type=int, default=3, help="number of nodes, node0..nodeN-1 (default 3)"
     )
-    up.add_argument("--cluster-cidr", default="10.244.0.0/16")
     up.add_argument(
-        "--node-prefix", type=int, default=24, help="pod CIDR size per node (default /24)"
+        "--cluster-cidr",
+        default="10.244.0.0/16",
+        help="the pod network: one CIDR, or one per family for a dual-stack lab "
+        "(e.g. 10.244.0.0/16,fd00:10:244::/56; one IPv6 CIDR: an IPv6-only lab). Node k gets "
+        "the k-th subnet of each. A lab with IPv6 also numbers the underlay and the external "
+        "host from fd00:172:30::/64; the tunnels stay IPv4 (default 10.244.0.0/16; only when "
+        "the lab is created)",
+    )
+    up.add_argument(
+        "--node-prefix",
+        default=None,
+        help="pod CIDR size per node, one per cluster CIDR in the same order (e.g. 24,64; "
+        "default /24 for IPv4, /64 for IPv6)",
     )
     up.add_argument(
         "-f", "--filename", action="append", default=[], help="YAML/JSON file or directory to apply"
@@ -62,7 +73,11 @@ def add_parser(sub) -> None:
     de.set_defaults(func=_delete)
 
     st = common(ls.add_parser("status", help="nodes, pods and agents' health"))
-    st.add_argument("--json", action="store_true")
+    st.add_argument(
+        "--json",
+        action="store_true",
+        help='print it as JSON (pods: "ips" lists every address, IPv4 first; "ip" is the first)',
+    )
     st.set_defaults(func=_status)
 
     ex = common(ls.add_parser("exec", help="run a command inside a pod: exec POD -- CMD..."))
@@ -71,8 +86,15 @@ def add_parser(sub) -> None:
     ex.set_defaults(func=_exec)
 
     pr = common(ls.add_parser("probe", help="every pod to every other pod on every declared port"))
-    pr.add_argument("--json", action="store_true")
+    pr.add_argument("--json", action="store_true", help="print {key: reachable} as JSON")
     pr.add_argument("--timeout", type=float, default=2.0, help="seconds per probe (default 2)")
+    pr.add_argument(
+        "--family",
+        type=int,
+        choices=[4, 6],
+        help="probe the pods' (and Services') addresses of this IP family; the keys are the "
+        "same for both (default: 4 on a dual-stack lab, the only family on a single-stack one)",
+    )
     pr.add_argument(
         "--services",
         action="store_true",
@@ -185,13 +207,23 @@ def _status(args):
     if args.json:
         print(json.dumps(st, indent=2))
         return 0
-    print(f"lab {st['name']}   external host {st['external']['ip']}:{st['external']['port']}")
-    print(f"{'NODE':<8} {'IP':<14} {'POD CIDR':<16} HEALTHY")
-    for n in st["nodes"]:
-        print(f"{n['name']:<8} {n['ip']:<14} {n['podCIDR']:<16} {'yes' if n['healthy'] else 'NO'}")
+    port = st["external"]["port"]
+    ext = " ".join(f"[{a}]:{port}" if ":" in a else f"{a}:{port}" for a in st["external"]["ips"])
+    print(f"lab {st['name']}   external host {ext}")
+    if not st["nodes"] or len(st["nodes"][0]["podCIDRs"]) == 1:
+        print(f"{'NODE':<8} {'IP':<14} {'POD CIDR':<16} HEALTHY")
+        for n in st["nodes"]:
+            h = "yes" if n["healthy"] else "NO"
+            print(f"{n['name']:<8} {n['ip']:<14} {n['podCIDR']:<16} {h}")
+    else:  # dual-stack: both addresses and both pod CIDRs
+        print(f"{'NODE':<8} {'IPS':<34} {'POD CIDRS':<40} HEALTHY")
+        for n in st["nodes"]:
+            h = "yes" if n["healthy"] else "NO"
+            ips, cidrs = ",".join(n["ips"]), ",".join(n["podCIDRs"])
+            print(f"{n['name']:<8} {ips:<34} {cidrs:<40} {h}")
     print(f"\n{'POD':<28} {'NODE':<8} IP")
     for p in st["pods"]:
-        print(f"{p['namespace'] + '/' + p['name']:<28} {p['node']:<8} {p['ip']}")
+        print(f"{p['namespace'] + '/' + p['name']:<28} {p['node']:<8} {','.join(p['ips'])}")
     return 0 if all(n["healthy"] for n in st["nodes"]) else 1
 
 
@@ -207,7 +239,7 @@ def _exec(args):
 
 @_err
 def _probe(args):
-    res = _lab(args).probe(args.timeout, services=args.services)
+    res = _lab(args).probe(args.timeout, services=args.services, family=args.family)
     if args.json:
         print(json.dumps(res, indent=2))
         return 0

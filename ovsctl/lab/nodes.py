@@ -4,6 +4,7 @@ and `down`."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import shutil
@@ -19,11 +20,13 @@ from ovsctl.lab import kubelet
 from ovsctl.lab.base import (
     API_PORT,
     EXTERNAL_IP,
+    EXTERNAL_IP6,
     EXTERNAL_PORT,
     HERE,
     PROVISION,
     RESPONDER,
     UNDERLAY,
+    UNDERLAY6,
     LabError,
     _alive,
     _stop_pid,
@@ -31,6 +34,8 @@ from ovsctl.lab.base import (
     _zombie,
     in_ns,
     netns_list,
+    parse_cidrs,
+    parse_prefixes,
     sh,
 )
 
@@ -45,23 +50,28 @@ class LabNodes:
         self,
         nodes: int,
         cluster_cidr: str = "10.244.0.0/16",
-        node_prefix: int = 24,
+        node_prefix: int | str | None = None,
         files: list[str] | None = None,
         log=print,
         source: str = "yaml",
     ) -> dict:
+        """Create the lab (or grow it to `nodes` nodes). `cluster_cidr` is one CIDR or one per
+        family ("10.244.0.0/16,fd00:10:244::/56": dual-stack; one IPv6 CIDR: IPv6-only);
+        node k gets the k-th subnet of each, of `node_prefix` ("24,64"; default /24 and /64)."""
         if nodes < 1 or nodes > 200:
             raise LabError("--nodes must be between 1 and 200")
         if source not in ("yaml", "api"):
             raise LabError("--source must be yaml or api")
+        cidrs = parse_cidrs(cluster_cidr)
+        prefixes = parse_prefixes(node_prefix, cidrs)
         with self.locked():
             if self.exists():
                 meta = self.meta()
             else:
                 meta = {
                     "name": self.name,
-                    "cluster_cidr": cluster_cidr,
-                    "node_prefix": node_prefix,
+                    "cluster_cidr": ",".join(cidrs),
+                    "node_prefix": prefixes[0] if len(prefixes) == 1 else prefixes,
                     "nodes": {},
                     "external": {},
                     "source": source,
@@ -71,11 +81,20 @@ class LabNodes:
                 if source == "api":
                     self._api_server(meta, log)
                 self.save_meta(meta)
-            subnets = list(netaddr.IPNetwork(meta["cluster_cidr"]).subnet(meta["node_prefix"]))
+            cidrs = parse_cidrs(meta["cluster_cidr"])
+            prefixes = parse_prefixes(meta["node_prefix"], cidrs)
+            for c, p in zip(cidrs, prefixes, strict=True):
+                room = 2 ** min(p - netaddr.IPNetwork(c).prefixlen, 30)
+                if nodes > room:
+                    raise LabError(f"{nodes} nodes do not fit: {c} has {room} subnets of /{p}")
             new = []
             for k in range(len(meta["nodes"]), nodes):
                 name = f"node{k}"
-                meta["nodes"][name] = self._node(name, k, str(subnets[k]), log)
+                pod_cidrs = [
+                    str(next(itertools.islice(netaddr.IPNetwork(c).subnet(p), k, None)))
+                    for c, p in zip(cidrs, prefixes, strict=True)
+                ]
+                meta["nodes"][name] = self._node(name, k, pod_cidrs, log)
                 self.save_meta(meta)
                 new.append(name)
             for name in new:
@@ -87,12 +106,19 @@ class LabNodes:
                     60,
                     f"agent on {name} ({self._log_path(name)})",
                 )
+                info = meta["nodes"][name]
                 log(
-                    f"node {name}: {meta['nodes'][name]['ip']} pods {meta['nodes'][name]['podCIDR']} ready"
+                    f"node {name}: {' '.join(info.get('ips', [info['ip']]))} pods "
+                    f"{' '.join(info.get('podCIDRs', [info['podCIDR']]))} ready"
                 )
         if files:
             self.apply(files, log=log)
         return meta
+
+    @staticmethod
+    def families(meta: dict) -> list[int]:
+        """The lab's pod IP families, in order (4 first): [4], [6] or [4, 6]."""
+        return [netaddr.IPNetwork(c).version for c in parse_cidrs(meta["cluster_cidr"])]
 
     def _warm_underlay(self, meta: dict) -> None:
         """Tell every node's userspace datapath the MAC of every other tunnel endpoint. It
@@ -116,6 +142,19 @@ class LabNodes:
         in_ns(ul, "ip", "link", "add", "br0", "type", "bridge")
         in_ns(ul, "ip", "link", "set", "br0", "up")
         self._uplink(ext, "ext", f"{EXTERNAL_IP}/{UNDERLAY.prefixlen}")
+        ext_ips = [EXTERNAL_IP]
+        if 6 in self.families(meta):
+            in_ns(
+                ext,
+                "ip",
+                "addr",
+                "add",
+                f"{EXTERNAL_IP6}/{UNDERLAY6.prefixlen}",
+                "dev",
+                "eth0",
+                "nodad",
+            )
+            ext_ips.append(EXTERNAL_IP6)
         pid = self._spawn(
             ext,
             [
@@ -130,8 +169,15 @@ class LabNodes:
             ],
             os.path.join(self.dir, "external.log"),
         )
-        meta["external"] = {"netns": ext, "ip": EXTERNAL_IP, "port": EXTERNAL_PORT, "pid": pid}
-        log(f"underlay {UNDERLAY} in netns {ul}; external host {EXTERNAL_IP} in netns {ext}")
+        meta["external"] = {
+            "netns": ext,
+            "ip": EXTERNAL_IP,
+            "ips": ext_ips,
+            "port": EXTERNAL_PORT,
+            "pid": pid,
+        }
+        nets = f"{UNDERLAY} {UNDERLAY6}" if len(ext_ips) > 1 else f"{UNDERLAY}"
+        log(f"underlay {nets} in netns {ul}; external host {' '.join(ext_ips)} in netns {ext}")
 
     def _api_server(self, meta: dict, log) -> None:
         """The lab's Kubernetes API (list/watch), on the external host, serving the state
@@ -169,9 +215,12 @@ class LabNodes:
             in_ns(ns, "ip", "addr", "add", addr, "dev", ifname)
         in_ns(ns, "ip", "link", "set", ifname, "up")
 
-    def _node(self, name: str, k: int, pod_cidr: str, log) -> dict:
+    def _node(self, name: str, k: int, pod_cidrs: list[str], log) -> dict:
         ns = self.ns(name)
         ip = str(UNDERLAY[10 + k])
+        ips = [ip]  # the IPv4 one is the tunnel endpoint in every lab
+        if any(netaddr.IPNetwork(c).version == 6 for c in pod_cidrs):
+            ips.append(str(UNDERLAY6[10 + k]))
         sh("ip", "netns", "add", ns)
         in_ns(ns, "ip", "link", "set", "lo", "up")
         self._uplink(ns, name, None)
@@ -198,10 +247,19 @@ class LabNodes:
         )
         in_ns(ns, "ethtool", "-K", "br-phy", "tx", "off", check=False)
         in_ns(ns, "ip", "addr", "add", f"{ip}/{UNDERLAY.prefixlen}", "dev", "br-phy")
+        for ip6 in ips[1:]:
+            in_ns(ns, "ip", "addr", "add", f"{ip6}/{UNDERLAY6.prefixlen}", "dev", "br-phy", "nodad")
         in_ns(ns, "ip", "link", "set", "br-phy", "up")
-        self._provision(name, ip, pod_cidr)
+        self._provision(name, ips, pod_cidrs)
         log(f"node {name}: netns {ns}, OVS in {ovs.rundir}")
-        return {"name": name, "ip": ip, "podCIDR": pod_cidr, "netns": ns}
+        return {
+            "name": name,
+            "ip": ip,
+            "ips": ips,
+            "podCIDR": pod_cidrs[0],
+            "podCIDRs": pod_cidrs,
+            "netns": ns,
+        }
 
     def _log_path(self, node: str) -> str:
         return os.path.join(self.node_dir(node), "agent.log")
@@ -217,11 +275,14 @@ class LabNodes:
         """The node agent's NetworkPolicy audit log (policies annotated ovsctl.io/audit)."""
         return os.path.join(self.node_dir(node), "audit.log")
 
-    def _provision(self, node: str, ip: str, pod_cidr: str) -> None:
+    def _provision(self, node: str, ips: list[str] | str, pod_cidrs: list[str] | str) -> None:
         """The Node object (into the state) and the agent's agent.yaml, written by the
-        provisioning script the Vagrant lab runs on its VMs, so every lab run tests it."""
+        provisioning script the Vagrant lab runs on its VMs, so every lab run tests it. A
+        dual-stack node gets both InternalIPs and both pod CIDRs (comma-separated, IPv4 first)."""
+        ips = [ips] if isinstance(ips, str) else ips
+        pod_cidrs = [pod_cidrs] if isinstance(pod_cidrs, str) else pod_cidrs
         meta, d, ovs = self.meta(), self.node_dir(node), self.ovs(node)
-        flags = ["--name", node, "--node-ip", ip, "--pod-cidr", pod_cidr]
+        flags = ["--name", node, "--node-ip", ",".join(ips), "--pod-cidr", ",".join(pod_cidrs)]
         flags += ["--cluster-cidr", meta["cluster_cidr"], "--cluster-state", self.cluster_dir]
         flags += ["--out", d, "--datapath", "netdev", "--ovsdb", ovs.remote]
         flags += ["--ovs-rundir", ovs.rundir, "--cni-socket", self.socket(node)]

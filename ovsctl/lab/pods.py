@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import yaml
 
+from flows.family import ordered
 from ovsctl.k8s import model
 from ovsctl.lab import clusterip, kubelet
 from ovsctl.lab.base import (
@@ -83,7 +84,7 @@ class LabPods:
                 if isinstance(r, Exception):
                     pods.pop(f"{obj.namespace}/{obj.name}", None)
                 else:
-                    log(f"pod/{obj.namespace}/{obj.name} on {rec['node']}: {rec['ip']}")
+                    log(f"pod/{obj.namespace}/{obj.name} on {rec['node']}: {' '.join(rec['ips'])}")
             self.save_pods(pods)
             if placed:
                 self._warm_underlay(meta)  # new ports made the switches forget their neighbours
@@ -99,6 +100,7 @@ class LabPods:
             ready = "True" if rec.get("ready", True) else "False"
             body["status"] = {
                 "podIP": rec["ip"],
+                "podIPs": [{"ip": a} for a in rec.get("ips") or [rec["ip"]]],
                 "phase": "Running",
                 "conditions": [{"type": "Ready", "status": ready}],
             }
@@ -183,7 +185,9 @@ class LabPods:
                 obj.namespace,
                 obj.name,
             )
-            rec["ip"] = res["ips"][0]["address"].split("/")[0]
+            # every address of the result (one per family), IPv4 first; "ip" is the first
+            rec["ips"] = list(ordered(a["address"].split("/")[0] for a in res["ips"]))
+            rec["ip"] = rec["ips"][0]
             args = []
             for _name, port, proto in rec["ports"]:
                 args += [f"--{proto.lower()}", str(port)] if proto in ("TCP", "UDP") else []

@@ -1,5 +1,6 @@
 """Runs inside a source pod's network namespace (standard library only): reads a JSON list of
-targets on stdin, [{"key": ..., "ip": ..., "port": N, "proto": "TCP"|"UDP"}], probes them all
+targets on stdin, [{"key": ..., "ip": ..., "port": N, "proto": "TCP"|"UDP"}] (IPv4 or IPv6
+addresses), probes them all
 in parallel and prints {"key": true/false, ...}. TCP: the connection is accepted; UDP: the
 responder's echo arrives. A probe that gets no answer within the timeout is false.
 
@@ -19,7 +20,8 @@ def probe(t: dict, timeout: float) -> bool:
         if t["proto"].upper() == "UDP":
             # UDP has no retransmission of its own: resend every 0.25 s until the deadline.
             deadline = time.monotonic() + timeout
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            fam = socket.AF_INET6 if ":" in t["ip"] else socket.AF_INET
+            with socket.socket(fam, socket.SOCK_DGRAM) as s:
                 while True:
                     left = deadline - time.monotonic()
                     if left <= 0:

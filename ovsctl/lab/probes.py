@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import yaml
 
+from flows.family import Family, of, of_version
 from ovsctl.lab.base import (
     PROBER,
     LabError,
@@ -28,19 +29,59 @@ class LabProbes:
         for name, info in sorted(meta["nodes"].items(), key=lambda kv: int(kv[0][4:])):
             healthy = _alive(info.get("agent_pid"), "ovsctl.cli") and self._agent_ready(name)
             nodes.append(
-                {"name": name, "ip": info["ip"], "podCIDR": info["podCIDR"], "healthy": healthy}
+                {
+                    "name": name,
+                    "ip": info["ip"],
+                    "ips": info.get("ips", [info["ip"]]),
+                    "podCIDR": info["podCIDR"],
+                    "podCIDRs": info.get("podCIDRs", [info["podCIDR"]]),
+                    "healthy": healthy,
+                }
             )
         pods = [
-            {"namespace": r["namespace"], "name": r["name"], "node": r["node"], "ip": r["ip"]}
+            {
+                "namespace": r["namespace"],
+                "name": r["name"],
+                "node": r["node"],
+                "ip": r["ip"],
+                "ips": r.get("ips") or [r["ip"]],
+            }
             for _k, r in sorted(self.pods().items())
         ]
+        ext = meta["external"]
         return {
             "name": self.name,
+            "cluster_cidr": meta["cluster_cidr"],
             "nodes": nodes,
             "pods": pods,
-            "external": {"ip": meta["external"].get("ip"), "port": meta["external"].get("port")},
+            "external": {
+                "ip": ext.get("ip"),
+                "ips": ext.get("ips") or [ext.get("ip")],
+                "port": ext.get("port"),
+            },
             "source": meta.get("source", "yaml"),
         }
+
+    def family(self, family: int | None = None) -> Family:
+        """The IP family to probe: `family` (4 or 6) if the lab has it, else the lab's first
+        (IPv4 on a dual-stack lab, IPv6 on an IPv6-only one)."""
+        have = self.families(self.meta())
+        if family is None:
+            return of_version(have[0])
+        if family not in (4, 6):
+            raise LabError(f"--family {family}: must be 4 or 6")
+        if family not in have:
+            raise LabError(
+                f"--family {family}: lab {self.name} has no IPv{family} pods "
+                f"(cluster CIDR {self.meta()['cluster_cidr']})"
+            )
+        return of_version(family)
+
+    def external_ip(self, family: int | None = None) -> str:
+        """The external host's address of `family` (default: the lab's first family)."""
+        fam = self.family(family)
+        ext = self.meta()["external"]
+        return of(ext.get("ips") or [ext["ip"]], fam)
 
     def pod_netns(self, pod: str) -> str:
         if "/" not in pod:
@@ -51,7 +92,8 @@ class LabProbes:
         return rec["netns"]
 
     def services(self) -> list[dict]:
-        """The Service objects in the lab's state: {namespace, name, clusterIP, ports}."""
+        """The Service objects in the lab's state: {namespace, name, clusterIP, clusterIPs,
+        ports}."""
         out = []
         for f in sorted(os.listdir(self.cluster_dir)):
             if not f.startswith("Service-"):
@@ -66,6 +108,7 @@ class LabProbes:
                     "namespace": meta.get("namespace", "default"),
                     "name": meta.get("name"),
                     "clusterIP": spec["clusterIP"],
+                    "clusterIPs": list(spec.get("clusterIPs") or [spec["clusterIP"]]),
                     "ports": [
                         (int(p["port"]), p.get("protocol") or "TCP")
                         for p in spec.get("ports") or []
@@ -74,17 +117,26 @@ class LabProbes:
             )
         return out
 
-    def probe(self, timeout: float = 2.0, services: bool = False) -> dict[str, bool]:
+    def probe(
+        self, timeout: float = 2.0, services: bool = False, family: int | None = None
+    ) -> dict[str, bool]:
         """Every pod to every other pod on every declared port; with services=True also every
-        pod to every Service port (keys "src->svc:ns/name:PORT/PROTO")."""
+        pod to every Service port (keys "src->svc:ns/name:PORT/PROTO"). `family` (4 or 6)
+        picks the pods' and Services' addresses of that family (default: the lab's first
+        family); the keys are the same for both. A Service without a ClusterIP of the family
+        is left out."""
+        fam = self.family(family)
         pods = self.pods()
         svc_targets = []
         if services:
             for svc in self.services():
+                ip = of(svc["clusterIPs"], fam)
+                if not ip:
+                    continue
                 for port, proto in svc["ports"]:
                     if proto in ("TCP", "UDP"):
                         svc_targets.append(
-                            (f"svc:{svc['namespace']}/{svc['name']}", svc["clusterIP"], port, proto)
+                            (f"svc:{svc['namespace']}/{svc['name']}", ip, port, proto)
                         )
         targets = []
         for dst in pods.values():
@@ -92,11 +144,14 @@ class LabProbes:
                 if proto in ("TCP", "UDP"):
                     targets.append((dst, port, proto))
 
+        def addr(rec: dict) -> str:
+            return of(rec.get("ips") or [rec["ip"]], fam)
+
         def run(src):
             todo = [
                 {
                     "key": f"{src['namespace']}/{src['name']}->{d['namespace']}/{d['name']}:{port}/{proto}",
-                    "ip": d["ip"],
+                    "ip": addr(d),
                     "port": port,
                     "proto": proto,
                 }
@@ -111,35 +166,34 @@ class LabProbes:
                 }
                 for name, ip, port, proto in svc_targets
             ]
-            if not todo:
-                return {}
-            p = subprocess.run(
-                [
-                    "ip",
-                    "netns",
-                    "exec",
-                    src["netns"],
-                    sys.executable,
-                    PROBER,
-                    "--timeout",
-                    str(timeout),
-                ],
-                input=json.dumps(todo),
-                capture_output=True,
-                text=True,
-                timeout=timeout * 3 + 30,
+            return self._run_prober(
+                src["netns"], todo, timeout, f"{src['namespace']}/{src['name']}"
             )
-            if p.returncode != 0:
-                raise LabError(
-                    f"probe from {src['namespace']}/{src['name']} failed: {p.stderr.strip()}"
-                )
-            return json.loads(p.stdout)
 
         out: dict[str, bool] = {}
         with ThreadPoolExecutor(max_workers=max(1, len(pods))) as pool:
             for part in pool.map(run, pods.values()):
                 out.update(part)
         return dict(sorted(out.items()))
+
+    def probe_from_external(self, targets: list[dict], timeout: float = 2.0) -> dict[str, bool]:
+        """Probes sent by the external host (outside the cluster): targets as the prober
+        reads them, [{"key", "ip", "port", "proto"}], IPv4 or IPv6."""
+        return self._run_prober(self.meta()["external"]["netns"], targets, timeout, "external host")
+
+    def _run_prober(self, netns: str, todo: list[dict], timeout: float, who: str) -> dict:
+        if not todo:
+            return {}
+        p = subprocess.run(
+            ["ip", "netns", "exec", netns, sys.executable, PROBER, "--timeout", str(timeout)],
+            input=json.dumps(todo),
+            capture_output=True,
+            text=True,
+            timeout=timeout * 3 + 30,
+        )
+        if p.returncode != 0:
+            raise LabError(f"probe from {who} failed: {p.stderr.strip()}")
+        return json.loads(p.stdout)
 
     # -- trace / reachability (ovsctl/tools/trace/: ofproto/trace on every node, nothing sent)
 

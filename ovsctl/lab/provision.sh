@@ -101,6 +101,102 @@ cidr_contains() { # OUTER INNER (CIDR or address): is INNER inside OUTER?
   (($(($(ip_int "$inet") & m)) == $(ip_int "$onet")))
 }
 
+# IPv6: bash has no 128-bit arithmetic, so Python's ipaddress checks IPv6 values (python3 is
+# one of the APT_PKGS). net6 OP FLAG VALUE [ARG]: exit 0, or 1 with the problem on stdout.
+#   ip FLAG ADDR          an IPv6 address
+#   cidr FLAG CIDR MAX    an IPv6 CIDR, no host bits, prefix at most MAX
+#   contains OUTER INNER  is INNER (CIDR or address) inside OUTER?
+NET6_PY='
+import ipaddress, sys
+op, flag, v = sys.argv[1:4]
+def fail(msg):
+    print(f"{flag} {v}: {msg}")
+    sys.exit(1)
+if op == "contains":
+    outer, inner = ipaddress.ip_network(flag), ipaddress.ip_network(v, strict=False)
+    sys.exit(0 if inner.version == outer.version and inner.subnet_of(outer) else 1)
+if op == "ip":
+    try:
+        ipaddress.IPv6Address(v)
+    except ValueError:
+        fail("not an IPv6 address (like fd00:172:30::a)")
+    sys.exit(0)
+if "/" not in v:
+    fail("not a CIDR (ADDRESS/PREFIX, like fd00:10:244:1::/64)")
+addr, prefix = v.split("/", 1)
+try:
+    ipaddress.IPv6Address(addr)
+except ValueError:
+    fail(f"not a CIDR (bad address {addr})")
+if not prefix.isdigit() or int(prefix) > 128:
+    fail("not a CIDR (prefix 0..128)")
+net = ipaddress.IPv6Network(v, strict=False)
+if net.network_address != ipaddress.IPv6Address(addr):
+    fail(f"host bits set (the network is {net})")
+if int(prefix) > int(sys.argv[4]):
+    fail(f"too small (at most /{sys.argv[4]})")
+'
+net6() { python3 -I -c "$NET6_PY" "$@"; }
+
+# family VALUE: 6 for an IPv6 address or CIDR, else 4
+family() { if [[ $1 == *:* ]]; then echo 6; else echo 4; fi; }
+
+# split_families FLAG VALUE: a comma-separated list (one address or CIDR per family) on
+# stdout one per line, IPv4 first; a usage error for an empty item or two of one family.
+split_families() {
+  local flag=$1 v=$2 item v4="" v6="" items=()
+  [[ $v != *, && $v != ,* ]] || die "$flag $v: an empty item (one per IP family, like 10.244.0.0/16,fd00:10:244::/56)"
+  IFS=, read -ra items <<<"$v"
+  for item in "${items[@]}"; do
+    [[ -n $item ]] || die "$flag $v: an empty item (one per IP family, like 10.244.0.0/16,fd00:10:244::/56)"
+    if [[ $(family "$item") == 6 ]]; then
+      [[ -z $v6 ]] || die "$flag $v: two IPv6 values (at most one per IP family)"
+      v6=$item
+    else
+      [[ -z $v4 ]] || die "$flag $v: two IPv4 values (at most one per IP family)"
+      v4=$item
+    fi
+  done
+  [[ -z $v4 ]] || echo "$v4"
+  [[ -z $v6 ]] || echo "$v6"
+}
+
+check_any_ip() { # FLAG VALUE: IPv4 or IPv6
+  local msg
+  if [[ $(family "$2") == 6 ]]; then
+    msg=$(net6 ip "$1" "$2") || die "$msg"
+  else
+    check_ip "$1" "$2"
+  fi
+}
+
+check_any_cidr() { # FLAG VALUE: IPv4 (at most /30) or IPv6 (at most /126)
+  local msg
+  if [[ $(family "$2") == 6 ]]; then
+    msg=$(net6 cidr "$1" "$2" 126) || die "$msg"
+  else
+    check_cidr "$1" "$2" 30
+  fi
+}
+
+any_contains() { # OUTER INNER of either family
+  if [[ $(family "$1") != "$(family "$2")" ]]; then
+    return 1
+  elif [[ $(family "$1") == 6 ]]; then
+    net6 contains "$1" "$2" >/dev/null
+  else
+    cidr_contains "$1" "$2"
+  fi
+}
+
+# yaml_list INDENT VALUES...: a YAML block sequence, one "- VALUE" line each (no final newline)
+yaml_list() {
+  local indent=$1 v out=""
+  shift
+  for v in "$@"; do out+="$indent- $(yq "$v")"$'\n'; done
+  printf '%s' "${out%$'\n'}"
+}
+
 check_name() { # FLAG VALUE: a Kubernetes object name (DNS-1123 subdomain)
   local l='[a-z0-9]([-a-z0-9]*[a-z0-9])?'
   [[ $2 =~ ^$l(\.$l)*$ && ${#2} -le 253 ]] ||
@@ -167,9 +263,14 @@ bad input exits 2 with a message. Needs no root.
   --out DIR              write DIR/agent.yaml
   --cluster-state DIR    the directory of cluster YAML: the Node object is written here (needs
                          --node-ip and --pod-cidr); with --source yaml the agent watches it
-  --node-ip IP           the Node's InternalIP (the tunnel endpoint)
-  --pod-cidr CIDR        the Node's spec.podCIDR (e.g. 10.244.1.0/24; inside --cluster-cidr)
-  --cluster-cidr CIDR    every pod CIDR together (default 10.244.0.0/16)
+  --node-ip IP           the Node's InternalIP (the tunnel endpoint); dual-stack: IPv4,IPv6
+                         (both InternalIPs; the IPv4 one stays the tunnel endpoint)
+  --pod-cidr CIDR        the Node's spec.podCIDR (e.g. 10.244.1.0/24; inside --cluster-cidr);
+                         one per family of --cluster-cidr (e.g. 10.244.1.0/24,fd00:10:244:1::/64)
+  --cluster-cidr CIDR    every pod CIDR together (default 10.244.0.0/16); one per family for a
+                         dual-stack cluster (10.244.0.0/16,fd00:10:244::/56) or one IPv6 CIDR
+                         for an IPv6-only one; then agent.yaml gets the lists cluster_cidrs,
+                         and with --cluster-state pod_cidrs and node_ips (IPv4 first)
   --source yaml|api      yaml (default): the agent watches --cluster-state;
                          api: the agent lists and watches a Kubernetes API
   --api-server URL       with --source api: the API's URL (e.g. http://192.168.56.10:6443);
@@ -218,7 +319,10 @@ cmd_node() {
   [[ -n $name ]] || die "node: --name is required"
   check_name --name "$name"
   [[ -n $out || -n $state ]] || die "node: nothing to write: give --out DIR and/or --cluster-state DIR"
-  check_cidr --cluster-cidr "$cluster_cidr" 30
+  local cluster_cidrs=() pod_cidrs=() node_ips=() c cc lines
+  lines=$(split_families --cluster-cidr "$cluster_cidr") || exit 2
+  mapfile -t cluster_cidrs <<<"$lines"
+  for c in "${cluster_cidrs[@]}"; do check_any_cidr --cluster-cidr "$c"; done
   case $source in
   yaml)
     [[ -n $state ]] || die "node: --source yaml needs --cluster-state DIR (the agent watches it)"
@@ -240,14 +344,36 @@ cmd_node() {
     die "node: --node-ip and --pod-cidr describe the Node object, written only with --cluster-state DIR"
   fi
   if [[ -n $node_ip ]]; then
-    check_ip --node-ip "$node_ip"
-    ! cidr_contains "$cluster_cidr" "$node_ip" ||
-      die "node: --node-ip $node_ip is inside the cluster CIDR $cluster_cidr"
+    lines=$(split_families --node-ip "$node_ip") || exit 2
+    mapfile -t node_ips <<<"$lines"
+    for c in "${node_ips[@]}"; do
+      check_any_ip --node-ip "$c"
+      for cc in "${cluster_cidrs[@]}"; do
+        ! any_contains "$cc" "$c" || die "node: --node-ip $c is inside the cluster CIDR $cc"
+      done
+    done
+    [[ $(family "${node_ips[0]}") == 4 ]] ||
+      die "node: --node-ip $node_ip: needs an IPv4 address too (the VXLAN tunnel endpoint)"
   fi
   if [[ -n $pod_cidr ]]; then
-    check_cidr --pod-cidr "$pod_cidr" 30
-    cidr_contains "$cluster_cidr" "$pod_cidr" ||
-      die "node: --pod-cidr $pod_cidr is not inside the cluster CIDR $cluster_cidr"
+    lines=$(split_families --pod-cidr "$pod_cidr") || exit 2
+    mapfile -t pod_cidrs <<<"$lines"
+    for c in "${pod_cidrs[@]}"; do
+      check_any_cidr --pod-cidr "$c"
+      local inside=""
+      for cc in "${cluster_cidrs[@]}"; do
+        ! any_contains "$cc" "$c" || inside=$cc
+      done
+      [[ -n $inside ]] || die "node: --pod-cidr $c is not inside the cluster CIDR $cluster_cidr"
+    done
+    ((${#pod_cidrs[@]} == ${#cluster_cidrs[@]})) ||
+      die "node: --pod-cidr $pod_cidr: needs one pod CIDR per family of --cluster-cidr $cluster_cidr"
+  fi
+  # One IPv4 cluster CIDR: agent.yaml and the Node exactly as before dual-stack existed.
+  local single=1
+  if ((${#cluster_cidrs[@]} > 1 || ${#node_ips[@]} > 1)) ||
+    [[ $(family "${cluster_cidrs[0]}") == 6 ]]; then
+    single=0
   fi
   [[ $datapath == system || $datapath == netdev ]] ||
     die "node: --datapath $datapath: must be system or netdev"
@@ -267,21 +393,48 @@ cmd_node() {
     # Keys in sorted order (as yaml.safe_dump writes them); keys of ovsctl/config.py.
     local conf="# ovsctl agent config for node $name, written by ovsctl/lab/provision.sh node"$'\n'
     [[ -z $api_server ]] || conf+="api_server: $(yq "$api_server")"$'\n'
-    conf+="cluster_cidr: $(yq "$cluster_cidr")"$'\n'
+    if ((single)); then
+      conf+="cluster_cidr: $(yq "$cluster_cidr")"$'\n'
+    else
+      conf+="cluster_cidrs:"$'\n'"$(yaml_list "" "${cluster_cidrs[@]}")"$'\n'
+    fi
     [[ $source != yaml ]] || conf+="cluster_state: $(yq "$state")"$'\n'
     conf+="cni_socket: $(yq "$cni_socket")"$'\n'
     conf+="datapath_type: $datapath"$'\n'
     [[ -z $kubeconfig ]] || conf+="kubeconfig: $(yq "$kubeconfig")"$'\n'
     conf+="log_level: $log_level"$'\n'
     [[ -z $metrics_port ]] || conf+="metrics_port: $((10#$metrics_port))"$'\n'
+    if ((!single && ${#node_ips[@]})); then
+      conf+="node_ips:"$'\n'"$(yaml_list "" "${node_ips[@]}")"$'\n'
+    fi
     conf+="node_name: $(yq "$name")"$'\n'
     conf+="ovs_rundir: $(yq "$ovs_rundir")"$'\n'
     conf+="ovsdb: $(yq "$ovsdb")"$'\n'
+    if ((!single && ${#pod_cidrs[@]})); then
+      conf+="pod_cidrs:"$'\n'"$(yaml_list "" "${pod_cidrs[@]}")"$'\n'
+    fi
     conf+="source: $source"$'\n'
     conf+="state_dir: $(yq "$state_dir")"$'\n'
     write_atomic "$out/agent.yaml" "$conf"
   fi
-  if [[ -n $state ]]; then
+  if [[ -n $state ]] && ((!single)); then
+    # A dual-stack (or IPv6-only) Node: one pod CIDR and one InternalIP per family.
+    local addrs="" a
+    for a in "${node_ips[@]}"; do
+      addrs+="  - address: $(yq "$a")"$'\n'"    type: InternalIP"$'\n'
+    done
+    write_atomic "$state/Node-$name.yaml" "apiVersion: v1
+kind: Node
+metadata:
+  name: $name
+spec:
+  podCIDR: $(yq "${pod_cidrs[0]}")
+  podCIDRs:
+$(yaml_list "  " "${pod_cidrs[@]}")
+status:
+  addresses:
+$addrs"
+  elif [[ -n $state ]]; then
     # The shape of ovsctl.k8s.model.to_dict(Node): what the lab wrote before this script.
     write_atomic "$state/Node-$name.yaml" "apiVersion: v1
 kind: Node

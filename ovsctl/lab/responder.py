@@ -1,7 +1,8 @@
 """A pod's stand-in application in the lab (standard library only, started inside the pod's
 network namespace): on each TCP port it accepts connections and answers with a line
-"PEER_IP OWN_IP"; on each UDP port it answers each datagram with the same line. Tests use the answer to check that
-source IPs arrive unchanged.
+"PEER_IP OWN_IP"; on each UDP port it answers each datagram with the same line. Tests use the
+answer to check that source IPs arrive unchanged. It listens on IPv4 and, where the namespace
+has IPv6, on IPv6 (a socket per family, so an IPv4 peer reads as an IPv4 address).
 
     python3 responder.py --tcp 80 --tcp 8080 --udp 53
 """
@@ -11,10 +12,25 @@ import socket
 import threading
 
 
-def tcp(port: int) -> None:
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("0.0.0.0", port))
+def _listener(kind: int, family: int, port: int) -> socket.socket | None:
+    """A socket of `family` bound to every address on `port`; None where the family is
+    unavailable (IPv6 disabled in the namespace)."""
+    try:
+        s = socket.socket(family, kind)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            s.bind(("::", port))
+        else:
+            s.bind(("0.0.0.0", port))
+    except OSError:
+        if family == socket.AF_INET:
+            raise
+        return None
+    return s
+
+
+def tcp(s: socket.socket) -> None:
     s.listen(128)
     while True:
         conn, peer = s.accept()
@@ -40,14 +56,13 @@ def _serve(conn: socket.socket, peer) -> None:
 
 def server_ip(peer_ip: str) -> str:
     """The address this pod answers from (the one a reply to `peer_ip` leaves with)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+    fam = socket.AF_INET6 if ":" in peer_ip else socket.AF_INET
+    with socket.socket(fam, socket.SOCK_DGRAM) as s:
         s.connect((peer_ip, 9))
         return s.getsockname()[0]
 
 
-def udp(port: int) -> None:
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("0.0.0.0", port))
+def udp(s: socket.socket) -> None:
     while True:
         _data, peer = s.recvfrom(2048)
         s.sendto(f"{peer[0]} {server_ip(peer[0])}\n".encode(), peer)
@@ -59,8 +74,16 @@ def main() -> None:
     ap.add_argument("--udp", type=int, action="append", default=[])
     ap.add_argument("--tag", help="ignored: lets the lab find the processes it started")
     args = ap.parse_args()
-    threads = [threading.Thread(target=tcp, args=(p,), daemon=True) for p in args.tcp]
-    threads += [threading.Thread(target=udp, args=(p,), daemon=True) for p in args.udp]
+    threads = []
+    for fn, kind, ports in (
+        (tcp, socket.SOCK_STREAM, args.tcp),
+        (udp, socket.SOCK_DGRAM, args.udp),
+    ):
+        for p in ports:
+            for family in (socket.AF_INET, socket.AF_INET6):
+                s = _listener(kind, family, p)
+                if s is not None:
+                    threads.append(threading.Thread(target=fn, args=(s,), daemon=True))
     for t in threads:
         t.start()
     print("ready", flush=True)

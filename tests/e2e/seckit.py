@@ -14,6 +14,14 @@ run inside a pod's (or node's) network namespace with `ip netns exec NS python3 
     vxlan6 NODE_IP DST_MAC SRC_MAC SRC_IP6 DST_IP6 DPORT PAYLOAD      the same, inner IPv6
     frame IFACE DST_MAC SRC_MAC SRC_IP DST_IP DPORT PAYLOAD [--vid N]
         an Ethernet/IPv4/UDP frame written with an AF_PACKET socket, 802.1Q-tagged with --vid
+    frame6 IFACE DST_MAC SRC_MAC SRC_IP6 DST_IP6 DPORT PAYLOAD
+        the same, Ethernet/IPv6/UDP (any source address: a spoofed global or link-local one)
+    na IFACE DST_MAC SRC_MAC SRC_IP6 DST_IP6 TARGET PAYLOAD
+        a Neighbor Advertisement (Override, Solicited) saying TARGET is at SRC_MAC
+    ra IFACE DST_MAC SRC_MAC SRC_IP6 DST_IP6 PREFIX PAYLOAD
+        a Router Advertisement (lifetime 1800 s) announcing PREFIX/64, source link-layer SRC_MAC
+    The ND messages carry PAYLOAD (the marker) in an extra option of an unassigned type, which
+    receivers ignore; hop limit 255 as ND requires.
 """
 
 import argparse
@@ -62,6 +70,36 @@ def udp_ipv6(src: str, dst: str, sport: int, dport: int, data: bytes) -> bytes:
     uc = _csum(pseudo + udp) or 0xFFFF
     udp = udp[:6] + struct.pack("!H", uc) + udp[8:]
     return struct.pack("!IHBB", 6 << 28, ulen, 17, 64) + s + d + udp
+
+
+def icmp6(src: str, dst: str, body: bytes, hlim: int = 255) -> bytes:
+    """IPv6 + ICMPv6 (`body` from the type on, its checksum field zero)."""
+    s, d = socket.inet_pton(socket.AF_INET6, src), socket.inet_pton(socket.AF_INET6, dst)
+    pseudo = s + d + struct.pack("!I3xB", len(body), 58)
+    c = _csum(pseudo + body)
+    body = body[:2] + struct.pack("!H", c) + body[4:]
+    return struct.pack("!IHBB", 6 << 28, len(body), 58, hlim) + s + d + body
+
+
+def _nd_option(kind: int, data: bytes) -> bytes:
+    """An ND option: type, length in 8-octet units, data padded."""
+    n = -(-(len(data) + 2) // 8)
+    return struct.pack("!BB", kind, n) + data + b"\0" * (n * 8 - 2 - len(data))
+
+
+def neighbor_advert(src: str, dst: str, target: str, mac: str, mark: bytes) -> bytes:
+    body = struct.pack("!BBHI", 136, 0, 0, 0x60000000)  # Solicited | Override
+    body += socket.inet_pton(socket.AF_INET6, target)
+    body += _nd_option(2, _mac(mac)) + _nd_option(253, mark)  # target link-layer address
+    return icmp6(src, dst, body)
+
+
+def router_advert(src: str, dst: str, prefix: str, mac: str, mark: bytes) -> bytes:
+    body = struct.pack("!BBHBBHII", 134, 0, 0, 64, 0, 1800, 0, 0)
+    pi = struct.pack("!BBIII", 64, 0xC0, 86400, 14400, 0)  # /64, on-link + autonomous
+    pi += socket.inet_pton(socket.AF_INET6, prefix)
+    body += _nd_option(1, _mac(mac)) + struct.pack("!BB", 3, 4) + pi + _nd_option(253, mark)
+    return icmp6(src, dst, body)
 
 
 def ethernet(dst: str, src: str, ethertype: int, payload: bytes, vid: int | None = None) -> bytes:
@@ -141,6 +179,15 @@ def main() -> None:
             p.add_argument(a)
         p.add_argument("dport", type=int)
         p.add_argument("payload")
+    p = sub.add_parser("frame6")
+    for a in ("iface", "dst_mac", "src_mac", "src", "dst"):
+        p.add_argument(a)
+    p.add_argument("dport", type=int)
+    p.add_argument("payload")
+    for name, last in (("na", "target"), ("ra", "prefix")):
+        p = sub.add_parser(name)
+        for a in ("iface", "dst_mac", "src_mac", "src", "dst", last, "payload"):
+            p.add_argument(a)
     p = sub.add_parser("frame")
     for a in ("iface", "dst_mac", "src_mac", "src", "dst"):
         p.add_argument(a)
@@ -161,6 +208,17 @@ def main() -> None:
     elif args.cmd == "vxlan6":
         ip = udp_ipv6(args.src, args.dst, 40000, args.dport, args.payload.encode())
         _send_vxlan(args.node_ip, ethernet(args.dst_mac, args.src_mac, 0x86DD, ip))
+    elif args.cmd in ("frame6", "na", "ra"):
+        mark = args.payload.encode()
+        if args.cmd == "frame6":
+            ip = udp_ipv6(args.src, args.dst, 40000, args.dport, mark)
+        elif args.cmd == "na":
+            ip = neighbor_advert(args.src, args.dst, args.target, args.src_mac, mark)
+        else:
+            ip = router_advert(args.src, args.dst, args.prefix, args.src_mac, mark)
+        with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as s:
+            s.bind((args.iface, 0))
+            s.send(ethernet(args.dst_mac, args.src_mac, 0x86DD, ip))
     elif args.cmd == "frame":
         ip = udp_ipv4(args.src, args.dst, 40000, args.dport, args.payload.encode())
         with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as s:

@@ -74,7 +74,7 @@ def test_status_shows_nodes_and_pods(lab):
     assert len(st["pods"]) == 9
     assert {p["node"] for p in st["pods"]} == {"node0", "node1", "node2"}
     for p in st["pods"]:
-        assert set(p) == {"namespace", "name", "node", "ip"}
+        assert set(p) == {"namespace", "name", "node", "ip", "ips"} and p["ips"] == [p["ip"]]
         assert netaddr.IPAddress(p["ip"]) in cidr[p["node"]]
     # the CLI prints the same JSON
     cli = subprocess.run(
