@@ -257,7 +257,9 @@ class Goto:
 
 @dataclass(frozen=True)
 class SetField:
-    field: str  # eth_src, eth_dst, arp_op, arp_sha, arp_spa, tun_dst, reg0..reg15, ...
+    # eth_src, eth_dst, arp_op, arp_sha, arp_spa, tun_dst, reg0..reg15, ipv6_src, ipv6_dst,
+    # icmpv6_type, icmpv6_code, nd_reserved (32 bits: R|S|O flags), nd_options_type, nd_tll, ...
+    field: str
     value: str  # as ovs-ofctl prints it; registers: "0x2" or "0x2/0xf"
 
     def text(self) -> str:
@@ -280,6 +282,9 @@ NXM = {
     "ipv4_dst": "NXM_OF_IP_DST[]",
     "ipv6_src": "NXM_NX_IPV6_SRC[]",
     "ipv6_dst": "NXM_NX_IPV6_DST[]",
+    "nd_target": "NXM_NX_ND_TARGET[]",
+    "nd_sll": "NXM_NX_ND_SLL[]",
+    "nd_tll": "NXM_NX_ND_TLL[]",
     **{f"reg{i}": f"NXM_NX_REG{i}[]" for i in range(16)},
 }
 

@@ -4,10 +4,21 @@ diffs the union against the switch. Nothing here sends, reads the clock or touch
 from __future__ import annotations
 
 from flows import cookie, owners, regs, tables
-from flows.family import V6
-from flows.flow import CT, DecTTL, Flow, Goto, InPort, Move, OutputReg, SetField, ct_state, flow
+from flows.family import FAMILIES, V4, V6, Family, family
+from flows.flow import (
+    CT,
+    DecTTL,
+    Flow,
+    Goto,
+    InPort,
+    Move,
+    OutputReg,
+    Resubmit,
+    SetField,
+    ct_state,
+    flow,
+)
 from flows.model import (
-    HAIRPIN_IP,
     SNAT_MARK,
     VIRTUAL_ROUTER_MAC,
     VXLAN_PORT,
@@ -15,6 +26,8 @@ from flows.model import (
     Overlay,
     PodPort,
     RemoteNode,
+    hairpin_ip,
+    link_local,
 )
 from flows.policy import icmp6_always_flows
 
@@ -38,12 +51,15 @@ def pod_owner(pod: PodPort) -> str:
     return owners.Pod(cid, ifname).key
 
 
-def table_miss_flows() -> frozenset[Flow]:
+def table_miss_flows(families: tuple[Family, ...] = FAMILIES) -> frozenset[Flow]:
     """One priority-0 flow per table: drop, or continue to the next table. Drops are explicit
-    flows so their counters say which table dropped a packet."""
+    flows so their counters say which table dropped a packet. Tables only IPv6 uses get theirs
+    on nodes with IPv6."""
     ck = cookie.make("pipeline", pipeline_owner())
     out = set()
     for t in tables.PIPELINE:
+        if t.ipv6_only and V6 not in families:
+            continue
         actions = () if t.miss == "drop" else (Goto(tables.next_table(t.name).name),)
         out.add(flow(t.name, PRIO_MISS, {}, actions, ck))
     return frozenset(out)
@@ -71,9 +87,117 @@ def arp_responder(ip: str, mac: str, ck: int) -> Flow:
     )
 
 
+# Neighbor Advertisement flags (nd_reserved, the 32 bits after the ICMPv6 code and checksum):
+# Router, Solicited, Override.
+NA_ROUTER = 0x80000000
+NA_SOLICITED = 0x40000000
+NA_OVERRIDE = 0x20000000
+ND_NS = 135  # Neighbor Solicitation
+ND_NA = 136  # Neighbor Advertisement
+ND_RS = 133  # Router Solicitation
+ND_RA = 134  # Router Advertisement
+ND_REDIRECT = 137
+DHCPV6_SERVER_PORT = 547
+ND_OPT_TLL = 2  # option type of the target link-layer address
+
+
+def _na_reply(mac: str, router: bool) -> tuple:
+    """Turn a Neighbor Solicitation into the (solicited, override) advertisement from `mac`,
+    back to its sender; ipv6_src (the answered address) is set by the caller. The solicitation's
+    source link-layer option becomes the target link-layer option: its type here, its address
+    in NDReply (OVS refuses nd_tll before the packet is an advertisement)."""
+    flags = NA_SOLICITED | NA_OVERRIDE | (NA_ROUTER if router else 0)
+    return (
+        Move("eth_src", "eth_dst"),
+        SetField("eth_src", mac),
+        Move("ipv6_src", "ipv6_dst"),
+    ), (
+        SetField("icmpv6_type", str(ND_NA)),
+        SetField("icmpv6_code", "0"),
+        SetField("nd_reserved", str(flags)),  # OVS prints it in decimal
+        SetField("nd_options_type", str(ND_OPT_TLL)),
+        Resubmit("NDReply"),
+    )
+
+
+def nd_responder(ip: str, mac: str, ck: int, router: bool = False) -> Flow:
+    """Answer a Neighbor Solicitation for `ip` with `mac` (R flag for the gateway), out of the
+    port it came in by (NDReply outputs it)."""
+    head, tail = _na_reply(mac, router)
+    return flow(
+        "ARPResponder",
+        PRIO_NORMAL,
+        {"protocol": "icmp6", "icmp_type": ND_NS, "nd_target": ip},
+        (*head, SetField("ipv6_src", ip), *tail),
+        ck,
+    )
+
+
+def responder(ip: str, mac: str, ck: int, router: bool = False) -> Flow:
+    """The ARP answer for an IPv4 address, the Neighbor Advertisement for an IPv6 one."""
+    if family(ip) is V4:
+        return arp_responder(ip, mac, ck)
+    return nd_responder(ip, mac, ck, router)
+
+
+def nd_flows(ck: int) -> frozenset[Flow]:
+    """The node's share of Neighbor Discovery (nodes with IPv6): NDReply's one flow, a DAD
+    probe (source ::) is never answered (it would tell the host its gateway address is taken),
+    and what no pod may send: Router Advertisements, Redirects, DHCPv6 server replies; Neighbor
+    Solicitations and Advertisements other than the ones pod_flows admits (its own addresses,
+    its own MAC in the link-layer option)."""
+    return frozenset(
+        {
+            flow(
+                "NDReply",
+                PRIO_NORMAL,
+                {"protocol": "icmp6", "icmp_type": ND_NA},
+                (Move("eth_src", "nd_tll"), InPort()),
+                ck,
+            ),
+            flow(
+                "ARPResponder",
+                PRIO_NORMAL + 10,
+                {"protocol": "icmp6", "ipv6_src": "::", "icmp_type": ND_NS},
+                (),
+                ck,
+            ),
+            *(
+                flow("SpoofGuard", PRIO_NORMAL + 20, {"protocol": "icmp6", "icmp_type": t}, (), ck)
+                for t in (ND_RA, ND_REDIRECT)
+            ),
+            flow(
+                "SpoofGuard",
+                PRIO_NORMAL + 20,
+                {"protocol": "udp6", "tp_src": DHCPV6_SERVER_PORT},
+                (),
+                ck,
+            ),
+            *(
+                flow("SpoofGuard", PRIO_NORMAL + 5, {"protocol": "icmp6", "icmp_type": t}, (), ck)
+                for t in (ND_NS, ND_NA)
+            ),
+        }
+    )
+
+
+def _gw(node: NodeNet, fam: Family) -> str:
+    """The gateway's address in family `fam` (gw_ip itself for its own family)."""
+    return node.gw_ip if node.gw_ip and family(node.gw_ip) is fam else node.gw_ip_of(fam)
+
+
+def _node_ips(node: NodeNet, fam: Family) -> set[str]:
+    """The node's own addresses in family `fam` (node_ip, the tunnel endpoint, among them)."""
+    out = {a for a in node.node_ips if family(a) is fam}
+    if node.node_ip and family(node.node_ip) is fam:
+        out.add(node.node_ip)
+    return out
+
+
 def gateway_flows(node: NodeNet) -> frozenset[Flow]:
-    """The gateway internal port: packets from the host stack, ARP for the gateway address,
-    and delivery of packets addressed to the gateway MAC (to the host, and out of the node)."""
+    """The gateway internal port: packets from the host stack, ARP (IPv4) and Neighbor
+    Solicitations (IPv6, answered as a router) for the gateway addresses, and delivery of
+    packets addressed to the gateway MAC (to the host, and out of the node)."""
     ck = cookie.make("pipeline", pipeline_owner())
     reg, val = regs.PKT_SOURCE.match(regs.FROM_GATEWAY)
     return frozenset(
@@ -85,7 +209,13 @@ def gateway_flows(node: NodeNet) -> frozenset[Flow]:
                 (SetField(reg, val), Goto("ARPResponder")),
                 ck,
             ),
-            arp_responder(node.gw_ip, node.gw_mac, ck),
+            *(responder(_gw(node, fam), node.gw_mac, ck, router=True) for fam in node.families),
+            # the host's own link-local address on the gateway port (EUI-64 of its MAC)
+            *(
+                [nd_responder(link_local(node.gw_mac), node.gw_mac, ck, router=True)]
+                if V6 in node.families
+                else []
+            ),
             l2_flow(node.gw_mac, node.gw_ofport, ck),
         }
     )
@@ -104,19 +234,29 @@ def l2_flow(mac: str, ofport: int, ck: int) -> Flow:
 
 
 def conntrack_flows(node: NodeNet) -> frozenset[Flow]:
-    """Stateful policy: every IPv4 packet goes through conntrack once on its way in. Replies,
-    established and related connections skip the policy tables; new connections that pass them
-    are committed just before output. Traffic between a pod and its own node is always allowed."""
+    """Stateful policy: every IP packet (each family of the node) goes through conntrack once
+    on its way in. Replies, established and related connections skip the policy tables; new
+    connections that pass them are committed just before output. Traffic between a pod and its
+    own node is always allowed."""
     ck = cookie.make("pipeline", pipeline_owner())
+    out = {flow("Output", PRIO_NORMAL, {}, (OutputReg(f"reg{regs.OUT_PORT.reg}"),), ck)}
+    for fam in node.families:
+        out |= _conntrack_family(node, fam, ck)
+    return frozenset(out)
+
+
+def _conntrack_family(node: NodeNet, fam: Family, ck: int) -> set[Flow]:
     est, est_val = regs.ESTABLISHED.match(1)
     gw_reg, gw_val = regs.PKT_SOURCE.match(regs.FROM_GATEWAY)
-    ip = {"protocol": "ip"}
+    ip = {"protocol": fam.eth}
+    gw_ip = _gw(node, fam)
+    node_ips = _node_ips(node, fam)
     out = {
         flow("Conntrack", PRIO_NORMAL, ip, (CT(CT_ZONE, table="ConntrackState", nat=""),), ck),
         flow(
             "HairpinUnSNAT",
             PRIO_NORMAL,
-            {**ip, "nw_dst": HAIRPIN_IP},
+            {**ip, fam.dst: hairpin_ip(fam)},
             (CT(HAIRPIN_ZONE, table="Conntrack", nat=""),),
             ck,
         ),
@@ -142,7 +282,10 @@ def conntrack_flows(node: NodeNet) -> frozenset[Flow]:
                 (PRIO_NORMAL - 1, ct_state(rel=True, trk=True)),
             )
         ),
-        flow("EgressRule", PRIO_ALWAYS, {**ip, "nw_dst": node.gw_ip}, (Goto("L3Forwarding"),), ck),
+        *(
+            flow("EgressRule", PRIO_ALWAYS, {**ip, fam.dst: dst}, (Goto("L3Forwarding"),), ck)
+            for dst in {gw_ip} | node_ips
+        ),
         flow("IngressRule", PRIO_ALWAYS, {est: est_val}, (Goto("L2Forwarding"),), ck),
         # The node itself (kubelet probes, host processes) may always reach its pods; other
         # sources behind the gateway (NodePort clients whose IP is kept) meet the policies.
@@ -150,11 +293,11 @@ def conntrack_flows(node: NodeNet) -> frozenset[Flow]:
             flow(
                 "IngressRule",
                 PRIO_ALWAYS - 1,
-                {**ip, gw_reg: gw_val, "nw_src": src},
+                {**ip, gw_reg: gw_val, fam.src: src},
                 (Goto("L2Forwarding"),),
                 ck,
             )
-            for src in {node.gw_ip, node.node_ip} - {""}
+            for src in {gw_ip} | node_ips
         ),
         # NodePort (externalTrafficPolicy Cluster): a new connection that EndpointDNAT marked
         # is SNATed to the gateway IP in the hairpin zone, so the endpoint's replies come back
@@ -164,7 +307,7 @@ def conntrack_flows(node: NodeNet) -> frozenset[Flow]:
             "HairpinSNAT",
             PRIO_NORMAL,
             {**ip, "ct_state": ct_state(new=True, trk=True), "ct_mark": _mark()},
-            (CT(HAIRPIN_ZONE, table="EgressRule", commit=True, nat=f"src={node.gw_ip}"),),
+            (CT(HAIRPIN_ZONE, table="EgressRule", commit=True, nat=f"src={gw_ip}"),),
             ck,
         ),
         flow(
@@ -177,7 +320,7 @@ def conntrack_flows(node: NodeNet) -> frozenset[Flow]:
         flow(
             "HairpinUnSNAT",
             PRIO_NORMAL,
-            {**ip, "nw_dst": node.gw_ip},
+            {**ip, fam.dst: gw_ip},
             (CT(HAIRPIN_ZONE, table="Conntrack", nat=""),),
             ck,
         ),
@@ -188,19 +331,8 @@ def conntrack_flows(node: NodeNet) -> frozenset[Flow]:
             (CT(CT_ZONE, commit=True), Goto("Output")),
             ck,
         ),
-        flow("Output", PRIO_NORMAL, {}, (OutputReg(f"reg{regs.OUT_PORT.reg}"),), ck),
     }
-    if node.node_ip:
-        out.add(
-            flow(
-                "EgressRule",
-                PRIO_ALWAYS,
-                {**ip, "nw_dst": node.node_ip},
-                (Goto("L3Forwarding"),),
-                ck,
-            )
-        )
-    return frozenset(out)
+    return out
 
 
 # Frames without an 802.1Q header (OVS parses through a tag, so `ip` alone matches tagged IPv4).
@@ -211,12 +343,14 @@ def no_encap_flow(node_ip: str, ck: int) -> Flow:
     """Drop UDP to a node's VXLAN port from anything in br-int: a pod that reached it (directly,
     or through a Service DNATed to it) could hand the tunnel a packet of its own making, with any
     inner source, and the receiving node would take it as another node's. In L3Forwarding,
-    which every forwarded IPv4 packet passes after DNAT, whatever its connection state; real
-    tunnel traffic never goes through this pipeline (the tunnel port encapsulates it)."""
+    which every forwarded packet passes after DNAT, whatever its connection state; real
+    tunnel traffic never goes through this pipeline (the tunnel port encapsulates it). The
+    underlay is IPv4 (the tunnel endpoint's family)."""
+    fam = family(node_ip)
     return flow(
         "L3Forwarding",
         PRIO_NO_ENCAP,
-        {"protocol": "udp", "nw_dst": node_ip, "tp_dst": VXLAN_PORT},
+        {"protocol": fam.proto("udp"), fam.dst: node_ip, "tp_dst": VXLAN_PORT},
         (),
         ck,
     )
@@ -228,9 +362,12 @@ def _mark() -> str:
 
 def node_flows(node: NodeNet, overlay: Overlay | None = None) -> frozenset[Flow]:
     """Everything that belongs to the node itself, not to any pod."""
-    out = table_miss_flows() | gateway_flows(node) | conntrack_flows(node)
+    ck = cookie.make("pipeline", pipeline_owner())
+    out = table_miss_flows(node.families) | gateway_flows(node) | conntrack_flows(node)
+    if V6 in node.families:
+        out |= nd_flows(ck)
     if node.node_ip:  # pods never reach this node's own VXLAN port either
-        out |= {no_encap_flow(node.node_ip, cookie.make("pipeline", pipeline_owner()))}
+        out |= {no_encap_flow(node.node_ip, ck)}
     if overlay is not None:
         out |= overlay_flows(node, overlay)
     if V6 in node.families:  # ND and path-MTU discovery: no policy blocks them (policy.py)
@@ -241,28 +378,43 @@ def node_flows(node: NodeNet, overlay: Overlay | None = None) -> frozenset[Flow]
 def overlay_flows(node: NodeNet, overlay: Overlay) -> frozenset[Flow]:
     """The tunnel side of the node. What the tunnel port accepts is each remote node's own
     Classifier flow (remote_node_flows): there is no catch-all, so a packet from any other
-    outer source meets the Classifier's drop. The host asks ARP for remote pods (its route to the cluster
-    CIDR points at the gateway); they are answered with a virtual router MAC."""
+    outer source meets the Classifier's drop. The host asks ARP (IPv4) or Neighbor
+    Solicitations (IPv6) for remote pods (its route to the cluster CIDR points at the gateway);
+    they are answered with a virtual router MAC."""
     ck = cookie.make("pipeline", pipeline_owner())
     gw_reg, gw_val = regs.PKT_SOURCE.match(regs.FROM_GATEWAY)
-    return frozenset(
-        {
-            flow(
-                "ARPResponder",
-                PRIO_LOW,
-                {"protocol": "arp", gw_reg: gw_val, "arp_tpa": overlay.cluster_cidr, "arp_op": 1},
-                (
-                    *_arp_reply(VIRTUAL_ROUTER_MAC),
-                    # swap SPA and TPA through a scratch register: we answer for the asked IP
-                    Move("arp_tpa", regs.SCRATCH.nxm),
-                    Move("arp_spa", "arp_tpa"),
-                    Move(regs.SCRATCH.nxm, "arp_spa"),
-                    InPort(),
-                ),
-                ck,
-            ),
-        }
-    )
+    out = set()
+    for cidr in overlay.cluster_cidrs:
+        if family(cidr) is V4:
+            out.add(
+                flow(
+                    "ARPResponder",
+                    PRIO_LOW,
+                    {"protocol": "arp", gw_reg: gw_val, "arp_tpa": cidr, "arp_op": 1},
+                    (
+                        *_arp_reply(VIRTUAL_ROUTER_MAC),
+                        # swap SPA and TPA through a scratch register: we answer for the asked IP
+                        Move("arp_tpa", regs.SCRATCH.nxm),
+                        Move("arp_spa", "arp_tpa"),
+                        Move(regs.SCRATCH.nxm, "arp_spa"),
+                        InPort(),
+                    ),
+                    ck,
+                )
+            )
+        else:
+            head, tail = _na_reply(VIRTUAL_ROUTER_MAC, router=True)
+            out.add(
+                flow(
+                    "ARPResponder",
+                    PRIO_LOW,
+                    {"protocol": "icmp6", gw_reg: gw_val, "icmp_type": ND_NS, "nd_target": cidr},
+                    # we answer for the asked address: the target becomes the source
+                    (*head, Move("nd_target", "ipv6_src"), *tail),
+                    ck,
+                )
+            )
+    return frozenset(out)
 
 
 def node_owner(remote: RemoteNode) -> str:
@@ -271,33 +423,32 @@ def node_owner(remote: RemoteNode) -> str:
 
 def remote_node_flows(node: NodeNet, overlay: Overlay, remote: RemoteNode) -> frozenset[Flow]:
     """Pods of another node: into the tunnel to its IP, addressed to its gateway MAC. The
-    source pod IP is kept (no NAT); the far side routes to the pod and decrements the TTL.
-    What arrives from the tunnel for that node is dropped, never sent back into the tunnel.
+    source pod IP is kept (no NAT); the far side routes to the pod and decrements the TTL (hop
+    limit). What arrives from the tunnel for that node is dropped, never sent back into the
+    tunnel.
 
-    The tunnel accepts only this node's packets: outer source (tun_src) its IP, untagged IPv4
-    (the overlay carries nothing else until dual-stack), so a forged or non-IPv4 inner frame
-    cannot reach a pod. Nothing in br-int may send to its VXLAN port."""
+    The tunnel accepts only this node's packets: outer source (tun_src) its IP (the IPv4
+    underlay), untagged IPv4 or IPv6 (each family of its pod CIDRs; the overlay carries nothing
+    else), so a forged or other inner frame cannot reach a pod. Nothing in br-int may send to its
+    VXLAN port."""
     ck = cookie.make("node", node_owner(remote))
     reg, val = regs.PKT_SOURCE.match(regs.FROM_TUNNEL)
-    return frozenset(
-        {
+    out = {no_encap_flow(remote.node_ip, ck), l2_flow(remote.gw_mac, overlay.tun_ofport, ck)}
+    for cidr in remote.pod_cidrs:
+        fam = family(cidr)
+        ip = {"protocol": fam.eth}
+        out |= {
             flow(
                 "Classifier",
                 PRIO_NORMAL,
-                {
-                    "protocol": "ip",
-                    "tun_src": remote.node_ip,
-                    "in_port": overlay.tun_ofport,
-                    **UNTAGGED,
-                },
+                {**ip, "tun_src": remote.node_ip, "in_port": overlay.tun_ofport, **UNTAGGED},
                 (SetField(reg, val), Goto("HairpinUnSNAT")),
                 ck,
             ),
-            no_encap_flow(remote.node_ip, ck),
             flow(
                 "L3Forwarding",
                 PRIO_TUNNEL,
-                {"protocol": "ip", "nw_dst": remote.pod_cidr},
+                {**ip, fam.dst: cidr},
                 (
                     SetField("eth_src", node.gw_mac),
                     SetField("eth_dst", remote.gw_mac),
@@ -306,98 +457,159 @@ def remote_node_flows(node: NodeNet, overlay: Overlay, remote: RemoteNode) -> fr
                 ),
                 ck,
             ),
-            l2_flow(remote.gw_mac, overlay.tun_ofport, ck),
-            flow(
-                "L3Forwarding",
-                PRIO_NO_HAIRPIN,
-                {"protocol": "ip", reg: val, "nw_dst": remote.pod_cidr},
-                (),
-                ck,
-            ),
+            flow("L3Forwarding", PRIO_NO_HAIRPIN, {**ip, reg: val, fam.dst: cidr}, (), ck),
         }
-    )
+    return frozenset(out)
 
 
 def hairpin_flows(pod: PodPort, ck: int) -> tuple[Flow, ...]:
     """A pod that reaches itself through a Service: after DNAT the packet goes from the pod to
-    the pod. Its source becomes HAIRPIN_IP (SNAT in its own zone, so the Service's DNAT entry
-    stays), later packets of the connection get the same SNAT, and the output goes back out of
-    the port it came in by."""
+    the pod. Its source becomes the hairpin address of its family (SNAT in its own zone, so the
+    Service's DNAT entry stays), later packets of the connection get the same SNAT, and the
+    output goes back out of the port it came in by."""
     est, est_val = regs.ESTABLISHED.match(1)
     out_reg, out_val = regs.OUT_PORT.match(pod.ofport)
-    self_to_self = {"protocol": "ip", "nw_src": pod.ip, "nw_dst": pod.ip}
-    return (
-        flow(
-            "HairpinSNAT",
-            PRIO_NORMAL,
-            self_to_self,
-            (CT(HAIRPIN_ZONE, table="EgressRule", commit=True, nat=f"src={HAIRPIN_IP}"),),
-            ck,
-        ),
-        flow(
-            "ConntrackState",
-            PRIO_NORMAL + 5,
-            {**self_to_self, "ct_state": ct_state(est=True, trk=True)},
-            (SetField(est, est_val), CT(HAIRPIN_ZONE, table="L3Forwarding", nat="")),
-            ck,
-        ),
-        flow(
-            "Output", PRIO_NORMAL + 10, {"in_port": pod.ofport, out_reg: out_val}, (InPort(),), ck
-        ),
+    out = []
+    for ip in pod.ips:
+        fam = family(ip)
+        self_to_self = {"protocol": fam.eth, fam.src: ip, fam.dst: ip}
+        out += [
+            flow(
+                "HairpinSNAT",
+                PRIO_NORMAL,
+                self_to_self,
+                (
+                    CT(
+                        HAIRPIN_ZONE,
+                        table="EgressRule",
+                        commit=True,
+                        nat=f"src={hairpin_ip(fam)}",
+                    ),
+                ),
+                ck,
+            ),
+            flow(
+                "ConntrackState",
+                PRIO_NORMAL + 5,
+                {**self_to_self, "ct_state": ct_state(est=True, trk=True)},
+                (SetField(est, est_val), CT(HAIRPIN_ZONE, table="L3Forwarding", nat="")),
+                ck,
+            ),
+        ]
+    out.append(
+        flow("Output", PRIO_NORMAL + 10, {"in_port": pod.ofport, out_reg: out_val}, (InPort(),), ck)
     )
+    return tuple(out)
+
+
+def _pod_ipv4_flows(node: NodeNet, pod: PodPort, ip: str, ck: int) -> set[Flow]:
+    port = pod.ofport
+    return {
+        # Only untagged IPv4 and ARP from the pod's own addresses: everything else
+        # (other ethertypes, 802.1Q-tagged frames) meets SpoofGuard's drop.
+        flow(
+            "SpoofGuard",
+            PRIO_NORMAL,
+            {"protocol": "ip", "in_port": port, **UNTAGGED, "dl_src": pod.mac, "nw_src": ip},
+            (Goto("ARPResponder"),),
+            ck,
+        ),
+        flow(
+            "SpoofGuard",
+            PRIO_NORMAL,
+            {
+                "protocol": "arp",
+                "in_port": port,
+                **UNTAGGED,
+                "dl_src": pod.mac,
+                "arp_spa": ip,
+                "arp_sha": pod.mac,
+            },
+            (Goto("ARPResponder"),),
+            ck,
+        ),
+        arp_responder(ip, pod.mac, ck),
+    }
+
+
+ZERO_MAC = "00:00:00:00:00:00"  # nd_sll / nd_tll of a solicitation / advertisement without one
+
+
+def _pod_ipv6_flows(node: NodeNet, pod: PodPort, ip: str, ck: int) -> set[Flow]:
+    """IPv6 from the pod: untagged, its MAC, from its global address or its MAC-derived
+    link-local (Router Solicitations and MLD reports among them). Its Neighbor Solicitations
+    pass only with its own MAC in their source link-layer option, or none; its Neighbor
+    Advertisements only for its own addresses, with its own MAC as the target link-layer
+    address, or none (above the node's drop of every other NS/NA, below its drop of Router
+    Advertisements, Redirects and DHCPv6 replies). Solicitations for both its addresses are
+    answered here."""
+    port = pod.ofport
+    base = {"in_port": port, **UNTAGGED, "dl_src": pod.mac}
+    own = (ip, link_local(pod.mac))
+    out = {nd_responder(a, pod.mac, ck) for a in own}
+    for src in own:
+        out.add(
+            flow(
+                "SpoofGuard",
+                PRIO_NORMAL,
+                {"protocol": "ipv6", **base, "ipv6_src": src},
+                (Goto("ARPResponder"),),
+                ck,
+            )
+        )
+        nd = {"protocol": "icmp6", **base, "ipv6_src": src}
+        for mac in (pod.mac, ZERO_MAC):
+            out.add(
+                flow(
+                    "SpoofGuard",
+                    PRIO_NORMAL + 10,
+                    {**nd, "icmp_type": ND_NS, "nd_sll": mac},
+                    (Goto("ARPResponder"),),
+                    ck,
+                )
+            )
+            for target in own:
+                out.add(
+                    flow(
+                        "SpoofGuard",
+                        PRIO_NORMAL + 10,
+                        {**nd, "icmp_type": ND_NA, "nd_target": target, "nd_tll": mac},
+                        (Goto("ARPResponder"),),
+                        ck,
+                    )
+                )
+    return out
 
 
 def pod_flows(node: NodeNet, pod: PodPort) -> frozenset[Flow]:
-    """The flows one local pod attachment owns: classifier, spoof guard (IP, MAC, ARP), ARP
-    answer for its IP, routed delivery (MAC rewrite + TTL) and L2 output to its port."""
+    """The flows one local pod attachment owns: classifier, spoof guard (IP, MAC, ARP, ND),
+    ARP / Neighbor Advertisement answer for its IPs, routed delivery (MAC rewrite + TTL or hop
+    limit) and L2 output to its port."""
     ck = cookie.make("pod", pod_owner(pod))
     reg, val = regs.PKT_SOURCE.match(regs.FROM_POD)
-    port = pod.ofport
-    return frozenset(
-        {
-            flow(
-                "Classifier",
-                PRIO_NORMAL,
-                {"in_port": port},
-                (SetField(reg, val), Goto("SpoofGuard")),
-                ck,
-            ),
-            # Only untagged IPv4 and ARP from the pod's own addresses: everything else
-            # (IPv6, other ethertypes, 802.1Q-tagged frames) meets SpoofGuard's drop.
-            flow(
-                "SpoofGuard",
-                PRIO_NORMAL,
-                {
-                    "protocol": "ip",
-                    "in_port": port,
-                    **UNTAGGED,
-                    "dl_src": pod.mac,
-                    "nw_src": pod.ip,
-                },
-                (Goto("ARPResponder"),),
-                ck,
-            ),
-            flow(
-                "SpoofGuard",
-                PRIO_NORMAL,
-                {
-                    "protocol": "arp",
-                    "in_port": port,
-                    **UNTAGGED,
-                    "dl_src": pod.mac,
-                    "arp_spa": pod.ip,
-                    "arp_sha": pod.mac,
-                },
-                (Goto("ARPResponder"),),
-                ck,
-            ),
-            arp_responder(pod.ip, pod.mac, ck),
-            # Routed to this pod: addressed to the gateway MAC (from another subnet, or from a
-            # tunnel whose sender addressed this node's gateway MAC).
+    out = {
+        flow(
+            "Classifier",
+            PRIO_NORMAL,
+            {"in_port": pod.ofport},
+            (SetField(reg, val), Goto("SpoofGuard")),
+            ck,
+        ),
+        l2_flow(pod.mac, pod.ofport, ck),
+        *hairpin_flows(pod, ck),
+    }
+    for ip in pod.ips:
+        fam = family(ip)
+        out |= (
+            _pod_ipv4_flows(node, pod, ip, ck) if fam is V4 else _pod_ipv6_flows(node, pod, ip, ck)
+        )
+        # Routed to this pod: addressed to the gateway MAC (from another subnet, or from a
+        # tunnel whose sender addressed this node's gateway MAC).
+        out.add(
             flow(
                 "L3Forwarding",
                 PRIO_NORMAL,
-                {"protocol": "ip", "dl_dst": node.gw_mac, "nw_dst": pod.ip},
+                {"protocol": fam.eth, "dl_dst": node.gw_mac, fam.dst: ip},
                 (
                     SetField("eth_src", node.gw_mac),
                     SetField("eth_dst", pod.mac),
@@ -405,8 +617,6 @@ def pod_flows(node: NodeNet, pod: PodPort) -> frozenset[Flow]:
                     Goto("IngressRule"),
                 ),
                 ck,
-            ),
-            l2_flow(pod.mac, port, ck),
-            *hairpin_flows(pod, ck),
-        }
-    )
+            )
+        )
+    return frozenset(out)

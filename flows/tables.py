@@ -25,13 +25,16 @@ class Table:
     match: frozenset[str] = frozenset()
     sets: frozenset[str] = frozenset()
     next: frozenset[str] = frozenset()  # besides the table-miss's next table
+    ipv6_only: bool = False  # used (and its miss flow installed) only on nodes with IPv6
 
 
-def _t(name, id, miss, doc, side=False, match=(), sets=(), next=()) -> Table:  # noqa: A002
-    return Table(name, id, miss, doc, side, frozenset(match), frozenset(sets), frozenset(next))
+def _t(name, id, miss, doc, side=False, match=(), sets=(), next=(), ipv6_only=False) -> Table:  # noqa: A002
+    return Table(
+        name, id, miss, doc, side, frozenset(match), frozenset(sets), frozenset(next), ipv6_only
+    )
 
 
-_IP = ("protocol", "nw_src", "nw_dst")
+_IP = ("protocol", "nw_src", "nw_dst", "ipv6_src", "ipv6_dst")
 _L4 = ("tp_dst",)
 _IP6 = ("ipv6_src", "ipv6_dst")  # the policy tables (flows/policy.py) match IPv6 addresses
 
@@ -49,17 +52,61 @@ PIPELINE: tuple[Table, ...] = (
         "SpoofGuard",
         10,
         "drop",
-        "a pod port may only send untagged IPv4 and ARP from its own IP and MAC",
-        match=("in_port", "dl_src", "vlan_tci", "protocol", "nw_src", "arp_spa", "arp_sha"),
+        "a pod port may only send untagged IPv4, ARP and IPv6 from its own IPs and MAC (IPv6: its"
+        " global address or MAC-derived link-local; NS/NA only with its own MAC in nd_sll/nd_tll;"
+        " Router Advertisements, Redirects and DHCPv6 server replies dropped)",
+        match=(
+            "in_port",
+            "dl_src",
+            "vlan_tci",
+            "protocol",
+            "nw_src",
+            "arp_spa",
+            "arp_sha",
+            "ipv6_src",
+            "icmp_type",
+            "nd_target",
+            "nd_sll",
+            "nd_tll",
+            "tp_src",
+        ),
         next=("ARPResponder",),
     ),
     _t(
         "ARPResponder",
         20,
         "next",
-        "answers ARP requests for local pod IPs and the gateway",
-        match=("protocol", "reg0", "arp_tpa", "arp_op"),
-        sets=("eth_src", "eth_dst", "arp_op", "arp_sha", "arp_tha", "arp_spa", "arp_tpa", "reg1"),
+        "answers ARP requests and IPv6 Neighbor Solicitations (not DAD probes) for local pod IPs"
+        " and the gateway (R flag), and the host's for remote pods (virtual router MAC)",
+        match=("protocol", "reg0", "arp_tpa", "arp_op", "ipv6_src", "icmp_type", "nd_target"),
+        sets=(
+            "eth_src",
+            "eth_dst",
+            "arp_op",
+            "arp_sha",
+            "arp_tha",
+            "arp_spa",
+            "arp_tpa",
+            "reg1",
+            "ipv6_src",
+            "ipv6_dst",
+            "icmpv6_type",
+            "icmpv6_code",
+            "nd_reserved",
+            "nd_options_type",
+        ),
+        next=("NDReply",),
+    ),
+    _t(
+        "NDReply",
+        21,
+        "drop",
+        "(resubmit from ARPResponder) the Neighbor Advertisement's target link-layer address"
+        " is its Ethernet source; out of the port the solicitation came in by",
+        side=True,
+        match=("protocol", "icmp_type"),
+        sets=("nd_tll",),
+        ipv6_only=True,
     ),
     _t(
         "HairpinUnSNAT",
@@ -73,7 +120,7 @@ PIPELINE: tuple[Table, ...] = (
         "Conntrack",
         30,
         "next",
-        "IPv4 goes through conntrack (zone 65000), then ConntrackState",
+        "IPv4 and IPv6 go through conntrack (zone 65000), then ConntrackState",
         match=("protocol",),
         next=("ConntrackState",),
     ),

@@ -27,7 +27,16 @@ class Views:
         for key, obj in sorted(cluster, key=lambda kv: kv[0]):
             kind = key[0]
             if kind == "Node":
-                nodes.append({"name": obj.name, "ip": obj.internal_ip, "pod_cidr": obj.pod_cidr})
+                nodes.append(
+                    {
+                        "name": obj.name,
+                        "ip": obj.internal_ip,
+                        "pod_cidr": obj.pod_cidr,
+                        # dual-stack: one of each per family, IPv4 first (reachability, trace)
+                        "ips": list(obj.internal_ips),
+                        "pod_cidrs": list(obj.pod_cidrs),
+                    }
+                )
             elif kind == "Namespace":
                 nss.append({"name": obj.name, "labels": obj.labels_dict()})
             elif kind == "Pod":
@@ -38,6 +47,7 @@ class Views:
                         "node": obj.node_name,
                         # a Succeeded/Failed pod holds no address: its IP may be another's
                         "ip": None if finished(obj) else obj.ip,
+                        "ips": [] if finished(obj) else list(obj.ips),  # every family's
                         "phase": obj.phase,
                         "labels": obj.labels_dict(),
                         "ports": [[p.name, p.port, p.protocol] for p in obj.ports],

@@ -22,6 +22,7 @@ from flows import cookie as ck
 from flows import tables
 from flows.flow import (
     CT,
+    PROTOCOLS,
     Conjunction,
     DecTTL,
     Flow,
@@ -35,11 +36,12 @@ from flows.flow import (
     OutputReg,
     Resubmit,
     SetField,
+    split_nat_target,
 )
 from ovsctl.openflow import osken_compat
 
-ETH_TYPE = {"ip": 0x0800, "arp": 0x0806}
-IP_PROTO = {"tcp": 6, "udp": 17, "sctp": 132, "icmp": 1}
+ETH_TYPE = {"ip": 0x0800, "arp": 0x0806, "ipv6": 0x86DD}
+IP_PROTO = {"tcp": 6, "udp": 17, "sctp": 132, "icmp": 1, "icmp6": 58}
 
 # ovs-ofctl field name -> os-ken OXM field name (None: handled specially)
 FIELDS = {
@@ -57,6 +59,11 @@ FIELDS = {
     "arp_tha": "arp_tha",
     "icmp_type": "icmpv4_type",
     "icmp_code": "icmpv4_code",
+    "ipv6_src": "ipv6_src",
+    "ipv6_dst": "ipv6_dst",
+    "nd_target": "ipv6_nd_target",
+    "nd_sll": "ipv6_nd_sll",
+    "nd_tll": "ipv6_nd_tll",
     "tun_id": "tunnel_id",
     "tun_src": "tun_ipv4_src",
     "tun_dst": "tun_ipv4_dst",
@@ -80,7 +87,19 @@ SET_FIELDS = {
     "tun_id": "tunnel_id",
     "ipv4_src": "ipv4_src",
     "ipv4_dst": "ipv4_dst",
+    "ipv6_src": "ipv6_src",
+    "ipv6_dst": "ipv6_dst",
+    "icmpv6_type": "icmpv6_type",
+    "icmpv6_code": "icmpv6_code",
+    "nd_tll": "ipv6_nd_tll",
+    "nd_sll": "ipv6_nd_sll",
 }
+_INT_SET_FIELDS = frozenset({"arp_op", "tunnel_id", "icmpv6_type", "icmpv6_code"})
+# OVS's ERICOXM fields (class 0x1000), unknown to os-ken: (field number, value bytes).
+ERICOXM_CLASS = 0x1000
+ERICOXM_FIELDS = {"nd_reserved": (1, 4), "nd_options_type": (2, 1)}
+# move: ovs-ofctl field name -> os-ken field name where they differ
+MOVE_NAME = {"nd_target": "ipv6_nd_target", "nd_sll": "ipv6_nd_sll", "nd_tll": "ipv6_nd_tll"}
 MOVE_BITS = {
     "eth_src": 48,
     "eth_dst": 48,
@@ -90,6 +109,11 @@ MOVE_BITS = {
     "arp_tpa": 32,
     "ipv4_src": 32,
     "ipv4_dst": 32,
+    "ipv6_src": 128,
+    "ipv6_dst": 128,
+    "nd_target": 128,
+    "nd_sll": 48,
+    "nd_tll": 48,
     **{f"reg{i}": 32 for i in range(16)},
 }
 
@@ -100,8 +124,14 @@ def _num(v: str) -> int:
 
 def _value(field: str, v: str):
     """Value in the form os-ken wants: ints for numeric fields, (value, mask) when masked."""
-    if field in ("dl_src", "dl_dst", "arp_sha", "arp_tha"):
+    if field in ("dl_src", "dl_dst", "arp_sha", "arp_tha", "nd_sll", "nd_tll"):
         return tuple(v.split("/")) if "/" in v else v
+    if field in ("ipv6_src", "ipv6_dst", "nd_target"):
+        if "/" in v:
+            addr, plen = v.split("/")
+            mask = (((1 << 128) - 1) << (128 - int(plen))) & ((1 << 128) - 1)
+            return (addr, socket.inet_ntop(socket.AF_INET6, mask.to_bytes(16, "big")))
+        return v
     if field in ("nw_src", "nw_dst", "arp_spa", "arp_tpa", "tun_src", "tun_dst"):
         if "/" in v:
             addr, plen = v.split("/")
@@ -163,8 +193,9 @@ def _nat(parser, spec: str):
     kind, _, target = spec.partition("=")
     if kind not in ("src", "dst"):
         raise ValueError(f"unsupported nat {spec!r}")
-    ip, _, port = target.partition(":")
-    kw = {"range_ipv4_min": ip, "range_ipv4_max": ip}
+    ip, port = split_nat_target(target)
+    v = "ipv6" if ":" in ip else "ipv4"
+    kw = {f"range_{v}_min": ip, f"range_{v}_max": ip}
     if port:
         kw.update(range_proto_min=int(port), range_proto_max=int(port))
     return osken_compat.padded_nat(
@@ -181,12 +212,15 @@ def _match_kwargs(match: tuple) -> dict:
     proto = None
     for field, v in match:
         if field == "protocol":
-            proto = v
-            kw["eth_type"] = ETH_TYPE.get(v, 0x0800)
-            if v in IP_PROTO:
-                kw["ip_proto"] = IP_PROTO[v]
+            implied = PROTOCOLS[v]
+            proto = implied[-1]
+            kw["eth_type"] = ETH_TYPE[implied[0]]
+            if proto in IP_PROTO:
+                kw["ip_proto"] = IP_PROTO[proto]
         elif field in ("tp_src", "tp_dst"):
             kw[f"{proto}_{field[3:]}"] = _value(field, v)
+        elif field in ("icmp_type", "icmp_code") and proto == "icmp6":
+            kw[f"icmpv6_{field[5:]}"] = _value(field, v)
         elif field == "ct_state":
             kw["ct_state"] = _ct_state(v)
         elif field == "vlan_tci":
@@ -216,13 +250,21 @@ def _instructions(parser, ofp, flow_actions: tuple) -> list:
                         dst=a.field, value=_num(val), mask=_num(mask) if mask else None
                     )
                 )
+            elif a.field in ERICOXM_FIELDS:
+                acts.append(_ericoxm_set_field(parser, a.field, _num(a.value)))
             else:
                 name = SET_FIELDS[a.field]
-                val = _num(a.value) if name in ("arp_op", "tunnel_id") else a.value
+                val = _num(a.value) if name in _INT_SET_FIELDS else a.value
                 acts.append(parser.OFPActionSetField(**{name: val}))
         elif isinstance(a, Move):
+            if MOVE_BITS[a.src] != MOVE_BITS[a.dst]:
+                raise ValueError(f"move {a.src} -> {a.dst}: fields of different widths")
             acts.append(
-                parser.NXActionRegMove(src_field=a.src, dst_field=a.dst, n_bits=MOVE_BITS[a.src])
+                parser.NXActionRegMove(
+                    src_field=MOVE_NAME.get(a.src, a.src),
+                    dst_field=MOVE_NAME.get(a.dst, a.dst),
+                    n_bits=MOVE_BITS[a.src],
+                )
             )
         elif isinstance(a, DecTTL):
             acts.append(parser.OFPActionDecNwTtl())
@@ -273,6 +315,19 @@ def _instructions(parser, ofp, flow_actions: tuple) -> list:
     return inst
 
 
+@functools.cache
+def _ericoxm_set_field(parser, name: str, value: int):
+    """set_field to an ERICOXM field (nd_reserved, nd_options_type), which os-ken cannot build
+    (it writes an unknown field without its value): the OFPAT_SET_FIELD bytes are written here
+    and parsed by os-ken, whose object then serializes them unchanged."""
+    field, size = ERICOXM_FIELDS[name]
+    if not 0 <= value < 1 << (8 * size):
+        raise ValueError(f"set_field {value:#x}->{name}: out of range")
+    oxm = struct.pack("!HBB", ERICOXM_CLASS, field << 1, size) + value.to_bytes(size, "big")
+    body = oxm + bytes(-(4 + len(oxm)) % 8)
+    return parser.OFPActionSetField.parser(struct.pack("!HH", 25, 4 + len(body)) + body, 0)
+
+
 def meter_mod(dp, meter_id: int, rate: int, burst: int, modify: bool = False):
     """A packets-per-second meter with one drop band (rate-limits audit packet-ins)."""
     parser, ofp = dp.ofproto_parser, dp.ofproto
@@ -292,11 +347,17 @@ NX_LEARN_F_DELETE_LEARNED = 1 << 1
 def _learn(parser, a: Learn):
     """learn(): match eth_type, nw_proto, source and destination IP and destination port of
     the packet; load the constants."""
+    v6 = a.version == 6
+    ip_src, ip_dst, bits = (
+        ("ipv6_src", "ipv6_dst", 128) if v6 else ("ipv4_src_nxm", "ipv4_dst_nxm", 32)
+    )
     specs = [
-        parser.NXFlowSpecMatch(src=ETH_TYPE["ip"], dst=("eth_type_nxm", 0), n_bits=16),
+        parser.NXFlowSpecMatch(
+            src=ETH_TYPE["ipv6" if v6 else "ip"], dst=("eth_type_nxm", 0), n_bits=16
+        ),
         parser.NXFlowSpecMatch(src=IP_PROTO[a.protocol], dst=("ip_proto_nxm", 0), n_bits=8),
-        parser.NXFlowSpecMatch(src=("ipv4_src_nxm", 0), dst=("ipv4_src_nxm", 0), n_bits=32),
-        parser.NXFlowSpecMatch(src=("ipv4_dst_nxm", 0), dst=("ipv4_dst_nxm", 0), n_bits=32),
+        parser.NXFlowSpecMatch(src=(ip_src, 0), dst=(ip_src, 0), n_bits=bits),
+        parser.NXFlowSpecMatch(src=(ip_dst, 0), dst=(ip_dst, 0), n_bits=bits),
         parser.NXFlowSpecMatch(
             src=(LEARN_DST[a.protocol], 0), dst=(LEARN_DST[a.protocol], 0), n_bits=16
         ),
@@ -400,12 +461,15 @@ def _match_wire(parser, match: tuple) -> bytes:
 _IPV4_FIELDS = frozenset(
     {"ipv4_src", "ipv4_dst", "arp_spa", "arp_tpa", "tun_ipv4_src", "tun_ipv4_dst"}
 )
-_MAC_FIELDS = frozenset({"eth_src", "eth_dst", "arp_sha", "arp_tha"})
+_IPV6_FIELDS = frozenset({"ipv6_src", "ipv6_dst", "ipv6_nd_target"})
+_MAC_FIELDS = frozenset({"eth_src", "eth_dst", "arp_sha", "arp_tha", "ipv6_nd_sll", "ipv6_nd_tll"})
 
 
 def _oxm_bytes(name: str, v, size: int) -> bytes:
     if name in _IPV4_FIELDS:
         return socket.inet_pton(socket.AF_INET, v)
+    if name in _IPV6_FIELDS:
+        return socket.inet_pton(socket.AF_INET6, v)
     if name in _MAC_FIELDS:
         b = bytes.fromhex(v.replace(":", ""))
         if len(b) != 6:
@@ -419,7 +483,13 @@ def _oxm_layout(ofp, name: str, masked: bool) -> tuple:
     """How os-ken writes one OXM field: (its sort key, the TLV header, value size). Learned
     from os-ken itself, once per field."""
     sample = (
-        "0.0.0.0" if name in _IPV4_FIELDS else "00:00:00:00:00:00" if name in _MAC_FIELDS else 0
+        "0.0.0.0"
+        if name in _IPV4_FIELDS
+        else "::"
+        if name in _IPV6_FIELDS
+        else "00:00:00:00:00:00"
+        if name in _MAC_FIELDS
+        else 0
     )
     num, value, mask = ofp.oxm_from_user(name, (sample, sample) if masked else sample)
     buf = bytearray()

@@ -57,8 +57,22 @@ What is modelled, as Open vSwitch does it (ovs-fields(7), ovs-actions(7), the cl
   dropped (a flow-based tunnel has nowhere to send it). `FakeNetwork` joins several nodes'
   tables by their tunnels.
 
+* IPv6 (issue 16) like IPv4: a packet whose addresses are IPv6 (`tcp(..., "fd00::2",
+  "fd00::3", ...)`, `udp`, `sctp`, `icmp` / `icmp6`, and `neighbor_solicitation` /
+  `neighbor_advert` for ND) has eth_type 0x86dd; flows match it with ipv6 / tcp6 / udp6 /
+  sctp6 / icmp6, ipv6_src / ipv6_dst (CIDR), icmp_type / icmp_code (the ICMPv6 ones), nw_ttl
+  (the hop limit), nd_target (CIDR), nd_sll / nd_tll (a solicitation's source, an
+  advertisement's target link-layer option; 00:00:00:00:00:00 when it has none), and
+  ct_ipv6_src / ct_ipv6_dst after ct(). set_field and move work on ipv6_src / ipv6_dst,
+  icmpv6_type / icmpv6_code, nd_target, nd_sll / nd_tll, nd_reserved (the R|S|O flags) and
+  nd_options_type (the type of the packet's one link-layer option: a solicitation's source
+  option set to 2 goes out as the advertisement's target option, carrying nd_tll); nd_* can
+  only be set on an NS or NA (OVS's prerequisites). dec_ttl decrements the hop limit.
+  Conntrack zones and nat(src=/dst=[ADDR]:PORT) work for IPv6 connections as for IPv4.
+
 Not modelled (raise `Unmodelled` where a flow could ask for them): groups, meters' rates
-(packet-ins are all recorded), queues, push/pop VLAN, IPv6, TCP state tracking (any packet of
+(packet-ins are all recorded), queues, push/pop VLAN, IPv6 extension headers, ND options other
+than one link-layer address, TCP state tracking (any packet of
 an unseen connection is +new, no window checks, no timeouts), related connections (+rel),
 NAT port ranges and NAT port clashes (a clash raises), conntrack helpers, ct_label, packet
 bytes (max_len is recorded, not applied), flow statistics.
@@ -86,6 +100,7 @@ from flows.flow import (
     OutputReg,
     Resubmit,
     SetField,
+    split_nat_target,
 )
 from flows.flow import Conjunction as ConjunctionAction
 
@@ -110,7 +125,10 @@ class Conflict(FakeOFError):
 
 ETH_IP = 0x0800
 ETH_ARP = 0x0806
-PROTO = {"icmp": 1, "tcp": 6, "udp": 17, "sctp": 132}
+ETH_IPV6 = 0x86DD
+PROTO = {"icmp": 1, "tcp": 6, "udp": 17, "sctp": 132, "icmp6": 58}
+ICMP6_ECHO_REQUEST, ICMP6_ECHO_REPLY = 128, 129
+ND_NS, ND_NA = 135, 136
 
 
 @dataclass(frozen=True)
@@ -141,12 +159,24 @@ class Packet:
     tun_src: str = ""
     tun_dst: str = ""
     tun_id: int = 0
+    # IPv6 Neighbor Discovery (NS and NA only): the target, the one link-layer option
+    # (nd_sll in an NS, nd_tll in an NA; "" for none), the flags word (R|S|O in an NA)
+    nd_target: str = ""
+    nd_sll: str = ""
+    nd_tll: str = ""
+    nd_reserved: int = 0
+
+    @property
+    def is_ipv6(self) -> bool:
+        return self.eth_type == ETH_IPV6
 
     def reply(self, in_port: int, eth_src: str, eth_dst: str, tcp_flags: str = "SA") -> Packet:
         """The other direction of this packet's connection, sent by the far end on `in_port`."""
         kw = {}
         if self.ip_proto == PROTO["icmp"]:
             kw = {"icmp_type": 0 if self.icmp_type == 8 else self.icmp_type}
+        elif self.ip_proto == PROTO["icmp6"] and self.icmp_type == ICMP6_ECHO_REQUEST:
+            kw = {"icmp_type": ICMP6_ECHO_REPLY}
         return replace(
             self,
             in_port=in_port,
@@ -165,31 +195,86 @@ class Packet:
         )
 
 
+def _eth(ip_src: str) -> int:
+    """The ethertype of a packet from this address: IPv6 when it is one."""
+    return ETH_IPV6 if ":" in ip_src else ETH_IP
+
+
 def tcp(in_port, eth_src, eth_dst, ip_src, ip_dst, tp_src, tp_dst, flags="S", ttl=64, **kw):
     return Packet(
-        in_port, eth_src, eth_dst, ETH_IP, ip_src=ip_src, ip_dst=ip_dst, ip_proto=PROTO["tcp"],
+        in_port, eth_src, eth_dst, _eth(ip_src), ip_src=ip_src, ip_dst=ip_dst, ip_proto=PROTO["tcp"],
         tp_src=tp_src, tp_dst=tp_dst, tcp_flags=flags, ttl=ttl, **kw,
     )  # fmt: skip
 
 
 def udp(in_port, eth_src, eth_dst, ip_src, ip_dst, tp_src, tp_dst, ttl=64, **kw):
     return Packet(
-        in_port, eth_src, eth_dst, ETH_IP, ip_src=ip_src, ip_dst=ip_dst, ip_proto=PROTO["udp"],
+        in_port, eth_src, eth_dst, _eth(ip_src), ip_src=ip_src, ip_dst=ip_dst, ip_proto=PROTO["udp"],
         tp_src=tp_src, tp_dst=tp_dst, ttl=ttl, **kw,
     )  # fmt: skip
 
 
 def sctp(in_port, eth_src, eth_dst, ip_src, ip_dst, tp_src, tp_dst, ttl=64, **kw):
     return Packet(
-        in_port, eth_src, eth_dst, ETH_IP, ip_src=ip_src, ip_dst=ip_dst, ip_proto=PROTO["sctp"],
+        in_port, eth_src, eth_dst, _eth(ip_src), ip_src=ip_src, ip_dst=ip_dst, ip_proto=PROTO["sctp"],
         tp_src=tp_src, tp_dst=tp_dst, ttl=ttl, **kw,
     )  # fmt: skip
 
 
-def icmp(in_port, eth_src, eth_dst, ip_src, ip_dst, icmp_type=8, icmp_code=0, ttl=64, **kw):
+def icmp(in_port, eth_src, eth_dst, ip_src, ip_dst, icmp_type=None, icmp_code=0, ttl=64, **kw):
+    """An ICMP echo request (or `icmp_type`); ICMPv6 (echo request 128) between IPv6 addresses."""
+    if ":" in ip_src:
+        return icmp6(in_port, eth_src, eth_dst, ip_src, ip_dst, icmp_type, icmp_code, ttl, **kw)
     return Packet(
         in_port, eth_src, eth_dst, ETH_IP, ip_src=ip_src, ip_dst=ip_dst, ip_proto=PROTO["icmp"],
-        icmp_type=icmp_type, icmp_code=icmp_code, ttl=ttl, **kw,
+        icmp_type=8 if icmp_type is None else icmp_type, icmp_code=icmp_code, ttl=ttl, **kw,
+    )  # fmt: skip
+
+
+def icmp6(in_port, eth_src, eth_dst, ip_src, ip_dst, icmp_type=None, icmp_code=0, ttl=64, **kw):
+    """An ICMPv6 message: echo request (128) unless `icmp_type` says otherwise (134: a Router
+    Advertisement, 137: a Redirect, 133: a Router Solicitation, 143: an MLDv2 report...)."""
+    return Packet(
+        in_port, eth_src, eth_dst, ETH_IPV6, ip_src=ip_src, ip_dst=ip_dst,
+        ip_proto=PROTO["icmp6"], icmp_type=ICMP6_ECHO_REQUEST if icmp_type is None else icmp_type,
+        icmp_code=icmp_code, ttl=ttl, **kw,
+    )  # fmt: skip
+
+
+def solicited_node(ip: str) -> str:
+    """The solicited-node multicast address of an IPv6 address (ff02::1:ffXX:XXXX)."""
+    low = int(ipaddress.IPv6Address(ip)) & 0xFFFFFF
+    return str(ipaddress.IPv6Address((0xFF02 << 112) | (1 << 32) | (0xFF << 24) | low))
+
+
+def multicast_mac(ip6: str) -> str:
+    """The Ethernet address of an IPv6 multicast group: 33:33 and its last four bytes."""
+    low = int(ipaddress.IPv6Address(ip6)) & 0xFFFFFFFF
+    return "33:33:" + ":".join(f"{(low >> s) & 0xFF:02x}" for s in (24, 16, 8, 0))
+
+
+def neighbor_solicitation(
+    in_port, eth_src, ip_src, target, sll=None, eth_dst=None, ip_dst=None, **kw
+):
+    """'Who has target, tell ip_src' (to target's solicited-node group unless ip_dst is given,
+    hop limit 255), with a source link-layer option of `sll` (default eth_src; "" for none, as
+    in a DAD probe from ::)."""
+    dst = ip_dst or solicited_node(target)
+    return Packet(
+        in_port, eth_src, eth_dst or multicast_mac(dst), ETH_IPV6, ip_src=ip_src, ip_dst=dst,
+        ip_proto=PROTO["icmp6"], icmp_type=ND_NS, ttl=255, nd_target=target,
+        nd_sll=eth_src if sll is None else sll, **kw,
+    )  # fmt: skip
+
+
+def neighbor_advert(in_port, eth_src, ip_src, target, tll=None, eth_dst="33:33:00:00:00:01",
+                    ip_dst="ff02::1", flags=0x20000000, **kw):  # fmt: skip
+    """'target is at tll' (default eth_src; "" for none), unsolicited to all nodes unless told;
+    flags: the nd_reserved word (R 0x80000000, S 0x40000000, O 0x20000000)."""
+    return Packet(
+        in_port, eth_src, eth_dst, ETH_IPV6, ip_src=ip_src, ip_dst=ip_dst,
+        ip_proto=PROTO["icmp6"], icmp_type=ND_NA, ttl=255, nd_target=target,
+        nd_tll=eth_src if tll is None else tll, nd_reserved=flags, **kw,
     )  # fmt: skip
 
 
@@ -203,13 +288,17 @@ def arp_request(in_port, eth_src, ip_src, target_ip, **kw):
 
 # ---- field values --------------------------------------------------------------------------
 
-_MAC = frozenset({"dl_src", "dl_dst", "arp_sha", "arp_tha"})
+_MAC = frozenset({"dl_src", "dl_dst", "arp_sha", "arp_tha", "nd_sll", "nd_tll"})
 _IPV4 = frozenset(
     {"nw_src", "nw_dst", "arp_spa", "arp_tpa", "tun_src", "tun_dst", "ct_nw_src", "ct_nw_dst"}
 )
+_IPV6 = frozenset({"ipv6_src", "ipv6_dst", "nd_target", "ct_ipv6_src", "ct_ipv6_dst"})
 _WIDTH = {
     **{f: 48 for f in _MAC},
     **{f: 32 for f in _IPV4},
+    **{f: 128 for f in _IPV6},
+    "nd_reserved": 32,
+    "nd_options_type": 8,
     **{f"reg{i}": 32 for i in range(16)},
     "in_port": 32,
     "dl_type": 16,
@@ -235,7 +324,13 @@ CT_BITS = {"new": 0x01, "est": 0x02, "rel": 0x04, "rpl": 0x08, "inv": 0x10, "trk
 _PROTO_MATCH = {
     "ip": ((("dl_type", ETH_IP),)),
     "arp": ((("dl_type", ETH_ARP),)),
-    **{p: (("dl_type", ETH_IP), ("nw_proto", n)) for p, n in PROTO.items()},
+    "ipv6": ((("dl_type", ETH_IPV6),)),
+    **{p: (("dl_type", ETH_IP), ("nw_proto", n)) for p, n in PROTO.items() if p != "icmp6"},
+    **{
+        p if p == "icmp6" else f"{p}6": (("dl_type", ETH_IPV6), ("nw_proto", n))
+        for p, n in PROTO.items()
+        if p != "icmp"
+    },
 }
 
 
@@ -255,6 +350,14 @@ def int_ip(v: int) -> str:
     return str(ipaddress.IPv4Address(v))
 
 
+def ip6_int(ip: str) -> int:
+    return int(ipaddress.IPv6Address(ip))
+
+
+def int_ip6(v: int) -> str:
+    return str(ipaddress.IPv6Address(v))
+
+
 def _full(f: str) -> int:
     return (1 << _WIDTH[f]) - 1
 
@@ -266,6 +369,9 @@ def _value(f: str, text: str) -> tuple[int, int]:
     if f in _IPV4:
         net = ipaddress.IPv4Network(text, strict=False)
         return int(net.network_address), int(net.netmask)
+    if f in _IPV6:
+        net6 = ipaddress.IPv6Network(text, strict=False)
+        return int(net6.network_address), int(net6.netmask)
     val, _, mask = text.partition("/")
     if f in _MAC:
         return mac_int(val), mac_int(mask) if mask else _full(f)
@@ -328,6 +434,15 @@ _SET_NAME = {
     "nw_src": "nw_src",
     "nw_dst": "nw_dst",
     "nw_ttl": "nw_ttl",
+    "ipv6_src": "ipv6_src",
+    "ipv6_dst": "ipv6_dst",
+    "icmpv6_type": "icmp_type",
+    "icmpv6_code": "icmp_code",
+    "nd_target": "nd_target",
+    "nd_sll": "nd_sll",
+    "nd_tll": "nd_tll",
+    "nd_reserved": "nd_reserved",
+    "nd_options_type": "nd_options_type",
     "tcp_src": "tp_src",
     "tcp_dst": "tp_dst",
     "udp_src": "tp_src",
@@ -480,15 +595,23 @@ class Conntrack:
         self.conns.clear()
 
 
+def _addr_fields(st: dict) -> tuple[str, str]:
+    """The source and destination address fields of an IP packet: IPv4's or IPv6's."""
+    if st.get("dl_type") == ETH_IP:
+        return "nw_src", "nw_dst"
+    if st.get("dl_type") == ETH_IPV6:
+        return "ipv6_src", "ipv6_dst"
+    raise FakeOFError("ct() on a packet that is not IP")
+
+
 def _five_tuple(st: dict) -> tuple:
-    if st.get("dl_type") != ETH_IP:
-        raise FakeOFError("ct() on a packet that is not IPv4")
+    src, dst = _addr_fields(st)
     proto = st["nw_proto"]
     if proto in (6, 17, 132):
         ports = (st["tp_src"], st["tp_dst"])
     else:
         ports = (0, 0)  # ICMP and the rest: by addresses only (no echo ids)
-    return (proto, st["nw_src"], st["nw_dst"], *ports)
+    return (proto, st[src], st[dst], *ports)
 
 
 # ---- the table set -------------------------------------------------------------------------
@@ -771,7 +894,7 @@ class FakeOFTable:
         if f not in st:
             raise FakeOFError(f"{fl}: set_field {a.field} on a packet without that field")
         val, mask = _value(f, a.value)
-        if f in _IPV4 and "/" in a.value:
+        if (f in _IPV4 or f in _IPV6) and "/" in a.value:
             raise FakeOFError(f"{fl}: set_field with a masked address {a.value}")
         st[f] = (st[f] & ~mask) | (val & mask)
 
@@ -799,6 +922,11 @@ class FakeOFTable:
     def _learn(self, st: dict, a: Learn, fl: Flow) -> None:
         if st.get("nw_proto") != _L4_PROTO[a.protocol]:
             raise FakeOFError(f"{fl}: learn({a.protocol}) on another protocol")
+        if st.get("dl_type") != (ETH_IPV6 if a.version == 6 else ETH_IP):
+            raise FakeOFError(f"{fl}: learn of IPv{a.version} on another family")
+        v6 = a.version == 6
+        src, dst = ("ipv6_src", "ipv6_dst") if v6 else ("nw_src", "nw_dst")
+        show = int_ip6 if v6 else int_ip
         acts = []
         for value, reg, mask in a.loads:
             lo = (mask & -mask).bit_length() - 1
@@ -808,9 +936,9 @@ class FakeOFTable:
             a.table,
             a.priority,
             (
-                ("protocol", a.protocol),
-                ("nw_src", int_ip(st["nw_src"])),
-                ("nw_dst", int_ip(st["nw_dst"])),
+                ("protocol", f"{a.protocol}6" if v6 else a.protocol),
+                (src, show(st[src])),
+                (dst, show(st[dst])),
                 ("tp_dst", str(st["tp_dst"])),
             ),
             tuple(acts),
@@ -844,8 +972,11 @@ class FakeOFTable:
             if not conn.committed:
                 if a.nat:
                     kind, _, target = a.nat.partition("=")
-                    ip, _, port = target.partition(":")
-                    conn.nat = (kind, ip_int(ip), int(port) if port else None)
+                    ip, port = split_nat_target(target)
+                    addr = ipaddress.ip_address(ip)
+                    if (addr.version == 6) != (work["dl_type"] == ETH_IPV6):
+                        raise FakeOFError(f"{fl}: nat({a.nat}) of another family's packet")
+                    conn.nat = (kind, int(addr), int(port) if port else None)
                     conn.reply = _reverse(_translate(conn.orig, conn.nat))
                 self.conntrack.commit(conn)
             if a.mark is not None:
@@ -855,15 +986,22 @@ class FakeOFTable:
         work["_ct"] = (a.zone, conn, rpl)
         if a.table is None:
             return  # the rest of this pass keeps the ct_* fields it had
+        ct_src, ct_dst = (
+            ("ct_ipv6_src", "ct_ipv6_dst")
+            if work["dl_type"] == ETH_IPV6
+            else ("ct_nw_src", "ct_nw_dst")
+        )
         work.update(
-            ct_state=state,
-            ct_zone=a.zone,
-            ct_mark=conn.mark,
-            ct_nw_proto=conn.orig[0],
-            ct_nw_src=conn.orig[1],
-            ct_nw_dst=conn.orig[2],
-            ct_tp_src=conn.orig[3],
-            ct_tp_dst=conn.orig[4],
+            {
+                "ct_state": state,
+                "ct_zone": a.zone,
+                "ct_mark": conn.mark,
+                "ct_nw_proto": conn.orig[0],
+                ct_src: conn.orig[1],
+                ct_dst: conn.orig[2],
+                "ct_tp_src": conn.orig[3],
+                "ct_tp_dst": conn.orig[4],
+            }
         )
         p.pending.append((work, a.table, depth))
 
@@ -897,22 +1035,23 @@ def _apply_nat(st: dict, conn: Conn, rpl: bool) -> None:
     """Rewrite the headers as the connection's NAT says: forward for the original direction,
     back for replies."""
     kind, ip, port = conn.nat
+    src, dst = _addr_fields(st)
     l4 = st["nw_proto"] in (6, 17, 132)
     if not rpl:
         if kind == "dst":
-            st["nw_dst"] = ip
+            st[dst] = ip
             if port is not None and l4:
                 st["tp_dst"] = port
         else:
-            st["nw_src"] = ip
+            st[src] = ip
             if port is not None and l4:
                 st["tp_src"] = port
     elif kind == "dst":  # a reply comes from the translated destination: back to the original
-        st["nw_src"] = conn.orig[2]
+        st[src] = conn.orig[2]
         if l4:
             st["tp_src"] = conn.orig[4]
     else:  # a reply to the translated source: back to the original source
-        st["nw_dst"] = conn.orig[1]
+        st[dst] = conn.orig[1]
         if l4:
             st["tp_dst"] = conn.orig[3]
 
@@ -920,7 +1059,10 @@ def _apply_nat(st: dict, conn: Conn, rpl: bool) -> None:
 def hrw_link(st: dict, a: Multipath) -> int:
     """Highest random weight over a symmetric hash: both directions of a connection pick the
     same link, and the pick depends only on the addresses, protocol and (per `fields`) ports."""
-    ips = sorted((st.get("nw_src", 0), st.get("nw_dst", 0)))
+    if st.get("dl_type") == ETH_IPV6:
+        ips = sorted((st.get("ipv6_src", 0), st.get("ipv6_dst", 0)))
+    else:
+        ips = sorted((st.get("nw_src", 0), st.get("nw_dst", 0)))
     proto = st.get("nw_proto", 0)
     use_ports = proto in (6, 132) or (proto == 17 and "udp" in a.fields)
     ports = sorted((st.get("tp_src", 0), st.get("tp_dst", 0))) if use_ports else [0, 0]
@@ -965,6 +1107,33 @@ def _fields(pkt: Packet) -> dict:
             st.update(tp_src=pkt.tp_src, tp_dst=pkt.tp_dst)
         elif pkt.ip_proto == 1:
             st.update(icmp_type=pkt.icmp_type, icmp_code=pkt.icmp_code)
+    elif pkt.eth_type == ETH_IPV6:
+        if not (pkt.ip_src and pkt.ip_dst):
+            raise FakeOFError(f"an IPv6 packet needs ip_src and ip_dst: {pkt}")
+        st.update(
+            ipv6_src=ip6_int(pkt.ip_src),
+            ipv6_dst=ip6_int(pkt.ip_dst),
+            nw_proto=pkt.ip_proto,
+            nw_ttl=pkt.ttl,
+        )
+        if pkt.ip_proto in (6, 17, 132):
+            st.update(tp_src=pkt.tp_src, tp_dst=pkt.tp_dst)
+        elif pkt.ip_proto == PROTO["icmp6"]:
+            st.update(icmp_type=pkt.icmp_type, icmp_code=pkt.icmp_code)
+            if pkt.icmp_type in (ND_NS, ND_NA):
+                if not pkt.nd_target:
+                    raise FakeOFError(
+                        f"a Neighbor Solicitation/Advertisement needs nd_target: {pkt}"
+                    )
+                ns = pkt.icmp_type == ND_NS
+                opt = pkt.nd_sll if ns else pkt.nd_tll
+                st.update(
+                    nd_target=ip6_int(pkt.nd_target),
+                    nd_sll=mac_int(pkt.nd_sll) if ns and pkt.nd_sll else 0,
+                    nd_tll=mac_int(pkt.nd_tll) if not ns and pkt.nd_tll else 0,
+                    nd_reserved=pkt.nd_reserved,
+                    nd_options_type=(1 if ns else 2) if opt else 0,
+                )
     elif pkt.eth_type == ETH_ARP:
         st.update(
             arp_op=pkt.arp_op,
@@ -1002,6 +1171,29 @@ def _packet(st: dict) -> Packet:
             icmp_code=st.get("icmp_code", 0),
             tcp_flags=st.get("_flags", ""),
         )
+    elif st["dl_type"] == ETH_IPV6:
+        kw.update(
+            ip_src=int_ip6(st["ipv6_src"]),
+            ip_dst=int_ip6(st["ipv6_dst"]),
+            ip_proto=st["nw_proto"],
+            ttl=st["nw_ttl"],
+            tp_src=st.get("tp_src", 0),
+            tp_dst=st.get("tp_dst", 0),
+            icmp_type=st.get("icmp_type", 0),
+            icmp_code=st.get("icmp_code", 0),
+            tcp_flags=st.get("_flags", ""),
+        )
+        if "nd_target" in st:
+            # the one link-layer option: its type says which it is; a solicitation's source
+            # option retyped to 2 carries nd_tll once set (else still the source's address)
+            opt = st["nd_options_type"]
+            mac = st["nd_tll"] or st["nd_sll"] if opt == 2 else st["nd_sll"]
+            kw.update(
+                nd_target=int_ip6(st["nd_target"]),
+                nd_sll=int_mac(mac) if opt == 1 else "",
+                nd_tll=int_mac(mac) if opt == 2 else "",
+                nd_reserved=st["nd_reserved"],
+            )
     else:
         kw.update(
             arp_op=st["arp_op"],

@@ -11,6 +11,7 @@ import types
 
 import pytest
 
+from flows import netpol, policy
 from ovsctl.agent.pods import Attachment, PodStore
 from ovsctl.agent.reconcile import SkipLog
 from ovsctl.agent.reconcile.policy import PolicyReconciler
@@ -154,3 +155,55 @@ def test_services_return_node_port_rules_and_only_the_host_writes_them():
     rec.sync = types.SimpleNamespace(set_owner=lambda o, f: set())
     rec.apply(push=False)
     assert written == [rec.node_ports]
+
+
+def test_dual_stack_pods_feed_both_addresses():
+    """Remote pods give every address of status.podIPs, local attachments every address IPAM
+    gave them: the policy's flows hold both families."""
+    cluster: dict = {}
+    store = PodStore()
+    for n in NS:
+        o = _obj(copy.deepcopy(n), "Namespace")
+        cluster[o.key] = o
+    for name, ip4, ip6 in (("a", "10.0.0.2", "fd00::2"), ("b", "10.0.1.2", "fd00:0:0:1::2")):
+        d = pod_dict("x", name, {"app": name}, ip4)
+        d["status"]["podIPs"] = [{"ip": ip4}, {"ip": ip6}]
+        o = _obj(d, "Pod")
+        cluster[o.key] = o
+    pol = _obj(
+        {
+            "metadata": {"name": "p", "namespace": "x"},
+            "spec": {
+                "podSelector": {"matchLabels": {"app": "a"}},
+                "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "b"}}}]}],
+            },
+        },
+        "NetworkPolicy",
+        "networking.k8s.io/v1",
+    )
+    cluster[pol.key] = pol
+    att = Attachment("c1", "eth0", "x", "a", "", "/x", "ovs1", "10.0.0.2", "0a:58:00:00:00:01")
+    att.ips = ("fd00::2", "10.0.0.2")  # as IPAM recorded them (any order: IPv4 comes first)
+    att.ofport = 5
+    store.put(att)
+    rec = _reconciler(cluster, store)
+    view = rec.view()
+    assert {p.name: p.addrs for p in view.pods} == {
+        "a": ("10.0.0.2", "fd00::2"),
+        "b": ("10.0.1.2", "fd00:0:0:1::2"),
+    }
+    # the flows of that view (rec.owners() also checks that they encode: the encoder's part)
+    parsed = netpol.parse(pol.obj())
+    texts = sorted(
+        str(f) for fs in policy.policy_flows(parsed, view, rec.slot).values() for f in fs
+    )
+    assert any("ipv6_src=fd00:0:0:1::2 actions=conjunction" in t for t in texts), texts
+    assert any("ipv6_dst=fd00::2 actions=conjunction" in t for t in texts), texts
+    assert "[IngressDefault] priority=1000,ipv6,ipv6_dst=fd00::2 actions=drop" in texts
+    assert "[IngressDefault] priority=1000,ip,nw_dst=10.0.0.2 actions=drop" in texts
+    # and they encode: the reconciler programs them (nothing skipped)
+    owned = rec.owners()
+    assert rec.skip.seen == {}, rec.skip.seen
+    assert "[IngressDefault] priority=1000,ipv6,ipv6_dst=fd00::2 actions=drop" in {
+        str(f) for f in owned["policy/x/p/isolation"]
+    }

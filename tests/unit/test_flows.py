@@ -1079,9 +1079,136 @@ def test_every_declaration_is_used_by_the_pipeline():
 
     flows = set(pipeline.node_flows(NODE_WITH_IP, OVERLAY))
     flows |= pipeline.pod_flows(NODE, POD_A) | pipeline.remote_node_flows(NODE, OVERLAY, REMOTE)
+    flows |= pipeline.node_flows(NODE6, OVERLAY6) | pipeline.pod_flows(NODE6, POD_A6)
     used: dict[str, set] = {t.name: set() for t in tables.PIPELINE}
     for f in flows:
         used[f.table] |= {k for k, _ in f.match}
     # the pipeline's own tables (policy and Service tables are filled by their modules)
-    for name in ("Classifier", "SpoofGuard", "ARPResponder", "L2Forwarding", "Output"):
+    names = ("Classifier", "SpoofGuard", "ARPResponder", "NDReply", "L2Forwarding", "Output")
+    for name in names:
         assert used[name] == set(tables.table(name).match), name
+
+
+# ---- dual stack (issue 16) ---------------------------------------------------------------------
+# A dual-stack node, pod and remote node make every IPv4 flow above (the same text) and these
+# IPv6 ones besides. Checked against OVS's decoder in test_ofconv (ovs-ofctl ofp-parse).
+
+NODE6 = NodeNet.for_cidrs(
+    ("10.244.0.0/24", "fd00:10:244::/64"), gw_ofport=2, node_ips=("192.168.50.10",)
+)
+OVERLAY6 = Overlay(1, "10.244.0.0/16", ("10.244.0.0/16", "fd00:10:244::/56"))
+REMOTE6 = RemoteNode(
+    "node-b", "10.244.1.0/24", "192.168.50.11", ("10.244.1.0/24", "fd00:10:244:1::/64")
+)
+POD_A6 = dataclasses.replace(POD_A, ips=("10.244.0.2", "fd00:10:244::2"))
+
+# fmt: off
+GOLDEN_NODE6 = {
+    "cookie=0x1e5bcd38d0b, table=ARPResponder, priority=100,icmp6,reg0=0x1/0xf,icmp_type=135,nd_target=fd00:10:244::/56 actions=move:NXM_OF_ETH_SRC[]->NXM_OF_ETH_DST[],set_field:0a:58:ff:ff:ff:fe->eth_src,move:NXM_NX_IPV6_SRC[]->NXM_NX_IPV6_DST[],move:NXM_NX_ND_TARGET[]->NXM_NX_IPV6_SRC[],set_field:136->icmpv6_type,set_field:0->icmpv6_code,set_field:3758096384->nd_reserved,set_field:2->nd_options_type,resubmit(,NDReply)",
+    "cookie=0x1e5bcd38d0b, table=ARPResponder, priority=200,icmp6,icmp_type=135,nd_target=fd00:10:244::1 actions=move:NXM_OF_ETH_SRC[]->NXM_OF_ETH_DST[],set_field:0a:58:0a:f4:00:01->eth_src,move:NXM_NX_IPV6_SRC[]->NXM_NX_IPV6_DST[],set_field:fd00:10:244::1->ipv6_src,set_field:136->icmpv6_type,set_field:0->icmpv6_code,set_field:3758096384->nd_reserved,set_field:2->nd_options_type,resubmit(,NDReply)",
+    "cookie=0x1e5bcd38d0b, table=ARPResponder, priority=200,icmp6,icmp_type=135,nd_target=fe80::858:aff:fef4:1 actions=move:NXM_OF_ETH_SRC[]->NXM_OF_ETH_DST[],set_field:0a:58:0a:f4:00:01->eth_src,move:NXM_NX_IPV6_SRC[]->NXM_NX_IPV6_DST[],set_field:fe80::858:aff:fef4:1->ipv6_src,set_field:136->icmpv6_type,set_field:0->icmpv6_code,set_field:3758096384->nd_reserved,set_field:2->nd_options_type,resubmit(,NDReply)",
+    "cookie=0x1e5bcd38d0b, table=ARPResponder, priority=210,icmp6,ipv6_src=::,icmp_type=135 actions=drop",
+    "cookie=0x1e5bcd38d0b, table=Conntrack, priority=200,ipv6 actions=ct(table=ConntrackState,zone=65000,nat)",
+    "cookie=0x1e5bcd38d0b, table=ConntrackCommit, priority=200,ct_state=+new+trk,ipv6 actions=ct(commit,zone=65000),goto_table:Output",
+    "cookie=0x1e5bcd38d0b, table=ConntrackState, priority=199,ct_state=+rel+trk,ipv6 actions=set_field:0x10/0x10->reg0,goto_table:L3Forwarding",
+    "cookie=0x1e5bcd38d0b, table=ConntrackState, priority=200,ct_state=+est+trk,ipv6 actions=set_field:0x10/0x10->reg0,goto_table:L3Forwarding",
+    "cookie=0x1e5bcd38d0b, table=ConntrackState, priority=206,ct_state=+est-rpl+trk,ct_mark=0x1/0x1,ipv6 actions=set_field:0x10/0x10->reg0,ct(table=L3Forwarding,zone=65001,nat)",
+    "cookie=0x1e5bcd38d0b, table=ConntrackState, priority=210,ct_state=+inv+trk,ipv6 actions=drop",
+    "cookie=0x1e5bcd38d0b, table=EgressRule, priority=65000,ipv6,ipv6_dst=fd00:10:244::1 actions=goto_table:L3Forwarding",
+    "cookie=0x1e5bcd38d0b, table=HairpinSNAT, priority=200,ct_state=+new+trk,ct_mark=0x1/0x1,ipv6 actions=ct(commit,table=EgressRule,zone=65001,nat(src=fd00:10:244::1))",
+    "cookie=0x1e5bcd38d0b, table=HairpinUnSNAT, priority=200,ipv6,ipv6_dst=fd00:10:244::1 actions=ct(table=Conntrack,zone=65001,nat)",
+    "cookie=0x1e5bcd38d0b, table=HairpinUnSNAT, priority=200,ipv6,ipv6_dst=fd00:ffff::a9fe:a9fc actions=ct(table=Conntrack,zone=65001,nat)",
+    "cookie=0x1e5bcd38d0b, table=IngressRule, priority=64999,ipv6,reg0=0x1/0xf,ipv6_src=fd00:10:244::1 actions=goto_table:L2Forwarding",
+    "cookie=0x1e5bcd38d0b, table=NDReply, priority=0 actions=drop",
+    "cookie=0x1e5bcd38d0b, table=NDReply, priority=200,icmp6,icmp_type=136 actions=move:NXM_OF_ETH_SRC[]->NXM_NX_ND_TLL[],IN_PORT",
+    "cookie=0x1e5bcd38d0b, table=SpoofGuard, priority=205,icmp6,icmp_type=135 actions=drop",
+    "cookie=0x1e5bcd38d0b, table=SpoofGuard, priority=205,icmp6,icmp_type=136 actions=drop",
+    "cookie=0x1e5bcd38d0b, table=SpoofGuard, priority=220,icmp6,icmp_type=134 actions=drop",
+    "cookie=0x1e5bcd38d0b, table=SpoofGuard, priority=220,icmp6,icmp_type=137 actions=drop",
+    "cookie=0x1e5bcd38d0b, table=SpoofGuard, priority=220,udp6,tp_src=547 actions=drop",
+}
+GOLDEN_REMOTE6 = {
+    "cookie=0x315efd58aca, table=Classifier, priority=200,ipv6,tun_src=192.168.50.11,in_port=1,vlan_tci=0x0000/0x1fff actions=set_field:0x3/0xf->reg0,goto_table:HairpinUnSNAT",
+    "cookie=0x315efd58aca, table=L3Forwarding, priority=150,ipv6,ipv6_dst=fd00:10:244:1::/64 actions=set_field:0a:58:0a:f4:00:01->eth_src,set_field:0a:58:0a:f4:01:01->eth_dst,set_field:192.168.50.11->tun_dst,goto_table:IngressRule",
+    "cookie=0x315efd58aca, table=L3Forwarding, priority=210,ipv6,reg0=0x3/0xf,ipv6_dst=fd00:10:244:1::/64 actions=drop",
+}
+GOLDEN_POD_A6 = {
+    "cookie=0x28d0bc6746f, table=ARPResponder, priority=200,icmp6,icmp_type=135,nd_target=fd00:10:244::2 actions=move:NXM_OF_ETH_SRC[]->NXM_OF_ETH_DST[],set_field:0a:58:0a:f4:00:02->eth_src,move:NXM_NX_IPV6_SRC[]->NXM_NX_IPV6_DST[],set_field:fd00:10:244::2->ipv6_src,set_field:136->icmpv6_type,set_field:0->icmpv6_code,set_field:1610612736->nd_reserved,set_field:2->nd_options_type,resubmit(,NDReply)",
+    "cookie=0x28d0bc6746f, table=ARPResponder, priority=200,icmp6,icmp_type=135,nd_target=fe80::858:aff:fef4:2 actions=move:NXM_OF_ETH_SRC[]->NXM_OF_ETH_DST[],set_field:0a:58:0a:f4:00:02->eth_src,move:NXM_NX_IPV6_SRC[]->NXM_NX_IPV6_DST[],set_field:fe80::858:aff:fef4:2->ipv6_src,set_field:136->icmpv6_type,set_field:0->icmpv6_code,set_field:1610612736->nd_reserved,set_field:2->nd_options_type,resubmit(,NDReply)",
+    "cookie=0x28d0bc6746f, table=ConntrackState, priority=205,ct_state=+est+trk,ipv6,ipv6_src=fd00:10:244::2,ipv6_dst=fd00:10:244::2 actions=set_field:0x10/0x10->reg0,ct(table=L3Forwarding,zone=65001,nat)",
+    "cookie=0x28d0bc6746f, table=HairpinSNAT, priority=200,ipv6,ipv6_src=fd00:10:244::2,ipv6_dst=fd00:10:244::2 actions=ct(commit,table=EgressRule,zone=65001,nat(src=fd00:ffff::a9fe:a9fc))",
+    "cookie=0x28d0bc6746f, table=L3Forwarding, priority=200,ipv6,dl_dst=0a:58:0a:f4:00:01,ipv6_dst=fd00:10:244::2 actions=set_field:0a:58:0a:f4:00:01->eth_src,set_field:0a:58:0a:f4:00:02->eth_dst,dec_ttl,goto_table:IngressRule",
+    "cookie=0x28d0bc6746f, table=SpoofGuard, priority=200,ipv6,in_port=3,vlan_tci=0x0000/0x1fff,dl_src=0a:58:0a:f4:00:02,ipv6_src=fd00:10:244::2 actions=goto_table:ARPResponder",
+    "cookie=0x28d0bc6746f, table=SpoofGuard, priority=200,ipv6,in_port=3,vlan_tci=0x0000/0x1fff,dl_src=0a:58:0a:f4:00:02,ipv6_src=fe80::858:aff:fef4:2 actions=goto_table:ARPResponder",
+    "cookie=0x28d0bc6746f, table=SpoofGuard, priority=210,icmp6,in_port=3,vlan_tci=0x0000/0x1fff,dl_src=0a:58:0a:f4:00:02,ipv6_src=fd00:10:244::2,icmp_type=135,nd_sll=00:00:00:00:00:00 actions=goto_table:ARPResponder",
+    "cookie=0x28d0bc6746f, table=SpoofGuard, priority=210,icmp6,in_port=3,vlan_tci=0x0000/0x1fff,dl_src=0a:58:0a:f4:00:02,ipv6_src=fd00:10:244::2,icmp_type=135,nd_sll=0a:58:0a:f4:00:02 actions=goto_table:ARPResponder",
+    "cookie=0x28d0bc6746f, table=SpoofGuard, priority=210,icmp6,in_port=3,vlan_tci=0x0000/0x1fff,dl_src=0a:58:0a:f4:00:02,ipv6_src=fd00:10:244::2,icmp_type=136,nd_target=fd00:10:244::2,nd_tll=00:00:00:00:00:00 actions=goto_table:ARPResponder",
+    "cookie=0x28d0bc6746f, table=SpoofGuard, priority=210,icmp6,in_port=3,vlan_tci=0x0000/0x1fff,dl_src=0a:58:0a:f4:00:02,ipv6_src=fd00:10:244::2,icmp_type=136,nd_target=fd00:10:244::2,nd_tll=0a:58:0a:f4:00:02 actions=goto_table:ARPResponder",
+    "cookie=0x28d0bc6746f, table=SpoofGuard, priority=210,icmp6,in_port=3,vlan_tci=0x0000/0x1fff,dl_src=0a:58:0a:f4:00:02,ipv6_src=fd00:10:244::2,icmp_type=136,nd_target=fe80::858:aff:fef4:2,nd_tll=00:00:00:00:00:00 actions=goto_table:ARPResponder",
+    "cookie=0x28d0bc6746f, table=SpoofGuard, priority=210,icmp6,in_port=3,vlan_tci=0x0000/0x1fff,dl_src=0a:58:0a:f4:00:02,ipv6_src=fd00:10:244::2,icmp_type=136,nd_target=fe80::858:aff:fef4:2,nd_tll=0a:58:0a:f4:00:02 actions=goto_table:ARPResponder",
+    "cookie=0x28d0bc6746f, table=SpoofGuard, priority=210,icmp6,in_port=3,vlan_tci=0x0000/0x1fff,dl_src=0a:58:0a:f4:00:02,ipv6_src=fe80::858:aff:fef4:2,icmp_type=135,nd_sll=00:00:00:00:00:00 actions=goto_table:ARPResponder",
+    "cookie=0x28d0bc6746f, table=SpoofGuard, priority=210,icmp6,in_port=3,vlan_tci=0x0000/0x1fff,dl_src=0a:58:0a:f4:00:02,ipv6_src=fe80::858:aff:fef4:2,icmp_type=135,nd_sll=0a:58:0a:f4:00:02 actions=goto_table:ARPResponder",
+    "cookie=0x28d0bc6746f, table=SpoofGuard, priority=210,icmp6,in_port=3,vlan_tci=0x0000/0x1fff,dl_src=0a:58:0a:f4:00:02,ipv6_src=fe80::858:aff:fef4:2,icmp_type=136,nd_target=fd00:10:244::2,nd_tll=00:00:00:00:00:00 actions=goto_table:ARPResponder",
+    "cookie=0x28d0bc6746f, table=SpoofGuard, priority=210,icmp6,in_port=3,vlan_tci=0x0000/0x1fff,dl_src=0a:58:0a:f4:00:02,ipv6_src=fe80::858:aff:fef4:2,icmp_type=136,nd_target=fd00:10:244::2,nd_tll=0a:58:0a:f4:00:02 actions=goto_table:ARPResponder",
+    "cookie=0x28d0bc6746f, table=SpoofGuard, priority=210,icmp6,in_port=3,vlan_tci=0x0000/0x1fff,dl_src=0a:58:0a:f4:00:02,ipv6_src=fe80::858:aff:fef4:2,icmp_type=136,nd_target=fe80::858:aff:fef4:2,nd_tll=00:00:00:00:00:00 actions=goto_table:ARPResponder",
+    "cookie=0x28d0bc6746f, table=SpoofGuard, priority=210,icmp6,in_port=3,vlan_tci=0x0000/0x1fff,dl_src=0a:58:0a:f4:00:02,ipv6_src=fe80::858:aff:fef4:2,icmp_type=136,nd_target=fe80::858:aff:fef4:2,nd_tll=0a:58:0a:f4:00:02 actions=goto_table:ARPResponder",
+}
+# fmt: on
+
+
+def test_dual_stack_node_flows_golden():
+    from flows.policy import icmp6_always_flows  # the policy tables' share (test_policy_flows_v6)
+
+    v4 = texts(pipeline.node_flows(NODE_WITH_IP, OVERLAY))
+    ck = cookie.make("pipeline", pipeline.pipeline_owner())
+    policy_share = icmp6_always_flows(pipeline.PRIO_ALWAYS, ck)
+    assert policy_share <= pipeline.node_flows(NODE6, OVERLAY6)
+    assert texts(pipeline.node_flows(NODE6, OVERLAY6) - policy_share) == v4 | GOLDEN_NODE6
+
+
+def test_dual_stack_remote_node_flows_golden():
+    v4 = texts(pipeline.remote_node_flows(NODE_WITH_IP, OVERLAY, REMOTE))
+    assert texts(pipeline.remote_node_flows(NODE6, OVERLAY6, REMOTE6)) == v4 | GOLDEN_REMOTE6
+
+
+def test_dual_stack_pod_flows_golden():
+    v4 = texts(pipeline.pod_flows(NODE_WITH_IP, POD_A))
+    assert texts(pipeline.pod_flows(NODE6, POD_A6)) == v4 | GOLDEN_POD_A6
+
+
+def test_an_ipv6_only_node_has_no_ipv4_flows_and_no_arp():
+    node = NodeNet.for_cidrs(("fd00:10:244::/64",), 2, ("192.168.50.10",))
+    pod = PodPort("3f2a9c1e/eth0", 3, "fd00:10:244::2", mac_from_ip("fd00:10:244::2"))
+    every = pipeline.node_flows(node, Overlay(1, "fd00:10:244::/56")) | pipeline.pod_flows(
+        node, pod
+    )
+    every |= pipeline.remote_node_flows(
+        node, Overlay(1, "fd00:10:244::/56"), RemoteNode("b", "fd00:10:244:1::/64", "192.168.50.11")
+    )
+    protos = {dict(f.match).get("protocol") for f in every} - {None}
+    # the VXLAN guard stays on the IPv4 underlay; nothing else is IPv4
+    assert protos == {"ipv6", "icmp6", "udp6", "udp"}
+    assert [f for f in every if dict(f.match).get("protocol") == "udp"] == [
+        f for f in every if f.table == "L3Forwarding" and f.priority == pipeline.PRIO_NO_ENCAP
+    ]
+    assert texts(every)  # every flow renders and round-trips to ovs-ofctl's text
+
+
+def test_spoof_guard_ipv6_drops_are_above_every_pods_admission():
+    every = pipeline.node_flows(NODE6, OVERLAY6) | pipeline.pod_flows(NODE6, POD_A6)
+    guard = [f for f in every if f.table == "SpoofGuard"]
+    drops = {f for f in guard if not f.actions and f.priority}
+    router = {f for f in drops if dict(f.match).get("icmp_type") in ("134", "137")}
+    dhcp = {f for f in drops if dict(f.match).get("tp_src") == "547"}
+    nd = drops - router - dhcp
+    assert len(router) == 2 and len(dhcp) == 1 and len(nd) == 2
+    admits = [f for f in guard if f.actions]
+    assert min(f.priority for f in router | dhcp) > max(f.priority for f in admits)
+    nd_admits = [f for f in admits if dict(f.match).get("protocol") == "icmp6"]
+    assert len(nd_admits) == 12 and min(f.priority for f in nd_admits) > max(f.priority for f in nd)
+    for f in admits:
+        m = dict(f.match)
+        assert m["in_port"] == "3" and m["dl_src"] == POD_A.mac
+        assert m["vlan_tci"] == "0x0000/0x1fff"
+        assert m.get("nd_sll", POD_A.mac) in (POD_A.mac, "00:00:00:00:00:00")
+        assert m.get("nd_tll", POD_A.mac) in (POD_A.mac, "00:00:00:00:00:00")

@@ -117,12 +117,60 @@ SERVICE_FLOWS = frozenset().union(
         for etp in ("Cluster", "Local")
     )
 )
+# A dual-stack node (issue 16): its IPv6 pipeline flows (ND answers, ERICOXM set_fields, the
+# IPv6 spoof guard, conntrack, hairpin NAT to an IPv6 address) and IPv6 forms of the rest.
+NODE6 = NodeNet.for_cidrs(
+    ("10.244.0.0/24", "fd00:10:244::/64"), gw_ofport=2, node_ips=("192.168.50.10", "fd00:50::10")
+)
+OVERLAY6 = Overlay(1, "10.244.0.0/16", ("10.244.0.0/16", "fd00:10:244::/56"))
+REMOTE6 = RemoteNode(
+    "node-b", "10.244.1.0/24", "192.168.50.11", ("10.244.1.0/24", "fd00:10:244:1::/64")
+)
+PODS6 = [
+    PodPort(
+        "3f2a9c1e/eth0",
+        3,
+        "10.244.0.2",
+        mac_from_ip("10.244.0.2"),
+        ips=("10.244.0.2", "fd00:10:244::2"),
+    ),
+]
+IP6 = {"protocol": "ipv6"}
+EXTRA_FLOWS6 = [
+    flow("EgressRule", 300, {**IP6, "ipv6_src": "fd00:10:244::2"}, (Conjunction(9, 1, 2),), POLICY),
+    flow("EgressRule", 300, {"protocol": "tcp6", "tp_dst": 80}, (Conjunction(9, 2, 2),), POLICY),
+    flow("EgressRule", 300, {"protocol": "udp6", "ipv6_dst": "fd00:10:244::/56", "tp_src": 53}),
+    flow("EgressRule", 301, {"protocol": "icmp6", "icmp_type": 2, "icmp_code": 0}),
+    flow("EgressRule", 302, {"protocol": "icmp6", "nd_target": "fd00::/16", "icmp_type": 135}),
+    flow("EgressRule", 303, {"protocol": "icmp6", "icmp_type": 135, "nd_sll": "0a:58:00:00:00:01"}),
+    flow("EgressRule", 304, {"protocol": "icmp6", "icmp_type": 136, "nd_tll": "0a:58:00:00:00:01"}),
+    flow(
+        "EndpointDNAT",
+        300,
+        {"protocol": "tcp6", "ipv6_dst": "fd00:10:96::a", "tp_dst": 80},
+        (CT(65000, table="HairpinSNAT", commit=True, nat="dst=[fd00:10:244::5]:8080"),),
+    ),
+    flow(
+        "EndpointDNAT",
+        301,
+        {"protocol": "udp6", "ipv6_dst": "fd00:10:96::a", "tp_dst": 53},
+        (
+            Learn("SessionAffinity", "udp", 10800, 200, 0x5, ((5, "reg3", 0xFFFF),), version=6),
+            CT(65000, table="HairpinSNAT", commit=True, nat="dst=fd00:10:244::5"),
+        ),
+    ),
+    flow("EgressRule", 306, {**IP6}, (SetField("ipv6_dst", "fd00::1"), DecTTL(), Output(3))),
+]
 ALL_FLOWS = sorted(
     pipeline.node_flows(NODE, OVERLAY).union(
         *(pipeline.pod_flows(NODE, p) for p in PODS),
         pipeline.remote_node_flows(NODE, OVERLAY, REMOTE),
         EXTRA_FLOWS,
         SERVICE_FLOWS,
+        pipeline.node_flows(NODE6, OVERLAY6),
+        *(pipeline.pod_flows(NODE6, p) for p in PODS6),
+        pipeline.remote_node_flows(NODE6, OVERLAY6, REMOTE6),
+        EXTRA_FLOWS6,
     ),
     key=lambda f: (f.table_id, -f.priority, f.match),
 )
