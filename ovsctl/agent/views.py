@@ -65,6 +65,7 @@ class Views:
                         "namespace": svc.namespace,
                         "name": svc.name,
                         "cluster_ip": svc.cluster_ip,
+                        "cluster_ips": list(svc.cluster_ips),  # one per family, primary first
                         "type": svc.type,
                         "ports": [
                             {

@@ -49,11 +49,20 @@ def _full(cluster: dict, store: PodStore, slots: dict) -> dict:
     return {o: f for o, f in fresh.owners().items() if f}
 
 
+def _dual(d: dict, on: bool) -> dict:
+    """The pod dict dual-stack (status.podIPs with an IPv6 twin of its IPv4 address)."""
+    if on:
+        ip = d["status"]["podIP"]
+        d["status"]["podIPs"] = [{"ip": ip}, {"ip": "fd00::" + ip.replace(".", ":")}]
+    return d
+
+
+@pytest.mark.parametrize("dual", [False, True], ids=["ipv4", "dual-stack"])
 @pytest.mark.parametrize("seed", range(40))
-def test_incremental_caches_equal_a_full_recomputation(seed):
+def test_incremental_caches_equal_a_full_recomputation(seed, dual):
     rng = random.Random(seed)
     dicts = [
-        pod_dict(ns, f"p{i}", rng.choice(LABELS), f"10.0.{j}.{i + 2}")
+        _dual(pod_dict(ns, f"p{i}", rng.choice(LABELS), f"10.0.{j}.{i + 2}"), dual)
         for j, ns in enumerate(("x", "y", "z"))
         for i in range(3)
     ]
@@ -93,12 +102,16 @@ def test_incremental_caches_equal_a_full_recomputation(seed):
                 d["metadata"]["labels"] = rng.choice(LABELS)
             else:
                 d["status"]["podIP"] = f"10.0.5.{n + 2}"
+                d["status"].pop("podIPs", None)
+                _dual(d, dual)
             o = _obj(d, "Pod")
             cluster[o.key], bodies[o.key] = o, d
         elif kind == "gone" and pods:
             cluster.pop(rng.choice(pods))
         elif kind == "new":
-            d = pod_dict(rng.choice("xyz"), f"n{n}", rng.choice(LABELS), f"10.0.6.{n + 2}")
+            d = _dual(
+                pod_dict(rng.choice("xyz"), f"n{n}", rng.choice(LABELS), f"10.0.6.{n + 2}"), dual
+            )
             o = _obj(d, "Pod")
             cluster[o.key], bodies[o.key] = o, d
         elif kind == "local" and pods:
@@ -106,6 +119,7 @@ def test_incremental_caches_equal_a_full_recomputation(seed):
             att = Attachment(
                 f"c{n}", "eth0", p.namespace, p.name, "", "/x", f"ovs{n}", p.ip, "0a:58:00:00:00:01"
             )
+            att.ips = tuple(p.ips)
             att.ofport = n + 10
             store.put(att)
         elif kind == "unplug" and store.pods:
