@@ -1,8 +1,9 @@
 """Datapath: iperf3 TCP between pods on two lab nodes through the full pipeline (conntrack and a
 NetworkPolicy that allows the client on), against the same lab with the bridges on a single
 NORMAL flow (agents stopped, the tunnel given a fixed remote; the nodes' host stacks route
-between the pod subnets). Median of 5 runs of 5 s each after a 1 s warm-up run; ratio
-ours/reference.
+between the pod subnets). The lab is dual-stack: each family is measured to the server's
+address of that family, both ways (pipeline and reference) in the same lab. Median of 5 runs
+of 5 s each after a 1 s warm-up run; ratio ours/reference per family.
 """
 
 from __future__ import annotations
@@ -99,6 +100,17 @@ def normal_bridges(lab) -> None:
     lab._warm_underlay(meta)
 
 
+CLUSTER_CIDR = "10.244.0.0/16,fd00:10:244::/56"
+
+
+def _measure(lab, ips: list[str]) -> dict[str, list[float]]:
+    out = {}
+    for ip in ips:
+        iperf(lab, ip, 1)  # warm-up, not counted: ARP/ND, megaflows, conntrack
+        out[ip] = [iperf(lab, ip) for _ in range(RUNS)]
+    return out
+
+
 def run() -> dict:
     from ovsctl.lab.lab import Lab
 
@@ -110,31 +122,39 @@ def run() -> dict:
     with open(f, "w") as fh:
         fh.write(PODS)
     try:
-        lab.up(2, files=[f], log=lambda *_: None)
-        server_ip = next(p["ip"] for p in lab.status()["pods"] if p["name"] == "server")
-        iperf(lab, server_ip, 1)  # warm-up, not counted: ARP, megaflows, conntrack
-        ours = [iperf(lab, server_ip) for _ in range(RUNS)]
+        lab.up(2, CLUSTER_CIDR, files=[f], log=lambda *_: None)
+        server = next(p for p in lab.status()["pods"] if p["name"] == "server")
+        ips = server["ips"]  # IPv4 first
+        if len(ips) != 2:
+            raise RuntimeError(f"the server should have two addresses, has {ips}")
+        ours = _measure(lab, ips)
         normal_bridges(lab)
-        iperf(lab, server_ip, 1)
-        ref = [iperf(lab, server_ip) for _ in range(RUNS)]
+        ref = _measure(lab, ips)
     finally:
         lab.down(log=lambda *_: None)
         sh("rm", "-rf", tmp, check=False)
-    o, r = statistics.median(ours), statistics.median(ref)
+    v4, v6 = ips
+    o4, r4 = statistics.median(ours[v4]), statistics.median(ref[v4])
+    o6, r6 = statistics.median(ours[v6]), statistics.median(ref[v6])
     result = {
-        "datapath_ratio": o / r,
+        "datapath_ratio": o4 / r4,
+        "datapath_ratio_v6": o6 / r6,
         "raw": {
-            "ovsctl_gbps": ours,
-            "normal_flow_gbps": ref,
+            "ovsctl_gbps": ours[v4],
+            "normal_flow_gbps": ref[v4],
+            "ovsctl_gbps_v6": ours[v6],
+            "normal_flow_gbps_v6": ref[v6],
             "seconds_per_run": SECONDS,
-            "datapath": "OVS userspace (netdev), VXLAN between two network namespaces",
+            "datapath": "OVS userspace (netdev), VXLAN (IPv4 underlay) between two network "
+            "namespaces; dual-stack lab " + CLUSTER_CIDR,
             "policy": "perf/only-client: server admits only the client, on port 5201",
         },
     }
     save("datapath", result)
     print(
-        f"datapath: iperf3 pod->pod across nodes {o:.2f} Gbit/s through the pipeline vs "
-        f"{r:.2f} Gbit/s on NORMAL bridges: ratio {result['datapath_ratio']:.2f}"
+        f"datapath: iperf3 pod->pod across nodes, IPv4 {o4:.2f} Gbit/s through the pipeline vs "
+        f"{r4:.2f} on NORMAL bridges: ratio {result['datapath_ratio']:.2f}; IPv6 {o6:.2f} vs "
+        f"{r6:.2f}: ratio {result['datapath_ratio_v6']:.2f}"
     )
     return result
 

@@ -30,6 +30,7 @@ KEYS = {
     "reaction_p99_ms": ("state change to datapath, p99 (ms)", "< 100"),
     "reaction_p50_ms": ("state change to datapath, p50 (ms)", ""),
     "datapath_ratio": ("iperf3 pod-pod across nodes / NORMAL bridges", ">= 0.9"),
+    "datapath_ratio_v6": ("iperf3 pod-pod across nodes over IPv6 / NORMAL bridges", ">= 0.9"),
     "agent_rss_mb": ("agent RSS at 10k pods / 5k policies (MiB)", ""),
     "agent_rss_vs_idle_ratio": ("agent RSS loaded / idle", ""),
 }
