@@ -142,6 +142,7 @@ class Agent:
         self.pod_cidr = self.pod_cidrs[0]
         self.prefixlen = netaddr.IPNetwork(self.pod_cidr).prefixlen
         self.services.pod_cidr = self.state.pod_cidr = self.pod_cidr
+        self.services.pod_cidrs = tuple(self.pod_cidrs)  # local endpoints, node-port families
         self.state.pod_cidrs = self.pod_cidrs
         self.ipam = IPAM(self.pod_cidrs, os.path.join(cfg.state_dir, "ipam"))
         self.mtu = hostnet.pod_mtu(self.node_ip, cfg.mtu)

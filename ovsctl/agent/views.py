@@ -32,7 +32,7 @@ class Views:
                         "name": obj.name,
                         "ip": obj.internal_ip,
                         "pod_cidr": obj.pod_cidr,
-                        # every InternalIP and pod CIDR, one per family, IPv4 first
+                        # dual-stack: one of each per family, IPv4 first (reachability, trace)
                         "ips": list(obj.internal_ips),
                         "pod_cidrs": list(obj.pod_cidrs),
                     }
@@ -47,7 +47,7 @@ class Views:
                         "node": obj.node_name,
                         # a Succeeded/Failed pod holds no address: its IP may be another's
                         "ip": None if finished(obj) else obj.ip,
-                        "ips": [] if finished(obj) else list(obj.ips),  # IPv4 first
+                        "ips": [] if finished(obj) else list(obj.ips),  # every family's
                         "phase": obj.phase,
                         "labels": obj.labels_dict(),
                         "ports": [[p.name, p.port, p.protocol] for p in obj.ports],
@@ -65,6 +65,7 @@ class Views:
                         "namespace": svc.namespace,
                         "name": svc.name,
                         "cluster_ip": svc.cluster_ip,
+                        "cluster_ips": list(svc.cluster_ips),  # one per family, primary first
                         "type": svc.type,
                         "ports": [
                             {

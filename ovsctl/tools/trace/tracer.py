@@ -8,6 +8,7 @@ import netaddr
 
 from flows import intent as intents
 from flows import tables
+from flows.family import family as ip_family
 from flows.model import VIRTUAL_ROUTER_MAC, mac_from_ip
 
 from .parse import (
@@ -443,7 +444,9 @@ class Tracer:
         else:
             dst_i = None  # no endpoint picked: nothing to evaluate
         if src_i is not None and dst_i is not None:
-            t.intent = self.intents.evaluate(src_i, dst_i, port, t.proto).to_dict()
+            # the family of the traced packet: an ipBlock is checked against that address
+            fam = ip_family(t.src.ip).version if t.src.ip else None
+            t.intent = self.intents.evaluate(src_i, dst_i, port, t.proto, fam).to_dict()
 
     def _check(self, t: Trace, direction: str) -> dict:
         """What the rule tables of `direction` did, on the node that enforces it (the source's
