@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -192,3 +193,22 @@ def test_an_ipv4_only_node_touches_no_ip6tables(node):
         assert "OVSCTL" not in out, out
     gw = in_ns(node.ns, "ip", "-6", "-o", "addr", "show", "ovsctl-gw0").stdout
     assert "scope global" not in gw
+
+
+def test_restart_after_losing_the_ipam_state_keeps_both_addresses(dnode, dpods):
+    """kill -9, the IPAM file gone: the restarted agent re-reserves both addresses of every
+    live pod from OVSDB, hands them to no one else, and IPv6 keeps working."""
+    a, b = dpods
+    dnode.kill_agent(signal.SIGKILL)
+    assert ping6(a["ns"], ip6(b)), "the switch forwards IPv6 without the agent"
+    path = os.path.join(dnode.state, "ipam", "ipam-10.244.0.0_24+fd00:10:244::_64.json")
+    os.unlink(path)
+    dnode.start_agent()
+    held = {tuple(x["ips"]) for x in ipam_allocations(dnode)}
+    assert {(p["ip"], ip6(p)) for p in dpods} <= held
+    fresh = dnode.add_pod("dafter")
+    assert fresh["ip"] not in {p["ip"] for p in dpods}
+    assert ip6(fresh) not in {ip6(p) for p in dpods}
+    assert ping6(fresh["ns"], ip6(a)) and ping6(a["ns"], ip6(fresh))
+    r = dnode.cni("CHECK", a["cid"], a["netns"], pod=f"default/{a['name']}")
+    assert r.returncode == 0, r.stdout
