@@ -19,6 +19,11 @@ matches pod IPs too). Ports: numeric, endPort ranges, named ports resolved again
 destination pod, protocol-only entries; no ports means every port and protocol (also ICMP,
 which a rule with ports never allows). Plain IPs (not pods) are never isolated. A pod and its
 own node (the node IP, the node's gateway IP) may always talk, whatever the policies say.
+
+Families: a dual-stack pod has an address of each family, and a connection is between two
+addresses of one family; `evaluate(..., family=6)` asks about the IPv6 one. Selectors select
+a pod whatever the family, so the IPv4 and IPv6 verdicts of two pods always agree for them;
+an ipBlock matches only addresses of its own family, so there they may differ.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from dataclasses import dataclass, field
 import netaddr
 
 from flows import netpol
+from flows.family import V4, V6, Family, family, of, ordered
 
 NS_NAME_LABEL = "kubernetes.io/metadata.name"
 
@@ -40,10 +46,21 @@ class Pod:
     labels: tuple[tuple[str, str], ...] = ()
     ports: tuple[tuple[str, int, str], ...] = ()  # (name, containerPort, protocol)
     node: str = ""
+    ips: tuple[str, ...] = ()  # every address (a dual-stack pod: IPv4 first); () = (ip,)
 
     @property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+    @property
+    def addrs(self) -> tuple[str, ...]:
+        if self.ips:
+            return self.ips
+        return (self.ip,) if self.ip else ()
+
+    def ip_of(self, fam: Family | int) -> str:
+        """The pod's address in family `fam` (4, 6 or a Family), or ""."""
+        return of(self.addrs, _fam(fam))
 
     def label_dict(self) -> dict:
         return dict(self.labels)
@@ -51,13 +68,16 @@ class Pod:
     @classmethod
     def from_view(cls, p: dict) -> Pod:
         """A pod of the agent's /cluster view."""
+        ip = p.get("ip") or ""
+        ips = ordered(a for a in p.get("ips") or [] if a) if p.get("ips") else ()
         return cls(
             p["namespace"],
             p["name"],
-            p.get("ip") or "",
+            ip or (ips[0] if ips else ""),
             tuple(sorted((p.get("labels") or {}).items())),
             tuple((str(n or ""), int(port), str(proto)) for n, port, proto in p.get("ports") or []),
             p.get("node") or "",
+            ips if len(ips) > 1 else (),
         )
 
 
@@ -135,15 +155,16 @@ class Intents:
         self.pods = [
             Pod.from_view(p)
             for p in self.view.get("pods") or []
-            if p.get("ip") and not p.get("host_network")
+            if (p.get("ip") or p.get("ips")) and not p.get("host_network")
         ]
-        self.by_ip = {p.ip: p for p in self.pods}
-        # a pod and its own node may always talk (kubelet probes): the node IP and the gateway
+        self.by_ip = {a: p for p in self.pods for a in p.addrs}
+        # a pod and its own node may always talk (kubelet probes): the node's addresses and
+        # its gateway's (the first address of each pod CIDR)
         self.node_ips: dict[str, set[str]] = {}
         for n in self.view.get("nodes") or []:
-            ips = {n.get("ip") or ""}
-            if n.get("pod_cidr"):
-                ips.add(str(netaddr.IPAddress(netaddr.IPNetwork(n["pod_cidr"]).first + 1)))
+            ips = {n.get("ip") or "", *(n.get("ips") or ())}
+            for cidr in {n.get("pod_cidr") or "", *(n.get("pod_cidrs") or ())} - {""}:
+                ips.add(str(netaddr.IPAddress(netaddr.IPNetwork(cidr).first + 1)))
             self.node_ips[n["name"]] = ips - {""}
         for obj in self.view.get("policies") or []:
             try:
@@ -159,23 +180,47 @@ class Intents:
 
     # -- evaluation --------------------------------------------------------------------------
 
-    def evaluate(self, src: Pod | str, dst: Pod | str, port: int | None, proto: str) -> Intent:
-        """May `src` open a connection to `dst` on port/proto ("TCP", "UDP", "SCTP", "ICMP")?
-        A plain IP that is a pod's IP counts as that pod."""
+    def evaluate(
+        self,
+        src: Pod | str,
+        dst: Pod | str,
+        port: int | None,
+        proto: str,
+        family: Family | int | None = None,
+    ) -> Intent:
+        """May `src` open a connection to `dst` on port/proto ("TCP", "UDP", "SCTP", "ICMP",
+        "ICMP6")? A plain IP that is a pod's address counts as that pod. `family` (4, 6): the
+        connection's family, that of the pods' addresses an ipBlock is checked against;
+        default: the family of a plain-IP end, else of the source pod's first address."""
+        fam = self._family(src, dst, family)
         src = self._as_pod(src)
         dst = self._as_pod(dst)
         proto = proto.upper()
+        if proto == "ICMP6":
+            proto = "ICMP"  # NetworkPolicy ports never name it: only a portless rule allows it
         return Intent(
-            self._direction("egress", src, dst, dst, port, proto),
-            self._direction("ingress", dst, src, dst, port, proto),
+            self._direction("egress", src, dst, dst, port, proto, fam),
+            self._direction("ingress", dst, src, dst, port, proto, fam),
         )
+
+    @staticmethod
+    def _family(src, dst, fam) -> Family:
+        if fam is not None:
+            return _fam(fam)
+        for end in (src, dst):
+            if isinstance(end, str) and end:
+                return family(end)
+        for end in (src, dst):
+            if isinstance(end, Pod) and end.addrs:
+                return family(end.addrs[0])
+        return V4
 
     def _as_pod(self, end: Pod | str) -> Pod | str:
         if isinstance(end, Pod):
             return end
         return self.by_ip.get(end, end)
 
-    def _direction(self, direction, own, peer, dst, port, proto) -> Direction:
+    def _direction(self, direction, own, peer, dst, port, proto, fam=V4) -> Direction:
         if not isinstance(own, Pod):
             return Direction(direction, "")
         always = ""
@@ -191,21 +236,22 @@ class Intents:
             iso.append(pol.key)
             rules = pol.ingress if direction == "ingress" else pol.egress
             for idx, rule in enumerate(rules):
-                if self._peer_ok(rule, pol.namespace, peer) and rule.allows_port(
+                if self._peer_ok(rule, pol.namespace, peer, fam) and rule.allows_port(
                     proto, port, dst.ports if isinstance(dst, Pod) else ()
                 ):
                     allowed.append((pol.key, idx))
         return Direction(direction, own.key, tuple(sorted(iso)), tuple(allowed), always)
 
-    def _peer_ok(self, rule: netpol.Rule, policy_ns: str, peer: Pod | str) -> bool:
-        """netpol.Rule decides (the same code the flows and the incremental check use)."""
+    def _peer_ok(self, rule: netpol.Rule, policy_ns: str, peer: Pod | str, fam=V4) -> bool:
+        """netpol.Rule decides (the same code the flows and the incremental check use); an
+        ipBlock is checked against the peer pod's address of the connection's family."""
         if isinstance(peer, Pod):
             return rule.allows_peer(
                 policy_ns,
                 peer.namespace,
                 peer.label_dict(),
                 self.labels_of_ns(peer.namespace),
-                peer.ip,
+                peer.ip_of(fam),
             )
         return rule.allows_peer(policy_ns, None, {}, {}, peer)
 
@@ -215,9 +261,20 @@ def probe_key(src: Pod, dst: Pod, port: int, proto: str) -> str:
     return f"{src.key}->{dst.key}:{port}/{proto}"
 
 
-def pairs(pods: list[Pod], namespace: str | None = None):
+def _fam(fam: Family | int) -> Family:
+    if isinstance(fam, Family):
+        return fam
+    if fam in (4, 6):
+        return V4 if fam == 4 else V6
+    raise ValueError(f"family {fam!r} is not 4 or 6")
+
+
+def pairs(pods: list[Pod], namespace: str | None = None, family: Family | int | None = None):
     """(src, dst, port, proto) for every pod to every other pod on every declared TCP/UDP port,
-    in probe-key order; with `namespace`, only pairs with an end in it."""
+    in probe-key order; with `namespace`, only pairs with an end in it; with `family` (4, 6),
+    only pods with an address of that family (the keys are the same for either family)."""
+    if family is not None:
+        pods = [p for p in pods if p.ip_of(family)]
     for src in sorted(pods, key=lambda p: p.key):
         for dst in sorted(pods, key=lambda p: p.key):
             if src.key == dst.key:

@@ -165,10 +165,18 @@ def _add_trace_parsers(sub) -> None:
         "with its other end on another node is traced for this node's half (egress up to the "
         "tunnel, or ingress from the tunnel) and compared with that half of the intent. "
         'JSON: {"node", "traced", "intended", "scope", "differences"}; keys as `ovsctl lab '
-        "probe --json`. Exit status 1 when there are differences.",
+        'probe --json`; with --family, also "family". Exit status 1 when there are differences.',
     )
     r.add_argument(
         "--namespace", "-n", help="only pairs with the source or the destination in NAMESPACE"
+    )
+    r.add_argument(
+        "--family",
+        type=int,
+        choices=(4, 6),
+        help="trace and evaluate between the pods' addresses of this IP family (pods without "
+        "one are left out; the keys stay the same); default: each pod's first address (IPv4 "
+        "on a dual-stack cluster), the output of before",
     )
     node_flags(r)
     r.set_defaults(func=_reachability)

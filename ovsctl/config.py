@@ -20,11 +20,48 @@ class ConfigError(ValueError):
     pass
 
 
+DEFAULT_CLUSTER_CIDR = "10.244.0.0/16"
+
+
+def _cidr(key: str, value) -> str:
+    try:
+        net = netaddr.IPNetwork(value)
+    except (netaddr.AddrFormatError, ValueError, TypeError) as e:
+        raise ConfigError(f"{key}: {value!r} is not a CIDR ({e})") from None
+    return str(net.cidr)
+
+
+def _per_family(key: str, values: list[str]) -> list[str]:
+    """At most one of each family, IPv4 first."""
+    v4 = [v for v in values if netaddr.IPNetwork(v).version == 4]
+    v6 = [v for v in values if netaddr.IPNetwork(v).version == 6]
+    if len(v4) > 1 or len(v6) > 1:
+        raise ConfigError(f"{key}: at most one IPv4 and one IPv6 entry, got {', '.join(values)}")
+    return v4 + v6
+
+
+def check_cluster_cidrs(pod_cidrs, cluster_cidrs) -> None:
+    """Every family with a pod CIDR needs a cluster CIDR of that family (its pods' traffic to
+    the cluster is neither masqueraded nor sent out of the node)."""
+    have = {netaddr.IPNetwork(c).version for c in cluster_cidrs}
+    for c in pod_cidrs:
+        v = netaddr.IPNetwork(c).version
+        if v not in have:
+            raise ConfigError(
+                f"pod CIDR {c} is IPv{v} but cluster_cidrs has no IPv{v} CIDR "
+                "(e.g. --cluster-cidrs 10.244.0.0/16,fd00:10:244::/56)"
+            )
+
+
 @dataclass
 class AgentConfig:
     node_name: str = field(default_factory=socket.gethostname)
-    pod_cidr: str = ""  # this node's pod CIDR, e.g. 10.244.0.0/24 (required)
-    cluster_cidr: str = "10.244.0.0/16"
+    pod_cidr: str = ""  # this node's pod CIDR, e.g. 10.244.0.0/24 (the first of pod_cidrs)
+    # one pod CIDR per family, IPv4 first (dual-stack); default: [pod_cidr] or the Node's
+    # spec.podCIDRs
+    pod_cidrs: list = field(default_factory=list)
+    cluster_cidr: str = DEFAULT_CLUSTER_CIDR
+    cluster_cidrs: list = field(default_factory=list)  # one per family; default [cluster_cidr]
     bridge: str = "br-int"
     datapath_type: str = "system"  # "system" on real nodes, "netdev" (userspace) in the lab
     gateway_name: str = "ovsctl-gw0"
@@ -37,6 +74,9 @@ class AgentConfig:
     cni_socket: str = "/run/ovsctl/cni.sock"
     state_dir: str = "/var/lib/ovsctl"
     node_ip: str = ""  # tunnel endpoint; default: the Node's InternalIP from the cluster state
+    # the node's own addresses, one per family (IPv6: NodePorts, masquerade, always-allowed);
+    # default: [node_ip] and the Node's InternalIPs
+    node_ips: list = field(default_factory=list)
     cluster_state: str = ""  # directory of Kubernetes YAML (the embedded source); "" = none
     source: str = ""  # "yaml" (cluster_state), "api" (Kubernetes API), "none"; "" = from the above
     api_server: str = ""  # Kubernetes API URL; "" = in-cluster config, else the kubeconfig
@@ -64,7 +104,7 @@ class AgentConfig:
             raise ConfigError(f"source: must be yaml, api or none, not {self.source!r}")
         if self.source == "yaml" and not self.cluster_state:
             raise ConfigError("source yaml needs cluster_state (a directory of Kubernetes YAML)")
-        if self.source == "none" and not self.pod_cidr:
+        if self.source == "none" and not (self.pod_cidr or self.pod_cidrs):
             raise ConfigError(
                 "pod_cidr is required without a cluster state source "
                 "(e.g. --pod-cidr 10.244.0.0/24, or --cluster-state DIR, or --source api)"
@@ -89,23 +129,7 @@ class AgentConfig:
             raise ConfigError(f"api_socket: {self.api_socket!r} is too long for a unix socket")
         if not 0 <= self.metrics_port <= 65535:
             raise ConfigError(f"metrics_port: {self.metrics_port} out of range (0 = off)")
-        for key in ("pod_cidr", "cluster_cidr"):
-            if not getattr(self, key):
-                continue
-            try:
-                net = netaddr.IPNetwork(getattr(self, key))
-            except (netaddr.AddrFormatError, ValueError, TypeError) as e:
-                raise ConfigError(f"{key}: {getattr(self, key)!r} is not a CIDR ({e})") from None
-            if net.version != 4:
-                raise ConfigError(f"{key}: only IPv4 is supported, got {net}")
-            setattr(self, key, str(net.cidr))
-        if self.node_ip:
-            try:
-                netaddr.IPAddress(self.node_ip, version=4)
-            except (netaddr.AddrFormatError, ValueError):
-                raise ConfigError(f"node_ip: {self.node_ip!r} is not an IPv4 address") from None
-        if self.pod_cidr and netaddr.IPNetwork(self.pod_cidr).prefixlen > 30:
-            raise ConfigError(f"pod_cidr: {self.pod_cidr} is too small (at most /30)")
+        self._validate_addresses()
         if self.datapath_type not in ("system", "netdev"):
             raise ConfigError(
                 f"datapath_type: must be 'system' or 'netdev', not {self.datapath_type!r}"
@@ -123,6 +147,64 @@ class AgentConfig:
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise ConfigError(f"log_level: {self.log_level!r} is not debug/info/warning/error")
         return self
+
+    def _validate_addresses(self) -> None:
+        """pod_cidr(s), cluster_cidr(s), node_ip(s): canonical, one per family, IPv4 first; the
+        single keys are the first of the lists (given both, they must agree)."""
+        if self.pod_cidr:
+            self.pod_cidr = _cidr("pod_cidr", self.pod_cidr)
+        cidrs = _per_family("pod_cidrs", [_cidr("pod_cidrs", c) for c in self.pod_cidrs])
+        if cidrs and self.pod_cidr and self.pod_cidr not in cidrs:
+            raise ConfigError(
+                f"pod_cidr {self.pod_cidr} and pod_cidrs {', '.join(cidrs)} disagree: "
+                "pod_cidr must be one of pod_cidrs (or leave it out)"
+            )
+        if not cidrs and self.pod_cidr:
+            cidrs = [self.pod_cidr]
+        for c in cidrs:
+            net = netaddr.IPNetwork(c)
+            most = 30 if net.version == 4 else 126
+            if net.prefixlen > most:
+                raise ConfigError(f"pod_cidrs: {c} is too small (at most /{most})")
+        self.pod_cidrs = cidrs
+        self.pod_cidr = cidrs[0] if cidrs else ""
+        self.cluster_cidr = _cidr("cluster_cidr", self.cluster_cidr) if self.cluster_cidr else ""
+        ccidrs = _per_family(
+            "cluster_cidrs", [_cidr("cluster_cidrs", c) for c in self.cluster_cidrs]
+        )
+        if ccidrs:
+            # the default cluster_cidr gives way to cluster_cidrs; one set by hand must agree
+            if self.cluster_cidr not in ccidrs and self.cluster_cidr != DEFAULT_CLUSTER_CIDR:
+                raise ConfigError(
+                    f"cluster_cidr {self.cluster_cidr} and cluster_cidrs {', '.join(ccidrs)} "
+                    "disagree: cluster_cidr must be one of cluster_cidrs (or leave it out)"
+                )
+        elif self.cluster_cidr:
+            ccidrs = [self.cluster_cidr]
+        self.cluster_cidrs = ccidrs
+        self.cluster_cidr = ccidrs[0] if ccidrs else ""
+        check_cluster_cidrs(self.pod_cidrs, self.cluster_cidrs)
+        if self.node_ip:
+            try:
+                self.node_ip = str(netaddr.IPAddress(self.node_ip, version=4))
+            except (netaddr.AddrFormatError, ValueError):
+                raise ConfigError(f"node_ip: {self.node_ip!r} is not an IPv4 address") from None
+        ips = []
+        for a in self.node_ips:
+            try:
+                ips.append(str(netaddr.IPAddress(a)))
+            except (netaddr.AddrFormatError, ValueError, TypeError):
+                raise ConfigError(f"node_ips: {a!r} is not an IP address") from None
+        ips = _per_family("node_ips", ips)
+        v4 = [a for a in ips if netaddr.IPAddress(a).version == 4]
+        if self.node_ip and v4 and v4[0] != self.node_ip:
+            raise ConfigError(
+                f"node_ip {self.node_ip} and node_ips {', '.join(ips)} disagree: the IPv4 "
+                "address of node_ips must be node_ip"
+            )
+        if self.node_ip and not v4:
+            ips.insert(0, self.node_ip)
+        self.node_ips = ips
 
     def deprecated(self) -> list[str]:
         """Settings given that no longer do anything, each with what replaced it."""
@@ -159,6 +241,12 @@ def _coerce(key: str, value):
             return int(value)
         if typ == "float":
             return float(value)
+        if typ == "list":  # a list of strings, or one comma-separated string (flags)
+            if isinstance(value, str):
+                return [v.strip() for v in value.split(",") if v.strip()]
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ValueError
+            return [v.strip() for v in value]
         if not isinstance(value, str | int | float):
             raise ValueError
         return str(value)
@@ -196,7 +284,11 @@ def load_file(path: str, base: AgentConfig | None = None) -> AgentConfig:
 HELP = {
     "node_name": "this node's name (its Node object in the cluster state)",
     "pod_cidr": "this node's pod CIDR; default: the Node's spec.podCIDR",
+    "pod_cidrs": "this node's pod CIDRs, one per family, comma-separated (dual-stack: "
+    "10.244.1.0/24,fd00:10:244:1::/64); default: [pod_cidr], else the Node's spec.podCIDRs",
     "cluster_cidr": "every pod CIDR together; traffic leaving it is masqueraded",
+    "cluster_cidrs": "the cluster CIDRs, one per family, comma-separated "
+    "(10.244.0.0/16,fd00:10:244::/56); default: [cluster_cidr]",
     "bridge": "the integration bridge the agent owns",
     "datapath_type": "system (kernel datapath) or netdev (userspace, for labs)",
     "gateway_name": "internal port holding the pod CIDR's first address",
@@ -206,7 +298,9 @@ HELP = {
     "of_listen_port": "deprecated, ignored: the agent connects to OVS_RUNDIR/BRIDGE.mgmt",
     "cni_socket": "unix socket the ovsctl-cni shim talks to (mode 0600)",
     "state_dir": "IPAM allocations and the flow round live here",
-    "node_ip": "tunnel endpoint; default: the Node's InternalIP",
+    "node_ip": "tunnel endpoint (IPv4); default: the Node's InternalIP",
+    "node_ips": "the node's addresses, one per family, comma-separated (the IPv6 one is used "
+    "for NodePorts and masquerade); default: [node_ip] and the Node's InternalIPs",
     "cluster_state": "directory of Kubernetes YAML to watch (the embedded source)",
     "source": "yaml, api or none; default: yaml with --cluster-state, else none",
     "api_server": "Kubernetes API URL for source api; default: in-cluster, else kubeconfig",
@@ -248,6 +342,8 @@ def add_flags(parser) -> None:
 def _default(f) -> str:
     if f.default is not dataclasses.MISSING:
         return repr(f.default)
+    if f.type == "list":
+        return "[]"
     return "hostname" if f.name == "node_name" else "-"
 
 

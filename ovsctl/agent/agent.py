@@ -37,7 +37,7 @@ from ovsctl.agent.reconcile.nodes import NodeReconciler
 from ovsctl.agent.reconcile.policy import PolicyReconciler
 from ovsctl.agent.reconcile.services import ServiceReconciler
 from ovsctl.agent.views import Views
-from ovsctl.config import AgentConfig, ConfigError
+from ovsctl.config import AgentConfig, ConfigError, check_cluster_cidrs
 from ovsctl.openflow.controller import Controller
 from ovsctl.openflow.sync import FlowSync
 
@@ -56,6 +56,13 @@ class Agent:
         self.skip = SkipLog()
         self.state = Cluster(source, cfg.node_name, self.skip)
         self.pod_cidr, self.node_ip, self.mtu = cfg.pod_cidr, cfg.node_ip, cfg.mtu
+        # one pod CIDR and one node address per family, IPv4 first (pod_cidr/node_ip: firsts)
+        self.pod_cidrs: tuple[str, ...] = tuple(cfg.pod_cidrs) or (
+            (cfg.pod_cidr,) if cfg.pod_cidr else ()
+        )
+        self.node_ips: tuple[str, ...] = tuple(cfg.node_ips) or (
+            (cfg.node_ip,) if cfg.node_ip else ()
+        )
         self.gc = GCPolicy()
         self.services = ServiceReconciler(self.cluster, cfg.pod_cidr, self.skip)
         self.policy = PolicyReconciler(self.cluster, self.store, self.services, self.skip)
@@ -125,23 +132,32 @@ class Agent:
         os.makedirs(cfg.state_dir, mode=0o700, exist_ok=True)
         self._start_endpoints()
         if self.source is not None:
-            self.pod_cidr, self.node_ip = self.state.start(self.pod_cidr, self.node_ip)
-        if not self.pod_cidr:
+            cidrs, self.node_ip, ips = self.state.start(
+                list(self.pod_cidrs), self.node_ip, list(self.node_ips)
+            )
+            self.pod_cidrs, self.node_ips = self._per_family(cidrs, ips)
+        if not self.pod_cidrs:
             raise ConfigError("no pod CIDR: set pod_cidr, or give the Node a spec.podCIDR")
+        check_cluster_cidrs(self.pod_cidrs, cfg.cluster_cidrs)
+        self.pod_cidr = self.pod_cidrs[0]
         self.prefixlen = netaddr.IPNetwork(self.pod_cidr).prefixlen
         self.services.pod_cidr = self.state.pod_cidr = self.pod_cidr
-        self.ipam = IPAM(self.pod_cidr, os.path.join(cfg.state_dir, "ipam"))
+        self.services.pod_cidrs = tuple(self.pod_cidrs)  # local endpoints, node-port families
+        self.state.pod_cidrs = self.pod_cidrs
+        self.ipam = IPAM(self.pod_cidrs, os.path.join(cfg.state_dir, "ipam"))
         self.mtu = hostnet.pod_mtu(self.node_ip, cfg.mtu)
         log.info(
             "agent for node %s: pod CIDR %s, node IP %s, bridge %s (%s datapath), MTU %d",
             cfg.node_name,
-            self.pod_cidr,
-            self.node_ip or "-",
+            ", ".join(self.pod_cidrs),
+            ", ".join(self.node_ips) or self.node_ip or "-",
             cfg.bridge,
             cfg.datapath_type,
             self.mtu,
         )
-        self.host = NodeHost(cfg, self.pod_cidr, self.node_ip, self.sync, self.store)
+        self.host = NodeHost(
+            cfg, self.pod_cidrs, self.node_ip, self.sync, self.store, node_ips=self.node_ips
+        )
         dpid = self.host.open_bridge()
         self.controller = Controller(
             self.sync,
@@ -196,6 +212,22 @@ class Agent:
         )
         self.server = CNIServer(cfg.cni_socket, self.dispatch, after=self.gc.settle)
         self.server.start()
+
+    def _per_family(self, cidrs, ips) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The pod CIDRs and node addresses learnt at start: canonical, one per family, IPv4
+        first (the tunnel endpoint node_ip is the IPv4 one)."""
+        cidrs = [str(netaddr.IPNetwork(c).cidr) for c in cidrs]
+        versions = [netaddr.IPNetwork(c).version for c in cidrs]
+        if len(set(versions)) != len(versions):
+            raise ConfigError(f"pod CIDRs {', '.join(cidrs)}: need at most one per family")
+        cidrs.sort(key=lambda c: netaddr.IPNetwork(c).version)
+        addrs = list(ips)
+        if self.node_ip and self.node_ip not in addrs:
+            addrs = [a for a in addrs if netaddr.IPAddress(a).version != 4] + [self.node_ip]
+        # only the families the node has pods of (an IPv4-only node ignores its IPv6 address)
+        addrs = [a for a in addrs if netaddr.IPAddress(a).version in versions]
+        addrs.sort(key=lambda a: netaddr.IPAddress(a).version)
+        return tuple(cidrs), tuple(addrs)
 
     def _start_endpoints(self) -> None:
         cfg = self.cfg

@@ -1,7 +1,8 @@
 """The NetworkPolicy audit log: one line per connection an audited policy allows or drops.
 
 A NetworkPolicy annotated `ovsctl.io/audit: "true"` gets flows that send the first packet of
-each new connection to the agent (`controller(max_len=128,meter_id=1)`, see flows/policy.py):
+each new connection to the agent (`controller(max_len=128,meter_id=M)`, M the policy's own
+meter; see flows/policy.py):
 a copy from its allow flows (the packet goes on) and the packet itself from its isolation
 drops. The packet-in carries the cookie of the flow that matched, so the agent knows the rule
 (cookie owner `policy/NS/NAME/ingress/0`) or the isolation (`policy/NS/NAME/isolation`), and
@@ -15,11 +16,15 @@ Lines are written by a thread of their own from a bounded queue, so the OpenFlow
 waits on the disk.
 
     2026-11-23T05:00:00Z policy=ns/name rule=ingress/0 verdict=allow proto=tcp src=10.244.0.2:40000 dst=10.244.1.3:80
+
+IPv6 packets give the same line, the addresses compressed and, with a port, in brackets
+(`src=[fd00:10:244:1::2]:40000`); ICMPv6 is `proto=icmp6` with its type and code.
 """
 
 from __future__ import annotations
 
 import collections
+import ipaddress
 import logging
 import os
 import queue
@@ -28,7 +33,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
-from os_ken.lib.packet import ethernet, ipv4, vlan
+from os_ken.lib.packet import ethernet, ipv4, ipv6, vlan
 
 from flows import cookie as ck
 from flows import owners, tables
@@ -48,7 +53,11 @@ VERDICT = {
     "IngressDefault": ("ingress", "drop"),
     "EgressDefault": ("egress", "drop"),
 }
-PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 132: "sctp"}
+PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 132: "sctp", 58: "icmp6"}
+# IPv6 extension headers walked to the transport header: hop-by-hop, routing, destination
+# options (8-octet units after the first 8), fragment (8 octets); AH (4-octet units)
+IPV6_EXT = {0, 43, 60}
+IPV6_FRAGMENT, IPV6_AH = 44, 51
 
 
 # ---- pure parts --------------------------------------------------------------------------------
@@ -70,8 +79,9 @@ def describe(owner_key: str | None, table_id: int) -> tuple[str, str, str] | Non
 
 
 def five_tuple(frame: bytes) -> dict | None:
-    """proto, src, dst (and sport/dport for TCP/UDP/SCTP, type/code for ICMP) of an Ethernet
-    frame carrying IPv4 (802.1Q tags skipped); None for anything else or a truncated frame.
+    """proto, src, dst (and sport/dport for TCP/UDP/SCTP, type/code for ICMP and ICMPv6) of an
+    Ethernet frame carrying IPv4 or IPv6 (802.1Q tags skipped); None for anything else or a
+    truncated frame.
 
     os-ken parses the Ethernet, VLAN and IPv4 headers; of the transport header only its first
     bytes are read (ports, ICMP type and code): os-ken's own TCP/ICMP parsers want the whole
@@ -80,6 +90,8 @@ def five_tuple(frame: bytes) -> dict | None:
         _eth, cls, rest = ethernet.ethernet.parser(bytes(frame))
         while cls in (vlan.vlan, vlan.svlan):
             _tag, cls, rest = cls.parser(rest)
+        if cls is ipv6.ipv6:
+            return _five_tuple6(rest)
         if cls is not ipv4.ipv4:
             return None
         ip, _, _ = ipv4.ipv4.parser(rest)
@@ -96,16 +108,58 @@ def five_tuple(frame: bytes) -> dict | None:
     return out
 
 
+def _five_tuple6(pkt: bytes) -> dict | None:
+    """The IPv6 part of five_tuple: the fixed header read by hand (os-ken's parser wants every
+    extension header whole), extension headers walked to the transport header; a later
+    fragment names no ports."""
+    if len(pkt) < 40 or pkt[0] >> 4 != 6:
+        return None
+    nxt = pkt[6]
+    out = {
+        "src": str(ipaddress.IPv6Address(pkt[8:24])),
+        "dst": str(ipaddress.IPv6Address(pkt[24:40])),
+    }
+    off, first = 40, True
+    for _ in range(8):  # a bounded walk: a looping chain is no transport header
+        if nxt in IPV6_EXT or nxt == IPV6_AH:
+            if len(pkt) < off + 2:
+                return None
+            unit = 4 if nxt == IPV6_AH else 8
+            nxt, off = pkt[off], off + (pkt[off + 1] + (2 if nxt == IPV6_AH else 1)) * unit
+        elif nxt == IPV6_FRAGMENT:
+            if len(pkt) < off + 8:
+                return None
+            first = int.from_bytes(pkt[off + 2 : off + 4]) >> 3 == 0
+            nxt, off = pkt[off], off + 8
+        else:
+            break
+    else:
+        return None
+    out = {"proto": PROTO_NAMES.get(nxt, str(nxt)), **out}
+    l4 = pkt[off:]
+    if first and nxt in (6, 17, 132) and len(l4) >= 4:
+        out["sport"], out["dport"] = int.from_bytes(l4[0:2]), int.from_bytes(l4[2:4])
+    elif first and nxt == 58 and len(l4) >= 2:
+        out["type"], out["code"] = l4[0], l4[1]
+    return out
+
+
+def _with_port(addr: str, port: int) -> str:
+    """10.0.0.1:80, [fd00::1]:80."""
+    return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
+
+
 def timestamp(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
 
 def format_line(t: float, policy: str, rule: str, verdict: str, tup: dict) -> str:
     """2026-11-23T05:00:00Z policy=ns/name rule=ingress/0 verdict=allow proto=tcp
-    src=10.244.0.2:40000 dst=10.244.1.3:80 (one line; ICMP: type= code= after the addresses)."""
+    src=10.244.0.2:40000 dst=10.244.1.3:80 (one line; ICMP: type= code= after the addresses;
+    IPv6 with a port: src=[fd00::2]:40000)."""
     src, dst = tup["src"], tup["dst"]
     if "sport" in tup:
-        src, dst = f"{src}:{tup['sport']}", f"{dst}:{tup['dport']}"
+        src, dst = _with_port(src, tup["sport"]), _with_port(dst, tup["dport"])
     line = (
         f"{timestamp(t)} policy={policy} rule={rule} verdict={verdict} "
         f"proto={tup['proto']} src={src} dst={dst}"

@@ -8,7 +8,10 @@ import logging
 import os
 import time
 
+import netaddr
+
 from flows import pipeline
+from flows.family import V6, family
 from flows.model import mac_from_ip
 from ovsctl.agent import LOGGER
 from ovsctl.agent.cnireq import (
@@ -19,7 +22,7 @@ from ovsctl.agent.cnireq import (
     host_netns,
     ids,
     prev_result,
-    requested,
+    requested_addrs,
 )
 from ovsctl.agent.cniserver import (
     ERR_ADDRESS_IN_USE,
@@ -93,11 +96,25 @@ class CNI:
         )
         return result
 
+    def _plen(self, ip: str) -> int:
+        """The prefix length of the pod CIDR `ip` is in (its family's)."""
+        cidr = self.host.net.pod_cidr_of(family(ip))
+        if not cidr or cidr == self.host.net.pod_cidr:
+            return self.prefixlen
+        return netaddr.IPNetwork(cidr).prefixlen
+
+    def _gw(self, ip: str) -> str:
+        return self.host.net.gw_ip_of(family(ip)) or self.host.net.gw_ip
+
+    def _routed(self, att: Attachment, ip: str) -> bool:
+        """Whether ADD gave the pod its default route of `ip`'s family through this one."""
+        return att.default_route if ip == att.ip else att.default_route6
+
     def _result(self, att: Attachment, prev: dict | None = None) -> dict:
         """The CNI result of an attachment. Chained after other plugins, the previous result's
-        interfaces, IPs, routes and DNS come first and are kept; ours are added (our IP's
-        interface index counts the interfaces before ours)."""
-        gw = self.host.net.gw_ip
+        interfaces, IPs, routes and DNS come first and are kept; ours are added (our IPs'
+        interface index counts the interfaces before ours). A dual-stack pod's addresses and
+        default routes come IPv4 first."""
         prev = prev or {}
         interfaces = list(prev.get("interfaces") or [])
         base = len(interfaces)
@@ -106,10 +123,12 @@ class CNI:
             {"name": att.ifname, "mac": att.mac, "sandbox": att.netns},
         ]
         ips = list(prev.get("ips") or [])
-        ips.append({"address": f"{att.ip}/{self.prefixlen}", "gateway": gw, "interface": base + 1})
         routes = list(prev.get("routes") or [])
-        if att.default_route:
-            routes.append({"dst": "0.0.0.0/0", "gw": gw})
+        for ip in att.ips:
+            gw = self._gw(ip)
+            ips.append({"address": f"{ip}/{self._plen(ip)}", "gateway": gw, "interface": base + 1})
+            if self._routed(att, ip):
+                routes.append({"dst": family(ip).any, "gw": gw})
         return {
             "interfaces": interfaces,
             "ips": ips,
@@ -128,7 +147,8 @@ class CNI:
                 ERR_INVALID_ARGS, f"{netns} is the node's own network namespace, not a pod's"
             )
         prev = prev_result(req)
-        want_ip, want_mac = requested(self.cluster, req, args)
+        versions = tuple(f.version for f in self.host.net.families)
+        want_ips, want_mac = requested_addrs(self.cluster, req, args, versions)
         network = (req.get("config") or {}).get("name") or ""
         if not isinstance(network, str):
             raise CNIError(ERR_INVALID_CONFIG, "the network name must be a string")
@@ -138,7 +158,7 @@ class CNI:
             if (
                 existing is not None
                 and existing.ofport > 0
-                and want_ip in (None, existing.ip)
+                and set(want_ips) <= set(existing.ips)
                 and want_mac in (None, existing.mac)
             ):
                 log.info("ADD for %s again: returning the existing attachment", key)
@@ -147,7 +167,7 @@ class CNI:
                 self._teardown(existing)
             self.store.begin(cid, ifname)
             try:
-                return self._add(cid, ifname, netns, args, network, want_ip, want_mac, prev)
+                return self._add(cid, ifname, netns, args, network, want_ips, want_mac, prev)
             finally:
                 self.store.end(cid, ifname)
 
@@ -158,7 +178,7 @@ class CNI:
         netns: str,
         args: dict,
         network: str,
-        want_ip: str | None,
+        want_ips: tuple[str, ...],
         want_mac: str | None,
         prev: dict | None,
     ) -> dict:
@@ -169,8 +189,8 @@ class CNI:
         try:
             owner = {"namespace": ns, "name": name, "network": network}
             try:
-                if want_ip:
-                    alloc = self.ipam.reserve(want_ip, cid, ifname, owner)
+                if want_ips:
+                    alloc = self.ipam.reserve(list(want_ips), cid, ifname, owner)
                 else:
                     alloc = self.ipam.allocate(cid, ifname, owner)
             except IPAMExhausted as e:
@@ -192,19 +212,26 @@ class CNI:
                 alloc.ip,
                 want_mac or mac_from_ip(alloc.ip),
                 network=network,
+                ips=alloc.ips,
             )
             step = "veth"
-            att.host_mac, att.default_route = self.ifaces.create(
+            more = tuple((ip, self._plen(ip), self._gw(ip)) for ip in att.ips[1:])
+            att.host_mac, routed = self.ifaces.create(
                 att.host_if,
                 netns,
                 ifname,
                 mac=att.mac,
                 ip=att.ip,
-                prefixlen=self.prefixlen,
-                gateway=self.host.net.gw_ip,
+                prefixlen=self._plen(att.ip),
+                gateway=self._gw(att.ip),
                 mtu=self.mtu,
                 tx_off=self.datapath_type == "netdev",
+                **({"more": more} if more else {}),
             )
+            if more:
+                att.default_route, att.default_route6 = routed[0], routed[1]
+            else:
+                att.default_route = routed
             steps.append(time.monotonic())
             undo.append(lambda: self.ifaces.delete(att.host_if))
             undo.append(lambda: self.ports.delete(att.host_if))
@@ -230,7 +257,7 @@ class CNI:
                 "(ipam %.1f ms, veth %.1f ms, OVS port %.1f ms, flows %.1f ms)",
                 att.ref,
                 att.key,
-                att.ip,
+                " ".join(att.ips),
                 att.mac,
                 att.ofport,
                 att.host_if,
@@ -264,7 +291,7 @@ class CNI:
         self.ifaces.delete(att.host_if)
         self.ipam.release(att.container_id, att.ifname)
         self.store.forget(att.key)
-        log.info("pod %s (%s): removed, %s released", att.ref, att.key, att.ip)
+        log.info("pod %s (%s): removed, %s released", att.ref, att.key, ", ".join(att.ips))
 
     def cni_del(self, req: dict):
         cid, ifname, _netns, _args = ids(req)
@@ -305,8 +332,9 @@ class CNI:
         if not self.ifaces.exists(att.host_if):
             problems.append(f"host veth {att.host_if} is missing")
         alloc = self.ipam.get(cid, ifname)
-        if alloc is None or alloc.ip != att.ip:
-            problems.append(f"IPAM does not hold {att.ip} for {key}")
+        for ip in att.ips:
+            if alloc is None or ip not in alloc.ips:
+                problems.append(f"IPAM does not hold {ip} for {key}")
         try:
             iface = self.ifaces.pod_interface(netns or att.netns, ifname)
         except netlink.NetlinkFailure as e:
@@ -316,16 +344,22 @@ class CNI:
             if not problems or "namespace" not in problems[-1]:
                 problems.append(f"{ifname} is missing in {netns or att.netns}")
         else:
-            want = f"{att.ip}/{self.prefixlen}"
-            if want not in iface["addresses"]:
-                problems.append(f"{ifname} lacks {want} (has {iface['addresses']})")
+            for ip in att.ips:
+                want = f"{ip}/{self._plen(ip)}"
+                if want not in iface["addresses"]:
+                    problems.append(f"{ifname} lacks {want} (has {iface['addresses']})")
+                if family(ip) is V6 and self._routed(att, ip):
+                    gw = self._gw(ip)
+                    if gw not in iface.get("gateways6", [gw]):
+                        problems.append(f"{ifname} has no IPv6 default route via {gw}")
             if iface["mac"] != att.mac:
                 problems.append(f"{ifname} MAC is {iface['mac']}, expected {att.mac}")
         prev = prev_result(req)
         if prev is not None:
             addrs = {ip.get("address") for ip in prev.get("ips") or []}
-            if addrs and f"{att.ip}/{self.prefixlen}" not in addrs:
-                problems.append(f"prevResult has {sorted(addrs)}, the pod has {att.ip}")
+            for ip in att.ips:
+                if addrs and f"{ip}/{self._plen(ip)}" not in addrs:
+                    problems.append(f"prevResult has {sorted(addrs)}, the pod has {ip}")
         owner = pipeline.pod_owner(att.pod_port())
         missing = [f for f in self.sync.owner_flows(owner) if self.sync.installed.get(f.key) != f]
         if missing or not self.sync.owner_flows(owner):
@@ -384,7 +418,7 @@ class CNI:
                     continue  # DEL'd (or replaced) meanwhile
                 port = self.ports.port(att.host_if)
                 if port and port["ofport"] > 0 and self.ifaces.exists(att.host_if):
-                    live_ips.add(att.ip)
+                    live_ips.update(att.ips)
                     log.warning(
                         "GC %s: keeping %s (%s, %s): not in the runtime's list but its port "
                         "is live",
@@ -396,12 +430,12 @@ class CNI:
                     continue
                 log.info("GC %s: removing stale attachment %s (%s)", network, att.key, att.ip)
                 self._teardown(att)
-        live_ips |= {a.ip for a in self.store.pods.values()}
+        live_ips |= {ip for a in self.store.pods.values() for ip in a.ips}
         for alloc in self.ipam.gc(valid | inflight, live_ips, network=network):
             log.info(
                 "GC %s: released %s of %s/%s",
                 network,
-                alloc.ip,
+                ", ".join(alloc.ips),
                 alloc.container_id,
                 alloc.ifname,
             )

@@ -77,9 +77,20 @@ def ids(req: dict) -> tuple[str, str, str, dict]:
 
 
 def requested(cluster: dict, req: dict, args: dict) -> tuple[str | None, str | None]:
-    """The address and MAC the caller asks for, if any: runtimeConfig "ips"/"mac"
-    (capabilities), CNI_ARGS IP=/MAC= (podman's network reload), or the Pod's annotation
-    ovsctl.io/ip-address (a static IP). Sources that disagree are an error."""
+    """The address and MAC the caller asks for on an IPv4-only node (see requested_addrs)."""
+    ips, mac = requested_addrs(cluster, req, args, (4,))
+    return (ips[0] if ips else None), mac
+
+
+def requested_addrs(
+    cluster: dict, req: dict, args: dict, versions=(4,)
+) -> tuple[tuple[str, ...], str | None]:
+    """The addresses (at most one per family, IPv4 first) and the MAC the caller asks for, if
+    any: runtimeConfig "ips"/"mac" (capabilities), CNI_ARGS IP=/MAC= (podman's network
+    reload; IP= may list one address per family, comma-separated), or the Pod's annotation
+    ovsctl.io/ip-address (a static IP, or a comma list of one per family). Sources that
+    disagree, or an address of a family this node has no pod CIDR of (`versions`), are an
+    error."""
     rc = (req.get("config") or {}).get("runtimeConfig")
     rc = {} if rc is None else rc
     if not isinstance(rc, dict):
@@ -97,7 +108,7 @@ def requested(cluster: dict, req: dict, args: dict) -> tuple[str | None, str | N
     note = getattr(pod, "static_ip", "") if pod is not None else ""
     if note:
         ips += [(i.strip(), f"annotation {STATIC_IP_ANNOTATION}") for i in note.split(",")]
-    ip = None
+    chosen: dict[int, str] = {}  # version -> address
     for value, where in ips:
         try:
             addr = netaddr.IPAddress(value)
@@ -106,17 +117,19 @@ def requested(cluster: dict, req: dict, args: dict) -> tuple[str | None, str | N
                 ERR_ADDRESS_UNAVAILABLE,
                 f"requested address {value!r} ({where}) is not an IP address",
             ) from None
-        if addr.version != 4:
+        if addr.version not in versions:
+            served = " and ".join(f"IPv{v}" for v in sorted(versions))
             raise CNIError(
                 ERR_ADDRESS_UNAVAILABLE,
-                f"requested address {value} ({where}): this node serves IPv4 pods only",
+                f"requested address {value} ({where}): this node serves {served} pods only",
             )
+        ip = chosen.get(addr.version)
         if ip is not None and str(addr) != ip:
             raise CNIError(
                 ERR_ADDRESS_UNAVAILABLE,
                 f"requested addresses disagree: {ip} and {addr} ({where})",
             )
-        ip = str(addr)
+        chosen[addr.version] = str(addr)
     mac = None
     for value, where in ((rc.get("mac"), 'runtimeConfig "mac"'), (args.get("MAC"), "MAC")):
         if value is None or value == "":
@@ -134,7 +147,7 @@ def requested(cluster: dict, req: dict, args: dict) -> tuple[str | None, str | N
         if mac is not None and value != mac:
             raise CNIError(ERR_ADDRESS_UNAVAILABLE, f"requested MACs disagree: {mac} and {value}")
         mac = value
-    return ip, mac
+    return tuple(chosen[v] for v in sorted(chosen)), mac
 
 
 def host_netns(netns: str) -> bool:

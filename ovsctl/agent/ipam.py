@@ -1,6 +1,7 @@
-"""Per-node IPv4 address allocator over the node's pod CIDR.
+"""Per-node address allocator over the node's pod CIDRs (one per family: a dual-stack
+attachment holds one IPv4 and one IPv6 address, in one record).
 
-State lives in one JSON file per CIDR under ``state_dir`` and is rewritten atomically
+State lives in one JSON file per set of CIDRs under ``state_dir`` and is rewritten atomically
 (temp file + fsync + rename + directory fsync). Every operation holds a thread lock and an
 ``flock`` on a lock file and re-reads the state, so threads, instances and processes that
 share a directory never hand out the same address. A state file that cannot be read or
@@ -21,7 +22,8 @@ import netaddr
 
 from ovsctl.util import atomic_write
 
-STATE_VERSION = 1
+STATE_VERSION = 1  # one pod CIDR
+STATE_VERSION_MULTI = 2  # one pod CIDR per family (dual-stack)
 
 
 class IPAMError(Exception):
@@ -46,10 +48,15 @@ class IPAMInUse(IPAMError):
 
 @dataclass(frozen=True)
 class Allocation:
-    ip: str
+    ip: str  # the first of ips
     container_id: str
     ifname: str
     owner: dict  # free-form metadata, persisted
+    ips: tuple[str, ...] = ()  # one address per family, IPv4 first (default: (ip,))
+
+    def __post_init__(self) -> None:
+        if not self.ips:
+            object.__setattr__(self, "ips", (self.ip,))
 
     def to_json(self) -> dict:
         return {
@@ -60,31 +67,67 @@ class Allocation:
         }
 
 
+@dataclass(frozen=True)
+class _Pool:
+    """One pod CIDR: its allocatable range is everything but the network's own address, the
+    gateway (first host) and the last address (IPv4 broadcast; kept out for IPv6 too)."""
+
+    cidr: netaddr.IPNetwork
+    first: int  # first allocatable address (int)
+    last: int  # last allocatable address (int)
+
+    @property
+    def version(self) -> int:
+        return self.cidr.version
+
+    @property
+    def gateway(self) -> netaddr.IPAddress:
+        return netaddr.IPAddress(self.cidr.first + 1, self.version)
+
+    @property
+    def capacity(self) -> int:
+        return self.last - self.first + 1
+
+    def addr(self, n: int) -> str:
+        return str(netaddr.IPAddress(n, self.version))
+
+
 @dataclass
 class _State:
-    cursor: int | None = None  # last address handed out, as an int
+    cursors: list  # per pool: the last address handed out, as an int, or None
     allocs: dict[tuple[str, str], Allocation] = field(default_factory=dict)
 
 
 class IPAM:
-    """Allocates addresses of ``cidr``, except network, gateway (first host) and broadcast."""
+    """Allocates addresses of the node's pod CIDRs (one per family: a dual-stack attachment
+    gets one address of each, in one record), except network, gateway (first host) and the
+    last address. One CIDR keeps the state file (version 1) it always had."""
 
-    def __init__(self, cidr: str, state_dir: str):
-        try:
-            net = netaddr.IPNetwork(cidr)
-        except (netaddr.AddrFormatError, TypeError, ValueError) as e:
-            raise IPAMError(f"invalid pod CIDR {cidr!r}: {e}") from None
-        if net.version != 4:
-            raise IPAMError(f"pod CIDR {cidr} is not IPv4")
-        if net.prefixlen > 30:
-            raise IPAMError(f"pod CIDR {cidr} is too small: need at least a /30")
-        self.cidr: netaddr.IPNetwork = net.cidr
-        self.prefixlen: int = net.prefixlen
-        self.gateway: netaddr.IPAddress = netaddr.IPAddress(self.cidr.first + 1)
-        self._first = self.cidr.first + 2  # first allocatable address (int)
-        self._last = self.cidr.last - 1  # last allocatable address (int)
+    def __init__(self, cidr, state_dir: str):
+        given = [cidr] if isinstance(cidr, str) else list(cidr)
+        pools: list[_Pool] = []
+        for c in given:
+            try:
+                net = netaddr.IPNetwork(c)
+            except (netaddr.AddrFormatError, TypeError, ValueError) as e:
+                raise IPAMError(f"invalid pod CIDR {c!r}: {e}") from None
+            most = 30 if net.version == 4 else 126
+            if net.prefixlen > most:
+                raise IPAMError(f"pod CIDR {c} is too small: need at least a /{most}")
+            if any(p.version == net.version for p in pools):
+                raise IPAMError(f"pod CIDRs {given}: at most one per family")
+            pools.append(_Pool(net.cidr, net.cidr.first + 2, net.cidr.last - 1))
+        if not pools:
+            raise IPAMError("no pod CIDR")
+        pools.sort(key=lambda p: p.version)  # IPv4 first
+        self.pools: tuple[_Pool, ...] = tuple(pools)
+        self.cidrs: tuple[str, ...] = tuple(str(p.cidr) for p in pools)
+        # the first pool, as a single-stack IPAM always had them
+        self.cidr: netaddr.IPNetwork = pools[0].cidr
+        self.prefixlen: int = self.cidr.prefixlen
+        self.gateway: netaddr.IPAddress = pools[0].gateway
         self.state_dir = os.path.abspath(state_dir)
-        base = f"ipam-{self.cidr.network}_{self.prefixlen}"
+        base = "ipam-" + "+".join(f"{p.cidr.network}_{p.cidr.prefixlen}" for p in pools)
         self.path = os.path.join(self.state_dir, base + ".json")
         self.lock_path = os.path.join(self.state_dir, base + ".lock")
         self._lock = threading.Lock()
@@ -96,88 +139,129 @@ class IPAM:
         except OSError as e:
             raise IPAMError(f"cannot create IPAM state directory {self.state_dir}: {e}") from e
 
+    def _pool_of(self, ip: str) -> _Pool | None:
+        v = netaddr.IPAddress(ip).version
+        return next((p for p in self.pools if p.version == v), None)
+
+    def _families(self) -> str:
+        return "/".join(f"IPv{p.version}" for p in self.pools)
+
     # ---- public API -------------------------------------------------------------------
 
     def allocate(self, container_id: str, ifname: str, owner: dict | None = None) -> Allocation:
-        """Allocate an address for (container_id, ifname); idempotent."""
-        key = _key(container_id, ifname)
-        owner = _check_owner(owner)
-        with self._locked():
-            state = self._load()
-            existing = state.allocs.get(key)
-            if existing is not None:
-                return existing
-            ip = self._next_free(state)
-            alloc = Allocation(str(netaddr.IPAddress(ip)), key[0], key[1], owner)
-            state.allocs[key] = alloc
-            state.cursor = ip
-            self._save(state)
-            return alloc
+        """Allocate an address of every pod CIDR for (container_id, ifname); idempotent. If one
+        family is exhausted nothing is allocated."""
+        return self.reserve((), container_id, ifname, owner)
 
-    def reserve(
-        self, ip: str, container_id: str, ifname: str, owner: dict | None = None
-    ) -> Allocation:
-        """Allocate the requested address `ip` to (container_id, ifname): a static IP, or the
+    def reserve(self, ip, container_id: str, ifname: str, owner: dict | None = None) -> Allocation:
+        """Allocate the requested address(es) `ip` (a string, or one per family) to
+        (container_id, ifname), and an address of every other pod CIDR: a static IP, or the
         address a runtime asks back (podman's network reload). Idempotent for the same holder;
-        raises IPAMUnavailable (not an allocatable address of the CIDR), IPAMInUse (held by
-        another attachment) or IPAMError (this attachment already holds another address), and
-        then allocates nothing."""
+        raises IPAMUnavailable (not an allocatable address of a pod CIDR), IPAMInUse (held by
+        another attachment), IPAMExhausted (a family without a requested address is full) or
+        IPAMError (this attachment already holds another address), and then allocates
+        nothing."""
         key = _key(container_id, ifname)
         owner = _check_owner(owner)
-        want = _norm_ip(ip)
-        if want is None:
-            raise IPAMUnavailable(f"requested address {ip!r} is not an IPv4 address")
-        n = int(netaddr.IPAddress(want))
-        if not self.cidr.first <= n <= self.cidr.last:
-            raise IPAMUnavailable(
-                f"requested address {want} is outside this node's pod CIDR {self.cidr}"
-            )
-        if not self._first <= n <= self._last:
-            what = "the gateway's" if n == int(self.gateway) else "not a host address"
-            raise IPAMUnavailable(f"requested address {want} is reserved in {self.cidr} ({what})")
+        wants = [ip] if isinstance(ip, str) else list(ip)
+        want: dict[int, int] = {}  # pool index -> address
+        for one in wants:
+            norm = _norm_ip(one)
+            pool = self._pool_of(norm) if norm else None
+            if pool is None:
+                kind = f"an {self._families()} address" if len(self.pools) == 1 else "an address"
+                served = ", ".join(self.cidrs)
+                raise IPAMUnavailable(
+                    f"requested address {one!r} is not {kind} of this node's pod CIDRs ({served})"
+                    if norm
+                    else f"requested address {one!r} is not {kind}"
+                )
+            i = self.pools.index(pool)
+            n = int(netaddr.IPAddress(norm))
+            if i in want and want[i] != n:
+                raise IPAMUnavailable(
+                    f"requested addresses {pool.addr(want[i])} and {norm}: one per family"
+                )
+            if not pool.cidr.first <= n <= pool.cidr.last:
+                raise IPAMUnavailable(
+                    f"requested address {norm} is outside this node's pod CIDR {pool.cidr}"
+                )
+            if not pool.first <= n <= pool.last:
+                what = "the gateway's" if n == int(pool.gateway) else "not a host address"
+                raise IPAMUnavailable(
+                    f"requested address {norm} is reserved in {pool.cidr} ({what})"
+                )
+            want[i] = n
         with self._locked():
             state = self._load()
             existing = state.allocs.get(key)
             if existing is not None:
-                if existing.ip == want:
+                held = {int(netaddr.IPAddress(a)) for a in existing.ips}
+                if set(want.values()) <= held:
                     return existing
+                asked = ", ".join(self.pools[i].addr(n) for i, n in sorted(want.items()))
                 raise IPAMError(
-                    f"{key[0]}/{key[1]} already holds {existing.ip}, not the requested {want}"
+                    f"{key[0]}/{key[1]} already holds {', '.join(existing.ips)}, "
+                    f"not the requested {asked}"
                 )
             for k, a in state.allocs.items():
-                if a.ip == want:
-                    raise IPAMInUse(f"requested address {want} is held by {k[0]}/{k[1]}")
-            alloc = Allocation(want, key[0], key[1], owner)
+                for i, n in want.items():
+                    if self.pools[i].addr(n) in a.ips:
+                        raise IPAMInUse(
+                            f"requested address {self.pools[i].addr(n)} is held by {k[0]}/{k[1]}"
+                        )
+            got = dict(want)
+            for i in range(len(self.pools)):
+                if i not in got:
+                    got[i] = self._next_free(state, i)
+            for i, n in got.items():
+                if i not in want:
+                    state.cursors[i] = n
+            ips = tuple(self.pools[i].addr(got[i]) for i in sorted(got))
+            alloc = Allocation(ips[0], key[0], key[1], owner, ips)
             state.allocs[key] = alloc
             self._save(state)
             return alloc
 
-    def adopt(
-        self, ip: str, container_id: str, ifname: str, owner: dict | None = None
-    ) -> Allocation:
-        """Record that (container_id, ifname) holds `ip` (found in use, e.g. on a live port
-        after the state was lost). Idempotent; raises if another attachment holds it."""
+    def adopt(self, ip, container_id: str, ifname: str, owner: dict | None = None) -> Allocation:
+        """Record that (container_id, ifname) holds `ip` (a string, or one per family: found in
+        use, e.g. on a live port after the state was lost). Idempotent; raises if another
+        attachment holds one of them."""
         key = _key(container_id, ifname)
         owner = _check_owner(owner)
-        want = _norm_ip(ip)
-        if want is None or netaddr.IPAddress(want) not in self.cidr:
-            raise IPAMError(f"{ip!r} is not an address in {self.cidr}")
+        wants = [ip] if isinstance(ip, str) else list(ip)
+        norms = []
+        for one in wants:
+            want = _norm_ip(one)
+            pool = self._pool_of(want) if want else None
+            if pool is None or netaddr.IPAddress(want) not in pool.cidr:
+                raise IPAMError(f"{one!r} is not an address in {', '.join(self.cidrs)}")
+            if any(self._pool_of(x) is pool for x in norms):
+                raise IPAMError(f"{', '.join(wants)}: at most one address per family")
+            norms.append(want)
+        if not norms:
+            raise IPAMError("no address to adopt")
+        ips = tuple(sorted(norms, key=lambda a: netaddr.IPAddress(a).version))
         with self._locked():
             state = self._load()
             for k, a in state.allocs.items():
-                if a.ip == want:
-                    if k == key:
-                        return a
-                    raise IPAMError(f"{want} is already held by {k[0]}/{k[1]}")
+                for want in ips:
+                    if want in a.ips and k != key:
+                        raise IPAMError(f"{want} is already held by {k[0]}/{k[1]}")
             if key in state.allocs:
-                raise IPAMError(f"{key[0]}/{key[1]} already holds {state.allocs[key].ip}")
-            alloc = Allocation(want, key[0], key[1], owner)
+                if set(state.allocs[key].ips) == set(ips):
+                    return state.allocs[key]
+                raise IPAMError(
+                    f"{key[0]}/{key[1]} already holds {', '.join(state.allocs[key].ips)}"
+                )
+            alloc = Allocation(ips[0], key[0], key[1], owner, ips)
             state.allocs[key] = alloc
             self._save(state)
             return alloc
 
     def release(self, container_id: str, ifname: str) -> Allocation | None:
-        """Free the address of (container_id, ifname); idempotent, None if there was none."""
+        """Free the addresses of (container_id, ifname); idempotent, None if there were
+        none."""
         key = _key(container_id, ifname)
         with self._locked():
             state = self._load()
@@ -196,20 +280,21 @@ class IPAM:
         if want is None:
             raise IPAMError(f"invalid IP address {ip!r}")
         with self._locked():
-            return next((a for a in self._load().allocs.values() if a.ip == want), None)
+            return next((a for a in self._load().allocs.values() if want in a.ips), None)
 
     def allocations(self) -> list[Allocation]:
-        """All allocations, sorted by address."""
+        """All allocations, sorted by (first) address."""
         with self._locked():
             allocs = self._load().allocs.values()
-        return sorted(allocs, key=lambda a: int(netaddr.IPAddress(a.ip)))
+        return sorted(allocs, key=_order)
 
     def gc(
         self, valid: set[tuple[str, str]], in_use_ips: set[str], network: str | None = None
     ) -> list[Allocation]:
-        """Free allocations not in ``valid`` unless their address is in ``in_use_ips``. With
-        ``network``, only allocations made for that CNI network (owner "network") are looked
-        at: a GC of one network never frees another's (nor one whose network is unknown)."""
+        """Free allocations not in ``valid`` unless one of their addresses is in
+        ``in_use_ips``. With ``network``, only allocations made for that CNI network (owner
+        "network") are looked at: a GC of one network never frees another's (nor one whose
+        network is unknown)."""
         in_use = {_norm_ip(ip) or ip for ip in in_use_ips}
         with self._locked():
             state = self._load()
@@ -217,20 +302,30 @@ class IPAM:
                 a
                 for key, a in state.allocs.items()
                 if key not in valid
-                and a.ip not in in_use
+                and in_use.isdisjoint(a.ips)
                 and (network is None or a.owner.get("network") == network)
             ]
             for a in freed:
                 del state.allocs[(a.container_id, a.ifname)]
             if freed:
                 self._save(state)
-        return sorted(freed, key=lambda a: int(netaddr.IPAddress(a.ip)))
+        return sorted(freed, key=_order)
 
     def usage(self) -> tuple[int, int]:
-        """(used, capacity)."""
+        """(used, capacity) of the first pod CIDR."""
+        return self.usage_by_cidr()[0][1:]
+
+    def usage_by_cidr(self) -> list[tuple[str, int, int]]:
+        """(CIDR, used, capacity) of each pod CIDR, IPv4 first."""
         with self._locked():
-            used = len(self._load().allocs)
-        return used, self._last - self._first + 1
+            allocs = list(self._load().allocs.values())
+        out = []
+        for p in self.pools:
+            used = sum(
+                1 for a in allocs for x in a.ips if netaddr.IPAddress(x).version == p.version
+            )
+            out.append((str(p.cidr), used, p.capacity))
+        return out
 
     # ---- internals --------------------------------------------------------------------
 
@@ -247,17 +342,24 @@ class IPAM:
             finally:
                 os.close(fd)  # closing releases the flock
 
-    def _next_free(self, state: _State) -> int:
-        used = {int(netaddr.IPAddress(a.ip)) for a in state.allocs.values()}
-        capacity = self._last - self._first + 1
-        start = self._first
-        if state.cursor is not None and state.cursor < self._last:
-            start = state.cursor + 1
-        for i in range(capacity):
-            ip = self._first + (start - self._first + i) % capacity
+    def _next_free(self, state: _State, i: int = 0) -> int:
+        pool = self.pools[i]
+        used = {
+            int(netaddr.IPAddress(x))
+            for a in state.allocs.values()
+            for x in a.ips
+            if netaddr.IPAddress(x).version == pool.version
+        }
+        capacity = pool.capacity
+        start = pool.first
+        cursor = state.cursors[i]
+        if cursor is not None and cursor < pool.last:
+            start = cursor + 1
+        for k in range(capacity):
+            ip = pool.first + (start - pool.first + k) % capacity
             if ip not in used:
                 return ip
-        raise IPAMExhausted(f"no free IP address left in {self.cidr} ({capacity} in use)")
+        raise IPAMExhausted(f"no free IP address left in {pool.cidr} ({capacity} in use)")
 
     def _load(self) -> _State:
         """The state on disk (a copy to change). The parsed file is kept, open, with its
@@ -268,7 +370,7 @@ class IPAM:
             st = os.stat(self.path)
         except FileNotFoundError:
             self._forget()
-            return _State()
+            return self._empty()
         except OSError as e:
             raise self._corrupt(f"cannot read it: {e}") from e
         c = self._cached
@@ -281,7 +383,7 @@ class IPAM:
                 held = os.dup(f.fileno())
         except FileNotFoundError:
             self._forget()
-            return _State()
+            return self._empty()
         except (OSError, UnicodeDecodeError) as e:
             raise self._corrupt(f"cannot read it: {e}") from e
         try:
@@ -311,17 +413,34 @@ class IPAM:
         except Exception:  # noqa: BLE001 - interpreter shutdown
             pass
 
+    def _empty(self) -> _State:
+        return _State([None] * len(self.pools))
+
     def _parse(self, data: object) -> _State:
+        """Version 1 (one pod CIDR: "cidr", "cursor", allocations with "ip") or version 2 (one
+        per family: "cidrs", "cursors", allocations with "ips")."""
         if not isinstance(data, dict):
             raise self._corrupt("top level is not an object")
-        if data.get("version") != STATE_VERSION:
+        single = len(self.pools) == 1
+        version = 1 if single else 2
+        if data.get("version") != version:
             raise self._corrupt(f"unsupported version {data.get('version')!r}")
-        if data.get("cidr") != str(self.cidr):
-            raise self._corrupt(f"it is for CIDR {data.get('cidr')!r}, not {self.cidr}")
-        state = _State()
-        cursor = data.get("cursor")
-        if cursor is not None:
-            state.cursor = self._parse_ip(cursor, "cursor")
+        if single:
+            if data.get("cidr") != self.cidrs[0]:
+                raise self._corrupt(f"it is for CIDR {data.get('cidr')!r}, not {self.cidr}")
+            cursors = [data.get("cursor")]
+        else:
+            if data.get("cidrs") != list(self.cidrs):
+                raise self._corrupt(
+                    f"it is for CIDRs {data.get('cidrs')!r}, not {list(self.cidrs)}"
+                )
+            cursors = data.get("cursors")
+            if not isinstance(cursors, list) or len(cursors) != len(self.pools):
+                raise self._corrupt("'cursors' is not a list with one entry per CIDR")
+        state = self._empty()
+        for i, cursor in enumerate(cursors):
+            if cursor is not None:
+                state.cursors[i] = self._parse_ip(cursor, "cursor", self.pools[i])
         entries = data.get("allocations")
         if not isinstance(entries, list):
             raise self._corrupt("'allocations' is not a list")
@@ -334,18 +453,30 @@ class IPAM:
                 raise self._corrupt(f"allocation {entry!r} lacks container_id/ifname")
             if not isinstance(owner, dict):
                 raise self._corrupt(f"allocation {entry!r} has a non-object owner")
-            ip = str(netaddr.IPAddress(self._parse_ip(entry.get("ip"), "allocation ip")))
-            if ip in seen_ips or (cid, ifname) in state.allocs:
+            raw = [entry.get("ip")] if single else entry.get("ips")
+            if not isinstance(raw, list) or not raw:
+                raise self._corrupt(f"allocation {entry!r} has no 'ips' list")
+            ips = []
+            for value in raw:
+                pool = self._pool_of(value) if isinstance(value, str) and _norm_ip(value) else None
+                n = self._parse_ip(value, "allocation ip", pool or self.pools[0])
+                ips.append(str(netaddr.IPAddress(n, (pool or self.pools[0]).version)))
+            versions = [netaddr.IPAddress(x).version for x in ips]
+            if len(set(versions)) != len(versions):
+                raise self._corrupt(f"allocation {entry!r} has two addresses of one family")
+            ips.sort(key=lambda x: netaddr.IPAddress(x).version)
+            if seen_ips & set(ips) or (cid, ifname) in state.allocs:
                 raise self._corrupt(f"duplicate allocation {entry!r}")
-            seen_ips.add(ip)
-            state.allocs[(cid, ifname)] = Allocation(ip, cid, ifname, owner)
+            seen_ips |= set(ips)
+            state.allocs[(cid, ifname)] = Allocation(ips[0], cid, ifname, owner, tuple(ips))
         return state
 
-    def _parse_ip(self, value: object, what: str) -> int:
+    def _parse_ip(self, value: object, what: str, pool: _Pool) -> int:
         norm = _norm_ip(value) if isinstance(value, str) else None
-        ip = int(netaddr.IPAddress(norm)) if norm else None
-        if ip is None or not self._first <= ip <= self._last:
-            raise self._corrupt(f"{what} {value!r} is not an allocatable address of {self.cidr}")
+        addr = netaddr.IPAddress(norm) if norm else None
+        ip = int(addr) if addr is not None and addr.version == pool.version else None
+        if ip is None or not pool.first <= ip <= pool.last:
+            raise self._corrupt(f"{what} {value!r} is not an allocatable address of {pool.cidr}")
         return ip
 
     def _corrupt(self, why: str) -> IPAMCorrupt:
@@ -355,13 +486,32 @@ class IPAM:
         )
 
     def _save(self, state: _State) -> None:
-        allocs = sorted(state.allocs.values(), key=lambda a: int(netaddr.IPAddress(a.ip)))
-        data = {
-            "version": STATE_VERSION,
-            "cidr": str(self.cidr),
-            "cursor": None if state.cursor is None else str(netaddr.IPAddress(state.cursor)),
-            "allocations": [a.to_json() for a in allocs],
-        }
+        allocs = sorted(state.allocs.values(), key=_order)
+        cursors = [
+            None if c is None else self.pools[i].addr(c) for i, c in enumerate(state.cursors)
+        ]
+        if len(self.pools) == 1:
+            data = {
+                "version": STATE_VERSION,
+                "cidr": self.cidrs[0],
+                "cursor": cursors[0],
+                "allocations": [a.to_json() for a in allocs],
+            }
+        else:
+            data = {
+                "version": STATE_VERSION_MULTI,
+                "cidrs": list(self.cidrs),
+                "cursors": cursors,
+                "allocations": [
+                    {
+                        "ips": list(a.ips),
+                        "container_id": a.container_id,
+                        "ifname": a.ifname,
+                        "owner": a.owner,
+                    }
+                    for a in allocs
+                ],
+            }
         self._forget()
         try:
             atomic_write(self.path, json.dumps(data, indent=1, sort_keys=True) + "\n")
@@ -376,7 +526,12 @@ def _identity(st: os.stat_result) -> tuple:
 
 
 def _copy(state: _State) -> _State:
-    return _State(state.cursor, dict(state.allocs))  # Allocations are immutable
+    return _State(list(state.cursors), dict(state.allocs))  # Allocations are immutable
+
+
+def _order(a: Allocation) -> tuple[int, int]:
+    addr = netaddr.IPAddress(a.ip)
+    return addr.version, int(addr)
 
 
 def _key(container_id: str, ifname: str) -> tuple[str, str]:
@@ -399,8 +554,10 @@ def _check_owner(owner: dict | None) -> dict:
 
 
 def _norm_ip(ip: object) -> str | None:
-    """Canonical IPv4 text of ``ip``, or None if it is not a valid IPv4 address."""
+    """Canonical text of the IPv4 or IPv6 address ``ip``, or None if it is not one."""
+    if not isinstance(ip, str) or "/" in ip:
+        return None
     try:
-        return str(netaddr.IPAddress(ip, version=4))
+        return str(netaddr.IPAddress(ip))
     except (netaddr.AddrFormatError, TypeError, ValueError):
         return None

@@ -9,8 +9,10 @@ import subprocess
 import threading
 import time
 
+import netaddr
+
 from flows import model, pipeline
-from flows.family import V6
+from flows.family import V6, family
 from flows.model import NodeNet, Overlay
 from ovsctl.agent import LOGGER
 from ovsctl.agent.host import hostnet, netlink
@@ -25,9 +27,13 @@ class NodeHost:
     """The node's ports and host plumbing. `net` (the NodeNet) and `overlay` change when OVS
     renumbers the ports (after a restart): readers take them from here each time."""
 
-    def __init__(self, cfg: AgentConfig, pod_cidr: str, node_ip: str, sync, store):
+    def __init__(self, cfg: AgentConfig, pod_cidr, node_ip: str, sync, store, node_ips=()):
+        """`pod_cidr`: one CIDR or one per family (IPv4 first); `node_ip`: the tunnel endpoint
+        (IPv4); `node_ips`: the node's addresses, one per family."""
         self.cfg = cfg
-        self.pod_cidr, self.node_ip = pod_cidr, node_ip
+        self.pod_cidrs = (pod_cidr,) if isinstance(pod_cidr, str) else tuple(pod_cidr)
+        self.pod_cidr, self.node_ip = self.pod_cidrs[0], node_ip
+        self.node_ips = tuple(node_ips) or ((node_ip,) if node_ip else ())
         self.sync = sync
         self.store = store  # pods.PodStore: pod flows follow a renumbered port
         self.ovsdb: OVSDB | None = None
@@ -56,31 +62,43 @@ class NodeHost:
         self.ovsdb.on_change = self._on_ovsdb_change
         self._on_ovsdb_change()  # a flow-restore-wait left set must not stop forwarding
 
+    @property
+    def cluster_cidrs(self) -> tuple[str, ...]:
+        """The cluster CIDR of each family this node has pods of, IPv4 first."""
+        given = tuple(self.cfg.cluster_cidrs) or (self.cfg.cluster_cidr,)
+        return tuple(c for c in given if any(family(c) is family(p) for p in self.pod_cidrs))
+
     def plug(self, prefixlen: int, mtu: int) -> None:
-        """The gateway and tunnel ports, then the host side: gateway address, forwarding,
-        the route to the cluster CIDR, masquerade and the NodePort plumbing."""
+        """The gateway and tunnel ports, then the host side: gateway addresses, forwarding,
+        the routes to the cluster CIDRs, masquerade and the NodePort plumbing. An IPv4-only
+        node touches nothing of IPv6 (no ip6tables)."""
         cfg = self.cfg
         self._plug_node_ports()
+        addrs = [
+            (gw, prefixlen if c == self.pod_cidr else netaddr.IPNetwork(c).prefixlen)
+            for gw, c in zip(self.net.gw_ips, self.net.pod_cidrs, strict=True)
+        ]
         netlink.setup_gateway(
             cfg.gateway_name,
-            self.net.gw_ip,
-            prefixlen,
+            addrs,
+            None,
             self.net.gw_mac,
             mtu,
             tx_off=cfg.datapath_type == "netdev",
         )
         log.info(
-            "gateway %s: %s/%d (%s), ofport %d",
+            "gateway %s: %s (%s), ofport %d",
             cfg.gateway_name,
-            self.net.gw_ip,
-            prefixlen,
+            ", ".join(f"{a}/{p}" for a, p in addrs),
             self.net.gw_mac,
             self.net.gw_ofport,
         )
-        hostnet.enable_forwarding()
-        hostnet.route_cluster_cidr(cfg.gateway_name, cfg.cluster_cidr, mtu)
+        hostnet.enable_forwarding(ipv6=V6 in self.net.families)
+        for cidr in self.cluster_cidrs:
+            hostnet.route_cluster_cidr(cfg.gateway_name, cidr, mtu)
         if cfg.masquerade:
-            hostnet.setup_masquerade(self.pod_cidr, cfg.cluster_cidr)
+            for cidr in self.cluster_cidrs:
+                hostnet.setup_masquerade(self.net.pod_cidr_of(family(cidr)), cidr)
         hostnet.setup_node_ports(
             cfg.gateway_name,
             self.net.gw_mac,
@@ -97,7 +115,7 @@ class NodeHost:
             ofport_request=cfg.gateway_ofport,
             external_ids={OWNER_KEY: "gateway"},
         )
-        self.net = NodeNet.for_cidr(self.pod_cidr, gw_ofport, self.node_ip)
+        self.net = self._node_net(gw_ofport)
         if self.node_ip:
             tun = self.ovsdb.add_port(
                 cfg.bridge,
@@ -107,8 +125,15 @@ class NodeHost:
                 options={"remote_ip": "flow", "key": "flow", "local_ip": self.node_ip},
                 external_ids={OWNER_KEY: "tunnel"},
             )
-            self.overlay = Overlay(tun, cfg.cluster_cidr)
+            self.overlay = self._overlay(tun)
             log.info("tunnel %s (vxlan, remote_ip=flow) on ofport %d", cfg.tunnel_name, tun)
+
+    def _node_net(self, gw_ofport: int) -> NodeNet:
+        return NodeNet.for_cidrs(self.pod_cidrs, gw_ofport, self.node_ips, tunnel_ip=self.node_ip)
+
+    def _overlay(self, tun_ofport: int) -> Overlay:
+        cidrs = tuple(self.cfg.cluster_cidrs) or (self.cfg.cluster_cidr,)
+        return Overlay(tun_ofport, cidrs[0], cidrs)
 
     def sync_node_ports(self, entries: set) -> None:
         """Write the NodePort host rules the Services want, when they changed (a failure is
@@ -131,9 +156,9 @@ class NodeHost:
         )
         if changed:
             log.warning("node ports renumbered: gateway %d, tunnel %d", gw, tun)
-            self.net = NodeNet.for_cidr(self.pod_cidr, gw, self.node_ip)
+            self.net = self._node_net(gw)
             if self.overlay is not None:
-                self.overlay = Overlay(tun, self.cfg.cluster_cidr)
+                self.overlay = self._overlay(tun)
             self.sync.set_owner(
                 pipeline.pipeline_owner(), pipeline.node_flows(self.net, self.overlay)
             )

@@ -44,6 +44,15 @@ class Attachment:
     host_mac: str = ""
     network: str = ""  # the CNI network (config "name") it was made for; "" = not recorded
     default_route: bool = True  # whether ADD gave the pod its default route through this one
+    # every address, one per family, IPv4 first (default: (ip,)); `ip` is the first
+    ips: tuple[str, ...] = ()
+    # dual-stack: whether ADD gave the pod its IPv6 default route (::/0) through this one
+    default_route6: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.ips:
+            self.ips = (self.ip,) if self.ip else ()
+        self.ips = tuple(self.ips)
 
     @property
     def key(self) -> str:
@@ -66,6 +75,15 @@ class Attachment:
             "attached-mac": self.mac,
             "cni-network": self.network,
             "default-route": "true" if self.default_route else "false",
+            # dual-stack only (an IPv4-only port's record is as it always was)
+            **(
+                {
+                    "ips": ",".join(self.ips),
+                    "default-route6": "true" if self.default_route6 else "false",
+                }
+                if len(self.ips) > 1
+                else {}
+            ),
         }
 
     @classmethod
@@ -86,10 +104,14 @@ class Attachment:
             port["ofport"],
             network=ext.get("cni-network", ""),
             default_route=ext.get("default-route", "true") != "false",
+            ips=tuple(a for a in ext.get("ips", "").split(",") if a),
+            default_route6=ext.get("default-route6", "true") != "false",
         )
 
     def pod_port(self) -> PodPort:
-        return PodPort(self.key, self.ofport, self.ip, self.mac, self.namespace, self.name)
+        return PodPort(
+            self.key, self.ofport, self.ip, self.mac, self.namespace, self.name, self.ips
+        )
 
 
 class PodStore:
@@ -148,23 +170,24 @@ def restore_pods(store: PodStore, ports, ifaces, ipam: IPAM, sync, node: NodeNet
             )
     for att in store.pods.values():  # a live port keeps its address even if IPAM lost it
         if att.ip and ipam.get(att.container_id, att.ifname) is None:
+            ips = ", ".join(att.ips)
             try:
                 ipam.adopt(
-                    att.ip,
+                    list(att.ips),
                     att.container_id,
                     att.ifname,
                     {"namespace": att.namespace, "name": att.name},
                 )
-                log.warning("IPAM had no record of %s for %s; re-reserved it", att.ip, att.key)
+                log.warning("IPAM had no record of %s for %s; re-reserved it", ips, att.key)
             except IPAMError as e:
-                log.error("cannot re-reserve %s for %s: %s", att.ip, att.key, e)
-    known_ips = {a.ip for a in store.pods.values()}
+                log.error("cannot re-reserve %s for %s: %s", ips, att.key, e)
+    known_ips = {ip for a in store.pods.values() for ip in a.ips}
     known_ifs = {a.host_if for a in store.pods.values()}
     for alloc in ipam.allocations():
-        if alloc.ip not in known_ips:
+        if known_ips.isdisjoint(alloc.ips):
             log.info(
                 "releasing %s of %s/%s: no port was ever plugged (interrupted ADD)",
-                alloc.ip,
+                ", ".join(alloc.ips),
                 alloc.container_id,
                 alloc.ifname,
             )

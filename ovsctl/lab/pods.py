@@ -13,10 +13,9 @@ import yaml
 
 from flows.family import ordered
 from ovsctl.k8s import model
-from ovsctl.lab import kubelet
+from ovsctl.lab import clusterip, kubelet
 from ovsctl.lab.base import (
     RESPONDER,
-    SERVICE_CIDR,
     LabError,
     _stop_pid,
     sh,
@@ -42,9 +41,15 @@ class LabPods:
             order = {"Namespace": 0, "NetworkPolicy": 1, "Service": 2, "EndpointSlice": 3, "Pod": 4}
             todo = sorted(objs, key=lambda o: order.get(o.key[0], 9))
             pod_objs = [o for o in todo if o.key[0] == "Pod"]
+            refused = []  # Services the API server would refuse: the others still apply
             for obj in todo:
                 if obj.key[0] == "Service":
-                    obj = self._allocate(obj)
+                    try:
+                        obj = self._allocate(obj)
+                    except LabError as e:
+                        refused.append(str(e))
+                        log(f"error: {e}")
+                        continue
                 if obj.key[0] != "Pod":
                     self.write_object(obj)
                     log(f"{obj.key[0].lower()}/{obj.name} applied")
@@ -83,8 +88,8 @@ class LabPods:
             self.save_pods(pods)
             if placed:
                 self._warm_underlay(meta)  # new ports made the switches forget their neighbours
-            if failed:
-                raise LabError("; ".join(str(e) for e in failed))
+            if failed or refused:
+                raise LabError("; ".join(refused + [str(e) for e in failed]))
         return objs
 
     def _write_pod(self, obj, rec: dict) -> None:
@@ -120,8 +125,9 @@ class LabPods:
         log(f"pod/{pod} {'ready' if ready else 'not ready'}")
 
     def _allocate(self, obj):
-        """The control plane's part for a Service: a ClusterIP (from SERVICE_CIDR) and node
-        ports (30000-32767) where the manifest has none; a re-applied Service keeps its own."""
+        """The control plane's part for a Service: its ClusterIPs (one per family it asks for,
+        from SERVICE_CIDR / SERVICE_CIDR6) and node ports (30000-32767) where the manifest has
+        none; a re-applied Service keeps its own. LabError if the API server would refuse it."""
         body = obj.obj()
         spec = body.setdefault("spec", {})
         if spec.get("type") == "ExternalName":
@@ -137,14 +143,16 @@ class LabPods:
                 mine = ospec
                 continue
             used_ips.add(ospec.get("clusterIP"))
+            used_ips |= set(ospec.get("clusterIPs") or [])
             used_ports |= {p.get("nodePort") for p in ospec.get("ports") or []}
-        changed = False
-        if spec.get("clusterIP") in (None, ""):
-            ip = mine.get("clusterIP")
-            if ip in (None, "", "None") or ip in used_ips:
-                ip = next(str(a) for a in SERVICE_CIDR.iter_hosts() if str(a) not in used_ips)
-            spec["clusterIP"] = ip
-            changed = True
+        # ClusterIPs per family, as the API server allocates them (ovsctl/lab/clusterip.py)
+        changed = clusterip.allocate(
+            spec,
+            mine,
+            used_ips,
+            clusterip.cluster_families(self.meta().get("cluster_cidr", "")),
+            f"Service {obj.namespace}/{obj.name}",
+        )
         if spec.get("type") in ("NodePort", "LoadBalancer"):
             mine_ports = {
                 (p.get("port"), p.get("protocol") or "TCP"): p.get("nodePort")

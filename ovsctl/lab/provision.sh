@@ -798,7 +798,9 @@ Kubernetes cluster for the Vagrant lab (root, Debian/Ubuntu VMs). Both install c
 kubelet/kubeadm/kubectl (pkgs.k8s.io, default v1.30), load br_netfilter, turn swap off and pin
 kubelet's --node-ip. \`init\` runs \`kubeadm init\` with the given bootstrap token (so the
 other nodes can join without copying anything from this one) and --pod-network-cidr (default
-10.244.0.0/16, so the controller manager allocates each Node's podCIDR), applies
+10.244.0.0/16, so the controller manager allocates each Node's podCIDR; dual-stack: one CIDR
+per family, 10.244.0.0/16,fd00:10:244::/56, and --node-ip IPv4,IPv6: then the Services get
+10.96.0.0/12,fd00:10:96::/112), applies
 manifests/00-namespace.yaml and 01-rbac.yaml and binds the ovsctl-agent ClusterRole to the
 group system:nodes, so that an agent running on the node with kubelet's kubeconfig
 (/etc/kubernetes/kubelet.conf) may list and watch what it needs. \`join\` joins with the token
@@ -849,9 +851,18 @@ cmd_kubeadm() {
     esac
     shift 2
   done
-  check_ip --node-ip "$node_ip"
+  local ips=() cidrs=() lines c
+  lines=$(split_families --node-ip "$node_ip") || exit 2
+  mapfile -t ips <<<"$lines"
+  for c in "${ips[@]}"; do check_any_ip --node-ip "$c"; done
+  [[ $(family "${ips[0]}") == 4 ]] || die "kubeadm: --node-ip $node_ip: needs an IPv4 address"
   [[ $token =~ ^[a-z0-9]{6}\.[a-z0-9]{16}$ ]] || die "kubeadm: --token: must look like abcdef.0123456789abcdef"
-  check_cidr --pod-network-cidr "$cidr" 30
+  lines=$(split_families --pod-network-cidr "$cidr") || exit 2
+  mapfile -t cidrs <<<"$lines"
+  for c in "${cidrs[@]}"; do check_any_cidr --pod-network-cidr "$c"; done
+  # dual-stack: the Services get a ClusterIP range per family too
+  local service_cidr=10.96.0.0/12
+  ((${#cidrs[@]} == 1)) || service_cidr=10.96.0.0/12,fd00:10:96::/112
   [[ $version =~ ^v1\.[0-9]+$ ]] || die "kubeadm: --k8s-version $version: like v1.30"
   [[ $action == init || $cp =~ ^[0-9.]+:[0-9]+$ ]] || die "kubeadm join: --control-plane IP:PORT is required"
   need_root kubeadm
@@ -863,7 +874,8 @@ cmd_kubeadm() {
   echo "KUBELET_EXTRA_ARGS=--node-ip=$node_ip" >/etc/default/kubelet
   systemctl restart kubelet || true
   if [[ $action == init ]]; then
-    kubeadm init --apiserver-advertise-address "$node_ip" --pod-network-cidr "$cidr" \
+    kubeadm init --apiserver-advertise-address "${ips[0]}" --pod-network-cidr "$cidr" \
+      --service-cidr "$service_cidr" \
       --token "$token" --token-ttl 0 --node-name "$(hostname)"
     export KUBECONFIG=/etc/kubernetes/admin.conf
     mkdir -p /root/.kube && cp /etc/kubernetes/admin.conf /root/.kube/config

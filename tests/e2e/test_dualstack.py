@@ -94,7 +94,8 @@ def udp(lab, src: str, host: str, port: int) -> dict:
 
 def test_nodes_and_pods_have_both_families(lab, st):
     assert [n["podCIDRs"] for n in st["nodes"]] == [
-        [f"10.244.{k}.0/24", f"fd00:10:244:{k}::/64"] for k in range(3)
+        [f"10.244.{k}.0/24", ("fd00:10:244::/64", "fd00:10:244:1::/64", "fd00:10:244:2::/64")[k]]
+        for k in range(3)
     ]
     assert [n["ips"] for n in st["nodes"]] == [
         [f"172.30.0.{10 + k}", f"fd00:172:30::{10 + k:x}"] for k in range(3)

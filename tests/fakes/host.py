@@ -35,11 +35,17 @@ class FakeInterfaces:
     def host_ifname(container_id: str, ifname: str) -> str:
         return "ovs" + hashlib.sha256(f"{container_id}/{ifname}".encode()).hexdigest()[:11]
 
-    def create(self, host_if, netns, ifname, *, mac, ip, prefixlen, gateway, mtu, tx_off=False):
+    def create(
+        self, host_if, netns, ifname, *, mac, ip, prefixlen, gateway, mtu, tx_off=False, more=()
+    ):
         self._check("create")
         self.links[host_if] = {
             "netns": netns, "ifname": ifname, "mac": mac, "ip": ip, "prefixlen": prefixlen,
+            "more": [(a, p) for a, p, _gw in more],
+            "gateways6": [gw for a, _p, gw in ((ip, prefixlen, gateway), *more) if ":" in a],
         }  # fmt: skip
+        if more:
+            return "02:00:00:00:00:01", (True,) * (1 + len(more))
         return "02:00:00:00:00:01", True
 
     def delete(self, name: str) -> bool:
@@ -55,7 +61,12 @@ class FakeInterfaces:
     def pod_interface(self, netns: str, ifname: str) -> dict | None:
         for link in self.links.values():
             if link["netns"] == netns and link["ifname"] == ifname:
-                return {"addresses": [f"{link['ip']}/{link['prefixlen']}"], "mac": link["mac"]}
+                addrs = [(link["ip"], link["prefixlen"]), *link.get("more", [])]
+                return {
+                    "addresses": [f"{a}/{p}" for a, p in addrs],
+                    "mac": link["mac"],
+                    "gateways6": list(link.get("gateways6", [])),
+                }
         return None
 
     def orphans(self, known: set[str]) -> list[str]:
@@ -125,6 +136,11 @@ class FakeController:
 class FakeNodeHost:
     """What the CNI code reads of node.NodeHost: the NodeNet."""
 
-    def __init__(self, pod_cidr: str = "10.244.0.0/24", gw_ofport: int = 2, node_ip: str = ""):
-        self.net = NodeNet.for_cidr(pod_cidr, gw_ofport, node_ip)
+    def __init__(
+        self, pod_cidr="10.244.0.0/24", gw_ofport: int = 2, node_ip: str = "", node_ips=()
+    ):
+        """`pod_cidr`: one CIDR, or one per family (dual-stack)."""
+        cidrs = (pod_cidr,) if isinstance(pod_cidr, str) else tuple(pod_cidr)
+        ips = tuple(node_ips) or ((node_ip,) if node_ip else ())
+        self.net = NodeNet.for_cidrs(cidrs, gw_ofport, ips)
         self.overlay = None

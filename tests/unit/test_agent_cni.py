@@ -188,3 +188,147 @@ def test_restore_after_restart(env, caplog):
     env.store.pods["live/eth0"].netns = env.netns
     env.ifaces.links[live.host_if]["netns"] = env.netns
     assert env.cni.dispatch(req(env, "CHECK", cid="live")) is None
+
+
+# ---- dual-stack -------------------------------------------------------------------------------
+
+DUAL = ("10.244.1.0/24", "fd00:10:244:1::/64")
+
+
+@pytest.fixture
+def dual(tmp_path):
+    store, skip, cluster = PodStore(), SkipLog(), {}
+    ipam = IPAM(DUAL, str(tmp_path / "ipam"))
+    ifaces, ports, ctl = FakeInterfaces(), FakePorts(), FakeController()
+    host = FakeNodeHost(DUAL)
+    policy = PolicyReconciler(cluster, store, ServiceReconciler(cluster, DUAL[0], skip), skip)
+    policy.sync, policy.controller = ctl.sync, ctl
+    cni = CNI(store, ipam, ifaces, ports, policy, ctl, ctl.sync, host, cluster, prefixlen=24)
+    netns = tmp_path / "netns"
+    netns.write_text("")
+    return types.SimpleNamespace(
+        store=store, ipam=ipam, ifaces=ifaces, ports=ports, ctl=ctl, host=host, cni=cni,
+        netns=str(netns), sync=ctl.sync,
+    )  # fmt: skip
+
+
+def test_dual_stack_add_result_lists_both_addresses_ipv4_first(dual):
+    out = dual.cni.dispatch(req(dual))
+    (att,) = dual.store.pods.values()
+    assert out == {
+        "interfaces": [
+            {"name": att.host_if, "mac": "02:00:00:00:00:01"},
+            {"name": "eth0", "mac": "0a:58:0a:f4:01:02", "sandbox": dual.netns},
+        ],
+        "ips": [
+            {"address": "10.244.1.2/24", "gateway": "10.244.1.1", "interface": 1},
+            {"address": "fd00:10:244:1::2/64", "gateway": "fd00:10:244:1::1", "interface": 1},
+        ],
+        "routes": [
+            {"dst": "0.0.0.0/0", "gw": "10.244.1.1"},
+            {"dst": "::/0", "gw": "fd00:10:244:1::1"},
+        ],
+        "dns": {},
+    }
+    assert att.ips == ("10.244.1.2", "fd00:10:244:1::2") and att.ip == "10.244.1.2"
+    assert att.pod_port().ips == att.ips
+    link = dual.ifaces.links[att.host_if]
+    assert (link["ip"], link["prefixlen"], link["more"]) == (
+        "10.244.1.2", 24, [("fd00:10:244:1::2", 64)],
+    )  # fmt: skip
+    # OVSDB keeps both (restart and GC need them)
+    ext = dual.ports.port(att.host_if)["external_ids"]
+    assert ext["ip"] == "10.244.1.2" and ext["ips"] == "10.244.1.2,fd00:10:244:1::2"
+    assert Attachment.from_port(dual.ports.port(att.host_if)).ips == att.ips
+    assert dual.cni.dispatch(req(dual, "CHECK")) is None
+    # CHECK sees a missing IPv6 address or IPv6 default route
+    link["more"] = []
+    with pytest.raises(CNIError) as e:
+        dual.cni.dispatch(req(dual, "CHECK"))
+    assert "eth0 lacks fd00:10:244:1::2/64" in e.value.details
+    link["more"], link["gateways6"] = [("fd00:10:244:1::2", 64)], []
+    with pytest.raises(CNIError) as e:
+        dual.cni.dispatch(req(dual, "CHECK"))
+    assert e.value.details == "eth0 has no IPv6 default route via fd00:10:244:1::1"
+    # DEL frees both
+    dual.cni.dispatch(req(dual, "DEL"))
+    assert_nothing_left(dual)
+
+
+def test_ipv4_only_records_and_results_are_unchanged(env):
+    out = env.cni.dispatch(req(env))
+    assert out["ips"] == [{"address": "10.244.0.2/24", "gateway": "10.244.0.1", "interface": 1}]
+    assert out["routes"] == [{"dst": "0.0.0.0/0", "gw": "10.244.0.1"}]
+    (att,) = env.store.pods.values()
+    assert set(env.ports.port(att.host_if)["external_ids"]) == {
+        "ovsctl-owner", "container-id", "ifname", "pod-namespace", "pod-name", "pod-uid",
+        "netns", "ip", "attached-mac", "cni-network", "default-route",
+    }  # fmt: skip
+    assert "more" not in env.ifaces.calls  # the fake was called without `more`
+    assert env.ifaces.links[att.host_if]["more"] == []
+
+
+def test_dual_stack_no_default_route_per_family(dual):
+    def create(host_if, netns, ifname, **kw):
+        dual.ifaces.links[host_if] = {"netns": netns, "ifname": ifname, "mac": kw["mac"],
+                                      "ip": kw["ip"], "prefixlen": kw["prefixlen"]}  # fmt: skip
+        return "02:00:00:00:00:01", (True, False)  # the pod had an IPv6 default route
+
+    dual.ifaces.create = create
+    out = dual.cni.dispatch(req(dual, ifname="net1"))
+    assert out["routes"] == [{"dst": "0.0.0.0/0", "gw": "10.244.1.1"}]
+    (att,) = dual.store.pods.values()
+    assert att.default_route and not att.default_route6
+    assert dual.ports.port(att.host_if)["external_ids"]["default-route6"] == "false"
+
+
+def test_dual_stack_requested_addresses(dual):
+    args = {"IP": "fd00:10:244:1::70,10.244.1.70"}
+    r = req(dual)
+    r["args"].update(args)
+    out = dual.cni.dispatch(r)
+    assert [i["address"] for i in out["ips"]] == ["10.244.1.70/24", "fd00:10:244:1::70/64"]
+    # ADD again with the same request: the same attachment
+    assert dual.cni.dispatch(r) == out
+    # one family asked for: the other is allocated
+    r2 = req(dual, cid="c2", name="b", runtimeConfig={"ips": ["fd00:10:244:1::71/64"]})
+    out2 = dual.cni.dispatch(r2)
+    assert [i["address"] for i in out2["ips"]] == ["10.244.1.2/24", "fd00:10:244:1::71/64"]
+    # in use (104), outside (103): nothing allocated
+    for ips, code in (("10.244.1.9,fd00:10:244:1::70", 104), ("fd00:10:245::1", 103)):
+        r3 = req(dual, cid="c3", name="c")
+        r3["args"]["IP"] = ips
+        with pytest.raises(CNIError) as e:
+            dual.cni.dispatch(r3)
+        assert e.value.code == code
+    assert sorted(a.container_id for a in dual.ipam.allocations()) == ["c1", "c2"]
+    assert sorted(dual.store.pods) == ["c1/eth0", "c2/eth0"]
+
+
+def test_ipv4_only_node_refuses_an_ipv6_request(env):
+    r = req(env)
+    r["args"]["IP"] = "fd00::5"
+    with pytest.raises(CNIError) as e:
+        env.cni.dispatch(r)
+    assert e.value.code == 103 and "serves IPv4 pods only" in e.value.msg
+    assert_nothing_left(env)
+
+
+def test_dual_stack_gc_and_restore(dual, caplog):
+    dual.cni.dispatch(req(dual, cid="live", name="a"))
+    dual.cni.dispatch(req(dual, cid="stale", name="b"))
+    stale = dual.store.pods["stale/eth0"]
+    dual.ports.by_name[stale.host_if]["ofport"] = -1
+    dual.cni.dispatch(req(dual, "GC", **{"cni.dev/valid-attachments": []}))
+    (live,) = dual.ipam.allocations()
+    assert live.container_id == "live" and len(live.ips) == 2
+    # a restart that lost the IPAM state: both addresses re-reserved from OVSDB
+    import os
+
+    os.unlink(dual.ipam.path)
+    store = PodStore()
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        restore_pods(store, dual.ports, dual.ifaces, dual.ipam, dual.sync, dual.host.net)
+    assert store.pods["live/eth0"].ips == live.ips
+    assert [a.ips for a in dual.ipam.allocations()] == [live.ips]
+    assert "re-reserved it" in caplog.text

@@ -11,6 +11,7 @@ import types
 
 import pytest
 
+from flows import netpol, policy
 from ovsctl.agent.pods import Attachment, PodStore
 from ovsctl.agent.reconcile import SkipLog
 from ovsctl.agent.reconcile.policy import PolicyReconciler
@@ -48,11 +49,20 @@ def _full(cluster: dict, store: PodStore, slots: dict) -> dict:
     return {o: f for o, f in fresh.owners().items() if f}
 
 
+def _dual(d: dict, on: bool) -> dict:
+    """The pod dict dual-stack (status.podIPs with an IPv6 twin of its IPv4 address)."""
+    if on:
+        ip = d["status"]["podIP"]
+        d["status"]["podIPs"] = [{"ip": ip}, {"ip": "fd00::" + ip.replace(".", ":")}]
+    return d
+
+
+@pytest.mark.parametrize("dual", [False, True], ids=["ipv4", "dual-stack"])
 @pytest.mark.parametrize("seed", range(40))
-def test_incremental_caches_equal_a_full_recomputation(seed):
+def test_incremental_caches_equal_a_full_recomputation(seed, dual):
     rng = random.Random(seed)
     dicts = [
-        pod_dict(ns, f"p{i}", rng.choice(LABELS), f"10.0.{j}.{i + 2}")
+        _dual(pod_dict(ns, f"p{i}", rng.choice(LABELS), f"10.0.{j}.{i + 2}"), dual)
         for j, ns in enumerate(("x", "y", "z"))
         for i in range(3)
     ]
@@ -92,12 +102,16 @@ def test_incremental_caches_equal_a_full_recomputation(seed):
                 d["metadata"]["labels"] = rng.choice(LABELS)
             else:
                 d["status"]["podIP"] = f"10.0.5.{n + 2}"
+                d["status"].pop("podIPs", None)
+                _dual(d, dual)
             o = _obj(d, "Pod")
             cluster[o.key], bodies[o.key] = o, d
         elif kind == "gone" and pods:
             cluster.pop(rng.choice(pods))
         elif kind == "new":
-            d = pod_dict(rng.choice("xyz"), f"n{n}", rng.choice(LABELS), f"10.0.6.{n + 2}")
+            d = _dual(
+                pod_dict(rng.choice("xyz"), f"n{n}", rng.choice(LABELS), f"10.0.6.{n + 2}"), dual
+            )
             o = _obj(d, "Pod")
             cluster[o.key], bodies[o.key] = o, d
         elif kind == "local" and pods:
@@ -105,6 +119,7 @@ def test_incremental_caches_equal_a_full_recomputation(seed):
             att = Attachment(
                 f"c{n}", "eth0", p.namespace, p.name, "", "/x", f"ovs{n}", p.ip, "0a:58:00:00:00:01"
             )
+            att.ips = tuple(p.ips)
             att.ofport = n + 10
             store.put(att)
         elif kind == "unplug" and store.pods:
@@ -154,3 +169,55 @@ def test_services_return_node_port_rules_and_only_the_host_writes_them():
     rec.sync = types.SimpleNamespace(set_owner=lambda o, f: set())
     rec.apply(push=False)
     assert written == [rec.node_ports]
+
+
+def test_dual_stack_pods_feed_both_addresses():
+    """Remote pods give every address of status.podIPs, local attachments every address IPAM
+    gave them: the policy's flows hold both families."""
+    cluster: dict = {}
+    store = PodStore()
+    for n in NS:
+        o = _obj(copy.deepcopy(n), "Namespace")
+        cluster[o.key] = o
+    for name, ip4, ip6 in (("a", "10.0.0.2", "fd00::2"), ("b", "10.0.1.2", "fd00:0:0:1::2")):
+        d = pod_dict("x", name, {"app": name}, ip4)
+        d["status"]["podIPs"] = [{"ip": ip4}, {"ip": ip6}]
+        o = _obj(d, "Pod")
+        cluster[o.key] = o
+    pol = _obj(
+        {
+            "metadata": {"name": "p", "namespace": "x"},
+            "spec": {
+                "podSelector": {"matchLabels": {"app": "a"}},
+                "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "b"}}}]}],
+            },
+        },
+        "NetworkPolicy",
+        "networking.k8s.io/v1",
+    )
+    cluster[pol.key] = pol
+    att = Attachment("c1", "eth0", "x", "a", "", "/x", "ovs1", "10.0.0.2", "0a:58:00:00:00:01")
+    att.ips = ("fd00::2", "10.0.0.2")  # as IPAM recorded them (any order: IPv4 comes first)
+    att.ofport = 5
+    store.put(att)
+    rec = _reconciler(cluster, store)
+    view = rec.view()
+    assert {p.name: p.addrs for p in view.pods} == {
+        "a": ("10.0.0.2", "fd00::2"),
+        "b": ("10.0.1.2", "fd00:0:0:1::2"),
+    }
+    # the flows of that view (rec.owners() also checks that they encode: the encoder's part)
+    parsed = netpol.parse(pol.obj())
+    texts = sorted(
+        str(f) for fs in policy.policy_flows(parsed, view, rec.slot).values() for f in fs
+    )
+    assert any("ipv6_src=fd00:0:0:1::2 actions=conjunction" in t for t in texts), texts
+    assert any("ipv6_dst=fd00::2 actions=conjunction" in t for t in texts), texts
+    assert "[IngressDefault] priority=1000,ipv6,ipv6_dst=fd00::2 actions=drop" in texts
+    assert "[IngressDefault] priority=1000,ip,nw_dst=10.0.0.2 actions=drop" in texts
+    # and they encode: the reconciler programs them (nothing skipped)
+    owned = rec.owners()
+    assert rec.skip.seen == {}, rec.skip.seen
+    assert "[IngressDefault] priority=1000,ipv6,ipv6_dst=fd00::2 actions=drop" in {
+        str(f) for f in owned["policy/x/p/isolation"]
+    }

@@ -506,3 +506,95 @@ def test_packet_ins_go_to_the_audit_log_or_the_rejecter_by_cookie_feature(tmp_pa
     )
     ctl.on_packet_in(svc)
     assert rejected == [data] and len(got) == 1
+
+
+# -- IPv6 (issue 16) -----------------------------------------------------------------------------
+
+
+def frame6(
+    nxt: int, src: str, dst: str, payload: bytes, vlan: bool = False, ext: bytes = b""
+) -> bytes:
+    """An Ethernet frame with an IPv6 header (next header `nxt`), then `ext` (extension
+    headers the caller chains), then `payload`."""
+    eth = b"\x0a\x58\x0a\xf4\x00\x03" + b"\x0a\x58\x0a\xf4\x00\x02"
+    if vlan:
+        eth += b"\x81\x00\x00\x05"
+    eth += b"\x86\xdd"
+    ip = struct.pack(
+        "!IHBB16s16s",
+        6 << 28,
+        len(ext) + len(payload),
+        nxt,
+        64,
+        ipaddress.IPv6Address(src).packed,
+        ipaddress.IPv6Address(dst).packed,
+    )
+    return eth + ip + ext + payload
+
+
+def test_five_tuple_ipv6():
+    assert audit.five_tuple(frame6(6, "fd00:10:244:1::5", "fd00:10:244::2", tcp(40000, 80))) == {
+        "proto": "tcp",
+        "src": "fd00:10:244:1::5",
+        "dst": "fd00:10:244::2",
+        "sport": 40000,
+        "dport": 80,
+    }
+    udp = struct.pack("!HHHH", 5353, 53, 8, 0)
+    assert audit.five_tuple(frame6(17, "fd00::1", "fd00::2", udp, vlan=True))["dport"] == 53
+    assert audit.five_tuple(frame6(132, "fd00::1", "fd00::2", tcp(7, 9)))["proto"] == "sctp"
+    assert audit.five_tuple(frame6(58, "fd00::1", "fd00::2", b"\x80\x00\x00\x00")) == {
+        "proto": "icmp6",
+        "src": "fd00::1",
+        "dst": "fd00::2",
+        "type": 128,
+        "code": 0,
+    }
+    # extension headers are walked: hop-by-hop (8 octets) then destination options (16)
+    ext = bytes([60, 0]) + b"\x00" * 6 + bytes([6, 1]) + b"\x00" * 14
+    assert (
+        audit.five_tuple(frame6(0, "fd00::1", "fd00::2", tcp(1234, 443), ext=ext))["dport"] == 443
+    )
+    # a first fragment names its ports, a later one does not
+    first = bytes([6, 0, 0, 0]) + b"\x00\x00\x00\x01"
+    later = bytes([6, 0, 0, 0x10]) + b"\x00\x00\x00\x01"
+    assert audit.five_tuple(frame6(44, "fd00::1", "fd00::2", tcp(1, 2), ext=first))["sport"] == 1
+    tup = audit.five_tuple(frame6(44, "fd00::1", "fd00::2", tcp(1, 2), ext=later))
+    assert tup == {"proto": "tcp", "src": "fd00::1", "dst": "fd00::2"}
+    # truncated: in the fixed header, in an extension header
+    assert audit.five_tuple(frame6(6, "fd00::1", "fd00::2", tcp(1, 2))[:50]) is None
+    assert audit.five_tuple(frame6(0, "fd00::1", "fd00::2", b"", ext=b"\x06")) is None
+    # a chain of extension headers that never ends is no transport header
+    loop = (bytes([0, 0]) + b"\x00" * 6) * 9
+    assert audit.five_tuple(frame6(0, "fd00::1", "fd00::2", b"", ext=loop)) is None
+
+
+def test_the_line_format_ipv6():
+    t = 1795410000.9
+    tup = {"proto": "tcp", "src": "fd00:10:244::2", "dst": "fd00:10:244:1::3", "sport": 40000,
+           "dport": 80}  # fmt: skip
+    assert (
+        audit.format_line(t, "ns/name", "ingress/0", "allow", tup)
+        == "2026-11-23T05:00:00Z policy=ns/name rule=ingress/0 verdict=allow proto=tcp "
+        "src=[fd00:10:244::2]:40000 dst=[fd00:10:244:1::3]:80"
+    )
+    icmp6 = {"proto": "icmp6", "src": "fd00::1", "dst": "fd00::2", "type": 128, "code": 0}
+    assert (
+        audit.format_line(t, "a/b", "egress/isolation", "drop", icmp6)
+        == "2026-11-23T05:00:00Z policy=a/b rule=egress/isolation verdict=drop proto=icmp6 "
+        "src=fd00::1 dst=fd00::2 type=128 code=0"
+    )
+
+
+def test_audit_log_lines_for_ipv6_packets(tmp_path):
+    log = log_for(tmp_path, rate=5, clock=Clock())
+    log.wall = lambda: 1795410000.0
+    pkt = frame6(6, "fd00:10:244:1::5", "fd00:10:244::2", tcp(40000, 80))
+    assert log.packet_in(cookie_of("policy/x/web/ingress/0"), 60, pkt) == (
+        "2026-11-23T05:00:00Z policy=x/web rule=ingress/0 verdict=allow proto=tcp "
+        "src=[fd00:10:244:1::5]:40000 dst=[fd00:10:244::2]:80"
+    )
+    assert log.packet_in(cookie_of("policy/x/web/ingress/0"), 60, pkt) is None  # a repeat
+    drop = frame6(17, "fd00:10:244:1::5", "fd00:10:244::2", struct.pack("!HHHH", 9, 53, 8, 0))
+    line = log.packet_in(cookie_of("policy/x/web/isolation"), 65, drop)
+    assert "verdict=drop proto=udp src=[fd00:10:244:1::5]:9 dst=[fd00:10:244::2]:53" in line

@@ -129,3 +129,27 @@ def test_pod_annotation_round_trips_through_the_model():
     )
     assert pod.static_ip == "10.244.0.9"
     assert model.parse(model.to_dict(pod)) == pod
+
+
+def test_requested_addresses_per_family(agent):
+    from ovsctl.agent.cnireq import requested_addrs
+
+    _pod(agent, "prod", "db-0", "fd00:10:244:1::50, 10.244.0.50")
+    args = {"K8S_POD_NAMESPACE": "prod", "K8S_POD_NAME": "db-0"}
+    both = (4, 6)
+    assert requested_addrs(agent.cluster, req(), args, both) == (
+        ("10.244.0.50", "fd00:10:244:1::50"),
+        None,
+    )
+    # the same addresses from several sources agree; IP= lists one per family
+    rc = req(runtimeConfig={"ips": ["fd00:10:244:1:0::50/64"]})
+    got = requested_addrs(agent.cluster, rc, {**args, "IP": "10.244.0.50"}, both)
+    assert got[0] == ("10.244.0.50", "fd00:10:244:1::50")
+    with pytest.raises(CNIError) as e:
+        requested_addrs(agent.cluster, req(), {**args, "IP": "fd00:10:244:1::51"}, both)
+    assert e.value.code == 103 and "fd00:10:244:1::51 and fd00:10:244:1::50" in e.value.msg
+    # a family the node has no pod CIDR of
+    with pytest.raises(CNIError, match="serves IPv6 pods only") as e:
+        requested_addrs(agent.cluster, req(), {"IP": "10.244.0.5"}, (6,))
+    assert e.value.code == 103
+    assert requested_addrs(agent.cluster, req(), {"IP": "fd00::5"}, (6,)) == (("fd00::5",), None)

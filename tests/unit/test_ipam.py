@@ -41,7 +41,7 @@ def test_cidr_is_normalised_and_validated(tmp_path):
     assert (tmp_path / "ipam-10.244.1.0_24.json").exists() is False
     ipam.allocate("c", "eth0")
     assert (tmp_path / "ipam-10.244.1.0_24.json").exists()
-    for bad in ("nonsense", "fd00::/64", "10.0.0.0/31"):
+    for bad in ("nonsense", "fd00::/127", "10.0.0.0/31", ["10.1.0.0/24", "10.2.0.0/24"]):
         with pytest.raises(IPAMError):
             IPAM(bad, str(tmp_path))
 
@@ -355,3 +355,145 @@ def test_gc_of_one_network_frees_only_that_networks_allocations(tmp_path):
     legacy = ipam.allocate("cl", "eth0", {})
     assert [x.ip for x in ipam.gc(set(), set(), network="a")] == [a.ip]
     assert {x.ip for x in ipam.allocations()} == {b.ip, legacy.ip}
+
+
+# ---- dual-stack: one address per family, in one record --------------------------------------
+
+DUAL = ("10.9.0.0/24", "fd00:10:244:1::/64")
+
+
+def test_dual_stack_gives_one_address_per_family_ipv4_first(tmp_path):
+    ipam = IPAM(tuple(reversed(DUAL)), str(tmp_path))  # any order: IPv4 first
+    assert ipam.cidrs == DUAL and str(ipam.cidr) == DUAL[0]
+    a = ipam.allocate("c1", "eth0", {"network": "n"})
+    assert a.ips == ("10.9.0.2", "fd00:10:244:1::2") and a.ip == "10.9.0.2"
+    assert ipam.allocate("c1", "eth0") == a  # idempotent
+    b = ipam.allocate("c2", "eth0")
+    assert b.ips == ("10.9.0.3", "fd00:10:244:1::3")
+    assert ipam.by_ip("fd00:10:244:1::3") == b and ipam.by_ip("10.9.0.3") == b
+    assert ipam.usage_by_cidr() == [(DUAL[0], 2, 253), (DUAL[1], 2, 2**64 - 3)]
+    assert ipam.usage() == (2, 253)
+    # one record per attachment holds both, in its own file (version 2)
+    path = tmp_path / "ipam-10.9.0.0_24+fd00:10:244:1::_64.json"
+    data = json.loads(path.read_text())
+    assert data["version"] == 2 and data["cidrs"] == list(DUAL)
+    assert data["cursors"] == ["10.9.0.3", "fd00:10:244:1::3"]
+    assert data["allocations"][0] == {
+        "ips": ["10.9.0.2", "fd00:10:244:1::2"],
+        "container_id": "c1",
+        "ifname": "eth0",
+        "owner": {"network": "n"},
+    }
+    # persisted, cursors too; release frees both
+    again = IPAM(DUAL, str(tmp_path))
+    assert again.allocations() == [a, b]
+    assert ipam.release("c1", "eth0") == a
+    assert again.allocate("c3", "eth0").ips == ("10.9.0.4", "fd00:10:244:1::4")
+    assert [x.container_id for x in again.allocations()] == ["c2", "c3"]
+
+
+def test_dual_stack_requested_addresses_per_family(tmp_path):
+    from ovsctl.agent.ipam import IPAMInUse, IPAMUnavailable
+
+    ipam = IPAM(DUAL, str(tmp_path))
+    both = ipam.reserve(["fd00:10:244:1::50", "10.9.0.50"], "c1", "eth0")
+    assert both.ips == ("10.9.0.50", "fd00:10:244:1::50")
+    assert ipam.reserve("fd00:10:244:1::50", "c1", "eth0") == both  # a subset: idempotent
+    # one family asked for, the other allocated
+    v6 = ipam.reserve("fd00:10:244:1:0:0:0:60", "c2", "eth0")
+    assert v6.ips == ("10.9.0.2", "fd00:10:244:1::60")
+    for bad, err, words in (
+        (["10.9.0.50"], IPAMInUse, "10.9.0.50 is held by c1/eth0"),
+        (["10.9.0.7", "fd00:10:244:1::60"], IPAMInUse, "fd00:10:244:1::60 is held by c2/eth0"),
+        (["fd00:10:245::5"], IPAMUnavailable, "outside this node's pod CIDR fd00:10:244:1::/64"),
+        (["fd00:10:244:1::1"], IPAMUnavailable, "reserved.*gateway"),
+        (["fd00:10:244:1::"], IPAMUnavailable, "reserved.*not a host address"),
+        (["10.9.0.7", "10.9.0.8"], IPAMUnavailable, "one per family"),
+        (["nope"], IPAMUnavailable, "'nope' is not an address"),
+    ):
+        with pytest.raises(err, match=words):
+            ipam.reserve(bad, "c3", "eth0")
+    with pytest.raises(IPAMError, match="c1/eth0 already holds 10.9.0.50, fd00:10:244:1::50"):
+        ipam.reserve("fd00:10:244:1::51", "c1", "eth0")
+    # nothing was allocated by the refused requests
+    assert [a.container_id for a in ipam.allocations()] == ["c2", "c1"]
+    assert ipam.allocate("c3", "eth0").ips == ("10.9.0.3", "fd00:10:244:1::2")
+
+
+def test_an_ipv4_only_node_refuses_an_ipv6_request_and_vice_versa(tmp_path):
+    from ovsctl.agent.ipam import IPAMUnavailable
+
+    v4 = IPAM("10.9.0.0/24", str(tmp_path / "4"))
+    with pytest.raises(IPAMUnavailable, match="not an IPv4 address of this node's pod CIDRs"):
+        v4.reserve("fd00::5", "c", "eth0")
+    v6 = IPAM("fd00:10:244:1::/64", str(tmp_path / "6"))
+    with pytest.raises(IPAMUnavailable, match="not an IPv6 address"):
+        v6.reserve("10.9.0.5", "c", "eth0")
+    a = v6.allocate("c", "eth0")
+    assert a.ips == ("fd00:10:244:1::2",) and a.ip == "fd00:10:244:1::2"
+    data = json.loads((tmp_path / "6" / "ipam-fd00:10:244:1::_64.json").read_text())
+    assert data["version"] == 1 and data["cidr"] == "fd00:10:244:1::/64"
+    assert data["allocations"][0]["ip"] == "fd00:10:244:1::2"
+
+
+def test_exhaustion_of_one_family_allocates_nothing(tmp_path):
+    ipam = IPAM(("10.9.0.0/24", "fd00::/126"), str(tmp_path))  # IPv6: only fd00::2
+    first = ipam.allocate("c1", "eth0")
+    assert first.ips == ("10.9.0.2", "fd00::2")
+    with pytest.raises(IPAMExhausted, match="fd00::/126"):
+        ipam.allocate("c2", "eth0")
+    with pytest.raises(IPAMExhausted, match="fd00::/126"):
+        ipam.reserve("10.9.0.9", "c2", "eth0")
+    assert ipam.allocations() == [first]
+    assert ipam.usage_by_cidr() == [("10.9.0.0/24", 1, 253), ("fd00::/126", 1, 1)]
+    ipam.release("c1", "eth0")
+    assert ipam.allocate("c2", "eth0").ips == ("10.9.0.3", "fd00::2")
+
+
+def test_dual_stack_gc_and_adopt_after_a_restart(tmp_path):
+    ipam = IPAM(DUAL, str(tmp_path))
+    keep = ipam.allocate("keep", "eth0", {"network": "n"})
+    busy = ipam.allocate("busy", "eth0", {"network": "n"})
+    gone = ipam.allocate("gone", "eth0", {"network": "n"})
+    # an address of either family in use keeps the record (both addresses)
+    assert ipam.gc({("keep", "eth0")}, {busy.ips[1]}, network="n") == [gone]
+    assert IPAM(DUAL, str(tmp_path)).allocations() == [keep, busy]
+    # the state lost: live ports' addresses are adopted back, both families in one record
+    os.unlink(ipam.path)
+    fresh = IPAM(DUAL, str(tmp_path))
+    got = fresh.adopt(list(reversed(keep.ips)), "keep", "eth0", {"name": "k"})
+    assert got.ips == keep.ips
+    assert fresh.adopt(keep.ips, "keep", "eth0") == got  # idempotent
+    with pytest.raises(IPAMError, match="already held by keep/eth0"):
+        fresh.adopt([keep.ips[1]], "other", "eth0")
+    with pytest.raises(IPAMError, match="at most one address per family"):
+        fresh.adopt(["10.9.0.40", "10.9.0.41"], "x", "eth0")
+    # a record with one family only (adopted from an IPv4-only agent) is kept as it is
+    old = fresh.adopt("10.9.0.40", "old", "eth0")
+    assert old.ips == ("10.9.0.40",)
+    assert IPAM(DUAL, str(tmp_path)).get("old", "eth0") == old
+    assert fresh.allocate("new", "eth0").ips[1] not in keep.ips
+
+
+@pytest.mark.parametrize(
+    "allocs",
+    [
+        [{"ips": ["10.9.0.5", "10.9.0.6"], "container_id": "c", "ifname": "e", "owner": {}}],
+        [{"ips": ["fd00:10:244:1::1"], "container_id": "c", "ifname": "e", "owner": {}}],
+        [{"ips": [], "container_id": "c", "ifname": "e", "owner": {}}],
+        [{"ip": "10.9.0.5", "container_id": "c", "ifname": "e", "owner": {}}],
+        [
+            {"ips": ["fd00:10:244:1::5"], "container_id": "c", "ifname": "e", "owner": {}},
+            {"ips": ["fd00:10:244:1::5"], "container_id": "d", "ifname": "e", "owner": {}},
+        ],
+    ],
+)
+def test_a_corrupt_dual_stack_file_raises_and_is_untouched(tmp_path, allocs):
+    ipam = IPAM(DUAL, str(tmp_path))
+    content = json.dumps(
+        {"version": 2, "cidrs": list(DUAL), "cursors": [None, None], "allocations": allocs}
+    )
+    Path(ipam.path).write_text(content)
+    with pytest.raises(IPAMCorrupt, match="left untouched"):
+        ipam.allocate("x", "eth0")
+    assert Path(ipam.path).read_text() == content

@@ -337,6 +337,21 @@ def test_agent_config_is_accepted_by_the_config_loader(tmp_path):
     assert not [k for k in yaml.safe_load(text) if k.startswith("of_listen")]
 
 
+def test_agent_config_dual_stack_variant_is_accepted(tmp_path):
+    """The commented dual-stack line of the ConfigMap, put in place of cluster_cidr, is a
+    config the agent accepts (issue 16)."""
+    text = _configmap()["data"]["agent.yaml"]
+    lines = text.splitlines()
+    dual = [ln for ln in lines if ln.startswith("# cluster_cidrs:")]
+    assert len(dual) == 1, "the ConfigMap shows the dual-stack cluster_cidrs"
+    lines = [ln for ln in lines if not ln.startswith("cluster_cidr:")]
+    lines[lines.index(dual[0])] = dual[0][2:]
+    path = tmp_path / "agent.yaml"
+    path.write_text("\n".join(lines) + "\nnode_name: node-a\n")
+    cfg = agent_config.load_file(str(path)).validate()
+    assert list(cfg.cluster_cidrs) == ["10.244.0.0/16", "fd00:10:244::/56"]
+
+
 def test_agent_config_rejects_a_typo(tmp_path):
     """The loader the test relies on does reject what it does not know."""
     path = tmp_path / "agent.yaml"

@@ -588,3 +588,129 @@ def test_vagrant_rejects_bad_settings(tmp_path, var, value, message):
     need_vagrant()
     p = vagrant(tmp_path, "validate", "--ignore-provider", extra_env={var: value})
     assert p.returncode != 0 and message in p.stdout + p.stderr, p.stdout + p.stderr
+
+
+# ------------------------------------------------------------------- dual-stack and IPv6-only
+
+DUAL = ["--cluster-cidr", "10.244.0.0/16,fd00:10:244::/56"]
+
+
+@pytest.mark.parametrize(
+    ("cluster", "pod", "ips"),
+    [
+        ("10.244.0.0/16,fd00:10:244::/56", "10.244.1.0/24,fd00:10:244:1::/64", None),
+        ("fd00:10:244::/56,10.244.0.0/16", "fd00:10:244:1::/64,10.244.1.0/24", None),  # any order
+        ("fd00:10:244::/56", "fd00:10:244:1::/64", None),  # IPv6-only: the tunnel stays IPv4
+    ],
+)
+def test_node_dual_stack_writes_both_families(tmp_path, cluster, pod, ips):
+    state, out = tmp_path / "state", tmp_path / "out"
+    p = run(
+        "node",
+        *("--name", "node1", "--cluster-cidr", cluster, "--pod-cidr", pod),
+        *("--node-ip", "fd00:172:30::b,172.30.0.11", "--cluster-state", str(state)),
+        *("--out", str(out)),
+    )
+    assert p.returncode == 0, p.stderr
+    want_cidrs = sorted(pod.split(","), key=lambda c: ":" in c)  # IPv4 first
+    node = model.parse(yaml.safe_load((state / "Node-node1.yaml").read_text()))
+    assert node.pod_cidrs == tuple(want_cidrs) and node.pod_cidr == want_cidrs[0]
+    assert node.internal_ips == ("172.30.0.11", "fd00:172:30::b")
+    assert node.internal_ip == "172.30.0.11"  # the tunnel endpoint
+    conf = yaml.safe_load((out / "agent.yaml").read_text())
+    assert conf["cluster_cidrs"] == sorted(cluster.split(","), key=lambda c: ":" in c)
+    assert conf["pod_cidrs"] == want_cidrs
+    assert conf["node_ips"] == ["172.30.0.11", "fd00:172:30::b"]
+    assert "cluster_cidr" not in conf and "pod_cidr" not in conf
+
+
+def test_node_dual_stack_config_is_accepted_by_the_agent(tmp_path):
+    out = tmp_path / "out"
+    p = run(
+        "node",
+        *("--name", "node1", *DUAL, "--pod-cidr", "10.244.1.0/24,fd00:10:244:1::/64"),
+        *("--node-ip", "172.30.0.11,fd00:172:30::b", "--cluster-state", str(tmp_path / "s")),
+        *("--out", str(out)),
+    )
+    assert p.returncode == 0, p.stderr
+    cfg = agent_config.load_file(str(out / "agent.yaml")).validate()
+    assert list(cfg.cluster_cidrs) == ["10.244.0.0/16", "fd00:10:244::/56"]
+    assert list(cfg.pod_cidrs) == ["10.244.1.0/24", "fd00:10:244:1::/64"]
+
+
+BAD_DUAL = [
+    (["--pod-cidr", "10.244.1.0/24"], "needs one pod CIDR per family of --cluster-cidr"),
+    (["--pod-cidr", "10.244.1.0/24,fd00:10:245::/64"], "is not inside the cluster CIDR"),
+    (["--pod-cidr", "10.244.1.0/24,fd00:10:244:1::1/64"], "host bits set (the network is"),
+    (["--pod-cidr", "10.244.1.0/24,fd00:10:244:1::/127"], "too small (at most /126)"),
+    (["--pod-cidr", "10.244.1.0/24,fd00:10:244:1::/129"], "not a CIDR (prefix 0..128)"),
+    (["--pod-cidr", "10.244.1.0/24,fd00:10:244:1::"], "not a CIDR (ADDRESS/PREFIX"),
+    (["--pod-cidr", "10.244.1.0/24,"], "an empty item"),
+    (["--pod-cidr", "10.244.1.0/24,10.244.2.0/24"], "two IPv4 values"),
+    (["--cluster-cidr", "fd00::/56,fd01::/56"], "two IPv6 values"),
+    (["--node-ip", "fd00:172:30::b"], "needs an IPv4 address too (the VXLAN tunnel endpoint)"),
+    (["--node-ip", "172.30.0.11,fd00:172:30::zz"], "not an IPv6 address"),
+    (["--node-ip", "172.30.0.11,fd00:10:244:7::1"], "is inside the cluster CIDR fd00:10:244::/56"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), BAD_DUAL)
+def test_bad_dual_stack_input_exits_2_and_writes_nothing(tmp_path, args, message):
+    flags = {"--name": "n", "--out": str(tmp_path / "out"), "--cluster-state": str(tmp_path / "s")}
+    flags.update({"--node-ip": "172.30.0.11", "--pod-cidr": "10.244.1.0/24,fd00:10:244:1::/64"})
+    flags["--cluster-cidr"] = DUAL[1]
+    flags.update(dict(zip(args[::2], args[1::2], strict=True)))
+    p = run("node", *[x for kv in flags.items() for x in kv])
+    assert p.returncode == 2, (args, p.stdout, p.stderr)
+    assert message in p.stderr and p.stderr.startswith("provision.sh: "), p.stderr
+    assert p.stdout == "" and files_under(tmp_path) == []
+
+
+def test_the_netns_lab_writes_dual_stack_nodes_through_the_script(tmp_path):
+    lab = lab_mod.Lab("unit")
+    lab.dir = str(tmp_path)
+    lab.cluster_dir = str(tmp_path / "cluster")
+    lab.meta_path = str(tmp_path / "lab.json")
+    lab.save_meta({"cluster_cidr": DUAL[1], "source": "yaml", "nodes": {}})
+    lab._provision(
+        "node2", ["172.30.0.12", "fd00:172:30::c"], ["10.244.2.0/24", "fd00:10:244:2::/64"]
+    )
+    node = model.parse(yaml.safe_load((tmp_path / "cluster" / "Node-node2.yaml").read_text()))
+    assert node.pod_cidrs == ("10.244.2.0/24", "fd00:10:244:2::/64")
+    assert node.internal_ips == ("172.30.0.12", "fd00:172:30::c")
+    conf = yaml.safe_load((Path(lab.node_dir("node2")) / "agent.yaml").read_text())
+    assert conf["pod_cidrs"] == ["10.244.2.0/24", "fd00:10:244:2::/64"]
+    assert conf["cluster_cidrs"] == ["10.244.0.0/16", "fd00:10:244::/56"]
+
+
+def test_vagrantfile_dual_stack_node_calls_match_the_scripts_checks(tmp_path):
+    """With OVSCTL_CLUSTER_CIDR6 the Vagrantfile's node calls carry both families; the values
+    it computes pass the script's checks and make dual-stack Nodes."""
+    need("ruby")
+    env = dict(os.environ, OVSCTL_NODES="3", OVSCTL_CLUSTER_CIDR6="fd00:10:244::/56")
+    prog = (
+        "module Vagrant; def self.configure(*); end; end; load ARGV[0]; "
+        "puts provision_script(0); puts provision_script(1)"
+    )
+    p = subprocess.run(
+        ["ruby", "-e", prog, str(VAGRANTFILE)], capture_output=True, text=True, env=env
+    )
+    assert p.returncode == 0, p.stderr
+    assert "ip -6 addr replace fd00:192:168:56::b/64 nodad dev" in p.stdout
+    calls = re.findall(r"; bash \S+provision\.sh node (.*)$", p.stdout, re.M)
+    assert len(calls) == 3 + 2  # node0 writes the three Node objects, each node its config
+    state = tmp_path / "state"
+    for k, call in enumerate(calls[:3]):
+        args = call.replace("/var/lib/ovsctl-lab/cluster", str(state)).split()
+        assert f"192.168.56.{10 + k},fd00:192:168:56::{10 + k:x}" in args
+        assert run("node", *args).returncode == 0
+    nodes = [model.parse(yaml.safe_load(f.read_text())) for f in sorted(state.iterdir())]
+    assert [n.pod_cidrs for n in nodes] == [
+        (f"10.244.{k}.0/24", ("fd00:10:244::/64", "fd00:10:244:1::/64", "fd00:10:244:2::/64")[k])
+        for k in range(3)
+    ]
+    out = tmp_path / "etc"
+    args = calls[4].replace("/etc/ovsctl", str(out)).split()
+    assert run("node", *args).returncode == 0
+    conf = yaml.safe_load((out / "agent.yaml").read_text())
+    assert conf["cluster_cidrs"] == ["10.244.0.0/16", "fd00:10:244::/56"]

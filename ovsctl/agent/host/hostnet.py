@@ -30,6 +30,7 @@ class HostNetError(RuntimeError):
 
 
 def _ipt(*args: str, check: bool = True, v6: bool = False) -> subprocess.CompletedProcess:
+    """iptables (ip6tables with `v6`)."""
     cmd = "ip6tables" if v6 else "iptables"
     p = subprocess.run([cmd, "-w", "5", *args], capture_output=True, text=True, timeout=30)
     if check and p.returncode != 0:
@@ -47,8 +48,11 @@ def _ensure_chain(table: str, chain: str, parent: str, v6: bool = False) -> None
 
 def setup_masquerade(pod_cidr: str, cluster_cidr: str) -> None:
     """Pod traffic to outside the cluster CIDR is masqueraded to the node's address; forwarded
-    pod traffic is accepted even where the FORWARD policy is DROP."""
-    _ensure_chain("nat", NAT_CHAIN, "POSTROUTING")
+    pod traffic is accepted even where the FORWARD policy is DROP. An IPv6 pod CIDR's rules go
+    to ip6tables (MASQUERADE takes the egress interface's IPv6 address: the node's), an IPv4
+    one's to iptables."""
+    v6 = ":" in pod_cidr
+    _ensure_chain("nat", NAT_CHAIN, "POSTROUTING", v6=v6)
     _ipt(
         "-t",
         "nat",
@@ -65,10 +69,11 @@ def setup_masquerade(pod_cidr: str, cluster_cidr: str) -> None:
         "ovsctl: pods to outside the cluster",
         "-j",
         "MASQUERADE",
+        v6=v6,
     )
-    _ensure_chain("filter", FWD_CHAIN, "FORWARD")
+    _ensure_chain("filter", FWD_CHAIN, "FORWARD", v6=v6)
     for direction in ("-s", "-d"):
-        _ipt("-t", "filter", "-A", FWD_CHAIN, direction, pod_cidr, "-j", "ACCEPT")
+        _ipt("-t", "filter", "-A", FWD_CHAIN, direction, pod_cidr, "-j", "ACCEPT", v6=v6)
     log.info(
         "masquerade %s -> outside %s; forwarding of pod traffic accepted", pod_cidr, cluster_cidr
     )
@@ -186,19 +191,34 @@ def sync_node_ports(entries: set[tuple[str, int, str]], ipv6: bool = False) -> N
     )
 
 
-def enable_forwarding() -> None:
+def enable_forwarding(ipv6: bool = False) -> None:
+    """IPv4 forwarding; IPv6 forwarding too (net.ipv6.conf.all.forwarding) on a node with an
+    IPv6 pod CIDR."""
     with open("/proc/sys/net/ipv4/ip_forward", "w") as fh:
         fh.write("1\n")
+    if ipv6:
+        with open("/proc/sys/net/ipv6/conf/all/forwarding", "w") as fh:
+            fh.write("1\n")
 
 
 def route_cluster_cidr(gateway_if: str, cluster_cidr: str, mtu: int) -> None:
-    """The host reaches pods of other nodes through the gateway (the pipeline tunnels them)."""
+    """The host reaches pods of other nodes through the gateway (the pipeline tunnels them);
+    an IPv6 cluster CIDR likewise."""
     with IPRoute() as ipr:
         idx = ipr.link_lookup(ifname=gateway_if)
         if not idx:
             raise HostNetError(f"gateway {gateway_if} missing")
         try:
-            ipr.route("replace", dst=cluster_cidr, oif=idx[0], scope=253, metrics={"mtu": mtu})
+            if ":" in cluster_cidr:
+                ipr.route(
+                    "replace",
+                    dst=cluster_cidr,
+                    oif=idx[0],
+                    family=socket.AF_INET6,
+                    metrics={"mtu": mtu},
+                )
+            else:
+                ipr.route("replace", dst=cluster_cidr, oif=idx[0], scope=253, metrics={"mtu": mtu})
         except NetlinkError as e:
             raise HostNetError(f"route {cluster_cidr} dev {gateway_if}: {e}") from e
 

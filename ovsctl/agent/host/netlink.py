@@ -106,17 +106,45 @@ def link_mac(name: str) -> str | None:
         return ipr.get_links(idx)[0].get_attr("IFLA_ADDRESS")
 
 
+IFA_F_NODAD = 0x02  # an IPv6 address usable at once: no duplicate address detection
+
+
+def _family(ip: str) -> int:
+    return socket.AF_INET6 if ":" in ip else socket.AF_INET
+
+
+def _sysctl(path: str, value: str) -> None:
+    with open(path, "w") as fh:
+        fh.write(value)
+
+
+def _no_dad(ifname: str) -> None:
+    """IPv6 on `ifname` (in the current namespace) without duplicate address detection: the
+    MAC-derived link-local and the pod's address are usable at once (addresses are unique by
+    IPAM)."""
+    base = f"/proc/sys/net/ipv6/conf/{ifname}"
+    try:
+        _sysctl(f"{base}/disable_ipv6", "0")
+        _sysctl(f"{base}/accept_dad", "0")
+        _sysctl(f"{base}/accept_ra", "0")  # the pipeline drops pods' RAs; take none either
+    except OSError as e:
+        raise NetlinkFailure(f"enabling IPv6 on {ifname}: {e}") from e
+
+
 def setup_gateway(
     name: str,
-    ip: str,
-    prefixlen: int,
+    ip,
+    prefixlen: int | None,
     mac: str,
     mtu: int,
     timeout: float = 10.0,
     tx_off: bool = False,
 ) -> None:
-    """Configure the gateway internal port (created by OVS): MAC, MTU, address, up. The
-    address's prefix gives the host its route to the pod CIDR through the gateway."""
+    """Configure the gateway internal port (created by OVS): MAC, MTU, addresses, up. `ip`
+    is one address (with `prefixlen`), or a list of (address, prefixlen), one per family. Each
+    address's prefix gives the host its route to that pod CIDR through the gateway; IPv6
+    addresses are added without DAD."""
+    addrs = [(ip, prefixlen)] if isinstance(ip, str) else [tuple(a) for a in ip]
     deadline = time.monotonic() + timeout
     with IPRoute() as ipr:
         while (idx := _index(ipr, name)) is None:
@@ -124,14 +152,22 @@ def setup_gateway(
                 raise NetlinkFailure(f"gateway interface {name} did not appear within {timeout}s")
             time.sleep(0.02)
         ipr.link("set", index=idx, address=mac, mtu=mtu)
-        have = {
-            (a.get_attr("IFA_ADDRESS"), a["prefixlen"])
-            for a in ipr.get_addr(index=idx, family=socket.AF_INET)
-        }
-        for addr, plen in have - {(ip, prefixlen)}:
-            ipr.addr("del", index=idx, address=addr, prefixlen=plen)
-        if (ip, prefixlen) not in have:
-            ipr.addr("add", index=idx, address=ip, prefixlen=prefixlen)
+        if any(_family(a) == socket.AF_INET6 for a, _ in addrs):
+            _no_dad(name)
+        for fam in (socket.AF_INET, socket.AF_INET6):
+            want = {(a, p) for a, p in addrs if _family(a) == fam}
+            if fam == socket.AF_INET6 and not want:
+                continue  # an IPv4-only node leaves IPv6 on the gateway as it is
+            have = {
+                (a.get_attr("IFA_ADDRESS"), a["prefixlen"])
+                for a in ipr.get_addr(index=idx, family=fam)
+                if not (fam == socket.AF_INET6 and a["scope"] != 0)  # keep the link-local
+            }
+            for addr, plen in have - want:
+                ipr.addr("del", index=idx, address=addr, prefixlen=plen)
+            for addr, plen in sorted(want - have):
+                extra = {"flags": IFA_F_NODAD} if fam == socket.AF_INET6 else {}
+                ipr.addr("add", index=idx, address=addr, prefixlen=plen, **extra)
         ipr.link("set", index=idx, state="up")
     if tx_off:
         tx_checksum_off(name)
@@ -148,12 +184,16 @@ def create_pod_interface(
     gateway: str,
     mtu: int,
     tx_off: bool,
-) -> tuple[str, bool]:
+    more: tuple = (),
+) -> tuple[str, bool] | tuple[str, tuple[bool, ...]]:
     """Make a veth pair: `host_if` in this namespace, `ifname` inside `netns`, configured with
-    MAC, MTU, address, default route via the gateway (unless the pod already has one: a second
-    interface, e.g. a Multus delegate, must not take it), and loopback up. Returns the host MAC
-    (chosen: host_side_mac) and whether the default route was added. On failure the pair is
-    removed again; the NetlinkFailure says which step failed."""
+    MAC, MTU, address, default route via the gateway (unless the pod already has one of that
+    family: a second interface, e.g. a Multus delegate, must not take it), and loopback up.
+    `more`: further (ip, prefixlen, gateway), one per other family (dual-stack); an IPv6
+    address is added without DAD, with accept_dad=0 on the interface, so that it and the
+    MAC-derived link-local are usable at once. Returns the host MAC (chosen: host_side_mac) and
+    whether the default route was added (with `more`: a tuple, one per address). On failure the
+    pair is removed again; the NetlinkFailure says which step failed."""
     host_mac = host_side_mac(host_if)
     with IPRoute() as ipr:
         try:
@@ -178,8 +218,9 @@ def create_pod_interface(
                 ipr.link("set", index=idx, state="up")
             except (OSError, NetlinkError) as e:
                 raise NetlinkFailure(f"bringing up host end {host_if}: {e}") from e
-            routed = in_netns(netns, _configure_pod_side, ifname, ip, prefixlen, gateway, tx_off)
-            return host_mac, routed
+            addrs = ((ip, prefixlen, gateway), *more)
+            routed = in_netns(netns, _configure_pod_side, ifname, addrs, tx_off)
+            return host_mac, (routed if more else routed[0])
         except BaseException:
             _delete(ipr, host_if)
             raise
@@ -208,36 +249,52 @@ def quiet_host_side(name: str) -> None:
                 raise NetlinkFailure(f"{path} is missing") from None
 
 
-def _configure_pod_side(ifname, ip, prefixlen, gateway, tx_off) -> bool:
+def _configure_pod_side(ifname, addrs, tx_off) -> tuple[bool, ...]:
     """In the pod's namespace: the veth end (MAC and MTU set when it was made) up with its
-    address, the default route unless the pod has one already, loopback up. Returns whether
-    the default route was added."""
+    addresses (IPv6 without DAD), the default route of each family unless the pod has one of
+    that family already, loopback up. Returns, per address, whether its default route was
+    added."""
     try:
         idx = socket.if_nametoindex(ifname)
     except OSError:
         raise NetlinkFailure(f"{ifname} did not appear in the pod's namespace") from None
+    routed = []
     with IPRoute() as ipr:
-        step = f"bringing up {ifname} in the pod's namespace"
+        step = f"enabling IPv6 on {ifname} in the pod's namespace"
         try:
+            if any(_family(a[0]) == socket.AF_INET6 for a in addrs):
+                _no_dad(ifname)  # before the link is up: its link-local is never tentative
+            step = f"bringing up {ifname} in the pod's namespace"
             ipr.link("set", index=idx, state="up")
-            step = f"adding {ip}/{prefixlen} to {ifname} in the pod's namespace"
-            ipr.addr("add", index=idx, address=ip, prefixlen=prefixlen)
+            for ip, prefixlen, _gw in addrs:
+                step = f"adding {ip}/{prefixlen} to {ifname} in the pod's namespace"
+                if _family(ip) == socket.AF_INET6:
+                    ipr.addr("add", index=idx, address=ip, prefixlen=prefixlen, flags=IFA_F_NODAD)
+                else:
+                    ipr.addr("add", index=idx, address=ip, prefixlen=prefixlen)
             try:
                 ipr.link("set", index=socket.if_nametoindex("lo"), state="up")
             except OSError:
                 pass  # no loopback device: nothing to bring up
-            step = f"adding the default route via {gateway} on {ifname} in the pod's namespace"
-            has_default = any(
-                r["dst_len"] == 0 for r in ipr.get_routes(family=socket.AF_INET, table=254)
-            )
-            if not has_default:
-                ipr.route("add", dst="0.0.0.0/0", gateway=gateway, oif=idx)
+            for ip, _plen, gateway in addrs:
+                fam = _family(ip)
+                step = f"adding the default route via {gateway} on {ifname} in the pod's namespace"
+                has_default = any(
+                    r["dst_len"] == 0 and r.get_attr("RTA_GATEWAY")
+                    if fam == socket.AF_INET6
+                    else r["dst_len"] == 0
+                    for r in ipr.get_routes(family=fam, table=254)
+                )
+                if not has_default:
+                    dst = "0.0.0.0/0" if fam == socket.AF_INET else "::/0"
+                    ipr.route("add", dst=dst, gateway=gateway, oif=idx, family=fam)
+                routed.append(not has_default)
             step = f"turning off TX checksum offload on {ifname}"
             if tx_off:
                 tx_checksum_off(ifname)
         except (OSError, NetlinkError) as e:
             raise NetlinkFailure(f"{step}: {e}") from e
-    return not has_default
+    return tuple(routed)
 
 
 def _delete(ipr: IPRoute, name: str) -> bool:
@@ -260,7 +317,8 @@ def delete_link(name: str) -> bool:
 
 
 def pod_interface(netns: str, ifname: str) -> dict | None:
-    """What is configured on `ifname` inside `netns`: mac, mtu, IPv4 addresses, default gw."""
+    """What is configured on `ifname` inside `netns`: mac, mtu, addresses (IPv4, then IPv6
+    global ones), default gateways (IPv4 in "gateways", IPv6 in "gateways6")."""
 
     def read():
         with IPRoute() as ipr:
@@ -271,10 +329,19 @@ def pod_interface(netns: str, ifname: str) -> dict | None:
             addrs = [
                 f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}"
                 for a in ipr.get_addr(index=idx, family=socket.AF_INET)
+            ] + [
+                f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}"
+                for a in ipr.get_addr(index=idx, family=socket.AF_INET6)
+                if a["scope"] == 0
             ]
             gws = [
                 r.get_attr("RTA_GATEWAY")
                 for r in ipr.get_routes(family=socket.AF_INET, oif=idx)
+                if r["dst_len"] == 0
+            ]
+            gws6 = [
+                r.get_attr("RTA_GATEWAY")
+                for r in ipr.get_routes(family=socket.AF_INET6, oif=idx, table=254)
                 if r["dst_len"] == 0
             ]
             return {
@@ -282,6 +349,7 @@ def pod_interface(netns: str, ifname: str) -> dict | None:
                 "mtu": link.get_attr("IFLA_MTU"),
                 "addresses": addrs,
                 "gateways": [g for g in gws if g],
+                "gateways6": [g for g in gws6 if g],
                 "up": bool(link["flags"] & 1),
             }
 

@@ -7,6 +7,7 @@ import logging
 import netaddr
 
 from flows import pipeline
+from flows.family import family, ordered
 from flows.model import RemoteNode
 from ovsctl.agent import LOGGER
 from ovsctl.openflow.controller import SyncError
@@ -34,9 +35,15 @@ class NodeReconciler:
             if key[0] != "Node" or obj.name == self.node_name:
                 continue
             if obj.pod_cidr and obj.internal_ip:
-                want[obj.name] = RemoteNode(
-                    obj.name, str(netaddr.IPNetwork(obj.pod_cidr).cidr), obj.internal_ip
+                first = str(netaddr.IPNetwork(obj.pod_cidr).cidr)
+                # its pod CIDRs of the families this node has pods of (IPv4 first)
+                mine = set(self.host.net.families) if self.host.net else set()
+                cidrs = ordered(
+                    str(netaddr.IPNetwork(c).cidr) for c in obj.pod_cidrs if family(c) in mine
                 )
+                if first not in cidrs:
+                    cidrs = (first,)
+                want[obj.name] = RemoteNode(obj.name, cidrs[0], obj.internal_ip, pod_cidrs=cidrs)
         for name in set(self.remote_nodes) | set(want):
             old, new = self.remote_nodes.get(name), want.get(name)
             if old == new:
@@ -45,7 +52,12 @@ class NodeReconciler:
             flows = pipeline.remote_node_flows(self.host.net, overlay, new) if new else frozenset()
             if new:
                 self.remote_nodes[name] = new
-                log.info("node %s: pods %s via tunnel to %s", name, new.pod_cidr, new.node_ip)
+                log.info(
+                    "node %s: pods %s via tunnel to %s",
+                    name,
+                    ", ".join(new.pod_cidrs),
+                    new.node_ip,
+                )
             else:
                 self.remote_nodes.pop(name, None)
                 log.info("node %s left: its tunnel flows go", name)

@@ -9,6 +9,7 @@ import threading
 import time
 
 from flows import incremental, netpol, policy
+from flows.family import ordered
 from flows.policy import PodInfo, View
 from ovsctl.agent import LOGGER
 from ovsctl.agent.reconcile import SkipLog, finished
@@ -58,6 +59,7 @@ class PolicyReconciler:
                         tuple((cp.name, cp.port, cp.protocol) for cp in obj.ports),
                         ready=obj.ready,
                         terminating=obj.terminating,
+                        ips=ordered(obj.ips),  # both addresses of a dual-stack pod
                     )
                 infos[key] = (obj, info)
                 pods[(obj.namespace, obj.name)] = info
@@ -86,6 +88,8 @@ class PolicyReconciler:
                 local=True,
                 ready=obj.ready if obj is not None else True,
                 terminating=obj.terminating if obj is not None else False,
+                # every address IPAM gave the interface (IPv4 first): policies select both
+                ips=ordered(att.ips),
             )
         return View(namespaces, sorted(pods.values(), key=lambda p: (p.namespace, p.name)))
 

@@ -69,7 +69,9 @@ def main_reachability(args) -> int:
     try:
         tracer = node_tracer(args.agent, args.ovs_rundir, args.bridge)
         try:
-            res = node_matrix(tracer, tracer.any.name, args.namespace)
+            res = node_matrix(
+                tracer, tracer.any.name, args.namespace, getattr(args, "family", None)
+            )
         finally:
             tracer.close()
     except TraceError as e:
@@ -78,6 +80,7 @@ def main_reachability(args) -> int:
     if args.json:
         print(json.dumps(res, indent=2))
     else:
-        print(f"node {res['node']}")
+        fam = f" (IPv{res['family']})" if res.get("family") else ""
+        print(f"node {res['node']}{fam}")
         print(render_reachability(res["traced"], res["intended"], res["differences"], res["scope"]))
     return 1 if res["differences"] else 0

@@ -8,41 +8,53 @@ from .tracer import Tracer
 from .view import End
 
 
-def lab_matrix(tracer: Tracer, namespace: str | None = None) -> tuple[dict, dict, dict]:
+def _addr(pod: intents.Pod, family: int | None) -> str:
+    """The address a pair is traced between: the pod's first, or its one of `family`."""
+    return pod.ip if family is None else pod.ip_of(family)
+
+
+def lab_matrix(
+    tracer: Tracer, namespace: str | None = None, family: int | None = None
+) -> tuple[dict, dict, dict]:
     """Every pod to every other pod on every declared TCP/UDP port, traced through every node
-    (all nodes at hand): ({key: reachable}, {key: intended}, {key: Trace})."""
+    (all nodes at hand): ({key: reachable}, {key: intended}, {key: Trace}). `family` 4 or 6:
+    between the pods' addresses of that family (pods without one left out); the keys are the
+    same for both families."""
     pods = tracer.intents.pods
     traced, intended, traces = {}, {}, {}
     ends = {p["namespace"] + "/" + p["name"]: p for p in tracer.any.pods}
-    for src, dst, port, proto in intents.pairs(pods, namespace):
+    for src, dst, port, proto in intents.pairs(pods, namespace, family):
         key = intents.probe_key(src, dst, port, proto)
-        s = End("pod", src.ip, src.key, pod=ends[src.key])
-        d = End("pod", dst.ip, dst.key, pod=ends[dst.key])
+        s = End("pod", _addr(src, family), src.key, pod=ends[src.key])
+        d = End("pod", _addr(dst, family), dst.key, pod=ends[dst.key])
         t = tracer.trace(s, d, proto.lower(), port)
         traces[key] = t
         traced[key] = t.reached
-        intended[key] = tracer.intents.evaluate(src, dst, port, proto).allowed
+        intended[key] = tracer.intents.evaluate(src, dst, port, proto, family).allowed
     return traced, intended, traces
 
 
-def node_matrix(tracer: Tracer, node: str, namespace: str | None = None) -> dict:
+def node_matrix(
+    tracer: Tracer, node: str, namespace: str | None = None, family: int | None = None
+) -> dict:
     """On one node: pairs with a local end. Local -> local is traced whole; local -> remote up
     to the tunnel (the egress half, enforced here); remote -> local from the tunnel on (the
-    ingress half). Each half is compared with the same half of the intent."""
+    ingress half). Each half is compared with the same half of the intent. `family` as in
+    lab_matrix."""
     view = tracer.views[node]
     pods = tracer.intents.pods
     ends = {p["namespace"] + "/" + p["name"]: p for p in view.pods}
     local = {f"{ns}/{n}" for ns, n in view.local}
     traced, intended, scope = {}, {}, {}
-    for src, dst, port, proto in intents.pairs(pods, namespace):
+    for src, dst, port, proto in intents.pairs(pods, namespace, family):
         s_local, d_local = src.key in local, dst.key in local
         if not (s_local or d_local):
             continue
         key = intents.probe_key(src, dst, port, proto)
-        s = End("pod", src.ip, src.key, pod=ends[src.key])
-        d = End("pod", dst.ip, dst.key, pod=ends[dst.key])
+        s = End("pod", _addr(src, family), src.key, pod=ends[src.key])
+        d = End("pod", _addr(dst, family), dst.key, pod=ends[dst.key])
         t = tracer.trace(s, d, proto.lower(), port, node=node)
-        it = tracer.intents.evaluate(src, dst, port, proto)
+        it = tracer.intents.evaluate(src, dst, port, proto, family)
         traced[key] = t.reached
         if s_local and d_local:
             scope[key], intended[key] = "full", it.allowed
@@ -57,6 +69,7 @@ def node_matrix(tracer: Tracer, node: str, namespace: str | None = None) -> dict
     ]
     return {
         "node": node,
+        **({"family": family} if family is not None else {}),
         "traced": traced,
         "intended": intended,
         "scope": scope,

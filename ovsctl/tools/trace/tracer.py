@@ -8,6 +8,7 @@ import netaddr
 
 from flows import intent as intents
 from flows import tables
+from flows.family import family as ip_family
 from flows.flow import nat_target, split_nat_target
 from flows.model import VIRTUAL_ROUTER_MAC, mac_from_ip
 
@@ -249,7 +250,7 @@ class Tracer:
         if family is not None and given - {family} or len(given) > 1:
             raise TraceError("SRC and DST must be of one IP family (and of --family)")
         version = family or (given.pop() if given else None)
-        if version is None:
+        if version is None and not (isinstance(src, End) and isinstance(dst, End)):
             # a name: its IPv4 address if the other end has one too, else both's IPv6
             version = self._common_family(src, dst)
         src = src if isinstance(src, End) else resolve(src, self.any, version)
@@ -493,7 +494,9 @@ class Tracer:
         else:
             dst_i = None  # no endpoint picked: nothing to evaluate
         if src_i is not None and dst_i is not None:
-            t.intent = self.intents.evaluate(src_i, dst_i, port, t.proto).to_dict()
+            # the family of the traced packet: an ipBlock is checked against that address
+            fam = ip_family(t.src.ip).version if t.src.ip else None
+            t.intent = self.intents.evaluate(src_i, dst_i, port, t.proto, fam).to_dict()
 
     def _check(self, t: Trace, direction: str) -> dict:
         """What the rule tables of `direction` did, on the node that enforces it (the source's
