@@ -20,7 +20,16 @@ import yaml
 
 from flows.model import link_local
 from ovsctl.lab.lab import EXTERNAL_IP6, EXTERNAL_PORT
-from tests.e2e.test_netpol import NAMESPACES, PODS, SCENARIOS, cluster_yaml, diff, matrix, netpol
+from tests.e2e.test_netpol import (
+    NAMESPACES,
+    PODS,
+    SCENARIOS,
+    cluster_yaml,
+    diff,
+    matrix,
+    netpol,
+    pod_doc,
+)
 from tests.helpers import in_ns, uid, wait_for
 from tests.netpol_reference import evaluate
 
@@ -210,12 +219,9 @@ def world(lab, st):
     for ns in NAMESPACES:
         for p in PODS:
             rec = pod(st, f"{ns}/{p}")
-            docs.append(
-                {
-                    "metadata": {"name": p, "namespace": ns, "labels": {"pod": p}},
-                    "status": {"podIP": rec["ip"], "podIPs": [{"ip": a} for a in rec["ips"]]},
-                }
-            )
+            doc = pod_doc(ns, p, {"pod": p}, rec["ip"])
+            doc["status"]["podIPs"] = [{"ip": a} for a in rec["ips"]]
+            docs.append(doc)
     return {"namespaces": nss, "pods": docs}
 
 
