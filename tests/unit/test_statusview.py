@@ -73,3 +73,22 @@ def test_ipv4_only_status_render_is_as_before():
     out = statusview.render(v4, now=1000.0)
     assert "node      node0 (172.30.0.10)   ready: ok" in out
     assert "  default/pa                     10.244.0.2      0a:58:0a:f4:00:02  ofport 3" in out
+
+
+def test_metrics_give_each_pod_cidrs_addresses(tmp_path):
+    import types
+
+    from ovsctl.agent.ipam import IPAM
+    from ovsctl.agent.metrics import Metrics
+    from ovsctl.openflow.sync import FlowSync
+
+    ipam = IPAM(("10.244.0.0/24", "fd00:10:244::/120"), str(tmp_path))
+    ipam.allocate("c1", "eth0")
+    agent = types.SimpleNamespace(
+        sync=FlowSync(), controller=None, source=None, events_total={}, ipam=ipam, pods={}
+    )
+    text = Metrics(agent).render().decode()
+    assert 'ovsctl_ipam_addresses{state="used"} 1.0' in text
+    assert 'ovsctl_ipam_addresses{state="free"} 252.0' in text
+    assert 'ovsctl_ipam_cidr_addresses{cidr="10.244.0.0/24",state="used"} 1.0' in text
+    assert 'ovsctl_ipam_cidr_addresses{cidr="fd00:10:244::/120",state="free"} 252.0' in text
