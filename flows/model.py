@@ -11,10 +11,24 @@ from flows.family import V4, Family, family, ordered
 
 def mac_from_ip(ip: str) -> str:
     """The MAC ovsctl gives an address it owns: 0a:58 + the IPv4 bytes (as ovn-kubernetes and
-    Kube-OVN do), or the last four bytes of an IPv6 address, so any node can compute a peer's
-    gateway MAC from its IP."""
+    Kube-OVN do), so any node can compute a peer's gateway MAC from its IP. An IPv6 address
+    (IPv6-only pods and gateways) gives 0a:58 + two XOR-folds of 16 bits: of its /64 prefix's
+    four groups, then of its interface ID's four groups (fd00:10:244:1::5 -> 0a:58:ff:55:00:05):
+    node k's pod CIDR fd00:10:244:k::/64 (or any scheme where nodes differ in one group of the
+    prefix) gives every node's gateway and pods their own MACs; the last four bytes alone would
+    give every node's gateway the same one."""
     addr = netaddr.IPAddress(ip)
-    low = int(addr) & 0xFFFFFFFF
+    if addr.version == 6:
+        n = int(addr)
+        groups = [(n >> (16 * i)) & 0xFFFF for i in range(8)]  # groups[0] is the last
+        host, prefix = 0, 0
+        for g in groups[:4]:
+            host ^= g
+        for g in groups[4:]:
+            prefix ^= g
+        low = (prefix << 16) | host
+    else:
+        low = int(addr) & 0xFFFFFFFF
     return "0a:58:" + ":".join(f"{(low >> s) & 0xFF:02x}" for s in (24, 16, 8, 0))
 
 

@@ -428,14 +428,16 @@ def remote_node_flows(node: NodeNet, overlay: Overlay, remote: RemoteNode) -> fr
     tunnel.
 
     The tunnel accepts only this node's packets: outer source (tun_src) its IP (the IPv4
-    underlay), untagged IPv4 or IPv6 (each family of its pod CIDRs; the overlay carries nothing
-    else), so a forged or other inner frame cannot reach a pod. Nothing in br-int may send to its
+    underlay), untagged IPv4 or IPv6 (each family of its pod CIDRs that this node has too; the
+    overlay carries nothing else), so a forged or other inner frame cannot reach a pod. Nothing in br-int may send to its
     VXLAN port."""
     ck = cookie.make("node", node_owner(remote))
     reg, val = regs.PKT_SOURCE.match(regs.FROM_TUNNEL)
     out = {no_encap_flow(remote.node_ip, ck), l2_flow(remote.gw_mac, overlay.tun_ofport, ck)}
     for cidr in remote.pod_cidrs:
         fam = family(cidr)
+        if fam not in node.families:  # a family this node does not route: its tunnel drops it
+            continue
         ip = {"protocol": fam.eth}
         out |= {
             flow(

@@ -53,8 +53,9 @@ PIPELINE: tuple[Table, ...] = (
         10,
         "drop",
         "a pod port may only send untagged IPv4, ARP and IPv6 from its own IPs and MAC (IPv6: its"
-        " global address or MAC-derived link-local; NS/NA only with its own MAC in nd_sll/nd_tll;"
-        " Router Advertisements, Redirects and DHCPv6 server replies dropped)",
+        " global address or MAC-derived link-local; NS/NA only with its own MAC in nd_sll/nd_tll,"
+        " others dropped at 205; Router Advertisements icmp6 134, Redirects icmp6 137 and DHCPv6"
+        " server replies udp6 tp_src=547 dropped at 220)",
         match=(
             "in_port",
             "dl_src",

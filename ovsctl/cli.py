@@ -144,6 +144,13 @@ def _add_trace_parsers(sub) -> None:
         help="source port (default %(default)s; a Service's endpoint is picked by a hash of "
         "the 5-tuple, so it can change the endpoint)",
     )
+    t.add_argument(
+        "--family",
+        type=int,
+        choices=[4, 6],
+        help="IP family of a dual-stack pod's or Service's address to trace (default: that of an "
+        "address given as SRC or DST, else IPv4 when both ends have one, else IPv6)",
+    )
     t.add_argument("--raw", action="store_true", help="also print ofproto/trace's own output")
     node_flags(t)
     t.set_defaults(func=_trace)

@@ -70,6 +70,7 @@ DOCUMENTED = {
     "ovsctl_watch_events_total": "cluster state events received, by kind",
     "ovsctl_watch_relists_total": "full relists of the cluster state (Kubernetes API), by kind",
     "ovsctl_ipam_addresses": "pod addresses by state (used, free)",
+    "ovsctl_ipam_cidr_addresses": "pod addresses of each pod CIDR by state (used, free)",
     "ovsctl_pods": "pod attachments on this node",
     "ovsctl_packet_in_total": "packets the switch sent up, by outcome (rejected, rate_limited, ...)",
 }
@@ -171,6 +172,16 @@ class _AgentCollector:
         ip.add_metric(["used"], used)
         ip.add_metric(["free"], cap - used)
         yield ip
+        pools = ipam.usage_by_cidr() if ipam is not None and hasattr(ipam, "usage_by_cidr") else []
+        pc = GaugeMetricFamily(
+            "ovsctl_ipam_cidr_addresses",
+            DOCUMENTED["ovsctl_ipam_cidr_addresses"],
+            labels=["cidr", "state"],
+        )
+        for cidr, u, n in pools:
+            pc.add_metric([cidr, "used"], u)
+            pc.add_metric([cidr, "free"], n - u)
+        yield pc
         yield GaugeMetricFamily("ovsctl_pods", DOCUMENTED["ovsctl_pods"], value=len(agent.pods))
         pi = CounterMetricFamily(
             "ovsctl_packet_in", DOCUMENTED["ovsctl_packet_in_total"], labels=["reason"]

@@ -81,7 +81,12 @@ class Views:
             elif kind == "NetworkPolicy":
                 pols.append(obj.obj())
         local = {
-            (a.namespace, a.name): {"ofport": a.ofport, "mac": a.mac, "key": a.key}
+            (a.namespace, a.name): {
+                "ofport": a.ofport,
+                "mac": a.mac,
+                "key": a.key,
+                "ips": list(a.ips),
+            }
             for a in attachments
         }
         for p in pods:
@@ -90,11 +95,21 @@ class Views:
         return {
             "node": self.a.cfg.node_name,
             "node_ip": self.a.node_ip,
+            "node_ips": list(self.a.node_ips),
             "gateway": (
-                {"ip": node.gw_ip, "mac": node.gw_mac, "ofport": node.gw_ofport} if node else None
+                {
+                    "ip": node.gw_ip,
+                    "mac": node.gw_mac,
+                    "ofport": node.gw_ofport,
+                    "ips": list(node.gw_ips),
+                }
+                if node
+                else None
             ),
             "tunnel_ofport": self.a.overlay.tun_ofport if self.a.overlay else None,
             "cluster_cidr": self.a.cfg.cluster_cidr,
+            "cluster_cidrs": list(self.a.cfg.cluster_cidrs or [self.a.cfg.cluster_cidr]),
+            "pod_cidrs": list(self.a.pod_cidrs),
             "nodes": nodes,
             "namespaces": nss,
             "pods": pods,
@@ -132,13 +147,16 @@ class Views:
 
     def status(self) -> dict:
         ipam = self.a.ipam
-        used, cap = ipam.usage() if ipam is not None else (0, 0)
+        pools = ipam.usage_by_cidr() if ipam is not None else []
+        used, cap = pools[0][1:] if pools else (0, 0)
         desired = self.a.sync.desired()
         per_table = collections.Counter(f.table for f in desired.values())
         ctl = self.a.controller
         return {
             "node": self.a.cfg.node_name,
             "node_ip": self.a.node_ip,
+            "node_ips": list(self.a.node_ips),  # one per family, IPv4 first
+            "pod_cidrs": list(self.a.pod_cidrs),
             "bridge": self.a.cfg.bridge,
             "ready": self.a.ready() or "ok",
             "source": {
@@ -172,10 +190,21 @@ class Views:
                 else None
             ),
             "peers": [
-                {"node": r.name, "node_ip": r.node_ip, "pod_cidr": r.pod_cidr}
+                {
+                    "node": r.name,
+                    "node_ip": r.node_ip,
+                    "pod_cidr": r.pod_cidr,
+                    "pod_cidrs": list(r.pod_cidrs),
+                }
                 for r in sorted(self.a.remote_nodes.values(), key=lambda r: r.name)
             ],
-            "ipam": {"cidr": self.a.pod_cidr, "used": used, "capacity": cap},
+            # the first pod CIDR's figures as always; "cidrs": each pod CIDR's, IPv4 first
+            "ipam": {
+                "cidr": self.a.pod_cidr,
+                "used": used,
+                "capacity": cap,
+                "cidrs": [{"cidr": c, "used": u, "capacity": n} for c, u, n in pools],
+            },
             "uptime_s": round(time.time() - self.a.started, 1),
             "threads": sorted(t.name for t in threading.enumerate()),
             "audit": {

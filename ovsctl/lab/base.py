@@ -57,7 +57,8 @@ def parse_cidrs(text: str, what: str = "--cluster-cidr") -> list[str]:
 
 
 def parse_prefixes(value, cidrs: list[str]) -> list[int]:
-    """The pod CIDR size per node for each cluster CIDR: "24,64" (by position), one number
+    """The pod CIDR size per node for each cluster CIDR (`cidrs` as parse_cidrs orders them,
+    IPv4 first): "24,64" (by position), one number
     (for the first CIDR; the others get their family's default) or None (24 for IPv4, 64 for
     IPv6). Each must leave room for the nodes' subnets inside its cluster CIDR."""
     nets = [netaddr.IPNetwork(c) for c in cidrs]

@@ -47,7 +47,7 @@ def add_parser(sub) -> None:
     up.add_argument(
         "--node-prefix",
         default=None,
-        help="pod CIDR size per node, one per cluster CIDR in the same order (e.g. 24,64; "
+        help="pod CIDR size per node, one per cluster CIDR, IPv4 first (e.g. 24,64; "
         "default /24 for IPv4, /64 for IPv6)",
     )
     up.add_argument(

@@ -21,6 +21,8 @@ import subprocess
 import sys
 import time
 
+import netaddr
+
 from flows import cookie, owners, tables
 from ovsctl.tools import agentclient, flowdump
 
@@ -41,9 +43,19 @@ def pod_index(pods: list[dict]) -> dict[str, dict]:
                 "namespace": p.get("namespace", ""),
                 "name": p.get("name", ""),
                 "ip": p.get("ip", ""),
+                "ips": addresses(p),
                 "ifname": ifname,
             }
     return out
+
+
+def addresses(p: dict) -> list[str]:
+    """Every address of a pod row (IPv4 first): its "ips" (a list, or the comma-separated
+    text OVSDB external_ids hold), else its single "ip"."""
+    ips = p.get("ips") or ""
+    if isinstance(ips, str):
+        ips = [a for a in ips.split(",") if a]
+    return list(ips) or ([p["ip"]] if p.get("ip") else [])
 
 
 def owner_name(key: str | None, feature: str, oid: int, pods: dict[str, dict]) -> str:
@@ -96,6 +108,7 @@ def ovsdb_pods(timeout: float = 5.0) -> list[dict]:
                     "namespace": ext.get("pod-namespace", ""),
                     "name": ext.get("pod-name", ""),
                     "ip": ext.get("ip", ""),
+                    "ips": ext.get("ips", ""),
                 }
             )
     return out
@@ -121,7 +134,17 @@ def name_rows(rows: list[dict], owners: dict[int, str], pods: dict[str, dict]) -
 
 
 def ip_pattern(ip: str) -> re.Pattern:
-    """The address as a whole (10.244.0.2 but not 10.244.0.25) in flow text."""
+    """The address as a whole (10.244.0.2 but not 10.244.0.25; fd00::2 but not fd00::25 nor
+    fd00::2:1) in flow text, where OVS writes IPv6 addresses compressed and in lower case."""
+    try:
+        addr = netaddr.IPAddress(ip)
+    except (netaddr.AddrFormatError, ValueError):
+        addr = None
+    if addr is not None and addr.version == 6:
+        text = str(addr)  # netaddr's form is OVS's (RFC 5952)
+        return re.compile(
+            rf"(?:(?<=set_field:)|(?<![0-9a-f:.])){re.escape(text)}(?![0-9a-f]|:[0-9a-f]|::)"
+        )
     return re.compile(rf"(?<![0-9.]){re.escape(ip)}(?![0-9]|\.[0-9])")
 
 
@@ -348,16 +371,17 @@ def main(args) -> int:
         # a bare NAME is default/NAME, or a pod whose runtime sent no namespace (podman)
         refs = {(ns, name)} | ({("", name)} if "/" not in args.pod else set())
         pod_keys = {k for k, p in pods.items() if (p["namespace"], p["name"]) in refs}
-        pod_ips = {pods[k]["ip"] for k in pod_keys}
+        pod_ips = {ip for k in pod_keys for ip in pods[k]["ips"]}  # both of a dual-stack pod
         if not pod_keys and view is not None:  # another node's pod: flows naming its IP
             try:
                 cluster = agentclient.get("/cluster", url)
             except agentclient.AgentUnreachable:
                 cluster = {}
             pod_ips = {
-                p["ip"]
+                ip
                 for p in cluster.get("pods", [])
-                if (p["namespace"], p["name"]) == (ns, name) and p.get("ip")
+                if (p["namespace"], p["name"]) == (ns, name)
+                for ip in addresses(p)
             }
         if not pod_keys and not pod_ips:
             return _fail(f"no pod {ns}/{name} known here", err_code)

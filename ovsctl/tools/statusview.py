@@ -32,8 +32,9 @@ def render(st: dict, now: float | None = None) -> str:
     src = st.get("source") or {}
     ipam = st.get("ipam") or {}
     sync = st.get("last_sync") or {}
+    node_ips = ", ".join(st.get("node_ips") or []) or st.get("node_ip") or "no node IP"
     lines = [
-        f"node      {st.get('node')} ({st.get('node_ip') or 'no node IP'})   "
+        f"node      {st.get('node')} ({node_ips})   "
         f"ready: {st.get('ready')}   up {_uptime(st.get('uptime_s', 0))}",
         f"bridge    {st.get('bridge')}",
         f"openflow  {of.get('listen', '-')}  "
@@ -54,9 +55,12 @@ def render(st: dict, now: float | None = None) -> str:
         f"source    {src.get('kind', '-')}, {'synced' if src.get('synced') else 'NOT SYNCED'}, "
         f"{src.get('objects', 0)} objects"
     )
-    lines.append(
-        f"ipam      {ipam.get('cidr')}: {ipam.get('used', 0)} of {ipam.get('capacity', 0)} used"
-    )
+    pools = ipam.get("cidrs") or [ipam]
+    for i, pool in enumerate(pools):
+        lines.append(
+            f"{'ipam' if i == 0 else '':<10}{pool.get('cidr')}: {pool.get('used', 0)} of "
+            f"{pool.get('capacity', 0)} used"
+        )
     tun = st.get("tunnel")
     lines.append(f"tunnel    {tun['port']} (ofport {tun['ofport']})" if tun else "tunnel    none")
     peers = st.get("peers") or []
@@ -64,7 +68,8 @@ def render(st: dict, now: float | None = None) -> str:
         lines.append("peers     none")
     for i, p in enumerate(peers):
         lines.append(
-            f"{'peers' if i == 0 else '':<10}{p['node']:<12} {p['node_ip']:<15} {p['pod_cidr']}"
+            f"{'peers' if i == 0 else '':<10}{p['node']:<12} {p['node_ip']:<15} "
+            + ", ".join(p.get("pod_cidrs") or [p["pod_cidr"]])
         )
     audit = st.get("audit") or {}
     if audit:
@@ -87,8 +92,9 @@ def render(st: dict, now: float | None = None) -> str:
     for p in sorted(pods, key=lambda p: (p.get("namespace", ""), p.get("name", ""))):
         ns, name = p.get("namespace") or "", p.get("name") or ""
         name = f"{ns}/{name}" if ns else name or str(p.get("container_id", ""))[:12]
+        ips = ", ".join(p.get("ips") or [p.get("ip", "")])
         lines.append(
-            f"  {name:<30} {p.get('ip', ''):<15} {p.get('mac', '')}  ofport {p.get('ofport')}"
+            f"  {name:<30} {ips:<15} {p.get('mac', '')}  ofport {p.get('ofport')}"
             f"  {p.get('host_if', '')}"
         )
     return "\n".join(lines)

@@ -20,7 +20,16 @@ import yaml
 
 from flows.model import link_local
 from ovsctl.lab.lab import EXTERNAL_IP6, EXTERNAL_PORT
-from tests.e2e.test_netpol import NAMESPACES, PODS, SCENARIOS, cluster_yaml, diff, matrix, netpol
+from tests.e2e.test_netpol import (
+    NAMESPACES,
+    PODS,
+    SCENARIOS,
+    cluster_yaml,
+    diff,
+    matrix,
+    netpol,
+    pod_doc,
+)
 from tests.helpers import in_ns, uid, wait_for
 from tests.netpol_reference import evaluate
 
@@ -210,12 +219,9 @@ def world(lab, st):
     for ns in NAMESPACES:
         for p in PODS:
             rec = pod(st, f"{ns}/{p}")
-            docs.append(
-                {
-                    "metadata": {"name": p, "namespace": ns, "labels": {"pod": p}},
-                    "status": {"podIP": rec["ip"], "podIPs": [{"ip": a} for a in rec["ips"]]},
-                }
-            )
+            doc = pod_doc(ns, p, {"pod": p}, rec["ip"])
+            doc["status"]["podIPs"] = [{"ip": a} for a in rec["ips"]]
+            docs.append(doc)
     return {"namespaces": nss, "pods": docs}
 
 
@@ -378,9 +384,17 @@ def test_trace_pod_to_pod_and_to_a_service_over_ipv6(lab, st, tmp_path):
         def traced():
             return lab.trace("x/a", vip, "tcp", 8080)
 
-        wait_for(lambda: traced().verdict == "delivered", 20, interval=0.2, what="trace to tr6")
+        # until the Service's flows are in, the packet goes to the gateway (delivered to the
+        # node, no Service on the way): wait for the traced DNAT to the endpoint
+        wait_for(
+            lambda: (lambda t: t.verdict == "delivered" and t.service)(traced()),
+            20,
+            interval=0.2,
+            what="trace to tr6 through the Service",
+        )
         t = traced()
-        assert t.service and t.service["endpoint_pod"] == "z/c", t.to_dict()
+        assert t.service["endpoint_pod"] == "z/c", t.to_dict()
+        assert t.verdict == "delivered" and t.service["endpoint"].startswith("[fd00:10:244:")
     finally:
         lab.delete([str(f)], log=lambda *_: None)
 

@@ -108,3 +108,69 @@ def test_flags_take_comma_lists():
 def test_no_pod_cidr_at_all_is_refused_without_a_source():
     with pytest.raises(ConfigError, match="pod_cidr is required"):
         load()
+
+
+class _Source:
+    """A cluster state source whose snapshot is given: start() hands it over at once."""
+
+    def __init__(self, objs):
+        self.objs = objs
+
+    def start(self, on_events):
+        import types
+
+        on_events([types.SimpleNamespace(type="ADDED", obj=o) for o in self.objs])
+
+    def wait_synced(self, timeout):
+        return True
+
+    def synced(self):
+        return True
+
+    def stop(self):
+        pass
+
+
+def _node(name, cidrs, ips):
+    from ovsctl.k8s import model
+
+    return model.parse(
+        {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": name},
+            "spec": {"podCIDR": cidrs[0], "podCIDRs": list(cidrs)},
+            "status": {"addresses": [{"type": "InternalIP", "address": a} for a in ips]},
+        }
+    )
+
+
+def test_the_node_object_gives_the_pod_cidrs_and_addresses_per_family():
+    from ovsctl.agent.agent import Agent
+    from ovsctl.agent.cluster import Cluster
+    from ovsctl.agent.reconcile import SkipLog
+
+    me = _node("n1", ["10.244.1.0/24", "fd00:10:244:1::/64"], ["172.30.0.11", "fd00:172:30::11"])
+    state = Cluster(_Source([me]), "n1", SkipLog())
+    cidrs, node_ip, ips = state.start([], "", [])
+    assert cidrs == ["10.244.1.0/24", "fd00:10:244:1::/64"]
+    assert node_ip == "172.30.0.11" and ips == ["172.30.0.11", "fd00:172:30::11"]
+    # configured values win per family; the Node fills the others
+    state = Cluster(_Source([me]), "n1", SkipLog())
+    assert state.start([], "172.30.9.9", ["fd00:172:30::99"])[1:] == (
+        "172.30.9.9",
+        ["172.30.0.11", "fd00:172:30::99"],
+    )
+    agent = Agent(load(pod_cidr="10.244.1.0/24", node_ip="172.30.9.9"))
+    assert agent._per_family(cidrs, ["172.30.0.11", "fd00:172:30::11"]) == (
+        ("10.244.1.0/24", "fd00:10:244:1::/64"),
+        ("172.30.9.9", "fd00:172:30::11"),
+    )
+    # an IPv4-only node keeps no IPv6 address (its flows stay as they were)
+    assert agent._per_family(["10.244.1.0/24"], ["172.30.9.9", "fd00:172:30::11"]) == (
+        ("10.244.1.0/24",),
+        ("172.30.9.9",),
+    )
+    # the single-stack call is as it always was
+    state = Cluster(_Source([me]), "n1", SkipLog())
+    assert state.start("", "") == ("10.244.1.0/24", "172.30.0.11")

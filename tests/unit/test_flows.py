@@ -1212,3 +1212,20 @@ def test_spoof_guard_ipv6_drops_are_above_every_pods_admission():
         assert m["vlan_tci"] == "0x0000/0x1fff"
         assert m.get("nd_sll", POD_A.mac) in (POD_A.mac, "00:00:00:00:00:00")
         assert m.get("nd_tll", POD_A.mac) in (POD_A.mac, "00:00:00:00:00:00")
+
+
+def test_nd_reply_is_a_side_table_only_ipv6_nodes_have():
+    t = tables.table("NDReply")
+    assert t.side and t.ipv6_only and t.miss == "drop"
+    assert "NDReply" in tables.table("ARPResponder").next
+    assert tables.next_table("ARPResponder").name == "HairpinUnSNAT"
+    v4 = {f.table for f in pipeline.node_flows(NODE_WITH_IP, OVERLAY)}
+    assert "NDReply" not in v4
+    assert "NDReply" in {f.table for f in pipeline.node_flows(NODE6, OVERLAY6)}
+    with pytest.raises(FlowError, match="NDReply: does not set nd_sll"):
+        flow("NDReply", 1, {"protocol": "icmp6"}, (SetField("nd_sll", "00:00:00:00:00:01"),))
+
+
+def test_a_remote_nodes_ipv6_cidr_is_not_routed_by_an_ipv4_only_node():
+    flows = pipeline.remote_node_flows(NODE_WITH_IP, OVERLAY, REMOTE6)
+    assert texts(flows) == texts(pipeline.remote_node_flows(NODE_WITH_IP, OVERLAY, REMOTE))

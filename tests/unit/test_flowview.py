@@ -529,3 +529,65 @@ def test_lab_flows_and_node_status_run_the_command_in_the_node(monkeypatch):
     assert calls[-1][0][5:] == ["-m", "ovsctl.cli", "status", "--json"]
     a = p.parse_args(["lab", "node-status", "node9"])
     assert a.func(a) == 1  # LabError: no such node
+
+
+# ---- IPv6 and dual-stack pods (issue 16) --------------------------------------------------------
+
+
+def test_a_dual_stack_pods_addresses_from_status_and_from_ovsdb():
+    rows = [
+        {"container_id": "c1", "ifname": "eth0", "namespace": "d", "name": "p",
+         "ip": "10.244.0.2", "ips": ["10.244.0.2", "fd00:10:244::2"]},
+        # OVSDB external_ids hold the addresses comma-separated
+        {"container_id": "c2", "ifname": "eth0", "namespace": "d", "name": "q",
+         "ip": "10.244.0.3", "ips": "10.244.0.3,fd00:10:244::3"},
+        {"container_id": "c3", "ifname": "eth0", "namespace": "d", "name": "r", "ip": "10.244.0.4"},
+    ]  # fmt: skip
+    idx = flowview.pod_index(rows)
+    assert [idx[f"pod/c{i}/eth0"]["ips"] for i in (1, 2, 3)] == [
+        ["10.244.0.2", "fd00:10:244::2"],
+        ["10.244.0.3", "fd00:10:244::3"],
+        ["10.244.0.4"],
+    ]
+
+
+@pytest.mark.parametrize(
+    "text, hit",
+    [
+        ("priority=200,ipv6,ipv6_src=fd00:10:244::2", True),
+        ("ct(commit,table=37,zone=65000,nat(dst=[fd00:10:244::2]:8080))", True),
+        ("set_field:fd00:10:244::2->ipv6_src", True),
+        ("priority=200,icmp6,icmp_type=135,nd_target=fd00:10:244::2 actions=", True),
+        ("ipv6_src=fd00:10:244::25", False),
+        ("ipv6_src=fd00:10:244::2:1", False),
+        ("ipv6_src=1fd00:10:244::2", False),
+        ("ipv6_dst=fd00:10:244::/64", False),
+    ],
+)
+def test_an_ipv6_address_is_found_as_a_whole(text, hit):
+    assert bool(flowview.ip_pattern("FD00:10:244:0::2").search(text)) == hit
+
+
+def test_pod_filter_of_a_dual_stack_pod_finds_flows_of_both_addresses():
+    rows = flowview.name_rows(
+        [
+            installed("IngressRule", 60, "policy", "policy/x/web/ingress/0",
+                      "priority=1001,ip,nw_src=10.244.0.2", "conjunction(512,2/2)"),
+            installed("IngressRule", 60, "policy", "policy/x/web/ingress/0",
+                      "priority=1001,ipv6,ipv6_src=fd00:10:244::2", "conjunction(512,2/2)"),
+            installed("IngressRule", 60, "policy", "policy/x/web/ingress/0",
+                      "priority=1001,ipv6,ipv6_src=fd00:10:244::3", "conjunction(512,2/2)"),
+        ],
+        OWNERS,
+        PODS,
+    )  # fmt: skip
+    pods = flowview.pod_index(
+        [{"container_id": "c1", "ifname": "eth0", "namespace": "d", "name": "p",
+          "ip": "10.244.0.2", "ips": ["10.244.0.2", "fd00:10:244::2"]}]
+    )  # fmt: skip
+    ips = {ip for p in pods.values() for ip in p["ips"]}
+    got = flowview.select(rows, pod_keys=set(pods), pod_ips=ips)
+    assert matches(got) == [
+        "priority=1001,ip,nw_src=10.244.0.2",
+        "priority=1001,ipv6,ipv6_src=fd00:10:244::2",
+    ]

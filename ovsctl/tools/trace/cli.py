@@ -45,7 +45,14 @@ def main_trace(args) -> int:
     try:
         tracer = node_tracer(args.agent, args.ovs_rundir, args.bridge)
         try:
-            t = tracer.trace(args.src, args.dst, args.proto, args.dport, args.sport)
+            t = tracer.trace(
+                args.src,
+                args.dst,
+                args.proto,
+                args.dport,
+                args.sport,
+                family=getattr(args, "family", None),
+            )
             if args.json:
                 print(json.dumps(t.to_dict(), indent=2))
             else:

@@ -9,6 +9,7 @@ import netaddr
 from flows import intent as intents
 from flows import tables
 from flows.family import family as ip_family
+from flows.flow import nat_target, split_nat_target
 from flows.model import VIRTUAL_ROUTER_MAC, mac_from_ip
 
 from .parse import (
@@ -22,7 +23,17 @@ from .parse import (
     flow_fields,
     parse,
 )
-from .view import End, NodeView, Packet, default_port, policy_owner, resolve
+from .view import (
+    End,
+    NodeView,
+    Packet,
+    default_port,
+    family_of,
+    pod_ips,
+    policy_owner,
+    resolve,
+    service_ips,
+)
 
 
 @dataclass
@@ -218,12 +229,32 @@ class Tracer:
         sport: int | None = DEFAULT_SPORT,
         node: str | None = None,
         ct: str = CT_NEW,
+        family: int | None = None,
     ) -> Trace:
+        """`family` (4 or 6): which address of a dual-stack pod or Service to trace; by
+        default the family of an address given as SRC or DST, else IPv4 (a single-stack IPv6
+        pod or Service: its IPv6 address)."""
         proto = proto.lower()
         if proto not in PROTOS:
             raise TraceError(f"--proto must be one of {', '.join(PROTOS)}")
-        src = src if isinstance(src, End) else resolve(src, self.any)
-        dst = dst if isinstance(dst, End) else resolve(dst, self.any)
+        if family not in (None, 4, 6):
+            raise TraceError(f"--family must be 4 or 6, not {family!r}")
+        given = {
+            v
+            for v in (
+                None if isinstance(src, End) else family_of(src),
+                None if isinstance(dst, End) else family_of(dst),
+            )
+            if v
+        }
+        if family is not None and given - {family} or len(given) > 1:
+            raise TraceError("SRC and DST must be of one IP family (and of --family)")
+        version = family or (given.pop() if given else None)
+        if version is None and not (isinstance(src, End) and isinstance(dst, End)):
+            # a name: its IPv4 address if the other end has one too, else both's IPv6
+            version = self._common_family(src, dst)
+        src = src if isinstance(src, End) else resolve(src, self.any, version)
+        dst = dst if isinstance(dst, End) else resolve(dst, self.any, version)
         if src.kind == "service":
             raise TraceError(f"a Service ({src.label}) cannot be a source")
         if dport is None:
@@ -248,6 +279,23 @@ class Tracer:
             cur_node = nxt
         self._explain(t)
         return t
+
+    def _common_family(self, src, dst) -> int | None:
+        """4 when both ends (named) have an IPv4 address, else 6 when both have IPv6."""
+        ends = [e if isinstance(e, End) else resolve(e, self.any) for e in (src, dst)]
+        fams = []
+        for e in ends:
+            if e.kind == "pod":
+                addrs = pod_ips(e.pod)
+            elif e.kind == "service":
+                addrs = service_ips(e.service)
+            else:
+                addrs = [e.ip]
+            fams.append({netaddr.IPAddress(a).version for a in addrs})
+        both = fams[0] & fams[1]
+        if not both:
+            raise TraceError(f"{ends[0].label} and {ends[1].label} share no IP family")
+        return 4 if 4 in both else 6
 
     def _first(self, t: Trace, node: str | None) -> tuple[str, Packet, str]:
         src, dst = t.src, t.dst
@@ -334,10 +382,11 @@ class Tracer:
         view = self.views[nxt]
         p = h.packet
         port = lambda k: int(get(k)) if get(k) else None  # noqa: E731
+        v6 = p.ipv6
         return Packet(
             p.proto,
-            get("nw_src"),
-            get("nw_dst"),
+            get("ipv6_src" if v6 else "nw_src"),
+            get("ipv6_dst" if v6 else "nw_dst"),
             port("tp_src"),
             port("tp_dst"),
             view.tunnel_ofport,
@@ -369,12 +418,13 @@ class Tracer:
                     if lb is None:
                         continue
                     nf = flow_fields(p.nat_to)
-                    ep_ip, ep_port = nf.get("nw_dst"), nf.get("tp_dst")
-                    ep = next((q for q in self.views[h.node].pods if q["ip"] == ep_ip), None)
+                    ep_ip = (nf.get("nw_dst") or nf.get("ipv6_dst") or "").strip("[]")
+                    ep_port = nf.get("tp_dst")
+                    ep = self.views[h.node].pod_by_ip(ep_ip)
                     t.service = {
                         "service": t.dst.label,
-                        "frontend": f"{t.dst.ip}:{t.dport}",
-                        "endpoint": f"{ep_ip}:{ep_port}",
+                        "frontend": nat_target(t.dst.ip, t.dport),
+                        "endpoint": nat_target(ep_ip, ep_port),
                         "endpoint_pod": f"{ep['namespace']}/{ep['name']}" if ep else None,
                         "node": h.node,
                     }
@@ -438,7 +488,7 @@ class Tracer:
             dst_i = self.intents.pod(t.dst.label) if t.dst.kind == "pod" else t.dst.ip
             port = t.dport
         elif t.service:
-            ep_ip, _, ep_port = t.service["endpoint"].partition(":")
+            ep_ip, ep_port = split_nat_target(t.service["endpoint"])
             dst_i = self.intents.pod(t.service["endpoint_pod"] or "") or ep_ip
             port = int(ep_port) if ep_port.isdigit() else None
         else:
@@ -457,7 +507,9 @@ class Tracer:
             view = self.views[h.node]
             for p in h.passes:
                 fl = flow_fields(p.flow)
-                ip = fl.get("nw_src") if direction == "egress" else fl.get("nw_dst")
+                v6 = "ipv6_src" in fl
+                src_f, dst_f = ("ipv6_src", "ipv6_dst") if v6 else ("nw_src", "nw_dst")
+                ip = fl.get(src_f) if direction == "egress" else fl.get(dst_f)
                 steps = p.top()
                 names = [s.table for s in steps]
                 if rule_t not in names:

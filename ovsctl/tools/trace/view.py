@@ -9,6 +9,7 @@ import netaddr
 
 from flows import cookie as cookies
 from flows import owners
+from flows.family import family
 from ovsctl.tools import agentclient
 
 from .parse import TraceError
@@ -59,15 +60,24 @@ class NodeView:
         return next((p for p in self.local.values() if p["local"]["ofport"] == ofport), None)
 
     def local_pod_ip(self, ip: str) -> dict | None:
-        return next((p for p in self.local.values() if p["ip"] == ip), None)
+        return next((p for p in self.local.values() if ip in pod_ips(p)), None)
+
+    def pod_by_ip(self, ip: str) -> dict | None:
+        return next((p for p in self.pods if ip in pod_ips(p)), None)
 
     def node_by_ip(self, ip: str) -> str | None:
-        return next((n for n, v in self.nodes.items() if v.get("ip") == ip), None)
+        return next(
+            (n for n, v in self.nodes.items() if v.get("ip") == ip or ip in (v.get("ips") or [])),
+            None,
+        )
 
     def node_of_pod_ip(self, ip: str) -> str | None:
+        addr = netaddr.IPAddress(ip)
         for n, v in self.nodes.items():
-            if v.get("pod_cidr") and netaddr.IPAddress(ip) in netaddr.IPNetwork(v["pod_cidr"]):
-                return n
+            for cidr in v.get("pod_cidrs") or ([v["pod_cidr"]] if v.get("pod_cidr") else []):
+                net = netaddr.IPNetwork(cidr)
+                if net.version == addr.version and addr in net:
+                    return n
         return None
 
     def owner_key(self, ck: int | None) -> str | None:
@@ -93,7 +103,10 @@ class NodeView:
 
     def isolating(self, table: str, ip: str) -> list[str]:
         """Policies whose isolation drop for `ip` sits in IngressDefault/EgressDefault."""
-        field_ = "nw_dst" if table == "IngressDefault" else "nw_src"
+        fam = family(ip) if ip else None
+        if fam is None:
+            return []
+        field_ = fam.dst if table == "IngressDefault" else fam.src
         out = set()
         for f in self.flows.get("desired") or []:
             if f["table"] != table:  # drops, or an audited policy's controller() instead
@@ -125,6 +138,23 @@ def policy_owner(key: str) -> dict | None:
 # -- what to trace ------------------------------------------------------------------------------
 
 
+def pod_ips(p: dict) -> list[str]:
+    """Every address of a pod in a /cluster view (IPv4 first): `ips`, or the single `ip`."""
+    return list(p.get("ips") or ([p["ip"]] if p.get("ip") else []))
+
+
+def service_ips(sv: dict) -> list[str]:
+    return list(sv.get("cluster_ips") or ([sv["cluster_ip"]] if sv.get("cluster_ip") else []))
+
+
+def _of_family(addrs: list[str], version: int | None) -> str | None:
+    """The first address of the family (`version` 4 or 6), or the first of all for None."""
+    for a in addrs:
+        if version is None or netaddr.IPAddress(a).version == version:
+            return a
+    return None
+
+
 @dataclass
 class End:
     """A source or destination: a pod, a Service, or a plain IP."""
@@ -140,9 +170,20 @@ class End:
         return self.pod.get("node") if self.pod else None
 
 
-def resolve(spec: str, view: NodeView) -> End:
+def family_of(spec: str) -> int | None:
+    """4 or 6 when `spec` names an address (with or without a svc: prefix), else None."""
+    s = spec.split(":", 1)[1] if spec.startswith("svc:") else spec
+    try:
+        return netaddr.IPAddress(s).version
+    except (netaddr.AddrFormatError, ValueError):
+        return None
+
+
+def resolve(spec: str, view: NodeView, version: int | None = None) -> End:
     """'ns/name' (a pod, else a Service), 'svc:ns/name' or 'service/ns/name', a bare name (in
-    namespace default), or an IP (a pod's or a ClusterIP counts as that pod or Service)."""
+    namespace default), or an IP (a pod's or a ClusterIP counts as that pod or Service). A name
+    resolves to its address of IP family `version` (4 or 6; None: its first, IPv4 on a
+    dual-stack pod); an error names what has no address of that family."""
     svcs = view.cluster.get("services") or []
     want_svc = False
     s = spec
@@ -154,12 +195,13 @@ def resolve(spec: str, view: NodeView) -> End:
         ip = str(netaddr.IPAddress(s))
     except (netaddr.AddrFormatError, ValueError):
         ip = None
+    fam = "" if version is None else f"IPv{version} "
     if ip is not None:
         for p in view.pods:
-            if p["ip"] == ip:
+            if ip in pod_ips(p):
                 return End("pod", ip, f"{p['namespace']}/{p['name']}", pod=p)
         for sv in svcs:
-            if sv.get("cluster_ip") == ip:
+            if ip in service_ips(sv):
                 return End("service", ip, f"svc:{sv['namespace']}/{sv['name']}", service=sv)
         return End("ip", ip, ip)
     ns, _, name = s.rpartition("/")
@@ -167,12 +209,16 @@ def resolve(spec: str, view: NodeView) -> End:
     if not want_svc:
         for p in view.pods:
             if (p["namespace"], p["name"]) == (ns, name):
-                return End("pod", p["ip"], f"{ns}/{name}", pod=p)
+                addr = _of_family(pod_ips(p), version)
+                if addr is None:
+                    raise TraceError(f"pod {ns}/{name} has no {fam}address")
+                return End("pod", addr, f"{ns}/{name}", pod=p)
     for sv in svcs:
         if (sv["namespace"], sv["name"]) == (ns, name):
-            if not sv.get("cluster_ip"):
-                raise TraceError(f"Service {ns}/{name} has no ClusterIP")
-            return End("service", sv["cluster_ip"], f"svc:{ns}/{name}", service=sv)
+            addr = _of_family(service_ips(sv), version)
+            if addr is None:
+                raise TraceError(f"Service {ns}/{name} has no {fam}ClusterIP")
+            return End("service", addr, f"svc:{ns}/{name}", service=sv)
     what = "Service" if want_svc else "pod or Service"
     raise TraceError(f"no {what} {ns}/{name} (and {spec!r} is not an IP address)")
 
@@ -206,19 +252,29 @@ class Packet:
     tun_src: str | None = None
     tun_dst: str | None = None
 
+    @property
+    def ipv6(self) -> bool:
+        return ":" in self.nw_src
+
     def flow(self) -> str:
-        f = [self.proto, f"in_port={self.in_port}"]
+        """The packet as ofproto/trace takes it: IPv6 (tcp6, ipv6_src, ICMPv6 echo 128, the hop
+        limit in nw_ttl) when its addresses are."""
+        v6 = self.ipv6
+        proto = ("icmp6" if self.proto == "icmp" else f"{self.proto}6") if v6 else self.proto
+        f = [proto, f"in_port={self.in_port}"]
         if self.tun_dst:
             f += [f"tun_src={self.tun_src}", f"tun_dst={self.tun_dst}", "tun_id=0"]
+        src, dst = ("ipv6_src", "ipv6_dst") if v6 else ("nw_src", "nw_dst")
         f += [
             f"dl_src={self.dl_src}",
             f"dl_dst={self.dl_dst}",
-            f"nw_src={self.nw_src}",
-            f"nw_dst={self.nw_dst}",
+            f"{src}={self.nw_src}",
+            f"{dst}={self.nw_dst}",
             f"nw_ttl={self.ttl}",
         ]
         if self.proto == "icmp":
-            f += ["icmp_type=8", "icmp_code=0"]
+            # ofproto/trace's flow syntax names the ICMPv6 fields icmpv6_type / icmpv6_code
+            f += ["icmpv6_type=128", "icmpv6_code=0"] if v6 else ["icmp_type=8", "icmp_code=0"]
         else:
             f += [f"{self.proto}_src={self.sport}", f"{self.proto}_dst={self.dport}"]
             if self.proto == "tcp":
@@ -227,5 +283,8 @@ class Packet:
 
     def describe(self) -> str:
         if self.proto == "icmp":
-            return f"icmp {self.nw_src} -> {self.nw_dst} (echo request)"
+            kind = "icmp6" if self.ipv6 else "icmp"
+            return f"{kind} {self.nw_src} -> {self.nw_dst} (echo request)"
+        if self.ipv6:
+            return f"{self.proto} [{self.nw_src}]:{self.sport} -> [{self.nw_dst}]:{self.dport}"
         return f"{self.proto} {self.nw_src}:{self.sport} -> {self.nw_dst}:{self.dport}"
