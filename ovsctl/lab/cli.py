@@ -320,6 +320,13 @@ def _add_trace_parsers(ls, common) -> None:
     tr.add_argument("--dport", type=int, help="default: the first port of --proto of DST")
     tr.add_argument("--sport", type=int, default=40000, help="source port (default 40000)")
     tr.add_argument("--node", help="where an IP source enters (default: the destination's node)")
+    tr.add_argument(
+        "--family",
+        type=int,
+        choices=[4, 6],
+        help="which address of a dual-stack pod or Service to trace (default: the family of "
+        "an IP given as SRC or DST, else IPv4 when both ends have one)",
+    )
     tr.add_argument("--json", action="store_true")
     tr.add_argument("--raw", action="store_true", help="also print ofproto/trace's own output")
     tr.set_defaults(func=_trace)
@@ -336,6 +343,13 @@ def _add_trace_parsers(ls, common) -> None:
         )
     )
     ra.add_argument("--namespace", "-n", help="only pairs with an end in NAMESPACE")
+    ra.add_argument(
+        "--family",
+        type=int,
+        choices=[4, 6],
+        help="trace between the pods' addresses of this IP family; the keys are the same for "
+        "both (default: the lab's first family, IPv4 on a dual-stack lab)",
+    )
     ra.add_argument("--json", action="store_true")
     ra.set_defaults(func=_reachability)
 
@@ -347,7 +361,10 @@ def _trace(args):
     lab = _lab(args)
     tracer = lab.tracer()
     try:
-        t = tracer.trace(args.src, args.dst, args.proto, args.dport, args.sport, node=args.node)
+        t = tracer.trace(
+            args.src, args.dst, args.proto, args.dport, args.sport, node=args.node,
+            family=args.family,
+        )  # fmt: skip
         if args.json:
             print(json.dumps(t.to_dict(), indent=2))
         else:
@@ -364,7 +381,7 @@ def _trace(args):
 def _reachability(args):
     from ovsctl.tools import trace
 
-    rep = _lab(args).reachability_report(args.namespace)
+    rep = _lab(args).reachability_report(args.namespace, family=args.family)
     if args.json:
         print(json.dumps(rep["traced"], indent=2))
     else:

@@ -206,27 +206,32 @@ class LabProbes:
         except trace.TraceError as e:
             raise LabError(str(e)) from None
 
-    def trace(self, src: str, dst: str, proto: str = "tcp", dport=None, sport=40000, node=None):
+    def trace(
+        self, src: str, dst: str, proto: str = "tcp", dport=None, sport=40000, node=None,
+        family: int | None = None,
+    ):  # fmt: skip
         """Trace SRC -> DST starting on the source pod's node (or `node`, for an IP source),
-        following the tunnel to the destination's node: a `trace.Trace` (see .to_dict())."""
+        following the tunnel to the destination's node: a `trace.Trace` (see .to_dict()).
+        `family`: which address of a dual-stack pod or Service (see Tracer.trace)."""
         from ovsctl.tools import trace
 
         tracer = self.tracer()
         try:
-            return tracer.trace(src, dst, proto, dport, sport, node=node)
+            return tracer.trace(src, dst, proto, dport, sport, node=node, family=family)
         except trace.TraceError as e:
             raise LabError(str(e)) from None
         finally:
             tracer.close()
 
-    def reachability_report(self, namespace: str | None = None) -> dict:
+    def reachability_report(self, namespace: str | None = None, family: int | None = None) -> dict:
         """{"traced", "intended", "differences"}: every pod to every other pod on every declared
-        TCP/UDP port, traced through the live pipelines (keys as probe's)."""
+        TCP/UDP port, traced through the live pipelines (keys as probe's); `family` 4 or 6
+        picks the pods' addresses of that family (default: the lab's first family)."""
         from ovsctl.tools import trace
 
         tracer = self.tracer()
         try:
-            traced, intended, _ = trace.lab_matrix(tracer, namespace)
+            traced, intended, _ = trace.lab_matrix(tracer, namespace, family)
         except trace.TraceError as e:
             raise LabError(str(e)) from None
         finally:
@@ -237,6 +242,8 @@ class LabProbes:
             "differences": trace.differences(traced, intended),
         }
 
-    def reachability(self, namespace: str | None = None) -> dict[str, bool]:
+    def reachability(
+        self, namespace: str | None = None, family: int | None = None
+    ) -> dict[str, bool]:
         """What `probe()` would find, without sending a packet: exactly probe's shape."""
-        return self.reachability_report(namespace)["traced"]
+        return self.reachability_report(namespace, family)["traced"]

@@ -278,6 +278,17 @@ def test_ipv6_ip_block_with_except(lab, world, st, tmp_path):
                 break
         assert got6 == want6, "IPv6: " + diff(got6, want6)
         assert got4 == want4, "IPv4: " + diff(got4, want4)
+        # traced through the live pipelines (no packet sent), per family, as probed
+        assert lab.reachability(family=6) == want6
+        assert lab.reachability(family=4) == want4
+        cli = subprocess.run(
+            [sys.executable, "-m", "ovsctl.cli", "lab", "reachability", "--name", lab.name]
+            + ["--family", "6", "--json"],
+            capture_output=True,
+            text=True,
+        )
+        assert cli.returncode == 0, cli.stderr
+        assert json.loads(cli.stdout) == want6
     finally:
         lab.delete([str(f)], log=lambda *_: None)
 
@@ -358,6 +369,22 @@ def test_trace_pod_to_pod_and_to_a_service_over_ipv6(lab, st, tmp_path):
     cli = subprocess.run(
         [sys.executable, "-m", "ovsctl.cli", "lab", "trace", "--name", lab.name, "--json"]
         + ["x/a", v6(dst["ips"]), "--dport", "80"],
+        capture_output=True,
+        text=True,
+    )
+    assert cli.returncode == 0, cli.stderr
+    assert json.loads(cli.stdout)["verdict"] == "delivered"
+    # pod names on both ends: --family picks the IPv6 addresses (IPv4 by default)
+    t6 = lab.trace("x/a", "y/b", "tcp", 80, family=6)
+    assert (t6.verdict, t6.src.ip, t6.dst.ip) == (
+        "delivered",
+        v6(pod(st, "x/a")["ips"]),
+        v6(dst["ips"]),
+    )
+    assert lab.trace("x/a", "y/b", "tcp", 80).dst.ip == dst["ips"][0]
+    cli = subprocess.run(
+        [sys.executable, "-m", "ovsctl.cli", "lab", "trace", "--name", lab.name, "--json"]
+        + ["x/a", "y/b", "--dport", "80", "--family", "6"],
         capture_output=True,
         text=True,
     )
