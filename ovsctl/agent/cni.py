@@ -10,7 +10,7 @@ import time
 
 import netaddr
 
-from flows import pipeline
+from flows import owners, pipeline
 from flows.family import V6, family
 from flows.model import mac_from_ip
 from ovsctl.agent import LOGGER
@@ -278,7 +278,10 @@ class CNI:
         keys = self.policy.stage_with({owner: frozenset()})
         try:
             # Without a switch, the desired state is enough: the next round leaves them out.
-            self.controller.push(keys, timeout=self.timeout, wait=False)
+            if keys and not self.controller.push(keys, timeout=self.timeout, wait=False):
+                log.debug(
+                    "flows of %s: nothing sent (none on the switch, or a round takes it)", owner
+                )
         except NotConnected:
             # Desired state no longer has them; the next round (on reconnect) drops them.
             log.warning("switch not connected: flows of %s will go with the next round", owner)
@@ -304,6 +307,14 @@ class CNI:
                     self._teardown(att)
                 else:
                     # Unknown to us (already deleted, or a crash in the middle): clean by name.
+                    # Its flows too, should any be desired still (nothing of ovsctl stages a
+                    # pod's flows without its attachment; if something ever did, they would
+                    # outlive the pod).
+                    owner = owners.Pod(cid, ifname).key
+                    if self.sync.owner_flows(owner):
+                        log.warning("DEL %s: flows desired without an attachment: removed", key)
+                        step = "flows"
+                        self._remove_flows(owner)
                     host_if = self.ifaces.host_ifname(cid, ifname)
                     step = "OVS port"
                     self.ports.delete(host_if)

@@ -381,11 +381,7 @@ class Controller:
             t_done = time.monotonic()
             self.round = rnd
             self.sync.reset_installed({f.key: f for f in plan.add})
-            # owners changed while this round was being installed: send the difference too
-            late = self.sync.plan(None) if self.sync.version != version else None
-            if late:
-                self._send_flow_msgs(dp, late, rnd, self.timeout)
-                self.sync.applied(late)
+            late_n = self._send_late(dp, rnd, version)
             took = time.monotonic() - t0
             self.last_sync = {
                 "kind": "full",
@@ -399,7 +395,7 @@ class Controller:
             log.info(
                 "round %d installed: %d flows, old rounds %s and %d foreign flows deleted, "
                 "in %.3fs (switch read and meters %.3fs, plan %.3fs, bundle to barrier reply "
-                "%.3fs)",
+                "%.3fs); %d changes staged meanwhile sent after it",
                 rnd,
                 len(plan.add),
                 stale or "none",
@@ -408,11 +404,35 @@ class Controller:
                 t_plan - t0,
                 t_send - t_plan,
                 t_done - t_send,
+                late_n,
             )
-            if self.dp is dp:
-                self.ready.set()
         if self.on_synced:
             self.on_synced(took, len(plan.add))
+
+    def _send_late(self, dp, rnd: int, version: int) -> int:
+        """After a round's bundle: send what changed in the desired flows since `version`
+        (when the round's plan was taken), again and again until nothing changed during a
+        send, and only then set `ready` — under the sync's lock, in the same step as the last
+        look. Until `ready`, a change staged with wait=False (a DEL, an ADD's rollback, GC)
+        only changes the desired state and counts on the round to carry it; after it, whoever
+        staged a change pushes it. So no change falls between the two: one staged while the
+        difference was on its way, or between the last look and `ready`, used to stay on the
+        switch until the next round (flows of deleted pods, after an agent restart). Returns
+        how many flow changes were sent."""
+        sent = 0
+        while True:
+            with self.sync.lock:
+                if self.sync.version == version:
+                    if self.dp is dp:
+                        self.ready.set()
+                    return sent
+                version = self.sync.version
+                late = self.sync.plan(None)
+            if late:
+                log.debug("round %d: sending %d changes staged during it", rnd, len(late))
+                self._send_flow_msgs(dp, late, rnd, self.timeout)
+                self.sync.applied(late)
+                sent += len(late)
 
     def _ensure_meters(self, dp, flows) -> None:
         """Put on the switch every meter of the agent's that these flows name and that is not
@@ -472,6 +492,8 @@ class Controller:
     def push(self, keys: set[tuple], timeout: float | None = None, wait: bool = True) -> int:
         """Send what `keys` need (see stage); with wait=False and no switch, nothing (the
         next round carries it)."""
+        # not ready: the round under way (or the next) carries the change; the round sets
+        # `ready` only once it has seen every change staged before that (_send_late)
         if not keys or (not wait and not self.ready.is_set()):
             return 0
         timeout = timeout or self.timeout

@@ -10,6 +10,7 @@ no veth, no OVS port, no flow, no IPAM allocation. The pods that stay keep their
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 import time
 import uuid
@@ -128,6 +129,48 @@ class Kubelet:
         self.remove_sandbox(sb, holder)
 
 
+def flows_left_report(node, kl: Kubelet, cids: list[str]) -> str:
+    """Why the flows of deleted pods are left: each such container ID with its CNI calls (as
+    the test saw them) and the agent log's lines about it, the agent's rounds and restarts for
+    context; the whole agent log is kept (the node's directory goes with the node)."""
+    kept = f"/tmp/ovsctl-churn-agent-{node.id}.log"
+    try:
+        shutil.copyfile(node.agent_log, kept)
+        with open(node.agent_log) as fh:
+            lines = fh.readlines()
+    except OSError as e:
+        kept, lines = f"(agent log not kept: {e})", []
+    out = [f"flows of {len(cids)} deleted pods are left; agent log kept in {kept}"]
+    context = (  # the agent's starts, connections and rounds
+        "agent for node",
+        "restored ",
+        " connected (",
+        " disconnected;",
+        "switch holds",
+        "staged during it",
+        " installed: ",
+    )
+    out += ["-- rounds and restarts:"] + [
+        "   " + ln.rstrip() for ln in lines if any(c in ln for c in context)
+    ]
+    wall = time.time() - time.monotonic()  # the test's times as the agent log's clock
+
+    def at(t: float) -> str:
+        ms = int((wall + t) % 1 * 1000)
+        return time.strftime("%H:%M:%S", time.localtime(wall + t)) + f",{ms:03d}"
+
+    for cid in cids:
+        out.append(f"-- {cid}:")
+        for c in kl.calls:
+            if c["cid"] == cid:
+                out.append(
+                    f"   test: {c['cmd']} {at(c['t0'])}..{at(c['t1'])} "
+                    f"rc {c['rc']} code {c['code']}"
+                )
+        out += ["   " + ln.rstrip() for ln in lines if cid in ln]
+    return "\n".join(out)
+
+
 def test_parallel_add_del_with_the_agent_killed_twice(node, request):
     kl = Kubelet(node)
 
@@ -208,9 +251,11 @@ def test_parallel_add_del_with_the_agent_killed_twice(node, request):
         cid: h["ip"] for cid, h in kl.live.items()
     }, "IPAM allocations of deleted pods are left (or a live pod lost its address)"
     owners = pod_cookie_owners(node)
-    dead_owners = {cookie.owner_id(f"pod/{cid}/eth0") for cid in dead_cids}
+    dead_owners = {cookie.owner_id(f"pod/{cid}/eth0"): cid for cid in dead_cids}
     live_owners = {cookie.owner_id(f"pod/{cid}/eth0") for cid in kl.live}
-    assert not owners & dead_owners, "flows of deleted pods are left"
+    assert not owners & dead_owners.keys(), flows_left_report(
+        node, kl, sorted(dead_owners[o] for o in owners & dead_owners.keys())
+    )
     assert live_owners <= owners, "a live pod lost its flows"
 
     # -- the pods that stay still work --------------------------------------------------------

@@ -127,6 +127,18 @@ def test_del_twice_and_for_an_unknown_container(env):
     assert_nothing_left(env)
 
 
+def test_del_of_an_unknown_attachment_removes_flows_still_desired(env, caplog):
+    """Nothing stages a pod's flows without its attachment; should anything ever, the DEL that
+    finds no attachment still takes them (and says so), so that they do not outlive the pod."""
+    env.cni.dispatch(req(env))
+    env.store.forget("c1/eth0")  # the attachment is gone, its flows are not
+    assert env.sync.owner_flows("pod/c1/eth0")
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        assert env.cni.dispatch(req(env, "DEL")) is None
+    assert "flows desired without an attachment" in caplog.text
+    assert_nothing_left(env)
+
+
 def test_gc_keeps_live_ports_and_other_networks(env, caplog):
     env.cni.dispatch(req(env, cid="live", name="a"))
     env.cni.dispatch(req(env, cid="other", name="b", network="elsewhere"))
