@@ -164,6 +164,8 @@ class Channel:
         if self.thread is None:
             return None  # not started yet
         if not self.thread.is_alive():
+            if self._stop.is_set():
+                return f"OpenFlow channel to {self.target} stopped (the agent is stopping)"
             return f"OpenFlow channel thread to {self.target} has died"
         since = self.down_since
         if since is not None and time.monotonic() - since > grace:

@@ -267,7 +267,9 @@ def test_only_the_bridges_own_switch_is_accepted_and_healthz_follows_the_channel
         code, body = wait_for(
             lambda: (r := http_or_none(node, "/healthz"))[0] == 503 and r, 40, what="healthz 503"
         )
-        assert "cannot connect" in body and planted in body, body
+        assert "cannot connect" in body and planted in body, (
+            f"{body}\nagent log:\n{node.tail_log(60)}"
+        )
         assert http_get(node, "/readyz")[0] == 503
         assert status(node)["openflow"]["healthy"] != "ok"
 

@@ -78,7 +78,13 @@ def test_health_names_the_reason_after_the_grace_period(tmp_path):
         assert why and "no OpenFlow connection to unix:" in why
     finally:
         ch.stop()
-    assert ch.health(15) == f"OpenFlow channel thread to {ch.target} has died"
+    assert ch.health(15) == f"OpenFlow channel to {ch.target} stopped (the agent is stopping)"
+    # a thread that ended without being stopped has died
+    dead = Channel(str(tmp_path / "other.mgmt"))
+    dead.thread = threading.Thread(target=lambda: None)
+    dead.thread.start()
+    dead.thread.join()
+    assert dead.health(15) == f"OpenFlow channel thread to {dead.target} has died"
 
 
 def test_round_zero_is_deleted_by_feature_so_learned_flows_stay():
