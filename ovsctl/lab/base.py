@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import time
+import uuid
 
 import netaddr
 
@@ -142,3 +143,38 @@ def _zombie(pid: int) -> bool | None:
             return fh.read().split(") ", 1)[1].startswith("Z")
     except (OSError, IndexError):
         return None
+
+
+def spawn(ns: str, cmd: list[str], log_path: str, env: dict | None = None) -> int:
+    """Start a long-running process in `ns`, detached, output to log_path; returns its PID."""
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    full_env = dict(os.environ, **(env or {}))
+    full_env["PYTHONPATH"] = os.pathsep.join(
+        [os.path.dirname(os.path.dirname(HERE)), full_env.get("PYTHONPATH", "")]
+    ).rstrip(os.pathsep)
+    with open(log_path, "a") as log:
+        p = subprocess.Popen(
+            ["ip", "netns", "exec", ns, *cmd],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env=full_env,
+        )
+    return p.pid
+
+
+def uplink(ul: str, ns: str, peer: str, addr: str | None, ifname: str = "eth0") -> None:
+    """A veth from `ns` (ifname) to the underlay bridge; checksum offload off on both
+    ends, since the userspace datapath does not complete partial checksums. `ul`: the
+    underlay namespace."""
+    tmp = f"v{uuid.uuid4().hex[:10]}"
+    in_ns(ul, "ip", "link", "add", peer, "type", "veth", "peer", "name", tmp)
+    in_ns(ul, "ip", "link", "set", tmp, "netns", ns)
+    in_ns(ns, "ip", "link", "set", tmp, "name", ifname)
+    in_ns(ul, "ip", "link", "set", peer, "master", "br0", "up")
+    in_ns(ul, "ethtool", "-K", peer, "tx", "off", check=False)
+    in_ns(ns, "ethtool", "-K", ifname, "tx", "off", check=False)
+    if addr:
+        in_ns(ns, "ip", "addr", "add", addr, "dev", ifname)
+    in_ns(ns, "ip", "link", "set", ifname, "up")

@@ -9,10 +9,8 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
-import uuid
 
 import netaddr
 
@@ -22,7 +20,6 @@ from ovsctl.lab.base import (
     EXTERNAL_IP,
     EXTERNAL_IP6,
     EXTERNAL_PORT,
-    HERE,
     PROVISION,
     RESPONDER,
     UNDERLAY,
@@ -37,6 +34,8 @@ from ovsctl.lab.base import (
     parse_cidrs,
     parse_prefixes,
     sh,
+    spawn,
+    uplink,
 )
 
 
@@ -141,7 +140,7 @@ class LabNodes:
             in_ns(ns, "ip", "link", "set", "lo", "up")
         in_ns(ul, "ip", "link", "add", "br0", "type", "bridge")
         in_ns(ul, "ip", "link", "set", "br0", "up")
-        self._uplink(ext, "ext", f"{EXTERNAL_IP}/{UNDERLAY.prefixlen}")
+        uplink(self.ns("ul"), ext, "ext", f"{EXTERNAL_IP}/{UNDERLAY.prefixlen}")
         ext_ips = [EXTERNAL_IP]
         if 6 in self.families(meta):
             in_ns(
@@ -155,7 +154,7 @@ class LabNodes:
                 "nodad",
             )
             ext_ips.append(EXTERNAL_IP6)
-        pid = self._spawn(
+        pid = spawn(
             ext,
             [
                 sys.executable,
@@ -182,7 +181,7 @@ class LabNodes:
     def _api_server(self, meta: dict, log) -> None:
         """The lab's Kubernetes API (list/watch), on the external host, serving the state
         directory: the agents then watch it through their Kubernetes API source."""
-        pid = self._spawn(
+        pid = spawn(
             meta["external"]["netns"],
             [
                 sys.executable,
@@ -200,21 +199,6 @@ class LabNodes:
         meta["api"] = {"url": f"http://{EXTERNAL_IP}:{API_PORT}", "pid": pid}
         log(f"Kubernetes API (list/watch of the state directory) at {meta['api']['url']}")
 
-    def _uplink(self, ns: str, peer: str, addr: str | None, ifname: str = "eth0") -> None:
-        """A veth from `ns` (ifname) to the underlay bridge; checksum offload off on both
-        ends, since the userspace datapath does not complete partial checksums."""
-        ul = self.ns("ul")
-        tmp = f"v{uuid.uuid4().hex[:10]}"
-        in_ns(ul, "ip", "link", "add", peer, "type", "veth", "peer", "name", tmp)
-        in_ns(ul, "ip", "link", "set", tmp, "netns", ns)
-        in_ns(ns, "ip", "link", "set", tmp, "name", ifname)
-        in_ns(ul, "ip", "link", "set", peer, "master", "br0", "up")
-        in_ns(ul, "ethtool", "-K", peer, "tx", "off", check=False)
-        in_ns(ns, "ethtool", "-K", ifname, "tx", "off", check=False)
-        if addr:
-            in_ns(ns, "ip", "addr", "add", addr, "dev", ifname)
-        in_ns(ns, "ip", "link", "set", ifname, "up")
-
     def _node(self, name: str, k: int, pod_cidrs: list[str], log) -> dict:
         ns = self.ns(name)
         ip = str(UNDERLAY[10 + k])
@@ -223,7 +207,7 @@ class LabNodes:
             ips.append(str(UNDERLAY6[10 + k]))
         sh("ip", "netns", "add", ns)
         in_ns(ns, "ip", "link", "set", "lo", "up")
-        self._uplink(ns, name, None)
+        uplink(self.ns("ul"), ns, name, None)
         ovs = self.ovs(name)
         ovs.start()
         # br-phy holds the uplink and the node IP: userspace tunnelling needs the tunnel
@@ -294,7 +278,7 @@ class LabNodes:
     def _start_agent(self, node: str, info: dict) -> None:
         ovs = self.ovs(node)
         path = os.path.join(self.node_dir(node), "agent.yaml")  # from _provision
-        info["agent_pid"] = self._spawn(
+        info["agent_pid"] = spawn(
             info["netns"],
             [sys.executable, "-m", "ovsctl.cli", "agent", "--config", path]
             + ["--audit-log", self.audit_log(node)]  # one NetworkPolicy audit log per node
@@ -302,24 +286,6 @@ class LabNodes:
             self._log_path(node),
             env={"OVS_RUNDIR": ovs.rundir},
         )
-
-    def _spawn(self, ns: str, cmd: list[str], log_path: str, env: dict | None = None) -> int:
-        """Start a long-running process in `ns`, detached, output to log_path; returns its PID."""
-        os.makedirs(os.path.dirname(log_path), exist_ok=True)
-        full_env = dict(os.environ, **(env or {}))
-        full_env["PYTHONPATH"] = os.pathsep.join(
-            [os.path.dirname(os.path.dirname(HERE)), full_env.get("PYTHONPATH", "")]
-        ).rstrip(os.pathsep)
-        with open(log_path, "a") as log:
-            p = subprocess.Popen(
-                ["ip", "netns", "exec", ns, *cmd],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                env=full_env,
-            )
-        return p.pid
 
     def _agent_ready(self, node: str) -> bool:
         env = kubelet.cni_env("STATUS", "", "", "")

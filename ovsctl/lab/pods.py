@@ -19,6 +19,7 @@ from ovsctl.lab.base import (
     LabError,
     _stop_pid,
     sh,
+    spawn,
 )
 
 
@@ -191,7 +192,7 @@ class LabPods:
             args = []
             for _name, port, proto in rec["ports"]:
                 args += [f"--{proto.lower()}", str(port)] if proto in ("TCP", "UDP") else []
-            rec["pid"] = self._spawn(
+            rec["pid"] = spawn(
                 ns,
                 [sys.executable, RESPONDER, "--tag", self.dir, *args],
                 os.path.join(self.dir, "pods", f"{obj.namespace}.{obj.name}.log"),
