@@ -375,13 +375,8 @@ def _rules(items, where: str, egress: bool) -> tuple[CRule, ...]:
         if raw_protos is not None and (not isinstance(raw_protos, list) or not raw_protos):
             raise CNPError(f"{w}.protocols: must be a non-empty list when set")
         protos = [_protocol(p, f"{w}.protocols[{j}]") for j, p in enumerate(raw_protos or [])]
-        if any(p and p.named for p in protos) and any(
-            p.kind in ("networks", "nodes") for p in peers
-        ):
-            raise CNPError(
-                f"{w}.protocols: destinationNamedPort cannot be used with networks or nodes "
-                "peers (they have no named ports)"
-            )
+        # destinationNamedPort with networks or nodes peers: refused by the experimental
+        # channel's validation only; a named port then matches the pods among them alone
         unknown = [
             f"{peers_key}[{j}].{p.unknown}" for j, p in enumerate(peers) if p.kind == "closed"
         ]

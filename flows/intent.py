@@ -114,9 +114,9 @@ class Direction:
             return "Admin"
         if self.isolated_by and not self.always:
             return "NetworkPolicy"
-        if self.decided_by is not None:
+        if self.decided_by is not None and self.decided_by.action != "Pass":
             return "Baseline"
-        return "default"
+        return "default"  # no tier decided (a Baseline Pass skips to the default too)
 
     def describe(self) -> str:
         if not self.pod:

@@ -41,6 +41,7 @@ from flows.policy import (
     PodInfo,
     View,
     _addr_match,
+    _addrs_in,
     _audit,
     _fams,
     _of_fams,
@@ -198,10 +199,24 @@ def rule_flows(
     if pol.audit:
         act = (_audit(meter), *act)
     peers = _peer_addrs(rule, view)
+    # named ports resolve on the destination: ingress, the subject's pods; egress, the peer
+    # pods (selected, or inside a network: then only their addresses the network covers)
+    peer_addrs: dict[tuple[str, str], set[str]] = {}
     if direction == "ingress":
         targets = own
-    else:  # named ports resolve on the peer pods (any pod when any peer matches)
-        targets = [p for p in view.pods if p.ip] if peers is None else _peer_pods(rule, view)
+    elif peers is None:
+        targets = [p for p in view.pods if p.ip]
+    else:
+        targets = _peer_pods(rule, view)
+        for p in targets:
+            peer_addrs[(p.namespace, p.name)] = set(p.addrs)
+        cidrs = [c for peer in rule.peers if peer.kind == "networks" for c in peer.networks]
+        if cidrs and any(p.named for p in rule.protocols):
+            index = {(p.namespace, p.name): p for p in view.pods}
+            for key, addrs in _addrs_in(cidrs, view.pods).items():
+                if key not in peer_addrs:
+                    targets.append(index[key])
+                peer_addrs.setdefault(key, set()).update(addrs)
     by_pod = {(p.namespace, p.name): p for p in targets}
     actions: dict[tuple, list] = defaultdict(list)
     direct: set[tuple] = set()
@@ -216,7 +231,9 @@ def rule_flows(
             if direction == "ingress":
                 own_pods = [p for p in own if (p.namespace, p.name) in keys]
             else:
-                peer_ips = sorted({a for key in keys for a in by_pod[key].addrs})
+                peer_ips = sorted(
+                    {a for key in keys for a in peer_addrs.get(key) or by_pod[key].addrs}
+                )
         own_addrs = [a for p in own_pods for a in p.addrs]
         fams = _fams(own_addrs)
         if peer_ips is not None:  # only the families the own pods have can meet
