@@ -20,8 +20,9 @@ class Views:
 
     def cluster_view(self) -> dict:
         """The cluster as this agent sees it (for trace and reachability): nodes, pods with
-        labels, IPs and ports, Services with their frontends, and NetworkPolicies as given."""
-        nodes, pods, svcs, pols, nss = [], [], [], [], []
+        labels, IPs and ports, Services with their frontends, and NetworkPolicies and
+        ClusterNetworkPolicies as given (``cluster_network_policies``: sorted by name)."""
+        nodes, pods, svcs, pols, nss, cnps = [], [], [], [], [], []
         # copies first (no agent lock is taken: CNI never waits for a view)
         cluster, attachments = list(self.a.cluster.items()), list(self.a.pods.values())
         for key, obj in sorted(cluster, key=lambda kv: kv[0]):
@@ -80,6 +81,8 @@ class Views:
                 )
             elif kind == "NetworkPolicy":
                 pols.append(obj.obj())
+            elif kind == "ClusterNetworkPolicy":  # cluster-scoped: sorted by name
+                cnps.append(obj.obj())
         local = {
             (a.namespace, a.name): {
                 "ofport": a.ofport,
@@ -115,6 +118,7 @@ class Views:
             "pods": pods,
             "services": svcs,
             "policies": pols,
+            "cluster_network_policies": cnps,
         }
 
     def flows_view(self) -> dict:

@@ -1,9 +1,9 @@
 """Cluster state from the Kubernetes API: list + watch, delivered as typed source events.
 
-:class:`APISource` implements the :class:`ovsctl.k8s.source.Source` protocol for the six kinds
-the agent consumes (Namespaces, Nodes, NetworkPolicies, Services, EndpointSlices, Pods), so
-nothing above it knows whether the state comes from the API server or a YAML directory
-(DESIGN.md, principle 7).
+:class:`APISource` implements the :class:`ovsctl.k8s.source.Source` protocol for the kinds the
+agent consumes (Namespaces, Nodes, NetworkPolicies, ClusterNetworkPolicies, Services,
+EndpointSlices, Pods), so nothing above it knows whether the state comes from the API server or
+a YAML directory (DESIGN.md, principle 7).
 
 How it works
 ------------
@@ -21,6 +21,12 @@ How it works
   that failed is simply tried again.
 - Every ``resync_period`` seconds each kind is relisted anyway (a full resync; again only real
   differences are emitted).
+- A kind served by a **CustomResourceDefinition** (ClusterNetworkPolicy) may be missing: when
+  its list gets HTTP 404 (the CRD is not installed) or 403 (the ClusterRole does not grant it),
+  the watcher logs it once, naming the manifest to apply, counts the kind as listed with no
+  objects (so the other kinds' initial snapshot does not wait for it; after a 404 its known
+  objects are removed, as deleting a CRD deletes them; after a 403 they are kept), and lists it
+  again every ``crd_retry`` seconds: installing the CRD later takes effect without a restart.
 - Requests go through the official client's :class:`kubernetes.client.ApiClient` (its
   configuration, TLS and auth, bearer-token refresh included) but the bodies are read as raw
   JSON, so the dicts go straight to :func:`ovsctl.k8s.model.parse` (list items lack ``kind`` and
@@ -78,6 +84,7 @@ from ovsctl.k8s.watchstream import (
     _RequestError,
     _Stopped,
     _TooLarge,
+    _Unserved,
     _WatchFailed,
     decode_event,
     forget_parse_errors,
@@ -137,7 +144,8 @@ class APISource:
     server-side timeoutSeconds of a watch; ``backoff_initial``/``backoff_max`` (s) for
     reconnects; ``page_size`` items per list page (0 = unpaged); ``request_timeout`` (s) the
     connect timeout and the read timeout of lists (a watch's read timeout is its
-    timeoutSeconds plus this). ``kinds`` restricts the watched kinds (default: all six).
+    timeoutSeconds plus this). ``kinds`` restricts the watched kinds (default: all of them).
+    ``crd_retry`` (s) between lists of a CRD kind that the server does not serve.
     ``max_object_bytes`` bounds one watch event: a longer line is dropped unread (never held
     in memory), logged with its size, and the kind is relisted.
     """
@@ -162,6 +170,7 @@ class APISource:
         page_size: int = 500,
         request_timeout: float = 30.0,
         max_object_bytes: int = MAX_OBJECT_BYTES,
+        crd_retry: float = 60.0,
     ):
         kinds = tuple(kinds)
         unknown = [k for k in kinds if k not in RESOURCES]
@@ -187,11 +196,14 @@ class APISource:
         self.page_size = page_size
         self.request_timeout = request_timeout
         self.max_object_bytes = max_object_bytes
+        self.crd_retry = crd_retry
 
         # counters and state for metrics and tests (each kind's entries written by its watcher)
         self.events_total: dict[str, int] = {r.kind: 0 for r in self.resources}
         self.relists_total: dict[str, int] = {r.kind: 0 for r in self.resources}
         self.resource_version: dict[str, str] = {r.kind: "" for r in self.resources}
+        # CRD kinds the server does not serve now: kind -> the HTTP status (404 or 403)
+        self.unserved: dict[str, int] = {}
 
         self._stores: dict[str, dict[Key, Object]] = {r.kind: {} for r in self.resources}
         self._lock = threading.Lock()  # guards _stores (written by the dispatcher only)
@@ -291,6 +303,11 @@ class APISource:
                 continue
             except _Stopped:
                 break
+            except _Unserved as e:
+                rv = ""
+                self._on_unserved(res, e, listed_once)
+                self._stop.wait(self.crd_retry)
+                continue
             except _Gone as e:
                 if rv:  # the watch's resourceVersion is too old: relist at once
                     log.warning("%s: %s: relisting", kind, e)
@@ -319,6 +336,47 @@ class APISource:
             backoff = min(backoff * 2, self.backoff_max)
         log.debug("%s: watcher stopped", kind)
 
+    def _on_unserved(self, res: Resource, e: _Unserved, listed_once: bool) -> None:
+        """A CRD kind is not served (404) or not readable (403): log it once per change, and
+        count the kind as listed (empty, or its last objects after a 403) until it is."""
+        kind = res.kind
+        keep = e.status == 403 and listed_once  # RBAC changed under us: keep what we know
+        if self.unserved.get(kind) != e.status:
+            with self._lock:
+                known = len(self._stores.get(kind, {}))
+            if e.status == 404:
+                why = f"its CustomResourceDefinition is not installed (kubectl apply -f {res.crd})"
+            else:
+                why = (
+                    f"the agent's ClusterRole does not grant list/watch on {res.plural} "
+                    "(kubectl apply -f manifests/01-rbac.yaml)"
+                )
+            log.warning(
+                "%s: %s: %s; %s; the other kinds are watched as usual; listing it again every %ss",
+                kind,
+                e,
+                why,
+                f"keeping the last {known} {kind} object(s)"
+                if keep
+                else f"no {kind} objects until then",
+                self.crd_retry,
+            )
+        else:
+            log.debug("%s: still not served: %s", kind, e)
+        self.unserved[kind] = e.status
+        self.resource_version[kind] = ""
+        if not keep:
+            self._queue.put(_Listed(kind, {}, set()))
+
+    def _get(self, res: Resource, params: list[tuple[str, Any]], read_timeout: float):
+        """A GET of res's collection; a CRD kind's 404/403 raises _Unserved."""
+        try:
+            return self._http.get(res.path, params, read_timeout)
+        except _RequestError as e:
+            if res.crd and e.status in (403, 404):
+                raise _Unserved(e.status, str(e)) from None
+            raise
+
     def _selector(self, res: Resource) -> list[tuple[str, str]]:
         if res.kind == "Pod" and self.pod_field_selector:
             return [("fieldSelector", self.pod_field_selector)]
@@ -340,7 +398,7 @@ class APISource:
                 params.append(("limit", self.page_size))
             if cont:
                 params.append(("continue", cont))
-            resp = self._http.get(res.path, params, self.request_timeout)
+            resp = self._get(res, params, self.request_timeout)
             try:
                 data = resp.read(decode_content=True)
             except Exception as e:  # noqa: BLE001
@@ -379,6 +437,8 @@ class APISource:
         )
         self._queue.put(_Listed(kind, objects, bad))
         self.resource_version[kind] = rv
+        if self.unserved.pop(kind, None) is not None:
+            log.info("%s: served now: watching it", kind)
         return rv
 
     def _watch(self, res: Resource, rv: str, next_resync: float) -> str:
@@ -398,7 +458,7 @@ class APISource:
         ]
         log.debug("%s: watch from resourceVersion %s (timeout %ds)", kind, rv, timeout)
         started = time.monotonic()
-        resp = self._http.get(res.path, params, timeout + self.request_timeout)
+        resp = self._get(res, params, timeout + self.request_timeout)
         events = 0
         try:
             for line in _lines(resp, self.max_object_bytes):

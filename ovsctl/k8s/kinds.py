@@ -59,6 +59,9 @@ class KindInfo(NamedTuple):
     api_version: str
     namespaced: bool
     name_rule: str  # "label" (DNS-1123 label), "subdomain" (DNS-1123 subdomain), "1035"
+    # a cluster-scoped kind whose metadata.namespace must be absent (rather than ignored, as
+    # for Nodes and Namespaces): a namespace there is a misunderstanding of the object's scope
+    no_namespace: bool = False
 
 
 # The one list of accepted kinds, in dependency order: a batch of events applies additions and
@@ -68,6 +71,7 @@ KINDS: dict[str, KindInfo] = {
     "Namespace": KindInfo("v1", False, "label"),
     "Node": KindInfo("v1", False, "subdomain"),
     "NetworkPolicy": KindInfo("networking.k8s.io/v1", True, "subdomain"),
+    "ClusterNetworkPolicy": KindInfo("policy.networking.k8s.io/v1alpha2", False, "subdomain", True),
     "Service": KindInfo("v1", True, "1035"),
     "EndpointSlice": KindInfo("discovery.k8s.io/v1", True, "subdomain"),
     "Pod": KindInfo("v1", True, "subdomain"),

@@ -166,9 +166,11 @@ class Pod(_LabelledMixin):
 
 @dataclass(frozen=True)
 class Generic:
-    """An accepted kind that is not modeled yet (NetworkPolicy, Service, EndpointSlice).
+    """An accepted kind that is not modeled yet (NetworkPolicy, ClusterNetworkPolicy, Service,
+    EndpointSlice).
 
-    ``body`` is the canonical JSON of the object (sorted keys, metadata.namespace filled in,
+    ``body`` is the canonical JSON of the object (sorted keys, metadata.namespace filled in for
+    a namespaced kind and absent for a cluster-scoped one,
     bookkeeping fields such as resourceVersion and managedFields dropped), so the object stays
     hashable and compares by value. :meth:`obj` returns it as a dict.
     """

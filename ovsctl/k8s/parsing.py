@@ -153,6 +153,11 @@ def parse(obj: Mapping[str, Any]) -> Object:
         problem = _dns_problem(namespace, "label")
         if problem:
             raise ctx.fail("metadata.namespace", f"{problem}, got {namespace!r}")
+    elif info.no_namespace and meta.get("namespace") not in (None, ""):
+        raise ctx.fail(
+            "metadata.namespace",
+            f"must not be set: {kind} is cluster-scoped, got {_show(meta.get('namespace'))}",
+        )
     labels = ctx.labels(meta.get("labels"), "metadata.labels")
 
     if kind == "Node":
@@ -317,7 +322,10 @@ def _parse_generic(ctx: _Ctx, obj: Mapping, kind: str, namespace: str, name: str
         ctx.mapping(obj.get(section), section)
     body = dict(obj)
     meta = {k: v for k, v in body["metadata"].items() if k not in _VOLATILE_METADATA}
-    meta["namespace"] = namespace
+    if namespace:
+        meta["namespace"] = namespace
+    else:  # a cluster-scoped kind: no namespace at all (as the API server stores it)
+        meta.pop("namespace", None)
     body["metadata"] = meta
     try:
         text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

@@ -28,6 +28,9 @@ class Resource:
     api_version: str
     plural: str
     namespaced: bool
+    # the manifest of the CustomResourceDefinition that serves the kind ("" for a built-in
+    # kind): a cluster may not have it installed, and the other kinds must not wait for it
+    crd: str = ""
 
     @property
     def path(self) -> str:
@@ -40,14 +43,27 @@ _PLURALS = {
     "Namespace": "namespaces",
     "Node": "nodes",
     "NetworkPolicy": "networkpolicies",
+    "ClusterNetworkPolicy": "clusternetworkpolicies",
     "Service": "services",
     "EndpointSlice": "endpointslices",
     "Pod": "pods",
 }
 
+# The kinds served by a CustomResourceDefinition, and the manifest (in this repository) that
+# installs it; the watcher names it when the API server does not serve the kind.
+CRD_MANIFESTS = {
+    "ClusterNetworkPolicy": "manifests/05-clusternetworkpolicy-crd.yaml",
+}
+
 # In model.ACCEPTED_KINDS order (namespaces and nodes first, pods last).
 RESOURCES: dict[str, Resource] = {
-    kind: Resource(kind, KINDS[kind].api_version, _PLURALS[kind], KINDS[kind].namespaced)
+    kind: Resource(
+        kind,
+        KINDS[kind].api_version,
+        _PLURALS[kind],
+        KINDS[kind].namespaced,
+        CRD_MANIFESTS.get(kind, ""),
+    )
     for kind in ACCEPTED_KINDS
 }
 
@@ -68,7 +84,21 @@ class _Stopped(Exception):
 
 
 class _RequestError(Exception):
-    """A failed request or a broken stream; retried with backoff."""
+    """A failed request or a broken stream; retried with backoff. ``status`` is the HTTP
+    status of a refused request (None when there was no HTTP answer)."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+
+class _Unserved(Exception):
+    """A CRD kind's collection is not served (HTTP 404: the CRD is not installed) or not
+    readable (HTTP 403: the agent's ClusterRole does not grant it)."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
 
 
 class _WatchFailed(Exception):
@@ -141,7 +171,9 @@ class Requests:
             message = _status_message(text)
             if resp.status == 410:
                 raise _Gone(f"GET {path}: HTTP 410 Gone: {message}")
-            raise _RequestError(f"GET {path}: HTTP {resp.status} {resp.reason}: {message}")
+            raise _RequestError(
+                f"GET {path}: HTTP {resp.status} {resp.reason}: {message}", resp.status
+            )
         return resp
 
     def done(self, resp, reuse: bool = False) -> None:

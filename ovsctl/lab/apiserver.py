@@ -1,11 +1,12 @@
-"""A small Kubernetes API server for tests and the lab: list + watch of six kinds, over HTTP.
+"""A small Kubernetes API server for tests and the lab: list + watch of seven kinds, over HTTP.
 
 The unit tests drive it directly (:class:`FakeAPI`); `ovsctl lab up --source api` runs it as
 a process that mirrors the lab's YAML state directory (``python -m ovsctl.lab.apiserver
 --state DIR --listen HOST:PORT``), so the agents watch the same state through the API watcher.
 
 It speaks the wire format a client sees from the real API server, for the cluster-wide
-collections of Nodes, Namespaces, Pods, NetworkPolicies, Services and EndpointSlices:
+collections of Nodes, Namespaces, Pods, NetworkPolicies, ClusterNetworkPolicies (cluster-scoped,
+as its CustomResourceDefinition declares), Services and EndpointSlices:
 
 - ``GET <path>``: a JSON list (``{"kind": "PodList", "metadata": {"resourceVersion": ..},
   "items": [..]}``, items without kind/apiVersion, as the real server sends them), paged with
@@ -25,8 +26,9 @@ global resourceVersion and records the event), :meth:`compact` (forget the histo
 :meth:`drop_watches` (close every open watch abruptly: no terminating chunk),
 :meth:`end_watches` (end them cleanly),
 :meth:`bookmark`, :meth:`watch_error`, ``watches_available`` (False: watches get HTTP 503),
-``watch_seconds_cap`` (end every watch early, cleanly), and ``requests`` (every request as
-``(path, query dict)``). Standard library only.
+``watch_seconds_cap`` (end every watch early, cleanly), :meth:`unserve` / :meth:`serve` (a
+kind's collection answers 404, as without its CRD, or 403, as without RBAC, until served
+again), and ``requests`` (every request as ``(path, query dict)``). Standard library only.
 """
 
 from __future__ import annotations
@@ -48,6 +50,11 @@ KINDS: dict[str, tuple[str, str, bool]] = {
     "Namespace": ("v1", "/api/v1/namespaces", False),
     "Pod": ("v1", "/api/v1/pods", True),
     "NetworkPolicy": ("networking.k8s.io/v1", "/apis/networking.k8s.io/v1/networkpolicies", True),
+    "ClusterNetworkPolicy": (
+        "policy.networking.k8s.io/v1alpha2",
+        "/apis/policy.networking.k8s.io/v1alpha2/clusternetworkpolicies",
+        False,
+    ),
     "Service": ("v1", "/api/v1/services", True),
     "EndpointSlice": ("discovery.k8s.io/v1", "/apis/discovery.k8s.io/v1/endpointslices", True),
 }
@@ -132,6 +139,7 @@ class FakeAPI:
         self.watch_seconds_cap: float | None = None  # end every watch after this long (cleanly)
         self.requests: list[tuple[str, dict[str, str]]] = []
         self.authorizations: list[str | None] = []  # the Authorization header of each request
+        self.unserved: dict[str, int] = {}  # kind -> the HTTP status its collection answers
         self._lock = threading.Lock()
         self._rv = first_rv
         self._compacted = 0  # watches from a resourceVersion below this get 410
@@ -282,6 +290,24 @@ class FakeAPI:
                 self._watches.discard(w)
             return len(hit)
 
+    def unserve(self, kind: str, status: int = 404) -> None:
+        """The kind's collection answers `status` from now on and its open watches end: 404 as
+        when its CRD is deleted (which deletes its objects, without watch events), 403 as when
+        the client's RBAC no longer grants it (its objects stay)."""
+        with self._lock:
+            self.unserved[kind] = status
+            if status == 404:
+                self._objects[kind].clear()
+                self._rv += 1
+            for w in [w for w in self._watches if w.kind == kind]:
+                w.queue.put(_END)
+                self._watches.discard(w)
+
+    def serve(self, kind: str) -> None:
+        """Serve the kind again (its CRD installed, its RBAC granted)."""
+        with self._lock:
+            self.unserved.pop(kind, None)
+
     def open_watches(self, kind: str | None = None) -> int:
         with self._lock:
             return sum(1 for w in self._watches if kind is None or w.kind == kind)
@@ -420,8 +446,17 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(200, {"major": "1", "minor": "30", "gitVersion": "v1.30.0-fakeapi"})
             return
         kind = _BY_PATH.get(url.path)
-        if kind is None:
-            self._json(404, _status(404, "NotFound", f"the server could not find {url.path}"))
+        unserved = api.unserved.get(kind) if kind else None
+        if kind is None or unserved == 404:
+            self._json(
+                404, _status(404, "NotFound", "the server could not find the requested resource")
+            )
+            return
+        if unserved is not None:
+            self._json(
+                unserved,
+                _status(unserved, "Forbidden", f"{url.path} is forbidden (HTTP {unserved})"),
+            )
             return
         if not _is_watch(query):
             body = api._list(kind, query)

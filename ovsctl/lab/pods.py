@@ -39,7 +39,14 @@ class LabPods:
                         f"Node {obj.name}: the lab makes nodes; use `ovsctl lab up --nodes`"
                     )
             # namespaces first, pods last: policies and services are in place before pods start
-            order = {"Namespace": 0, "NetworkPolicy": 1, "Service": 2, "EndpointSlice": 3, "Pod": 4}
+            order = {
+                "Namespace": 0,
+                "NetworkPolicy": 1,
+                "ClusterNetworkPolicy": 1,
+                "Service": 2,
+                "EndpointSlice": 3,
+                "Pod": 4,
+            }
             todo = sorted(objs, key=lambda o: order.get(o.key[0], 9))
             pod_objs = [o for o in todo if o.key[0] == "Pod"]
             refused = []  # Services the API server would refuse: the others still apply

@@ -6,6 +6,7 @@ polls with deadlines (ovsctl.util.wait_until); nothing sleeps to synchronise.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import os
@@ -53,6 +54,17 @@ SAMPLES: dict[str, dict] = {
         "kind": "NetworkPolicy",
         "metadata": {"name": "deny-all", "namespace": "a"},
         "spec": {"podSelector": {}, "policyTypes": ["Ingress"]},
+    },
+    "ClusterNetworkPolicy": {
+        "apiVersion": "policy.networking.k8s.io/v1alpha2",
+        "kind": "ClusterNetworkPolicy",
+        "metadata": {"name": "deny-metadata"},
+        "spec": {
+            "tier": "Admin",
+            "priority": 10,
+            "subject": {"namespaces": {}},
+            "egress": [{"action": "Deny", "to": [{"networks": ["169.254.169.254/32"]}]}],
+        },
     },
     "Service": {
         "apiVersion": "v1",
@@ -170,8 +182,9 @@ def api():
         yield a
 
 
-@pytest.fixture
-def make_source():
+@contextlib.contextmanager
+def source_factory():
+    """make(api_or_url, **options) -> a new APISource (test timings), stopped on exit."""
     made: list[APISource] = []
 
     def make(api_or_url, **kw) -> APISource:
@@ -189,9 +202,17 @@ def make_source():
         made.append(src)
         return src
 
-    yield make
-    for s in made:
-        s.stop()
+    try:
+        yield make
+    finally:
+        for s in made:
+            s.stop()
+
+
+@pytest.fixture
+def make_source():
+    with source_factory() as make:
+        yield make
 
 
 def start(src: APISource) -> Recorder:
@@ -224,6 +245,7 @@ def test_resources_are_the_real_collection_paths():
         "Namespace": "/api/v1/namespaces",
         "Node": "/api/v1/nodes",
         "NetworkPolicy": "/apis/networking.k8s.io/v1/networkpolicies",
+        "ClusterNetworkPolicy": "/apis/policy.networking.k8s.io/v1alpha2/clusternetworkpolicies",
         "Service": "/api/v1/services",
         "EndpointSlice": "/apis/discovery.k8s.io/v1/endpointslices",
         "Pod": "/api/v1/pods",
@@ -237,7 +259,7 @@ def test_initial_snapshot_is_one_sorted_batch_of_every_kind(api, make_source):
     src = make_source(api)
     rec = start(src)
     expected = sort_events(Event(ADDED, model(o)) for o in api.objects())
-    assert len(expected) == 7
+    assert len(expected) == len(SAMPLES) + 1
     assert rec.batches == [expected]
     assert src.synced()
     assert src.objects() == server_view(api)

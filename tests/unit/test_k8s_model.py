@@ -47,6 +47,26 @@ def ports_pod(*ports, name="web"):
     return pod(name, spec={"containers": [{"name": "c", "ports": list(ports)}]})
 
 
+CNP_API = "policy.networking.k8s.io/v1alpha2"
+
+
+def cnp(name="deny-metadata", spec=None, **meta):
+    """A ClusterNetworkPolicy as kubectl would send it."""
+    return {
+        "apiVersion": CNP_API,
+        "kind": "ClusterNetworkPolicy",
+        "metadata": {"name": name, **meta},
+        "spec": spec
+        if spec is not None
+        else {
+            "tier": "Admin",
+            "priority": 10,
+            "subject": {"namespaces": {}},
+            "egress": [{"action": "Deny", "to": [{"networks": ["169.254.169.254/32"]}]}],
+        },
+    }
+
+
 # --------------------------------------------------------------------------- parsing
 
 
@@ -230,16 +250,46 @@ def test_generic_kinds():
 
 
 def test_accepted_kinds_constant():
-    assert set(ACCEPTED_KINDS) == {
-        "Node",
+    # in dependency order: a batch applies them in this order (and deletes in the reverse)
+    assert ACCEPTED_KINDS == (
         "Namespace",
-        "Pod",
+        "Node",
         "NetworkPolicy",
+        "ClusterNetworkPolicy",
         "Service",
         "EndpointSlice",
-    }
+        "Pod",
+    )
     assert KINDS["EndpointSlice"].api_version == "discovery.k8s.io/v1"
     assert KINDS["NetworkPolicy"].api_version == "networking.k8s.io/v1"
+    info = KINDS["ClusterNetworkPolicy"]
+    assert (info.api_version, info.namespaced, info.name_rule) == (CNP_API, False, "subdomain")
+    assert info.no_namespace and not KINDS["Node"].no_namespace
+
+
+def test_cluster_network_policy_is_a_cluster_scoped_generic():
+    raw = cnp(labels={"team": "sec"}, resourceVersion="7", uid="u-1")
+    raw["status"] = {"conditions": []}
+    g = parse(raw)
+    assert isinstance(g, Generic)
+    assert g.key == ("ClusterNetworkPolicy", "", "deny-metadata")
+    assert (g.namespace, g.ref) == ("", "deny-metadata")
+    body = g.obj()
+    assert "namespace" not in body["metadata"], "a cluster-scoped object has no namespace"
+    assert "resourceVersion" not in body["metadata"] and body["metadata"]["uid"] == "u-1"
+    assert body["spec"] == raw["spec"] and body["apiVersion"] == CNP_API
+    # an empty namespace is no namespace (as the API server stores it); the value is the same
+    same = cnp(labels={"team": "sec"}, namespace="", uid="u-1")
+    same["status"] = {"conditions": []}
+    assert parse(same) == g
+    # round trips, through YAML too (the lab's state files)
+    assert parse(to_dict(g)) == g
+    assert parse(yaml.safe_load(yaml.safe_dump(to_dict(g)))) == g
+    # the spec is carried as written: its semantics are checked by flows/cnp.py, not here
+    odd = parse(cnp(spec={"tier": "Nope", "priority": -1}))
+    assert odd.obj()["spec"] == {"tier": "Nope", "priority": -1}
+    # names are DNS-1123 subdomains: dots allowed
+    assert parse(cnp("allow.dns-to-kube-system")).name == "allow.dns-to-kube-system"
 
 
 def test_objects_are_hashable_and_compare_by_value():
@@ -322,6 +372,28 @@ INVALID = [
     ),
     ({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}}, ["Deployment"]),
     ({"apiVersion": "v1", "metadata": {"name": "x"}}, ["kind", "required"]),
+    # ClusterNetworkPolicy: what this layer checks (the spec's meaning is flows/cnp.py's)
+    (
+        cnp(namespace="shop"),
+        ["ClusterNetworkPolicy deny-metadata", "metadata.namespace", "cluster-scoped", "shop"],
+    ),
+    (
+        {**cnp(), "metadata": {}},
+        ["ClusterNetworkPolicy <unnamed>", "metadata.name", "required"],
+    ),
+    ({**cnp(), "metadata": {"name": ""}}, ["ClusterNetworkPolicy", "metadata.name", "required"]),
+    (
+        {**cnp(), "apiVersion": "policy.networking.k8s.io/v1alpha1"},
+        ["ClusterNetworkPolicy deny-metadata", "apiVersion", CNP_API, "v1alpha1"],
+    ),
+    (
+        {**cnp(), "apiVersion": "networking.k8s.io/v1"},
+        ["ClusterNetworkPolicy deny-metadata", "apiVersion", CNP_API],
+    ),
+    ({k: v for k, v in cnp().items() if k != "apiVersion"}, ["apiVersion", "required", CNP_API]),
+    (cnp("Deny_Metadata"), ["ClusterNetworkPolicy Deny_Metadata", "metadata.name", "DNS-1123"]),
+    (cnp(spec=["tier", "Admin"]), ["ClusterNetworkPolicy deny-metadata", "spec", "mapping"]),
+    (cnp(labels={"tier": 1}), ["ClusterNetworkPolicy deny-metadata", "metadata.labels['tier']"]),
     (pod(status={"podIP": "10.244.0.300"}), ["Pod default/web", "status.podIP", "10.244.0.300"]),
     (pod(status={"podIPs": [{"ip": "bogus"}]}), ["status.podIPs[0].ip", "bogus"]),
     (pod(status={"phase": "Sleeping"}), ["status.phase"]),
@@ -424,6 +496,30 @@ def test_load_list_and_typed_list(tmp_path):
     empty = tmp_path / "empty.yaml"
     empty.write_text("apiVersion: v1\nkind: List\nitems: []\n")
     assert load_documents(str(empty)) == []
+    # a ClusterNetworkPolicy inside a List with other kinds, and its typed list from the API
+    mixed = tmp_path / "mixed.yaml"
+    mixed.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": [NS, cnp()]}))
+    assert [o.key for o in load_objects(str(mixed))] == [
+        ("Namespace", "", "shop"),
+        ("ClusterNetworkPolicy", "", "deny-metadata"),
+    ]
+    typed = tmp_path / "cnps.json"
+    typed.write_text(
+        json.dumps(
+            {
+                "apiVersion": CNP_API,
+                "kind": "ClusterNetworkPolicyList",
+                "items": [
+                    {k: v for k, v in cnp(n).items() if k not in ("kind", "apiVersion")}
+                    for n in ("a", "b")
+                ],
+            }
+        )
+    )
+    assert [o.key for o in load_objects(str(typed))] == [
+        ("ClusterNetworkPolicy", "", "a"),
+        ("ClusterNetworkPolicy", "", "b"),
+    ]
 
 
 def test_load_json(tmp_path):

@@ -8,6 +8,8 @@
   container's script installed both), the ClusterRole reads exactly the kinds the cluster-state
   model accepts, and the DaemonSet mounts every path the config, the shim and the init
   container use.
+- The ClusterNetworkPolicy CRD (05-clusternetworkpolicy-crd.yaml, and the experimental one in
+  manifests/optional/) is checked further in test_manifests_crd.py.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ RBAC_RESOURCES = {
     ("", "pods"),
     ("", "services"),
     ("networking.k8s.io", "networkpolicies"),
+    ("policy.networking.k8s.io", "clusternetworkpolicies"),
     ("discovery.k8s.io", "endpointslices"),
 }
 
@@ -197,6 +200,7 @@ def test_manifest_set_is_complete():
         "02-config.yaml",
         "03-agent-daemonset.yaml",
         "04-ovs-daemonset.yaml",
+        "05-clusternetworkpolicy-crd.yaml",  # checked further in test_manifests_crd.py
     }
     kinds = sorted(d["kind"] for _, d in DOCS)
     assert kinds == sorted(
@@ -208,10 +212,12 @@ def test_manifest_set_is_complete():
             "ConfigMap",
             "DaemonSet",
             "DaemonSet",
+            "CustomResourceDefinition",
         ]
     )
+    cluster_scoped = ("Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition")
     for _, doc in DOCS:
-        if doc["kind"] not in ("Namespace", "ClusterRole", "ClusterRoleBinding"):
+        if doc["kind"] not in cluster_scoped:
             assert doc["metadata"]["namespace"] == NAMESPACE, doc["metadata"]
 
 

@@ -498,3 +498,86 @@ def test_many_files(tmp_path, source):
     assert len(rec.next()) == n
     write(d / "p0150.yaml", dump(Pod("a", "p150", labels={"i": "changed"})))
     assert summary(rec.next()) == [(MODIFIED, ("Pod", "a", "p150"))]
+
+
+# --------------------------------------------------------------------------- ClusterNetworkPolicy
+
+
+def _cnp(name: str, priority: int = 10, **meta) -> dict:
+    return {
+        "apiVersion": "policy.networking.k8s.io/v1alpha2",
+        "kind": "ClusterNetworkPolicy",
+        "metadata": {"name": name, **meta},
+        "spec": {
+            "tier": "Admin",
+            "priority": priority,
+            "subject": {"namespaces": {}},
+            "ingress": [{"action": "Deny", "from": [{"namespaces": {}}]}],
+        },
+    }
+
+
+def test_sort_events_puts_cluster_network_policies_after_network_policies():
+    np = parse(
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {"name": "np", "namespace": "a"},
+            "spec": {"podSelector": {}},
+        }
+    )
+    cnp = parse(_cnp("c"))
+    svc = parse(
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s", "namespace": "a"}}
+    )
+    events = [Event(ADDED, o) for o in (P1, svc, cnp, np, NS_A)]
+    order = ["Namespace", "NetworkPolicy", "ClusterNetworkPolicy", "Service", "Pod"]
+    assert [e.obj.key[0] for e in sort_events(events)] == order
+    dels = sort_events(Event(DELETED, e.obj) for e in events)
+    assert [e.obj.key[0] for e in dels] == order[::-1]
+
+
+def test_cluster_network_policies_flow(tmp_path, source, caplog):
+    """Added alone or in a List with other kinds; a changed spec is MODIFIED; a removed file
+    DELETES; a broken one (a namespace on this cluster-scoped kind) is logged naming the object
+    and the field, keeps that file's last good objects, and stops no other file."""
+    d = tmp_path / "state"
+    d.mkdir()
+    write(d / "10-cnp.yaml", dump(_cnp("deny-all")))
+    mixed = {"apiVersion": "v1", "kind": "List", "items": [to_dict(NS_A), _cnp("b.baseline")]}
+    write(d / "20-list.yaml", dump(mixed))
+    src = source(d)
+    rec = Recorder()
+    src.start(rec)
+    first = rec.next()
+    assert summary(first) == [
+        (ADDED, ("Namespace", "", "a")),
+        (ADDED, ("ClusterNetworkPolicy", "", "b.baseline")),
+        (ADDED, ("ClusterNetworkPolicy", "", "deny-all")),
+    ]
+    held = src.objects()[("ClusterNetworkPolicy", "", "deny-all")]
+    assert isinstance(held, Generic) and held.obj()["spec"]["priority"] == 10
+    assert "namespace" not in held.obj()["metadata"]
+
+    atomic_write(d / "10-cnp.yaml", dump(_cnp("deny-all", priority=20)))
+    (e,) = rec.next()
+    assert (e.type, e.key) == (MODIFIED, ("ClusterNetworkPolicy", "", "deny-all"))
+    assert e.obj.obj()["spec"]["priority"] == 20
+
+    caplog.set_level(logging.ERROR, logger="ovsctl.k8s.source")
+    atomic_write(d / "10-cnp.yaml", dump(_cnp("deny-all", priority=30, namespace="a")))
+    wait_for(
+        lambda: any(
+            "10-cnp.yaml: document 1: ClusterNetworkPolicy deny-all: metadata.namespace: "
+            "must not be set: ClusterNetworkPolicy is cluster-scoped, got 'a'" in r.getMessage()
+            for r in caplog.records
+        ),
+        what="the error naming the object and the field",
+    )
+    atomic_write(d / "30-p.yaml", dump(P1))
+    assert summary(rec.next()) == [(ADDED, P1.key)]
+    assert src.objects()[("ClusterNetworkPolicy", "", "deny-all")].obj()["spec"]["priority"] == 20
+
+    (d / "10-cnp.yaml").unlink()
+    assert summary(rec.next()) == [(DELETED, ("ClusterNetworkPolicy", "", "deny-all"))]
+    rec.no_more(src)
