@@ -26,6 +26,7 @@ FEATURES = {
     "policy": 4,
     "service": 5,
     "affinity": 6,  # flows learned by the switch (sessionAffinity); round 0, never ours to sync
+    "cnp": 7,  # ClusterNetworkPolicy rules
 }
 FEATURE_NAMES = {v: k for k, v in FEATURES.items()}
 

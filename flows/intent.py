@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 import netaddr
 
-from flows import netpol
+from flows import cnp, netpol
 from flows.family import V4, V6, Family, family, of, ordered
 
 NS_NAME_LABEL = "kubernetes.io/metadata.name"
@@ -90,6 +90,10 @@ class Direction:
     isolated_by: tuple[str, ...] = ()  # policy keys ns/name
     allowed_by: tuple[tuple[str, int], ...] = ()  # (policy key, rule index)
     always: str = ""  # why no policy can block it (the pod's own node)
+    # the ClusterNetworkPolicy rule that decided (Accept/Deny, Admin or Baseline tier; a
+    # Baseline Pass too: the default then allows), and an Admin Pass that handed it on
+    decided_by: cnp.Decision | None = None
+    passed: cnp.Decision | None = None
 
     @property
     def isolated(self) -> bool:
@@ -97,13 +101,42 @@ class Direction:
 
     @property
     def allowed(self) -> bool:
-        return bool(self.always) or not self.isolated_by or bool(self.allowed_by)
+        if self.always:
+            return True
+        if self.decided_by is not None:
+            return self.decided_by.action != "Deny"
+        return not self.isolated_by or bool(self.allowed_by)
+
+    @property
+    def tier(self) -> str:
+        """Which tier decided: "Admin", "NetworkPolicy", "Baseline" or "default"."""
+        if self.decided_by is not None and self.decided_by.tier == "Admin":
+            return "Admin"
+        if self.isolated_by and not self.always:
+            return "NetworkPolicy"
+        if self.decided_by is not None and self.decided_by.action != "Pass":
+            return "Baseline"
+        return "default"  # no tier decided (a Baseline Pass skips to the default too)
 
     def describe(self) -> str:
         if not self.pod:
             return "not a pod: no policy applies"
         if self.always:
             return f"{self.pod}: {self.always}"
+        if self.decided_by is not None and self.tier != "NetworkPolicy":
+            verdict = "denied" if self.decided_by.action == "Deny" else "allowed"
+            how = (
+                " (Pass: no later policy of the tier, default allow)"
+                if (self.decided_by.action == "Pass")
+                else ""
+            )
+            return f"{self.pod} {self.direction} {verdict} by {self.decided_by.describe()}{how}"
+        text = self._describe_np()
+        if self.passed is not None:
+            text = f"{self.passed.describe()} passed it on; {text}"
+        return text
+
+    def _describe_np(self) -> str:
         if not self.isolated:
             return f"{self.pod} is not isolated for {self.direction}"
         iso = ", ".join(self.isolated_by)
@@ -119,6 +152,9 @@ class Direction:
             "allowed_by": [{"policy": p, "rule": i} for p, i in self.allowed_by],
             "allowed": self.allowed,
             "always": self.always or None,
+            "tier": self.tier if self.pod else None,
+            "decided_by": self.decided_by.to_dict() if self.decided_by else None,
+            "passed": self.passed.to_dict() if self.passed else None,
         }
 
 
@@ -146,6 +182,7 @@ class Intents:
     view: dict
     policies: list[netpol.Policy] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    cluster_policies: list[cnp.ClusterPolicy] = field(default_factory=list)
 
     def __post_init__(self):
         self.ns_labels = {
@@ -171,6 +208,18 @@ class Intents:
                 self.policies.append(netpol.parse(obj))
             except netpol.PolicyError as e:
                 self.errors.append(str(e))  # the agent ignores it too
+        cnps = []
+        for obj in self.view.get("cluster_network_policies") or []:
+            try:
+                cnps.append(cnp.parse(obj))
+            except cnp.CNPError as e:
+                self.errors.append(str(e))
+        self.cluster_policies = cnp.order(cnps)
+        # node addresses -> node labels (ClusterNetworkPolicy `nodes` peers)
+        self.node_labels: dict[str, dict] = {}
+        for n in self.view.get("nodes") or []:
+            for a in {n.get("ip") or "", *(n.get("ips") or ())} - {""}:
+                self.node_labels[a] = dict(n.get("labels") or {})
 
     def labels_of_ns(self, ns: str) -> dict:
         return self.ns_labels.get(ns, {NS_NAME_LABEL: ns})
@@ -226,6 +275,11 @@ class Intents:
         always = ""
         if isinstance(peer, str) and peer in self.node_ips.get(own.node, ()):
             always = f"its own node ({peer}) is always allowed"
+        # the pod's own node is let through before every tier (the pipeline's always flows)
+        admin = None if always else self._tier("Admin", direction, own, peer, dst, port, proto, fam)
+        if admin is not None and admin.action != "Pass":
+            return Direction(direction, own.key, decided_by=admin)
+        passed = admin
         kind = "Ingress" if direction == "ingress" else "Egress"
         iso, allowed = [], []
         for pol in self.policies:
@@ -240,7 +294,36 @@ class Intents:
                     proto, port, dst.ports if isinstance(dst, Pod) else ()
                 ):
                     allowed.append((pol.key, idx))
-        return Direction(direction, own.key, tuple(sorted(iso)), tuple(allowed), always)
+        base = None
+        if not iso and not always:
+            base = self._tier("Baseline", direction, own, peer, dst, port, proto, fam)
+        return Direction(
+            direction, own.key, tuple(sorted(iso)), tuple(allowed), always, base, passed
+        )
+
+    def _tier(self, tier, direction, own, peer, dst, port, proto, fam) -> cnp.Decision | None:
+        """The first ClusterNetworkPolicy rule of `tier` that matches this direction."""
+        if not self.cluster_policies:
+            return None
+        if isinstance(peer, Pod):
+            desc = {
+                "ns_labels": self.labels_of_ns(peer.namespace),
+                "labels": peer.label_dict(),
+                "ip": peer.ip_of(fam),
+            }
+        else:
+            desc = {"ip": peer, "node_labels": self.node_labels.get(peer)}
+        return cnp.first_match(
+            self.cluster_policies,
+            tier,
+            direction,
+            self.labels_of_ns(own.namespace),
+            own.label_dict(),
+            desc,
+            proto,
+            port,
+            dst.ports if isinstance(dst, Pod) else (),
+        )
 
     def _peer_ok(self, rule: netpol.Rule, policy_ns: str, peer: Pod | str, fam=V4) -> bool:
         """netpol.Rule decides (the same code the flows and the incremental check use); an

@@ -10,6 +10,7 @@ back to keys through the agent and keys back to these values with `parse`. The t
     policy/<ns>/<name>/<direction>/<i>    one NetworkPolicy rule (direction ingress or egress)
     policy/<ns>/<name>/isolation          a NetworkPolicy's default drops
     service/<ns>/<name>                   one Service's load-balancing flows
+    cnp/<name>/<direction>/<i>            one ClusterNetworkPolicy rule
 
 No part may contain "/" (container IDs, interface names and Kubernetes names cannot), so a key
 parses back into exactly the value that made it.
@@ -117,7 +118,26 @@ class Service:
         return f"service {self.namespace}/{self.name}"
 
 
-Owner = Pipeline | Pod | Node | PolicyRule | PolicyIsolation | Service
+@dataclass(frozen=True)
+class ClusterPolicyRule:
+    name: str
+    direction: str  # ingress | egress
+    index: int
+    feature = "cnp"
+
+    @property
+    def key(self) -> str:
+        return f"cnp/{self.name}/{self.direction}/{self.index}"
+
+    @property
+    def policy(self) -> str:
+        return self.name
+
+    def label(self) -> str:
+        return f"cnp {self.name} {self.direction} rule {self.index}"
+
+
+Owner = Pipeline | Pod | Node | PolicyRule | PolicyIsolation | Service | ClusterPolicyRule
 
 
 def cookie_of(owner: Owner) -> int:
@@ -137,6 +157,9 @@ def parse(key: str) -> Owner:
         return Node(parts[1])
     if kind == "service" and n == 3 and all(parts[1:]):
         return Service(parts[1], parts[2])
+    if kind == "cnp" and n == 4 and parts[1] and parts[2] in ("ingress", "egress"):
+        if parts[3].isdigit():
+            return ClusterPolicyRule(parts[1], parts[2], int(parts[3]))
     if kind == "policy" and n == 4 and parts[3] == "isolation" and all(parts[1:3]):
         return PolicyIsolation(parts[1], parts[2])
     if (
@@ -166,4 +189,11 @@ def policy_keys(namespace: str, name: str, max_rules: int) -> list[str]:
         PolicyRule(namespace, name, d, i).key
         for d in ("ingress", "egress")
         for i in range(max_rules)
+    ]
+
+
+def cluster_policy_keys(name: str, max_rules: int = 25) -> list[str]:
+    """Every key a ClusterNetworkPolicy's flows can carry (rules 0..max_rules-1 each way)."""
+    return [
+        ClusterPolicyRule(name, d, i).key for d in ("ingress", "egress") for i in range(max_rules)
     ]

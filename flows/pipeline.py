@@ -39,6 +39,10 @@ PRIO_NO_HAIRPIN = 210  # tunnel -> tunnel is never right
 PRIO_NO_ENCAP = 220  # nothing in br-int may reach a node's VXLAN port (L3Forwarding)
 PRIO_ALWAYS = 65000  # policy tables: what no NetworkPolicy may block (replies, the node)
 CT_ZONE = 65000
+# The first policy table of each direction (ClusterNetworkPolicy's Admin tier): where a packet
+# enters policy evaluation, and where what no policy may block is let through first.
+EGRESS_FIRST = "AdminEgressRule"
+INGRESS_FIRST = "AdminIngressRule"
 HAIRPIN_ZONE = 65001
 
 
@@ -283,15 +287,15 @@ def _conntrack_family(node: NodeNet, fam: Family, ck: int) -> set[Flow]:
             )
         ),
         *(
-            flow("EgressRule", PRIO_ALWAYS, {**ip, fam.dst: dst}, (Goto("L3Forwarding"),), ck)
+            flow(EGRESS_FIRST, PRIO_ALWAYS, {**ip, fam.dst: dst}, (Goto("L3Forwarding"),), ck)
             for dst in {gw_ip} | node_ips
         ),
-        flow("IngressRule", PRIO_ALWAYS, {est: est_val}, (Goto("L2Forwarding"),), ck),
+        flow(INGRESS_FIRST, PRIO_ALWAYS, {est: est_val}, (Goto("L2Forwarding"),), ck),
         # The node itself (kubelet probes, host processes) may always reach its pods; other
         # sources behind the gateway (NodePort clients whose IP is kept) meet the policies.
         *(
             flow(
-                "IngressRule",
+                INGRESS_FIRST,
                 PRIO_ALWAYS - 1,
                 {**ip, gw_reg: gw_val, fam.src: src},
                 (Goto("L2Forwarding"),),
@@ -307,7 +311,7 @@ def _conntrack_family(node: NodeNet, fam: Family, ck: int) -> set[Flow]:
             "HairpinSNAT",
             PRIO_NORMAL,
             {**ip, "ct_state": ct_state(new=True, trk=True), "ct_mark": _mark()},
-            (CT(HAIRPIN_ZONE, table="EgressRule", commit=True, nat=f"src={gw_ip}"),),
+            (CT(HAIRPIN_ZONE, table=EGRESS_FIRST, commit=True, nat=f"src={gw_ip}"),),
             ck,
         ),
         flow(
@@ -455,7 +459,7 @@ def remote_node_flows(node: NodeNet, overlay: Overlay, remote: RemoteNode) -> fr
                     SetField("eth_src", node.gw_mac),
                     SetField("eth_dst", remote.gw_mac),
                     SetField("tun_dst", remote.node_ip),
-                    Goto("IngressRule"),
+                    Goto(INGRESS_FIRST),
                 ),
                 ck,
             ),
@@ -483,7 +487,7 @@ def hairpin_flows(pod: PodPort, ck: int) -> tuple[Flow, ...]:
                 (
                     CT(
                         HAIRPIN_ZONE,
-                        table="EgressRule",
+                        table=EGRESS_FIRST,
                         commit=True,
                         nat=f"src={hairpin_ip(fam)}",
                     ),
@@ -616,7 +620,7 @@ def pod_flows(node: NodeNet, pod: PodPort) -> frozenset[Flow]:
                     SetField("eth_src", node.gw_mac),
                     SetField("eth_dst", pod.mac),
                     DecTTL(),
-                    Goto("IngressRule"),
+                    Goto(INGRESS_FIRST),
                 ),
                 ck,
             )

@@ -101,6 +101,8 @@ class View:
 
     namespaces: dict[str, dict] = field(default_factory=dict)
     pods: list[PodInfo] = field(default_factory=list)
+    # node name -> (sorted label items, addresses): ClusterNetworkPolicy's `nodes` peers
+    nodes: dict[str, tuple[tuple, tuple[str, ...]]] = field(default_factory=dict)
     _by_ns: dict[str, list[PodInfo]] | None = field(default=None, compare=False, repr=False)
     _verdicts: dict = field(default_factory=dict, compare=False, repr=False)
     _selected: dict = field(default_factory=dict, compare=False, repr=False)  # see selected()
@@ -428,12 +430,13 @@ ICMP6_ALWAYS: dict[int, str] = {
 
 
 def icmp6_always_flows(prio: int, ck: int) -> frozenset[Flow]:
-    """The ICMPv6 of ICMP6_ALWAYS let through both policy rule tables at `prio` (the
+    """The ICMPv6 of ICMP6_ALWAYS let through the first policy table of each direction (the
+    Admin tier's, before every ClusterNetworkPolicy and NetworkPolicy) at `prio` (the
     pipeline's PRIO_ALWAYS, with the pipeline's cookie: the node has them whatever the
     policies)."""
     return frozenset(
         flow(table, prio, {"protocol": "icmp6", "icmp_type": t}, (Goto(to),), ck)
-        for table, to in (("EgressRule", "L3Forwarding"), ("IngressRule", "L2Forwarding"))
+        for table, to in (("AdminEgressRule", "L3Forwarding"), ("AdminIngressRule", "L2Forwarding"))
         for t in ICMP6_ALWAYS
     )
 

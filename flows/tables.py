@@ -179,7 +179,16 @@ PIPELINE: tuple[Table, ...] = (
         "next",
         "a pod that reached itself through a Service: SNAT (zone 65001)",
         match=(*_IP, "ct_state", "ct_mark"),
-        next=("EgressRule",),
+        next=("AdminEgressRule",),
+    ),
+    _t(
+        "AdminEgressRule",
+        38,
+        "next",
+        "ClusterNetworkPolicy Admin tier, egress of local source pods: Accept skips to"
+        " L3Forwarding, Deny drops, Pass hands over to NetworkPolicy (conjunctions, by priority)",
+        match=(*_IP, *_IP6, *_L4, "conj_id", "icmp_type", "reg0"),
+        next=("EgressRule", "L3Forwarding"),
     ),
     _t(
         "EgressRule",
@@ -197,12 +206,30 @@ PIPELINE: tuple[Table, ...] = (
         match=(*_IP, *_IP6),
     ),
     _t(
+        "BaselineEgressRule",
+        47,
+        "next",
+        "ClusterNetworkPolicy Baseline tier, egress of pods no NetworkPolicy isolates: Accept"
+        " and Pass go on, Deny drops",
+        match=(*_IP, *_IP6, *_L4, "conj_id"),
+        next=("L3Forwarding",),
+    ),
+    _t(
         "L3Forwarding",
         50,
         "next",
         "routes to local pods (MAC rewrite, TTL) and to other nodes; no pod reaches UDP 4789",
         match=(*_IP, *_L4, "dl_dst", "reg0"),
         sets=("eth_src", "eth_dst", "tun_dst"),
+    ),
+    _t(
+        "AdminIngressRule",
+        58,
+        "next",
+        "ClusterNetworkPolicy Admin tier, ingress of local destination pods: Accept skips to"
+        " L2Forwarding, Deny drops, Pass hands over to NetworkPolicy",
+        match=(*_IP, *_IP6, *_L4, "conj_id", "icmp_type", "reg0"),
+        next=("IngressRule", "L2Forwarding"),
     ),
     _t(
         "IngressRule",
@@ -218,6 +245,14 @@ PIPELINE: tuple[Table, ...] = (
         "next",
         "drop for ingress-isolated pods no rule allowed",
         match=(*_IP, *_IP6),
+    ),
+    _t(
+        "BaselineIngressRule",
+        67,
+        "next",
+        "ClusterNetworkPolicy Baseline tier, ingress of pods no NetworkPolicy isolates",
+        match=(*_IP, *_IP6, *_L4, "conj_id"),
+        next=("L2Forwarding",),
     ),
     _t(
         "L2Forwarding",

@@ -14,7 +14,16 @@ from ovsctl.agent.reconcile import SkipLog
 
 log = logging.getLogger(LOGGER)
 
-POLICY_INPUTS = ("Namespace", "Pod", "NetworkPolicy", "Service", "EndpointSlice")
+# the kinds policy and Service flows depend on (Nodes: ClusterNetworkPolicy `nodes` peers)
+POLICY_INPUTS = (
+    "Namespace",
+    "Pod",
+    "NetworkPolicy",
+    "ClusterNetworkPolicy",
+    "Service",
+    "EndpointSlice",
+    "Node",
+)
 
 
 class Cluster:

@@ -36,6 +36,7 @@ class Views:
                         # dual-stack: one of each per family, IPv4 first (reachability, trace)
                         "ips": list(obj.internal_ips),
                         "pod_cidrs": list(obj.pod_cidrs),
+                        "labels": obj.labels_dict(),  # ClusterNetworkPolicy `nodes` peers
                     }
                 )
             elif kind == "Namespace":

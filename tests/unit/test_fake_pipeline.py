@@ -278,7 +278,7 @@ def test_policy_allows_only_a_on_tcp_80():
     assert len(sw.conntrack.in_zone(pipeline.CT_ZONE)) == 1
     back = sw.run(ok.reply(B.ofport, B.mac, GW))
     assert back.output_ports == [A.ofport], back
-    rule = next(s.flow for s in back.steps if s.table == "IngressRule")
+    rule = next(s.flow for s in back.steps if s.table == "AdminIngressRule")
     assert dict(rule.match) == {"reg0": "0x10/0x10"}  # established: policy skipped
     # B is isolated for ingress only: B may open connections to C
     assert sw.run(syn(B, C.ip, 81)).output_ports == [C.ofport]

@@ -154,12 +154,12 @@ def test_the_icmp6_errors_cross_a_deny_all(icmp_type, why):
     deny = guard_b(DENY_B, types=["Ingress", "Egress"])
     into = fake(deny).run(icmp6(A.ofport, A.mac, GW, A.ips[1], B.ips[1], icmp_type))
     assert into.output_ports == [B.ofport], f"{why}: {into}"
-    rule = next(s.flow for s in into.steps if s.table == "IngressRule")
+    rule = next(s.flow for s in into.steps if s.table == "AdminIngressRule")
     assert rule.priority == pipeline.PRIO_ALWAYS, rule
     assert int(dict(rule.match)["icmp_type"]) == icmp_type, rule
     out = fake(deny).run(icmp6(B.ofport, B.mac, GW, B.ips[1], A.ips[1], icmp_type))
     assert out.output_ports == [A.ofport], f"{why}: {out}"
-    rule = next(s.flow for s in out.steps if s.table == "EgressRule")
+    rule = next(s.flow for s in out.steps if s.table == "AdminEgressRule")
     assert rule.priority == pipeline.PRIO_ALWAYS, rule
 
 
@@ -186,7 +186,10 @@ def test_a_neighbor_advertisement_from_an_isolated_pod_is_delivered():
     res = fake(flows).run(na)
     assert res.output_ports == [A.ofport], res
     prios = {s.table: s.flow.priority for s in res.steps if s.table.endswith("Rule")}
-    assert prios == {"EgressRule": pipeline.PRIO_ALWAYS, "IngressRule": pipeline.PRIO_ALWAYS}
+    assert prios == {
+        "AdminEgressRule": pipeline.PRIO_ALWAYS,
+        "AdminIngressRule": pipeline.PRIO_ALWAYS,
+    }
 
 
 def test_a_router_solicitation_from_an_isolated_pod_crosses_the_policy_tables():
@@ -196,7 +199,10 @@ def test_a_router_solicitation_from_an_isolated_pod_crosses_the_policy_tables():
     rs = icmp6(B.ofport, B.mac, "33:33:00:00:00:02", link_local(B.mac), "ff02::2", 133)
     res = fake(deny).run(rs)
     prios = {s.table: s.flow.priority for s in res.steps if s.table.endswith("Rule")}
-    assert prios == {"EgressRule": pipeline.PRIO_ALWAYS, "IngressRule": pipeline.PRIO_ALWAYS}
+    assert prios == {
+        "AdminEgressRule": pipeline.PRIO_ALWAYS,
+        "AdminIngressRule": pipeline.PRIO_ALWAYS,
+    }
     assert res.drop_table not in ("EgressDefault", "IngressDefault"), res
 
 

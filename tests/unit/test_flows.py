@@ -62,16 +62,20 @@ GOLDEN_NODE = {
     "cookie=0x1e5bcd38d0b, table=SessionAffinity, priority=0 actions=drop",
     "cookie=0x1e5bcd38d0b, table=ServiceLB, priority=0 actions=goto_table:EndpointDNAT",
     "cookie=0x1e5bcd38d0b, table=EndpointDNAT, priority=0 actions=goto_table:HairpinSNAT",
-    "cookie=0x1e5bcd38d0b, table=HairpinSNAT, priority=200,ct_state=+new+trk,ct_mark=0x1/0x1,ip actions=ct(commit,table=EgressRule,zone=65001,nat(src=10.244.0.1))",
-    "cookie=0x1e5bcd38d0b, table=HairpinSNAT, priority=0 actions=goto_table:EgressRule",
-    "cookie=0x1e5bcd38d0b, table=EgressRule, priority=65000,ip,nw_dst=10.244.0.1 actions=goto_table:L3Forwarding",
+    "cookie=0x1e5bcd38d0b, table=HairpinSNAT, priority=200,ct_state=+new+trk,ct_mark=0x1/0x1,ip actions=ct(commit,table=AdminEgressRule,zone=65001,nat(src=10.244.0.1))",
+    "cookie=0x1e5bcd38d0b, table=HairpinSNAT, priority=0 actions=goto_table:AdminEgressRule",
+    "cookie=0x1e5bcd38d0b, table=AdminEgressRule, priority=65000,ip,nw_dst=10.244.0.1 actions=goto_table:L3Forwarding",
     "cookie=0x1e5bcd38d0b, table=EgressRule, priority=0 actions=goto_table:EgressDefault",
-    "cookie=0x1e5bcd38d0b, table=EgressDefault, priority=0 actions=goto_table:L3Forwarding",
-    "cookie=0x1e5bcd38d0b, table=L3Forwarding, priority=0 actions=goto_table:IngressRule",
-    "cookie=0x1e5bcd38d0b, table=IngressRule, priority=65000,reg0=0x10/0x10 actions=goto_table:L2Forwarding",
-    "cookie=0x1e5bcd38d0b, table=IngressRule, priority=64999,ip,reg0=0x1/0xf,nw_src=10.244.0.1 actions=goto_table:L2Forwarding",
+    "cookie=0x1e5bcd38d0b, table=EgressDefault, priority=0 actions=goto_table:BaselineEgressRule",
+    "cookie=0x1e5bcd38d0b, table=BaselineEgressRule, priority=0 actions=goto_table:L3Forwarding",
+    "cookie=0x1e5bcd38d0b, table=AdminEgressRule, priority=0 actions=goto_table:EgressRule",
+    "cookie=0x1e5bcd38d0b, table=L3Forwarding, priority=0 actions=goto_table:AdminIngressRule",
+    "cookie=0x1e5bcd38d0b, table=AdminIngressRule, priority=65000,reg0=0x10/0x10 actions=goto_table:L2Forwarding",
+    "cookie=0x1e5bcd38d0b, table=AdminIngressRule, priority=64999,ip,reg0=0x1/0xf,nw_src=10.244.0.1 actions=goto_table:L2Forwarding",
     "cookie=0x1e5bcd38d0b, table=IngressRule, priority=0 actions=goto_table:IngressDefault",
-    "cookie=0x1e5bcd38d0b, table=IngressDefault, priority=0 actions=goto_table:L2Forwarding",
+    "cookie=0x1e5bcd38d0b, table=IngressDefault, priority=0 actions=goto_table:BaselineIngressRule",
+    "cookie=0x1e5bcd38d0b, table=BaselineIngressRule, priority=0 actions=goto_table:L2Forwarding",
+    "cookie=0x1e5bcd38d0b, table=AdminIngressRule, priority=0 actions=goto_table:IngressRule",
     "cookie=0x1e5bcd38d0b, table=L2Forwarding, priority=200,dl_dst=0a:58:0a:f4:00:01 actions=set_field:0x2->reg2,goto_table:ConntrackCommit",
     "cookie=0x1e5bcd38d0b, table=L2Forwarding, priority=0 actions=drop",
     "cookie=0x1e5bcd38d0b, table=ConntrackCommit, priority=200,ct_state=+new+trk,ip actions=ct(commit,zone=65000),goto_table:Output",
@@ -82,8 +86,8 @@ GOLDEN_NODE = {
 
 # What a node IP adds: pods may always reach their own node.
 GOLDEN_NODE_IP = {
-    "cookie=0x1e5bcd38d0b, table=EgressRule, priority=65000,ip,nw_dst=192.168.50.10 actions=goto_table:L3Forwarding",
-    "cookie=0x1e5bcd38d0b, table=IngressRule, priority=64999,ip,reg0=0x1/0xf,nw_src=192.168.50.10 actions=goto_table:L2Forwarding",
+    "cookie=0x1e5bcd38d0b, table=AdminEgressRule, priority=65000,ip,nw_dst=192.168.50.10 actions=goto_table:L3Forwarding",
+    "cookie=0x1e5bcd38d0b, table=AdminIngressRule, priority=64999,ip,reg0=0x1/0xf,nw_src=192.168.50.10 actions=goto_table:L2Forwarding",
     # nothing in br-int reaches the node's own VXLAN port
     "cookie=0x1e5bcd38d0b, table=L3Forwarding, priority=220,udp,nw_dst=192.168.50.10,tp_dst=4789 actions=drop",
 }
@@ -93,10 +97,10 @@ GOLDEN_POD_A = {
     "cookie=0x28d0bc6746f, table=SpoofGuard, priority=200,arp,in_port=3,vlan_tci=0x0000/0x1fff,dl_src=0a:58:0a:f4:00:02,arp_spa=10.244.0.2,arp_sha=0a:58:0a:f4:00:02 actions=goto_table:ARPResponder",
     "cookie=0x28d0bc6746f, table=SpoofGuard, priority=200,ip,in_port=3,vlan_tci=0x0000/0x1fff,dl_src=0a:58:0a:f4:00:02,nw_src=10.244.0.2 actions=goto_table:ARPResponder",
     "cookie=0x28d0bc6746f, table=ARPResponder, priority=200,arp,arp_tpa=10.244.0.2,arp_op=1 actions=move:NXM_OF_ETH_SRC[]->NXM_OF_ETH_DST[],set_field:0a:58:0a:f4:00:02->eth_src,set_field:2->arp_op,move:NXM_NX_ARP_SHA[]->NXM_NX_ARP_THA[],set_field:0a:58:0a:f4:00:02->arp_sha,move:NXM_OF_ARP_SPA[]->NXM_OF_ARP_TPA[],set_field:10.244.0.2->arp_spa,IN_PORT",
-    "cookie=0x28d0bc6746f, table=L3Forwarding, priority=200,ip,dl_dst=0a:58:0a:f4:00:01,nw_dst=10.244.0.2 actions=set_field:0a:58:0a:f4:00:01->eth_src,set_field:0a:58:0a:f4:00:02->eth_dst,dec_ttl,goto_table:IngressRule",
+    "cookie=0x28d0bc6746f, table=L3Forwarding, priority=200,ip,dl_dst=0a:58:0a:f4:00:01,nw_dst=10.244.0.2 actions=set_field:0a:58:0a:f4:00:01->eth_src,set_field:0a:58:0a:f4:00:02->eth_dst,dec_ttl,goto_table:AdminIngressRule",
     "cookie=0x28d0bc6746f, table=L2Forwarding, priority=200,dl_dst=0a:58:0a:f4:00:02 actions=set_field:0x3->reg2,goto_table:ConntrackCommit",
     "cookie=0x28d0bc6746f, table=ConntrackState, priority=205,ct_state=+est+trk,ip,nw_src=10.244.0.2,nw_dst=10.244.0.2 actions=set_field:0x10/0x10->reg0,ct(table=L3Forwarding,zone=65001,nat)",
-    "cookie=0x28d0bc6746f, table=HairpinSNAT, priority=200,ip,nw_src=10.244.0.2,nw_dst=10.244.0.2 actions=ct(commit,table=EgressRule,zone=65001,nat(src=169.254.169.252))",
+    "cookie=0x28d0bc6746f, table=HairpinSNAT, priority=200,ip,nw_src=10.244.0.2,nw_dst=10.244.0.2 actions=ct(commit,table=AdminEgressRule,zone=65001,nat(src=169.254.169.252))",
     "cookie=0x28d0bc6746f, table=Output, priority=210,reg2=0x3,in_port=3 actions=IN_PORT",
 }
 
@@ -105,10 +109,10 @@ GOLDEN_POD_B = {
     "cookie=0x222ee7483c2, table=SpoofGuard, priority=200,arp,in_port=4,vlan_tci=0x0000/0x1fff,dl_src=0a:58:0a:f4:00:03,arp_spa=10.244.0.3,arp_sha=0a:58:0a:f4:00:03 actions=goto_table:ARPResponder",
     "cookie=0x222ee7483c2, table=SpoofGuard, priority=200,ip,in_port=4,vlan_tci=0x0000/0x1fff,dl_src=0a:58:0a:f4:00:03,nw_src=10.244.0.3 actions=goto_table:ARPResponder",
     "cookie=0x222ee7483c2, table=ARPResponder, priority=200,arp,arp_tpa=10.244.0.3,arp_op=1 actions=move:NXM_OF_ETH_SRC[]->NXM_OF_ETH_DST[],set_field:0a:58:0a:f4:00:03->eth_src,set_field:2->arp_op,move:NXM_NX_ARP_SHA[]->NXM_NX_ARP_THA[],set_field:0a:58:0a:f4:00:03->arp_sha,move:NXM_OF_ARP_SPA[]->NXM_OF_ARP_TPA[],set_field:10.244.0.3->arp_spa,IN_PORT",
-    "cookie=0x222ee7483c2, table=L3Forwarding, priority=200,ip,dl_dst=0a:58:0a:f4:00:01,nw_dst=10.244.0.3 actions=set_field:0a:58:0a:f4:00:01->eth_src,set_field:0a:58:0a:f4:00:03->eth_dst,dec_ttl,goto_table:IngressRule",
+    "cookie=0x222ee7483c2, table=L3Forwarding, priority=200,ip,dl_dst=0a:58:0a:f4:00:01,nw_dst=10.244.0.3 actions=set_field:0a:58:0a:f4:00:01->eth_src,set_field:0a:58:0a:f4:00:03->eth_dst,dec_ttl,goto_table:AdminIngressRule",
     "cookie=0x222ee7483c2, table=L2Forwarding, priority=200,dl_dst=0a:58:0a:f4:00:03 actions=set_field:0x4->reg2,goto_table:ConntrackCommit",
     "cookie=0x222ee7483c2, table=ConntrackState, priority=205,ct_state=+est+trk,ip,nw_src=10.244.0.3,nw_dst=10.244.0.3 actions=set_field:0x10/0x10->reg0,ct(table=L3Forwarding,zone=65001,nat)",
-    "cookie=0x222ee7483c2, table=HairpinSNAT, priority=200,ip,nw_src=10.244.0.3,nw_dst=10.244.0.3 actions=ct(commit,table=EgressRule,zone=65001,nat(src=169.254.169.252))",
+    "cookie=0x222ee7483c2, table=HairpinSNAT, priority=200,ip,nw_src=10.244.0.3,nw_dst=10.244.0.3 actions=ct(commit,table=AdminEgressRule,zone=65001,nat(src=169.254.169.252))",
     "cookie=0x222ee7483c2, table=Output, priority=210,reg2=0x4,in_port=4 actions=IN_PORT",
 }
 
@@ -123,7 +127,7 @@ GOLDEN_REMOTE = {
     # nothing in br-int reaches its VXLAN port
     "cookie=0x315efd58aca, table=L3Forwarding, priority=220,udp,nw_dst=192.168.50.11,tp_dst=4789 actions=drop",
     "cookie=0x315efd58aca, table=L3Forwarding, priority=210,ip,reg0=0x3/0xf,nw_dst=10.244.1.0/24 actions=drop",
-    "cookie=0x315efd58aca, table=L3Forwarding, priority=150,ip,nw_dst=10.244.1.0/24 actions=set_field:0a:58:0a:f4:00:01->eth_src,set_field:0a:58:0a:f4:01:01->eth_dst,set_field:192.168.50.11->tun_dst,goto_table:IngressRule",
+    "cookie=0x315efd58aca, table=L3Forwarding, priority=150,ip,nw_dst=10.244.1.0/24 actions=set_field:0a:58:0a:f4:00:01->eth_src,set_field:0a:58:0a:f4:01:01->eth_dst,set_field:192.168.50.11->tun_dst,goto_table:AdminIngressRule",
     "cookie=0x315efd58aca, table=L2Forwarding, priority=200,dl_dst=0a:58:0a:f4:01:01 actions=set_field:0x1->reg2,goto_table:ConntrackCommit",
 }
 # fmt: on
@@ -1114,11 +1118,11 @@ GOLDEN_NODE6 = {
     "cookie=0x1e5bcd38d0b, table=ConntrackState, priority=200,ct_state=+est+trk,ipv6 actions=set_field:0x10/0x10->reg0,goto_table:L3Forwarding",
     "cookie=0x1e5bcd38d0b, table=ConntrackState, priority=206,ct_state=+est-rpl+trk,ct_mark=0x1/0x1,ipv6 actions=set_field:0x10/0x10->reg0,ct(table=L3Forwarding,zone=65001,nat)",
     "cookie=0x1e5bcd38d0b, table=ConntrackState, priority=210,ct_state=+inv+trk,ipv6 actions=drop",
-    "cookie=0x1e5bcd38d0b, table=EgressRule, priority=65000,ipv6,ipv6_dst=fd00:10:244::1 actions=goto_table:L3Forwarding",
-    "cookie=0x1e5bcd38d0b, table=HairpinSNAT, priority=200,ct_state=+new+trk,ct_mark=0x1/0x1,ipv6 actions=ct(commit,table=EgressRule,zone=65001,nat(src=fd00:10:244::1))",
+    "cookie=0x1e5bcd38d0b, table=AdminEgressRule, priority=65000,ipv6,ipv6_dst=fd00:10:244::1 actions=goto_table:L3Forwarding",
+    "cookie=0x1e5bcd38d0b, table=HairpinSNAT, priority=200,ct_state=+new+trk,ct_mark=0x1/0x1,ipv6 actions=ct(commit,table=AdminEgressRule,zone=65001,nat(src=fd00:10:244::1))",
     "cookie=0x1e5bcd38d0b, table=HairpinUnSNAT, priority=200,ipv6,ipv6_dst=fd00:10:244::1 actions=ct(table=Conntrack,zone=65001,nat)",
     "cookie=0x1e5bcd38d0b, table=HairpinUnSNAT, priority=200,ipv6,ipv6_dst=fd00:ffff::a9fe:a9fc actions=ct(table=Conntrack,zone=65001,nat)",
-    "cookie=0x1e5bcd38d0b, table=IngressRule, priority=64999,ipv6,reg0=0x1/0xf,ipv6_src=fd00:10:244::1 actions=goto_table:L2Forwarding",
+    "cookie=0x1e5bcd38d0b, table=AdminIngressRule, priority=64999,ipv6,reg0=0x1/0xf,ipv6_src=fd00:10:244::1 actions=goto_table:L2Forwarding",
     "cookie=0x1e5bcd38d0b, table=NDReply, priority=0 actions=drop",
     "cookie=0x1e5bcd38d0b, table=NDReply, priority=200,icmp6,icmp_type=136 actions=move:NXM_OF_ETH_SRC[]->NXM_NX_ND_TLL[],IN_PORT",
     "cookie=0x1e5bcd38d0b, table=SpoofGuard, priority=205,icmp6,icmp_type=135 actions=drop",
@@ -1129,15 +1133,15 @@ GOLDEN_NODE6 = {
 }
 GOLDEN_REMOTE6 = {
     "cookie=0x315efd58aca, table=Classifier, priority=200,ipv6,tun_src=192.168.50.11,in_port=1,vlan_tci=0x0000/0x1fff actions=set_field:0x3/0xf->reg0,goto_table:HairpinUnSNAT",
-    "cookie=0x315efd58aca, table=L3Forwarding, priority=150,ipv6,ipv6_dst=fd00:10:244:1::/64 actions=set_field:0a:58:0a:f4:00:01->eth_src,set_field:0a:58:0a:f4:01:01->eth_dst,set_field:192.168.50.11->tun_dst,goto_table:IngressRule",
+    "cookie=0x315efd58aca, table=L3Forwarding, priority=150,ipv6,ipv6_dst=fd00:10:244:1::/64 actions=set_field:0a:58:0a:f4:00:01->eth_src,set_field:0a:58:0a:f4:01:01->eth_dst,set_field:192.168.50.11->tun_dst,goto_table:AdminIngressRule",
     "cookie=0x315efd58aca, table=L3Forwarding, priority=210,ipv6,reg0=0x3/0xf,ipv6_dst=fd00:10:244:1::/64 actions=drop",
 }
 GOLDEN_POD_A6 = {
     "cookie=0x28d0bc6746f, table=ARPResponder, priority=200,icmp6,icmp_type=135,nd_target=fd00:10:244::2 actions=move:NXM_OF_ETH_SRC[]->NXM_OF_ETH_DST[],set_field:0a:58:0a:f4:00:02->eth_src,move:NXM_NX_IPV6_SRC[]->NXM_NX_IPV6_DST[],set_field:fd00:10:244::2->ipv6_src,set_field:136->icmpv6_type,set_field:0->icmpv6_code,set_field:1610612736->nd_reserved,set_field:2->nd_options_type,resubmit(,NDReply)",
     "cookie=0x28d0bc6746f, table=ARPResponder, priority=200,icmp6,icmp_type=135,nd_target=fe80::858:aff:fef4:2 actions=move:NXM_OF_ETH_SRC[]->NXM_OF_ETH_DST[],set_field:0a:58:0a:f4:00:02->eth_src,move:NXM_NX_IPV6_SRC[]->NXM_NX_IPV6_DST[],set_field:fe80::858:aff:fef4:2->ipv6_src,set_field:136->icmpv6_type,set_field:0->icmpv6_code,set_field:1610612736->nd_reserved,set_field:2->nd_options_type,resubmit(,NDReply)",
     "cookie=0x28d0bc6746f, table=ConntrackState, priority=205,ct_state=+est+trk,ipv6,ipv6_src=fd00:10:244::2,ipv6_dst=fd00:10:244::2 actions=set_field:0x10/0x10->reg0,ct(table=L3Forwarding,zone=65001,nat)",
-    "cookie=0x28d0bc6746f, table=HairpinSNAT, priority=200,ipv6,ipv6_src=fd00:10:244::2,ipv6_dst=fd00:10:244::2 actions=ct(commit,table=EgressRule,zone=65001,nat(src=fd00:ffff::a9fe:a9fc))",
-    "cookie=0x28d0bc6746f, table=L3Forwarding, priority=200,ipv6,dl_dst=0a:58:0a:f4:00:01,ipv6_dst=fd00:10:244::2 actions=set_field:0a:58:0a:f4:00:01->eth_src,set_field:0a:58:0a:f4:00:02->eth_dst,dec_ttl,goto_table:IngressRule",
+    "cookie=0x28d0bc6746f, table=HairpinSNAT, priority=200,ipv6,ipv6_src=fd00:10:244::2,ipv6_dst=fd00:10:244::2 actions=ct(commit,table=AdminEgressRule,zone=65001,nat(src=fd00:ffff::a9fe:a9fc))",
+    "cookie=0x28d0bc6746f, table=L3Forwarding, priority=200,ipv6,dl_dst=0a:58:0a:f4:00:01,ipv6_dst=fd00:10:244::2 actions=set_field:0a:58:0a:f4:00:01->eth_src,set_field:0a:58:0a:f4:00:02->eth_dst,dec_ttl,goto_table:AdminIngressRule",
     "cookie=0x28d0bc6746f, table=SpoofGuard, priority=200,ipv6,in_port=3,vlan_tci=0x0000/0x1fff,dl_src=0a:58:0a:f4:00:02,ipv6_src=fd00:10:244::2 actions=goto_table:ARPResponder",
     "cookie=0x28d0bc6746f, table=SpoofGuard, priority=200,ipv6,in_port=3,vlan_tci=0x0000/0x1fff,dl_src=0a:58:0a:f4:00:02,ipv6_src=fe80::858:aff:fef4:2 actions=goto_table:ARPResponder",
     "cookie=0x28d0bc6746f, table=SpoofGuard, priority=210,icmp6,in_port=3,vlan_tci=0x0000/0x1fff,dl_src=0a:58:0a:f4:00:02,ipv6_src=fd00:10:244::2,icmp_type=135,nd_sll=00:00:00:00:00:00 actions=goto_table:ARPResponder",

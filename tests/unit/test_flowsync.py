@@ -153,11 +153,11 @@ def test_learning_the_node_ip_adds_only_its_always_allowed_flows_and_its_vxlan_d
     p = s.plan()
     assert p.delete == []
     assert [f.text() for f in p.add] == [
-        "cookie=0x1e5bcd38d0b, table=40, priority=65000,ip,nw_dst=192.168.50.10 "
+        "cookie=0x1e5bcd38d0b, table=38, priority=65000,ip,nw_dst=192.168.50.10 "
         "actions=goto_table:50",
         "cookie=0x1e5bcd38d0b, table=50, priority=220,udp,nw_dst=192.168.50.10,tp_dst=4789 "
         "actions=drop",
-        "cookie=0x1e5bcd38d0b, table=60, priority=64999,ip,reg0=0x1/0xf,nw_src=192.168.50.10 "
+        "cookie=0x1e5bcd38d0b, table=58, priority=64999,ip,reg0=0x1/0xf,nw_src=192.168.50.10 "
         "actions=goto_table:70",
     ]
 
@@ -343,7 +343,8 @@ def test_install_twice_is_idempotent():
     s, sw = FlowSync(), FakeSwitch()
     everything(s)
     first = sync(s, sw)
-    assert len(first.add) == len(sw.flows) == 34 + 9 + 9  # node (conntrack, NodePort SNAT) + 2 pods
+    # node (conntrack, NodePort SNAT, four ClusterNetworkPolicy tier tables) + 2 pods
+    assert len(first.add) == len(sw.flows) == 38 + 9 + 9
     snapshot, sent = dict(sw.flows), sw.messages
 
     everything(s)  # the same state recomputed from scratch

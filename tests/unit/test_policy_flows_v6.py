@@ -345,7 +345,7 @@ def test_audited_policy_ipv6_flows_use_the_policy_meter():
 def test_icmp6_always_allowed_golden():
     assert texts(policy.icmp6_always_flows(pipeline.PRIO_ALWAYS, 0)) == [
         f"[{t}] priority=65000,icmp6,icmp_type={n} actions=goto_table:{to}"
-        for t, to in (("EgressRule", 50), ("IngressRule", 70))
+        for t, to in (("AdminEgressRule", 50), ("AdminIngressRule", 70))
         for n in sorted(("1", "133", "135", "136", "2", "3", "4"))
     ]
 
@@ -366,10 +366,11 @@ def test_dual_stack_node_has_the_icmp6_flows_ipv4_only_node_has_none():
 
 def test_icmp6_always_outranks_every_policy_drop_and_rule():
     assert pipeline.PRIO_ALWAYS > policy.PRIO_BASE + policy.MAX_SLOTS
-    # the audited drops sit in the Default tables, which an allowed packet never reaches
+    # the audited drops sit in the Default tables, which an allowed packet never reaches; the
+    # Admin tables come before every ClusterNetworkPolicy and NetworkPolicy
     assert {f.table for f in policy.icmp6_always_flows(pipeline.PRIO_ALWAYS, 0)} == {
-        "EgressRule",
-        "IngressRule",
+        "AdminEgressRule",
+        "AdminIngressRule",
     }
 
 

@@ -1,6 +1,8 @@
-"""NetworkPolicy (and, through services.py, Service) owners, computed incrementally: a
-policy is recomputed only when it changed, when the namespaces changed, or when a pod changed
-that it may depend on (flows/incremental.py)."""
+"""NetworkPolicy, ClusterNetworkPolicy (and, through services.py, Service) owners, computed
+incrementally: a policy is recomputed only when it changed, when the namespaces changed, or
+when a pod changed that it may depend on (flows/incremental.py, flows/tiers.affects); a
+ClusterNetworkPolicy also when its flow priorities moved (another policy of its tier came
+before it) or, with `nodes` peers, when the Nodes changed."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import logging
 import threading
 import time
 
-from flows import incremental, netpol, policy
+from flows import cnp, incremental, netpol, policy, tiers
 from flows.family import ordered
 from flows.policy import PodInfo, View
 from ovsctl.agent import LOGGER
@@ -36,16 +38,21 @@ class PolicyReconciler:
         self._pod_infos: dict[tuple, tuple] = {}
         self._view_ns: dict | None = None
         self.cache: dict[tuple, tuple] = {}
+        # ClusterNetworkPolicy key -> (object, parsed or None, base priority, owners)
+        self.cnp_cache: dict[tuple, tuple] = {}
+        self._view_nodes: dict | None = None
         self.sync = None
         self.controller = None
         self.settle = lambda: None
 
     def view(self) -> View:
-        namespaces, pods = {}, {}
+        namespaces, pods, nodes = {}, {}, {}
         infos = {}  # PodInfo per cluster Pod object, kept while the object is the same
         for key, obj in list(self.cluster.items()):
             if key[0] == "Namespace":
                 namespaces[obj.name] = obj.labels_dict()
+            elif key[0] == "Node":
+                nodes[obj.name] = (tuple(sorted(obj.labels_dict().items())), obj.internal_ips)
             elif key[0] == "Pod" and not obj.host_network and obj.ip and not finished(obj):
                 hit = self._pod_infos.get(key)
                 if hit is not None and hit[0] is obj:
@@ -91,7 +98,7 @@ class PolicyReconciler:
                 # every address IPAM gave the interface (IPv4 first): policies select both
                 ips=ordered(att.ips),
             )
-        return View(namespaces, sorted(pods.values(), key=lambda p: (p.namespace, p.name)))
+        return View(namespaces, sorted(pods.values(), key=lambda p: (p.namespace, p.name)), nodes)
 
     def owners(self) -> dict:
         """Desired flows of the policy owners (rules and isolation) and Services that were
@@ -136,6 +143,7 @@ class PolicyReconciler:
             want.update(owners)
             live.update(owners)
         self.cache = cache
+        self._cluster_policies(view, changed, everything, want, live)
         for owner in set(self.slots) - set(live):
             want[owner] = frozenset()
             self._free_slots.append(self.slots.pop(owner))
@@ -155,6 +163,74 @@ class PolicyReconciler:
             self.skip(key, obj, f"NetworkPolicy {pol.key}: rules not programmed: {e}")
             iso = policy.isolation_owner(pol)
             computed = {iso: policy.isolation_flows(pol, view, self.slot(iso))}
+        for owner, flows in computed.items():
+            try:
+                ofconv.check_encodable(flows)
+            except Exception as e:  # noqa: BLE001 - this owner only
+                self.skip(key, obj, f"{owner}: not programmed: {type(e).__name__}: {e}")
+                flows = frozenset()
+            owners[owner] = flows
+        return owners
+
+    def _cluster_policies(self, view: View, changed, everything: bool, want, live) -> None:
+        """The ClusterNetworkPolicy owners into `want` (recomputed) and `live` (all). An
+        invalid policy installs nothing (logged once, naming the field); the others go on."""
+        parsed = {}
+        for key, obj in list(self.cluster.items()):
+            if key[0] != "ClusterNetworkPolicy":
+                continue
+            hit = self.cnp_cache.get(key)
+            if hit is not None and hit[0] == obj:
+                parsed[key] = (obj, hit[1])
+                continue
+            try:
+                parsed[key] = (obj, cnp.parse(obj.obj()))
+                for rule in (*parsed[key][1].ingress, *parsed[key][1].egress):
+                    if rule.closed:
+                        self.skip(key, obj, f"ClusterNetworkPolicy {key[2]}: {rule.closed}")
+            except cnp.CNPError as e:
+                self.skip(key, obj, f"ignoring {e}; nothing of it is installed")
+                parsed[key] = (obj, None)
+        bases = tiers.base_priorities([p for _, p in parsed.values() if p is not None])
+        nodes_changed = view.nodes != self._view_nodes
+        self._view_nodes = view.nodes
+        cache: dict[tuple, tuple] = {}
+        for key, (obj, pol) in parsed.items():
+            base = bases.get(pol.name) if pol is not None else None
+            if pol is not None and base is None:
+                self.skip(key, obj, f"ClusterNetworkPolicy {pol.name}: not installed: more "
+                          f"than {tiers.MAX_POLICIES} policies in the {pol.tier} tier")  # fmt: skip
+            if base is None:
+                cache[key] = (obj, pol, None, {})
+                continue
+            hit = self.cnp_cache.get(key)
+            if (
+                hit is not None
+                and hit[0] == obj
+                and hit[2] == base
+                and not everything
+                and not (nodes_changed and _has_node_peers(pol))
+                and not any(tiers.affects(pol, p, view) for pair in changed for p in pair)
+            ):
+                cache[key] = hit
+                live.update(hit[3])
+                continue
+            owners = self._programmable_cnp(key, obj, pol, view, base)
+            cache[key] = (obj, pol, base, owners)
+            want.update(owners)
+            live.update(owners)
+        self.cnp_cache = cache
+
+    def _programmable_cnp(self, key, obj, pol, view: View, base: int) -> dict:
+        """A ClusterNetworkPolicy's rule owners, each checked to encode; a rule that cannot be
+        is left out (logged once). A Deny rule left out lets through what it should drop,
+        so the log line says so."""
+        try:
+            computed = tiers.policy_flows(pol, view, self.slot, base)
+        except Exception as e:  # noqa: BLE001 - this policy only
+            self.skip(key, obj, f"ClusterNetworkPolicy {pol.name}: not programmed: {e}")
+            return {}
+        owners = {}
         for owner, flows in computed.items():
             try:
                 ofconv.check_encodable(flows)
@@ -215,3 +291,7 @@ class PolicyReconciler:
         except SyncError as e:
             log.warning("policy flows not pushed now (%s); the next round has them", e)
         self.settle()
+
+
+def _has_node_peers(pol) -> bool:
+    return any(p.kind == "nodes" for r in pol.egress for p in r.peers)

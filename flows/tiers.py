@@ -1,0 +1,302 @@
+"""ClusterNetworkPolicy to flows: the Admin and Baseline tiers around NetworkPolicy.
+
+    egress:  ... HairpinSNAT -> AdminEgressRule -> EgressRule -> EgressDefault
+                 -> BaselineEgressRule -> L3Forwarding
+    ingress: ... L3Forwarding -> AdminIngressRule -> IngressRule -> IngressDefault
+                 -> BaselineIngressRule -> L2Forwarding
+
+Every rule of every policy is one conjunction (like a NetworkPolicy rule, flows/policy.py) at
+its own flow priority, so flows grow with pods + rules, and the switch's priority order is the
+API's evaluation order: within a tier, a policy of lower `priority` (ties: by name) gets higher
+flow priorities, and within a policy its first rule the highest. Clauses:
+
+    1. the subject's pods on this node   (egress: nw_src=POD  ingress: nw_dst=POD)
+    2. the peers                         (egress: nw_dst=PEER ingress: nw_src=PEER; pods'
+                                          addresses, networks' CIDRs, nodes' addresses)
+    3. the protocols and ports           (tcp,tp_dst=80; ranges as masks)
+
+and the rule's action on `conj_id`: Accept skips the remaining policy tables of its direction
+(goto L3Forwarding / L2Forwarding), Deny drops, Pass in the Admin tier goes to NetworkPolicy
+(EgressRule / IngressRule), in the Baseline tier to the default (allow). A packet no rule
+matches falls through each tier's table-miss flow: a cluster without ClusterNetworkPolicy
+costs one table lookup per tier and direction, for new connections only (established ones
+skip policy at ConntrackState and in the Admin tables).
+
+Named ports resolve per destination pod (ingress: the subject's pods; egress: the peer pods),
+as NetworkPolicy's do; one named port that means different numbers on different pods becomes
+one conjunction per number. A peer this node does not implement fails closed as the API says:
+in an Accept rule it matches nothing, in Deny and Pass rules everything.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from flows import cookie, owners
+from flows.cnp import TIERS, ClusterPolicy, CRule
+from flows.flow import Conjunction, Flow, Goto, flow
+from flows.policy import (
+    CONJ_PER_RULE,
+    MAX_SLOTS,
+    PodInfo,
+    View,
+    _addr_match,
+    _addrs_in,
+    _audit,
+    _fams,
+    _of_fams,
+    _port_matches,
+    audit_meter,
+)
+
+PRIO_TOP = 64000  # below the pipeline's always-allowed flows (PRIO_ALWAYS - 1 and up)
+PRIO_FLOOR = 1000
+BLOCK = 26  # flow priorities per policy: one per rule (at most 25 each way) and a gap
+MAX_POLICIES = (PRIO_TOP - PRIO_FLOOR) // BLOCK  # per tier
+
+TABLES = {
+    ("Admin", "egress"): "AdminEgressRule",
+    ("Admin", "ingress"): "AdminIngressRule",
+    ("Baseline", "egress"): "BaselineEgressRule",
+    ("Baseline", "ingress"): "BaselineIngressRule",
+}
+ALLOW_TO = {"egress": "L3Forwarding", "ingress": "L2Forwarding"}
+NP_TABLE = {"egress": "EgressRule", "ingress": "IngressRule"}
+
+
+class TierError(ValueError):
+    pass
+
+
+def rule_owner(name: str, direction: str, idx: int) -> str:
+    return owners.ClusterPolicyRule(name, direction, idx).key
+
+
+def policy_owners(pol: ClusterPolicy) -> list[str]:
+    return [
+        rule_owner(pol.name, d, i) for d in ("ingress", "egress") for i in range(len(pol.rules(d)))
+    ]
+
+
+def base_priorities(policies) -> dict[str, int]:
+    """Each policy's highest flow priority (its first rule's), by evaluation order within its
+    tier; policies past what the priority space holds are left out (TierError for the
+    caller to log, per policy)."""
+    out: dict[str, int] = {}
+    rank = dict.fromkeys(TIERS, 0)
+    for pol in sorted(policies, key=ClusterPolicy.order_key):
+        if rank[pol.tier] < MAX_POLICIES:
+            out[pol.name] = PRIO_TOP - rank[pol.tier] * BLOCK
+        rank[pol.tier] += 1
+    return out
+
+
+def target(pol: ClusterPolicy, direction: str, action: str) -> str | None:
+    """Where a matching packet goes: a table, or None (dropped)."""
+    if action == "Deny":
+        return None
+    if action == "Pass" and pol.tier == "Admin":
+        return NP_TABLE[direction]
+    return ALLOW_TO[direction]
+
+
+def subject_pods(pol: ClusterPolicy, view: View) -> list[PodInfo]:
+    """This node's pods (with an address) the policy applies to."""
+    key = ("cnp-subject", pol.subject)
+    hit = view._selected.get(key)
+    if hit is None:
+        hit = view._selected[key] = [
+            p
+            for ns, pods in view.by_namespace().items()
+            if view.ns_selects(pol.subject.namespaces, ns)
+            for p in pods
+            if p.local
+            and p.ip
+            and (pol.subject.pods is None or view.selects(pol.subject.pods, p.labels))
+        ]
+    return hit
+
+
+def _peer_pods(rule: CRule, view: View) -> list[PodInfo]:
+    out = []
+    seen = set()
+    for peer in rule.peers:
+        if peer.kind not in ("namespaces", "pods"):
+            continue
+        for ns, pods in view.by_namespace().items():
+            if not view.ns_selects(peer.namespaces, ns):
+                continue
+            for p in pods:
+                if p.ip and (peer.pods is None or view.selects(peer.pods, p.labels)):
+                    if (p.namespace, p.name) not in seen:
+                        seen.add((p.namespace, p.name))
+                        out.append(p)
+    return out
+
+
+def _peer_addrs(rule: CRule, view: View) -> list[str] | None:
+    """The peers' addresses and CIDRs; None: any peer (a rule failed closed into Deny all)."""
+    if any(p.kind == "any" for p in rule.peers):
+        return None
+    out = [a for p in _peer_pods(rule, view) for a in p.addrs]
+    for peer in rule.peers:
+        if peer.kind == "networks":
+            out += [_host(c) for c in peer.networks]
+        elif peer.kind == "nodes":
+            for labels, ips in view.nodes.values():
+                if view.selects(peer.nodes, labels):
+                    out += list(ips)
+    return sorted(set(out))
+
+
+def _host(cidr: str) -> str:
+    """A host prefix as OVS prints it (the bare address)."""
+    if cidr.endswith("/32") and ":" not in cidr or cidr.endswith("/128"):
+        return cidr.rsplit("/", 1)[0]
+    return cidr
+
+
+def _variants(rule: CRule, targets: list[PodInfo]):
+    """(pods a variant applies to or None = all, port entries (protocol, lo, hi) or None =
+    any): numeric entries together, then one per (protocol, number) a named port resolves
+    to on `targets`."""
+    if not rule.protocols:
+        return [(None, None)]
+    numeric = [(p.protocol, p.port, p.end) for p in rule.protocols if not p.named]
+    named: dict[tuple[str, int], list[PodInfo]] = defaultdict(list)
+    for proto in rule.protocols:
+        if proto.named:
+            for p in targets:
+                for pair in proto.resolve(p.ports):
+                    if p not in named[pair]:
+                        named[pair].append(p)
+    out: list = [(None, numeric)] if numeric else []
+    out += [(pods, [(pr, num, None)]) for (pr, num), pods in sorted(named.items())]
+    return out
+
+
+def rule_flows(
+    pol: ClusterPolicy,
+    direction: str,
+    idx: int,
+    view: View,
+    slot: int,
+    prio: int,
+    meter: int,
+) -> frozenset[Flow]:
+    """The flows of one rule on this node (none when the subject has no pod here)."""
+    if not 0 <= slot < MAX_SLOTS:
+        raise TierError(f"policy slot {slot} out of range")
+    rule = pol.rules(direction)[idx]
+    own = subject_pods(pol, view)
+    if not own:
+        return frozenset()
+    table = TABLES[(pol.tier, direction)]
+    own_end, peer_end = ("dst", "src") if direction == "ingress" else ("src", "dst")
+    ck = cookie.make("cnp", rule_owner(pol.name, direction, idx))
+    to = target(pol, direction, rule.action)
+    act: tuple = () if to is None else (Goto(to),)
+    if pol.audit:
+        act = (_audit(meter), *act)
+    peers = _peer_addrs(rule, view)
+    # named ports resolve on the destination: ingress, the subject's pods; egress, the peer
+    # pods (selected, or inside a network: then only their addresses the network covers)
+    peer_addrs: dict[tuple[str, str], set[str]] = {}
+    if direction == "ingress":
+        targets = own
+    elif peers is None:
+        targets = [p for p in view.pods if p.ip]
+    else:
+        targets = _peer_pods(rule, view)
+        for p in targets:
+            peer_addrs[(p.namespace, p.name)] = set(p.addrs)
+        cidrs = [c for peer in rule.peers if peer.kind == "networks" for c in peer.networks]
+        if cidrs and any(p.named for p in rule.protocols):
+            index = {(p.namespace, p.name): p for p in view.pods}
+            for key, addrs in _addrs_in(cidrs, view.pods).items():
+                if key not in peer_addrs:
+                    targets.append(index[key])
+                peer_addrs.setdefault(key, set()).update(addrs)
+    by_pod = {(p.namespace, p.name): p for p in targets}
+    actions: dict[tuple, list] = defaultdict(list)
+    direct: set[tuple] = set()
+    conj: list[Flow] = []
+    for k, (vpods, ports) in enumerate(_variants(rule, targets)):
+        if k >= CONJ_PER_RULE:
+            break
+        conj_id = (slot + 1) * CONJ_PER_RULE + k
+        own_pods, peer_ips = own, peers
+        if vpods is not None:
+            keys = {(p.namespace, p.name) for p in vpods}
+            if direction == "ingress":
+                own_pods = [p for p in own if (p.namespace, p.name) in keys]
+            else:
+                peer_ips = sorted(
+                    {a for key in keys for a in peer_addrs.get(key) or by_pod[key].addrs}
+                )
+        own_addrs = [a for p in own_pods for a in p.addrs]
+        fams = _fams(own_addrs)
+        if peer_ips is not None:  # only the families the own pods have can meet
+            peer_ips = _of_fams(peer_ips, fams)
+            fams = _fams(peer_ips) if len(fams) == 2 else fams if peer_ips else ()
+            own_addrs = _of_fams(own_addrs, fams)
+        if not own_addrs or (peer_ips is not None and not peer_ips):
+            continue
+        clauses = [[_addr_match(a, own_end) for a in own_addrs]]
+        if peer_ips is not None:
+            clauses.append([_peer_match(a, peer_end) for a in peer_ips])
+        if ports is not None:
+            clauses.append([m for pr, lo, hi in ports for m in _port_matches(pr, lo, hi, fams)])
+        if len(clauses) == 1:
+            direct |= {tuple(sorted(m.items())) for m in clauses[0]}
+            continue
+        for ci, clause in enumerate(clauses, start=1):
+            for m in clause:
+                actions[tuple(sorted(m.items()))].append(Conjunction(conj_id, ci, len(clauses)))
+        conj += [flow(table, prio, {"protocol": f.eth, "conj_id": conj_id}, act, ck) for f in fams]
+    out = set(conj)
+    out |= {flow(table, prio, dict(m), act, ck) for m in direct}
+    for m, acts in actions.items():
+        if m not in direct:
+            ordered_acts = tuple(sorted(set(acts), key=lambda a: (a.id, a.clause)))
+            out.add(flow(table, prio, dict(m), ordered_acts, ck))
+    return frozenset(out)
+
+
+def _peer_match(addr: str, end: str) -> dict:
+    """A peer address or CIDR; "0.0.0.0/0" and "::/0" match every address of their family."""
+    if addr in ("0.0.0.0/0", "::/0"):
+        return {"protocol": "ipv6" if ":" in addr else "ip"}
+    return _addr_match(addr, end)
+
+
+def policy_flows(pol: ClusterPolicy, view: View, slot_of, base_prio: int) -> dict:
+    """Every rule owner of a policy with its flows; `base_prio` from base_priorities()."""
+    keys = policy_owners(pol)
+    out: dict[str, frozenset[Flow]] = {}
+    meter = audit_meter(slot_of(keys[0])) if keys else 0
+    for direction in ("ingress", "egress"):
+        for idx in range(len(pol.rules(direction))):
+            owner = rule_owner(pol.name, direction, idx)
+            out[owner] = rule_flows(
+                pol, direction, idx, view, slot_of(owner), base_prio - idx, meter
+            )
+    return out
+
+
+def affects(pol: ClusterPolicy, pod: PodInfo | None, view: View) -> bool:
+    """May a change of this pod change the policy's flows (it is or was a subject or a peer,
+    or covered by a network)?"""
+    if pod is None:
+        return False
+    ns_items = view.ns_label_items(pod.namespace)
+    if view.selects(pol.subject.namespaces, ns_items):
+        return True  # subject (or its pods' named ports) may change; cheap to recompute
+    for direction in ("ingress", "egress"):
+        for rule in pol.rules(direction):
+            for peer in rule.peers:
+                if peer.kind in ("namespaces", "pods") and view.selects(peer.namespaces, ns_items):
+                    return True
+                if peer.kind == "networks" and any(peer.contains(a) for a in pod.addrs):
+                    return True
+    return False
