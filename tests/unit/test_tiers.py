@@ -501,3 +501,24 @@ def test_intent_names_the_same_deciding_rule_as_the_reference(seed):
             mine_passed = (mine.passed.policy, mine.passed.rule) if mine.passed else None
             their_passed = (passed["policy"], passed["rule"]) if passed else None
             assert mine_passed == their_passed, (key, direction, mine.passed, passed)
+
+
+def test_networks_match_their_own_family_on_a_dual_stack_node():
+    """::/0 denies a dual-stack pod's IPv6 only; its IPv4 conjunction gets no flows."""
+    pol = cnp.parse(
+        make_cnp(
+            "v6-out", "Admin", 1, {"namespaces": {}},
+            egress=[{"action": "Deny", "to": [{"networks": ["::/0"]}]}],
+        )
+    )  # fmt: skip
+    view = View(
+        {"x": {NS_LABEL: "x"}},
+        [PodInfo("x", "a", (), "10.244.0.5", (), True, ips=("10.244.0.5", "fd00:10:244::5"))],
+    )
+    flows = tiers.policy_flows(pol, view, Slots(), 64000)["cnp/v6-out/egress/0"]
+    texts = sorted(str(f) for f in flows)
+    assert texts == [
+        "[AdminEgressRule] priority=64000,conj_id=256,ipv6 actions=drop",
+        "[AdminEgressRule] priority=64000,ipv6 actions=conjunction(256,2/2)",
+        "[AdminEgressRule] priority=64000,ipv6,ipv6_src=fd00:10:244::5 actions=conjunction(256,1/2)",
+    ]
