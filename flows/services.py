@@ -354,12 +354,24 @@ def _frontend(
             flow(
                 "EndpointDNAT",
                 prio_aff,
-                {**base, aff_reg: aff_val, **_affinity_match(ep_ip), port_reg: port_val},
+                {**_with(base, aff_reg, aff_val), **_affinity_match(ep_ip), port_reg: port_val},
                 (dnat,),
                 ck,
             )
         )
     return out
+
+
+def _with(match: dict, reg: str, value: str) -> dict:
+    """`match` with one more value/mask on a register: bits of a register it already matches
+    (reg0's packet source and affinity bits) are combined into one value/mask."""
+    if reg not in match:
+        return {**match, reg: value}
+    v1, m1 = (int(x, 16) for x in match[reg].split("/"))
+    v2, m2 = (int(x, 16) for x in value.split("/"))
+    if m1 & m2:
+        raise ValueError(f"{reg}: masks {m1:#x} and {m2:#x} overlap")
+    return {**match, reg: f"{v1 | v2:#x}/{m1 | m2:#x}"}
 
 
 def affinity_idle_timeout(svc: Service) -> int:
