@@ -1,4 +1,6 @@
-"""Services (ClusterIP, NodePort) as flows: load-balancing in OVS, no kube-proxy.
+"""Services (ClusterIP, NodePort, LoadBalancer, externalIPs) as flows: load-balancing in OVS,
+no kube-proxy. The Service and Endpoint values and their parsing are in flows/service_model.py
+(re-exported here).
 
 For each Service port with endpoints, on every node, one *frontend* per address the port is
 reached at (the ClusterIP, and for NodePort the node-port address the host DNATs to):
@@ -33,6 +35,19 @@ NODEPORT_IP6 / NODEPORT_LOCAL_IP6 for IPv6 (the host DNATs nodeIPv6:nodePort the
 affinity for IPv6 remembers the endpoint's whole 128-bit address in xxreg2 (reg8..reg11,
 reg8 the most significant word; the port in reg5 as for IPv4): an exact address survives
 endpoint churn, which an index into the endpoint list would not. IPv4 flows are unchanged.
+
+External addresses (status.loadBalancer.ingress[].ip of a type LoadBalancer Service, and
+spec.externalIPs) are frontends matched directly (the host routes each into br-int through
+the gateway). Each has two: for every client (priority 200, as a ClusterIP: pods) and, above
+it, for clients that came in through the gateway (reg0 PKT_SOURCE FROM_GATEWAY, 210 in
+ServiceLB; 220/230 in EndpointDNAT, above every in-cluster flow): externalTrafficPolicy Cluster
+every usable endpoint with SNAT_MARK, Local this node's only (none here: drop). With
+loadBalancerSourceRanges a LoadBalancer address's frontends match each (merged) range of its
+family as nw_src / ipv6_src, and a flow below them (190) drops the rest of address:port.
+
+Endpoint choice: a ClusterIP with internalTrafficPolicy Local uses this node's endpoints only
+(none: refused); otherwise trafficDistribution prefers the close ones (`distributed`), as do
+the in-cluster external frontends; node-port and gateway frontends ignore it.
 """
 
 from __future__ import annotations
