@@ -209,7 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="dump br-int's flows with table names and cookie owners",
         description="Dump the flows on the bridge with table names instead of "
         "numbers, the owner decoded from each cookie and named through the local agent "
-        "(pod:NS/NAME, policy:NS/NAME/ingress/0, service:NS/NAME, ...; a hex id when the "
+        "(pod:NS/NAME, policy:NS/NAME/ingress/0, 'cnp NAME ingress rule 0 (Admin: Deny)', "
+        "service:NS/NAME, ...; a hex id when the "
         "agent is unreachable) and packet/byte counters. --diff compares the agent's "
         "desired flows with the installed ones instead: exit 0 and no output when in sync, "
         "1 when they differ, 2 when they cannot be compared.",
@@ -222,7 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="only the pod's own flows and the flows naming its IP (policy rules, Services)",
     )
     f.add_argument(
-        "--policy", metavar="NS/NAME", help="only the NetworkPolicy's flows (rules, isolation)"
+        "--policy",
+        metavar="NS/NAME|cnp/NAME",
+        help="only the NetworkPolicy's flows (rules, isolation), or with cnp/NAME the "
+        "ClusterNetworkPolicy's (its rules in the Admin or Baseline tables)",
     )
     f.add_argument(
         "--diff",

@@ -134,7 +134,11 @@ def add_parser(sub) -> None:
     fl.add_argument("node")
     fl.add_argument("--table", help="only this table (name or number)")
     fl.add_argument("--pod", metavar="NS/NAME", help="only the pod's flows and flows naming its IP")
-    fl.add_argument("--policy", metavar="NS/NAME", help="only the NetworkPolicy's flows")
+    fl.add_argument(
+        "--policy",
+        metavar="NS/NAME|cnp/NAME",
+        help="only the NetworkPolicy's flows, or with cnp/NAME the ClusterNetworkPolicy's",
+    )
     fl.add_argument("--diff", action="store_true", help="desired (agent) vs installed")
     fl.add_argument("--json", action="store_true")
     fl.add_argument("--no-stats", action="store_true")
