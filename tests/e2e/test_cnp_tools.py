@@ -18,15 +18,13 @@ CNP flow deleted behind the agent's back, `lab trace` names the tier, policy, ru
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import yaml
 
 from ovsctl.lab.cli import in_node
-from tests.helpers import REPO, wait_for
+from tests.e2e.test_audit import lab_cli
+from tests.helpers import wait_for
 
 NS_LABEL = "kubernetes.io/metadata.name"
 
@@ -93,17 +91,6 @@ WANT = {
 @pytest.fixture(scope="module")
 def lab(make_lab):
     return make_lab(2, yaml.safe_dump_all(DOCS))
-
-
-def lab_cli(lab, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=REPO)
-    return subprocess.run(
-        [sys.executable, "-m", "ovsctl.cli", "lab", *args[:1], "--name", lab.name, *args[1:]],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
 
 
 def probed(lab) -> dict:
