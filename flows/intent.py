@@ -20,6 +20,12 @@ destination pod, protocol-only entries; no ports means every port and protocol (
 which a rule with ports never allows). Plain IPs (not pods) are never isolated. A pod and its
 own node (the node IP, the node's gateway IP) may always talk, whatever the policies say.
 
+Tiers (ClusterNetworkPolicy, flows/cnp.py): before NetworkPolicy, the Admin tier's first
+matching rule decides (Accept, Deny) or hands over (Pass); after it, for a pod no NetworkPolicy
+isolates in that direction, the Baseline tier's; then the default. `Direction.tier` says which
+decided ("Admin", "NetworkPolicy", "Baseline", "default"), `decided_by` the rule and `passed`
+an Admin Pass on the way. The pod's own node is let through before every tier.
+
 Families: a dual-stack pod has an address of each family, and a connection is between two
 addresses of one family; `evaluate(..., family=6)` asks about the IPv6 one. Selectors select
 a pod whatever the family, so the IPv4 and IPv6 verdicts of two pods always agree for them;

@@ -31,7 +31,8 @@ How it works
   configuration, TLS and auth, bearer-token refresh included) but the bodies are read as raw
   JSON, so the dicts go straight to :func:`ovsctl.k8s.model.parse` (list items lack ``kind`` and
   ``apiVersion``; they are filled in).
-- Watcher threads parse objects and hand them to **one dispatcher thread**, which owns the view,
+- Watcher threads parse objects and hand them to **one dispatcher thread**
+  (:class:`ovsctl.k8s.dispatch.Dispatcher`), which owns the view,
   applies whatever has queued up as one batch, and calls the handler with the net difference
   (:func:`ovsctl.k8s.source.diff_states` over the touched keys, sorted). So handler calls never
   overlap, an event whose model object did not change (a pod's unrelated status field, a
@@ -61,18 +62,17 @@ from __future__ import annotations
 import json
 import logging
 import math
-import queue
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from kubernetes import client as k8s_client
 
 from ovsctl.k8s.apiclient import TokenFile, make_api_client
+from ovsctl.k8s.dispatch import STOP, Changed, Dispatcher, Listed
 from ovsctl.k8s.model import ACCEPTED_KINDS, Object
-from ovsctl.k8s.source import Event, Handler, Key, diff_states
+from ovsctl.k8s.source import Handler, Key
 from ovsctl.k8s.watchstream import (
     MAX_OBJECT_BYTES,
     RESOURCES,
@@ -90,7 +90,6 @@ from ovsctl.k8s.watchstream import (
     forget_parse_errors,
     parse_object,
     raw_key,
-    show_key,
 )
 
 __all__ = [
@@ -104,31 +103,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-# --------------------------------------------------------------------------- dispatcher messages
-
-
-@dataclass
-class _Listed:
-    """A watcher (re)listed its kind: these are all of its objects."""
-
-    kind: str
-    objects: dict[Key, Object]
-    bad: set[Key]  # keys whose current version did not parse: keep their last good version
-
-
-@dataclass
-class _Changed:
-    """One watch event. obj is None for a DELETED, or for a version that did not parse."""
-
-    kind: str
-    type: str
-    key: Key
-    obj: Object | None
-
-
-_STOP = object()
 
 
 # --------------------------------------------------------------------------- the source
@@ -205,12 +179,8 @@ class APISource:
         # CRD kinds the server does not serve now: kind -> the HTTP status (404 or 403)
         self.unserved: dict[str, int] = {}
 
-        self._stores: dict[str, dict[Key, Object]] = {r.kind: {} for r in self.resources}
-        self._lock = threading.Lock()  # guards _stores (written by the dispatcher only)
-        self._queue: queue.Queue = queue.Queue()
         self._stop = threading.Event()
-        self._synced = threading.Event()
-        self._handler: Handler | None = None
+        self._dispatch = Dispatcher([r.kind for r in self.resources], self._stop)
         self._threads: list[threading.Thread] = []
         self._dispatcher: threading.Thread | None = None
         self._http = Requests(self.api, request_timeout, self._stop)
@@ -221,7 +191,6 @@ class APISource:
     def start(self, handler: Handler) -> None:
         if self._dispatcher is not None:
             raise RuntimeError("APISource already started")
-        self._handler = handler
         log.info(
             "kubernetes API source: watching %s at %s (resync %s, watch timeout %ss%s)",
             ", ".join(r.kind for r in self.resources),
@@ -233,7 +202,7 @@ class APISource:
             else "",
         )
         self._dispatcher = threading.Thread(
-            target=self._dispatch_loop, name="k8s-api-dispatch", daemon=True
+            target=self._dispatch.run, args=(handler,), name="k8s-api-dispatch", daemon=True
         )
         self._dispatcher.start()
         for res in self.resources:
@@ -248,7 +217,7 @@ class APISource:
             return
         log.info("kubernetes API source: stopping")
         self._http.stop()  # unblocks the watchers waiting in a read
-        self._queue.put(_STOP)
+        self._dispatch.put(STOP)
         me = threading.current_thread()
         deadline = time.monotonic() + 5.0
         for t in [*self._threads, self._dispatcher]:
@@ -263,17 +232,13 @@ class APISource:
                 log.debug("closing the API client failed", exc_info=True)
 
     def synced(self) -> bool:
-        return self._synced.is_set()
+        return self._dispatch.synced()
 
     def wait_synced(self, timeout: float | None = None) -> bool:
-        return self._synced.wait(timeout)
+        return self._dispatch.wait_synced(timeout)
 
     def objects(self) -> dict[Key, Object]:
-        with self._lock:
-            out: dict[Key, Object] = {}
-            for store in self._stores.values():
-                out.update(store)
-            return out
+        return self._dispatch.objects()
 
     # ------------------------------------------------------------------ HTTP
 
@@ -342,8 +307,7 @@ class APISource:
         kind = res.kind
         keep = e.status == 403 and listed_once  # RBAC changed under us: keep what we know
         if self.unserved.get(kind) != e.status:
-            with self._lock:
-                known = len(self._stores.get(kind, {}))
+            known = self._dispatch.count(kind)
             if e.status == 404:
                 why = f"its CustomResourceDefinition is not installed (kubectl apply -f {res.crd})"
             else:
@@ -366,7 +330,7 @@ class APISource:
         self.unserved[kind] = e.status
         self.resource_version[kind] = ""
         if not keep:
-            self._queue.put(_Listed(kind, {}, set()))
+            self._dispatch.put(Listed(kind, {}, set()))
 
     def _get(self, res: Resource, params: list[tuple[str, Any]], read_timeout: float):
         """A GET of res's collection; a CRD kind's 404/403 raises _Unserved."""
@@ -435,7 +399,7 @@ class APISource:
             rv,
             f" ({len(bad)} malformed, skipped)" if bad else "",
         )
-        self._queue.put(_Listed(kind, objects, bad))
+        self._dispatch.put(Listed(kind, objects, bad))
         self.resource_version[kind] = rv
         if self.unserved.pop(kind, None) is not None:
             log.info("%s: served now: watching it", kind)
@@ -498,84 +462,11 @@ class APISource:
         if etype == "DELETED":
             key = raw_key(res, raw)
             if key is not None:
-                self._queue.put(_Changed(kind, etype, key, None))
+                self._dispatch.put(Changed(kind, etype, key, None))
                 self._parse_errors[kind].pop(key, None)
         else:
             obj, key, _ = parse_object(res, raw, self._parse_errors[kind])
             if key is not None:
-                self._queue.put(_Changed(kind, etype, key, obj))
+                self._dispatch.put(Changed(kind, etype, key, obj))
         self.resource_version[kind] = new_rv
         return new_rv
-
-    # ------------------------------------------------------------------ the dispatcher
-
-    def _dispatch_loop(self) -> None:
-        listed: set[str] = set()
-        all_kinds = {r.kind for r in self.resources}
-        while True:
-            batch = [self._queue.get()]
-            while True:  # take whatever else has queued up: one handler call for all of it
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            if any(m is _STOP for m in batch) or self._stop.is_set():
-                return
-            try:
-                events = self._apply(batch, listed)
-                if not self._synced.is_set():
-                    if listed < all_kinds:
-                        continue  # the initial snapshot waits for every kind's first list
-                    events = diff_states({}, self.objects())
-                    log.info("initial snapshot: %d object(s)", len(events))
-                    self._deliver(events)
-                    self._synced.set()
-                elif events:
-                    self._deliver(events)
-            except Exception:  # noqa: BLE001 - the dispatcher must survive anything
-                log.exception("kubernetes API source: dispatching a batch failed")
-
-    def _apply(self, batch: list, listed: set[str]) -> list[Event]:
-        """Apply a batch of messages to the stores; return the net events, sorted."""
-        before: dict[Key, Object | None] = {}  # the value of every touched key before the batch
-        with self._lock:
-            for m in batch:
-                store = self._stores[m.kind]
-                if isinstance(m, _Listed):
-                    listed.add(m.kind)
-                    new = dict(m.objects)
-                    for key in m.bad:  # a malformed version keeps the last good one
-                        if key in store and key not in new:
-                            new[key] = store[key]
-                    for key in store.keys() | new.keys():
-                        before.setdefault(key, store.get(key))
-                    self._stores[m.kind] = new
-                else:
-                    before.setdefault(m.key, store.get(m.key))
-                    if m.type == "DELETED":
-                        store.pop(m.key, None)
-                    elif m.obj is not None:
-                        store[m.key] = m.obj
-                    # else: a version that did not parse; keep the last good one
-            old = {k: v for k, v in before.items() if v is not None}
-            new_view = {k: self._stores[k[0]][k] for k in before if k in self._stores[k[0]]}
-        return diff_states(old, new_view)
-
-    def _deliver(self, events: list[Event]) -> None:
-        if self._stop.is_set():
-            return
-        if events:
-            log.debug(
-                "delivering %d event(s): %s",
-                len(events),
-                ", ".join(f"{e.type} {e.key[0]} {show_key(e.key)}" for e in events[:10])
-                + (", ..." if len(events) > 10 else ""),
-            )
-        try:
-            assert self._handler is not None
-            self._handler(events)
-        except Exception:  # noqa: BLE001 - a handler bug must not stop the source
-            log.exception(
-                "kubernetes API source: handler failed on %d event(s); they count as delivered",
-                len(events),
-            )
