@@ -1,9 +1,12 @@
 """Flow programming: a cold start of an agent whose cluster state holds 1,000 pods (100 on this
 node) on 50 nodes and 200 NetworkPolicies — the time until the switch holds every flow —
 against `ovs-ofctl --bundle add-flows` of exactly the same flow set from a file (the switch's
-own ingest rate); the median of 3 of each. And flow growth: the desired flow count at (P pods, R rules) and (2P, 2R),
-computed by the pure pipeline code for the cluster and for the same cluster twice over (twice
-the namespaces, pods and policies; ratio; linear growth is 2.0).
+own ingest rate); the median of 3 of each. And flow growth: the desired flow count at (P pods,
+R rules) and (2P, 2R), computed by the pure pipeline code for the cluster and for the same
+cluster twice over (twice the namespaces, pods and policies; ratio; linear growth is 2.0); then
+the same with 50 ClusterNetworkPolicies added (bench/cluster.py's mix, doubled with the
+cluster): their own flow count beside the NetworkPolicies' and its growth ratio.
+`python -m bench.flows growth` computes the growth figures alone (no root).
 """
 
 from __future__ import annotations
@@ -20,25 +23,32 @@ from bench import cluster
 from bench.common import BenchNode, save, sh, wait_until
 
 NODES, PODS, LOCAL, POLICIES = 50, 1000, 100, 200
+CNPS = 50  # ClusterNetworkPolicies added for the flow growth with tiers
 RUNS = 3  # cold starts and reference loads; medians are reported
 
 
 # ---- flow growth (pure) -------------------------------------------------------------------
 
 
-def desired_count(pods: int, local: int, n_nodes: int, n_policies: int, copies: int = 1) -> int:
-    from flows import netpol, pipeline, policy
+def desired_count(
+    pods: int, local: int, n_nodes: int, n_policies: int, copies: int = 1, n_cnps: int = 0
+) -> dict[str, int]:
+    """Node 0's desired flows: "total", and of them "np" (NetworkPolicy rules' flows) and
+    "cnp" (ClusterNetworkPolicy rules' flows, computed as the agent does: tiers'
+    base_priorities over every policy, then policy_flows per policy)."""
+    from flows import cnp, netpol, pipeline, policy, tiers
     from flows.model import NodeNet, Overlay, PodPort, RemoteNode, mac_from_ip
     from ovsctl.k8s import model
 
     node = NodeNet.for_cidr("10.64.0.0/24", gw_ofport=2, node_ip=cluster.node_ip(0))
     overlay = Overlay(1, "10.64.0.0/10")
     flows = set(pipeline.node_flows(node, overlay))
-    for n in [model.parse(d) for d in cluster.nodes(n_nodes)][1:]:
+    node_docs = cluster.nodes(n_nodes)
+    for n in [model.parse(d) for d in node_docs][1:]:
         flows |= pipeline.remote_node_flows(
             node, overlay, RemoteNode(n.name, n.pod_cidr, n.internal_ip)
         )
-    docs = cluster.workload(pods, local, n_nodes, n_policies, copies)
+    docs = cluster.workload(pods, local, n_nodes, n_policies, copies, n_cnps)
     ns_labels = {
         d["metadata"]["name"]: {**d["metadata"]["labels"], "kubernetes.io/metadata.name": d["metadata"]["name"]}
         for d in docs
@@ -61,16 +71,32 @@ def desired_count(pods: int, local: int, n_nodes: int, n_policies: int, copies: 
                 local=is_local,
             )
         )
-    view = policy.View(ns_labels, infos)
+    nodes = {
+        d["metadata"]["name"]: (
+            tuple(sorted(d["metadata"]["labels"].items())),
+            tuple(a["address"] for a in d["status"]["addresses"]),
+        )
+        for d in node_docs
+    }
+    view = policy.View(ns_labels, infos, nodes)
     slots: dict[str, int] = {}
+
+    def slot_of(owner: str) -> int:
+        return slots.setdefault(owner, len(slots))
+
+    np_flows: set = set()
     for d in docs:
         if d["kind"] == "NetworkPolicy":
-            pol = netpol.parse(d)
-            for fl in policy.policy_flows(
-                pol, view, lambda o: slots.setdefault(o, len(slots))
-            ).values():
-                flows |= fl
-    return len(flows)
+            for fl in policy.policy_flows(netpol.parse(d), view, slot_of).values():
+                np_flows |= fl
+    parsed = [cnp.parse(d) for d in docs if d["kind"] == "ClusterNetworkPolicy"]
+    bases = tiers.base_priorities(parsed)
+    cnp_flows: set = set()
+    for pol in parsed:
+        for fl in tiers.policy_flows(pol, view, slot_of, bases[pol.name]).values():
+            cnp_flows |= fl
+    flows |= np_flows | cnp_flows
+    return {"total": len(flows), "np": len(np_flows), "cnp": len(cnp_flows)}
 
 
 # ---- cold start against ovs-ofctl --bundle ----------------------------------------------------
@@ -160,18 +186,57 @@ def _stable(node: BenchNode) -> int | None:
     return b if a == b and b > 100 else None
 
 
-def run() -> dict:
+def growth() -> dict:
+    """Flow growth without and with ClusterNetworkPolicies, pure (no switch, no root)."""
     small = desired_count(PODS, LOCAL, NODES, POLICIES)
     large = desired_count(PODS, LOCAL, NODES, POLICIES, copies=2)
+    c_small = desired_count(PODS, LOCAL, NODES, POLICIES, n_cnps=CNPS)
+    c_large = desired_count(PODS, LOCAL, NODES, POLICIES, copies=2, n_cnps=CNPS)
+    if c_small["np"] != small["np"] or c_small["total"] != small["total"] + c_small["cnp"]:
+        raise RuntimeError(f"ClusterNetworkPolicies changed the other flows: {small} {c_small}")
+    out = {
+        "flow_growth_ratio": large["total"] / small["total"],
+        "cnp_flows": c_small["cnp"],
+        "cnp_flows_growth_ratio": c_large["cnp"] / c_small["cnp"],
+        "np_flows": small["np"],
+        "cnp_vs_np_flows_ratio": c_small["cnp"] / small["np"],
+        "flow_growth_ratio_cnp50": c_large["total"] / c_small["total"],
+        "raw": {
+            "flows_at_P_R": small["total"],
+            "flows_at_2P_2R": large["total"],
+            "np_flows_at_P_R": small["np"],
+            "np_flows_at_2P_2R": large["np"],
+            "cnp_flows_at_P_R": c_small["cnp"],
+            "cnp_flows_at_2P_2R": c_large["cnp"],
+            "flows_with_cnps_at_P_R": c_small["total"],
+            "flows_with_cnps_at_2P_2R": c_large["total"],
+            "cnps": CNPS,
+        },
+    }
+    r = out["raw"]
+    print(
+        f"flow growth: {r['flows_at_P_R']} -> {r['flows_at_2P_2R']} flows for 2x pods and "
+        f"rules: ratio {out['flow_growth_ratio']:.2f}; NetworkPolicy flows {r['np_flows_at_P_R']}"
+        f" -> {r['np_flows_at_2P_2R']}; with {CNPS} ClusterNetworkPolicies (x2 with the "
+        f"cluster): their flows {r['cnp_flows_at_P_R']} -> {r['cnp_flows_at_2P_2R']} ratio "
+        f"{out['cnp_flows_growth_ratio']:.2f} ({out['cnp_vs_np_flows_ratio']:.2f} x the "
+        f"NetworkPolicy flows of {POLICIES} policies), all flows {r['flows_with_cnps_at_P_R']}"
+        f" -> {r['flows_with_cnps_at_2P_2R']} ratio {out['flow_growth_ratio_cnp50']:.2f}"
+    )
+    return out
+
+
+def run() -> dict:
+    g = growth()
     cs = cold_start()
+    small, large = g["raw"]["flows_at_P_R"], g["raw"]["flows_at_2P_2R"]
     result = {
         "flow_sync_ratio": cs["ovsctl_install_s"] / cs["reference_bundle_add_flows_s"],
         "cold_start_ratio": cs["ovsctl_cold_start_total_s"] / cs["reference_bundle_add_flows_s"],
-        "flow_growth_ratio": large / small,
+        **{k: v for k, v in g.items() if k != "raw"},
         "raw": {
             **cs,
-            "flows_at_P_R": small,
-            "flows_at_2P_2R": large,
+            **g["raw"],
             "P": PODS,
             "R": POLICIES,
             "nodes": NODES,
@@ -190,4 +255,6 @@ def run() -> dict:
 
 
 if __name__ == "__main__":
-    run()
+    import sys
+
+    growth() if sys.argv[1:] == ["growth"] else run()

@@ -8,6 +8,12 @@ API (list/watch, the lab's server) that holds 1,000 pods on 50 nodes and 200 pol
 watch:`, running throughout); each change is then checked in a dump. The reference in the same
 run is the switch itself: the time from starting one `ovs-ofctl add-flow` to the monitor seeing
 that flow (process start included: the floor of any tool-driven change).
+
+A second run, against the same cluster with 50 ClusterNetworkPolicies added (bench/cluster.py's
+mix), cycles through the same three kinds and a fourth: a ClusterNetworkPolicy added in the
+Admin tier, alternately last (priority 1000) and first (priority 0: every other Admin policy's
+flows move to lower flow priorities), until its rule's first flow is on the switch. The ratio
+compares the three kinds' p50 with and without the ClusterNetworkPolicies.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ from bench import cluster
 from bench.common import BenchNode, FlowMonitor, in_ns, save, sh, summary, uid
 
 NODES, PODS, LOCAL, POLICIES, CHANGES = 50, 1000, 100, 200, 50
+CNPS = 50  # the second run's ClusterNetworkPolicies (bench/cluster.py's mix)
+KINDS = ("policy", "pod", "endpoint")
 HOST_IP, NODE_IP = "10.200.0.1", "10.200.0.2"
 
 
@@ -96,7 +104,29 @@ SERVICE = {
 }
 
 
-def run() -> dict:
+def _cluster_policy(n: int) -> dict:
+    """A ClusterNetworkPolicy made by change n: ns0 closed to team t1, in the Admin tier either
+    first (priority 0: every other Admin policy's flows move down) or last (priority 1000)."""
+    return {
+        "apiVersion": cluster.CNP_API,
+        "kind": "ClusterNetworkPolicy",
+        "metadata": {"name": f"bench{n}"},
+        "spec": {
+            "tier": "Admin",
+            "priority": 0 if n % 8 == 3 else 1000,
+            "subject": {"namespaces": {"matchLabels": {cluster.NS_NAME: "ns0"}}},
+            "ingress": [
+                {"action": "Deny", "from": [{"namespaces": {"matchLabels": {"team": "t1"}}}]}
+            ],
+        },
+    }
+
+
+def _measure(
+    cnps: list[dict], kinds: tuple[str, ...]
+) -> tuple[dict[str, list[float]], list[float]]:
+    """CHANGES changes cycling through `kinds` against a cluster that also holds `cnps`:
+    the samples per kind and the floor (ovs-ofctl add-flow) measured after each."""
     from flows import cookie
     from ovsctl.lab.apiserver import FakeAPI
 
@@ -106,13 +136,14 @@ def run() -> dict:
         + cluster.namespaces(PODS)
         + cluster.pods(PODS, LOCAL, NODES)
         + cluster.policies(POLICIES, PODS)
+        + cnps
     )
     remote_ips = [d["status"]["podIP"] for d in docs if d["kind"] == "Pod" and "status" in d]
     endpoints = remote_ips[: CHANGES + 5]
     for d in [*docs, SERVICE, _slice(endpoints)]:
         api.create(d)
     host = None
-    samples: dict[str, list[float]] = {"policy": [], "pod": [], "endpoint": []}
+    samples: dict[str, list[float]] = {k: [] for k in kinds}
     floor: list[float] = []
     try:
         with BenchNode() as node:
@@ -127,9 +158,14 @@ def run() -> dict:
             eps = list(endpoints)
             with FlowMonitor(node) as mon:
                 for n in range(CHANGES):
-                    kind = ("policy", "pod", "endpoint")[n % 3]
+                    kind = kinds[n % len(kinds)]
                     t0 = time.monotonic()
-                    if kind == "policy":
+                    if kind == "cnp":
+                        api.create(_cluster_policy(n))
+                        ck = cookie.make("cnp", f"cnp/bench{n}/ingress/0")
+                        seen = mon.wait(lambda ln, ck=ck: _owned(ln, ck, "ADDED"), t0)
+                        assert _dump(node, _cookie_filter(ck)).count("cookie=") > 0
+                    elif kind == "policy":
                         name = f"bench{n}"
                         api.create(_policy(name, f"r{n}"))
                         ck = cookie.make("policy", f"policy/ns0/{name}/isolation")
@@ -184,17 +220,42 @@ def run() -> dict:
         api.stop()
         if host:
             sh("ip", "link", "del", host, check=False)
+    return samples, floor
+
+
+def run() -> dict:
+    samples, floor = _measure([], KINDS)
+    with_cnps, floor_cnps = _measure(cluster.cluster_policies(CNPS, PODS), (*KINDS, "cnp"))
     every = [x for v in samples.values() for x in v]
-    s = summary(every)
-    f = summary(floor)
+    s, f = summary(every), summary(floor)
+    # the same kinds with the ClusterNetworkPolicies present, and every change of that run
+    same = summary([x for k in KINDS for x in with_cnps[k]])
+    c_all = summary([x for v in with_cnps.values() for x in v])
+    c_add = summary(with_cnps["cnp"])
+    # alternately first in the Admin tier (every other Admin policy moves) and last
+    first, last = summary(with_cnps["cnp"][0::2]), summary(with_cnps["cnp"][1::2])
     result = {
         "reaction_p50_ms": s["p50"] * 1000,
         "reaction_p99_ms": s["p99"] * 1000,
         "reaction_vs_floor_p50_ratio": s["p50"] / f["p50"],
+        "reaction_p50_ms_cnp50": c_all["p50"] * 1000,
+        "reaction_p99_ms_cnp50": c_all["p99"] * 1000,
+        "reaction_cnp50_ratio": same["p50"] / s["p50"],
+        "reaction_cnp_add_p50_ms": c_add["p50"] * 1000,
+        "reaction_cnp_add_p99_ms": c_add["p99"] * 1000,
         "raw": {
             "all_s": s,
             "by_kind_s": {k: summary(v) for k, v in samples.items() if v},
             "floor_ovs_ofctl_add_flow_s": f,
+            "cnp50": {
+                "all_s": c_all,
+                "policy_pod_endpoint_s": same,
+                "by_kind_s": {k: summary(v) for k, v in with_cnps.items() if v},
+                "cnp_added_first_s": first,
+                "cnp_added_last_s": last,
+                "floor_ovs_ofctl_add_flow_s": summary(floor_cnps),
+                "cluster_network_policies": CNPS,
+            },
             "changes": CHANGES,
             "pods": PODS,
             "policies": POLICIES,
@@ -202,10 +263,23 @@ def run() -> dict:
         },
     }
     save("reaction", result)
+    ms = 1000
     print(
-        f"reaction: p50 {s['p50'] * 1000:.1f} ms, p99 {s['p99'] * 1000:.1f} ms over {len(every)} "
+        f"reaction: p50 {s['p50'] * ms:.1f} ms, p99 {s['p99'] * ms:.1f} ms over {len(every)} "
         f"changes (policy/pod/endpoint); floor (ovs-ofctl add-flow seen the same way) p50 "
-        f"{f['p50'] * 1000:.1f} ms: ratio {result['reaction_vs_floor_p50_ratio']:.2f}"
+        f"{f['p50'] * ms:.1f} ms: ratio {result['reaction_vs_floor_p50_ratio']:.2f}\n"
+        f"with {CNPS} ClusterNetworkPolicies: p50 {c_all['p50'] * ms:.1f} ms, p99 "
+        f"{c_all['p99'] * ms:.1f} ms over {c_all['n']} changes (policy/pod/endpoint/cnp); the "
+        f"same kinds p50 {same['p50'] * ms:.1f} ms, p99 {same['p99'] * ms:.1f} ms: ratio to "
+        f"without {result['reaction_cnp50_ratio']:.2f}; a ClusterNetworkPolicy added p50 "
+        f"{c_add['p50'] * ms:.1f} ms, p99 {c_add['p99'] * ms:.1f} ms (added last p50 "
+        f"{last['p50'] * ms:.1f} ms, added first p50 {first['p50'] * ms:.1f} ms; floor p50 "
+        f"{summary(floor_cnps)['p50'] * ms:.1f} ms)\n"
+        f"by kind, without / with: "
+        + ", ".join(
+            f"{k} p50 {summary(samples[k])['p50'] * ms:.1f} / {summary(with_cnps[k])['p50'] * ms:.1f} ms"
+            for k in KINDS
+        )
     )
     return result
 

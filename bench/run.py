@@ -27,8 +27,14 @@ KEYS = {
     "flow_sync_ratio": ("flows installed, agent / ovs-ofctl --bundle", "<= 1.5"),
     "cold_start_ratio": ("agent start to all flows / ovs-ofctl --bundle", ""),
     "flow_growth_ratio": ("flows at (2P, 2R) / (P, R)", "<= 2.1"),
+    "cnp_flows": ("ClusterNetworkPolicy flows, 50 CNPs at (P, R)", ""),
+    "cnp_vs_np_flows_ratio": ("those / the 200 NetworkPolicies' flows", ""),
+    "cnp_flows_growth_ratio": ("CNP flows at (2P, 2 x 50 CNPs) / (P, 50)", "<= 2.1"),
     "reaction_p99_ms": ("state change to datapath, p99 (ms)", "< 100"),
     "reaction_p50_ms": ("state change to datapath, p50 (ms)", ""),
+    "reaction_p99_ms_cnp50": ("the same with 50 CNPs, CNP adds too, p99 (ms)", "< 100"),
+    "reaction_cnp50_ratio": ("p50 of the same kinds, with 50 CNPs / without", ""),
+    "reaction_cnp_add_p50_ms": ("a CNP added to its flows on the switch, p50 (ms)", ""),
     "datapath_ratio": ("iperf3 pod-pod across nodes / NORMAL bridges", ">= 0.9"),
     "datapath_ratio_v6": ("iperf3 pod-pod across nodes over IPv6 / NORMAL bridges", ">= 0.9"),
     "agent_rss_mb": ("agent RSS at 10k pods / 5k policies (MiB)", ""),
@@ -40,7 +46,9 @@ def table(summary: dict) -> str:
     lines = ["| figure | value | goal | what |", "|---|---:|---|---|"]
     for key, (what, goal) in KEYS.items():
         if key in summary:
-            lines.append(f"| `{key}` | {summary[key]:.2f} | {goal} | {what} |")
+            v = summary[key]
+            shown = str(v) if isinstance(v, int) else f"{v:.2f}"
+            lines.append(f"| `{key}` | {shown} | {goal} | {what} |")
     return "\n".join(lines)
 
 

@@ -51,8 +51,9 @@ from flows.policy import (
 
 PRIO_TOP = 64000  # below the pipeline's always-allowed flows (PRIO_ALWAYS - 1 and up)
 PRIO_FLOOR = 1000
-BLOCK = 26  # flow priorities per policy: one per rule (at most 25 each way) and a gap
-MAX_POLICIES = (PRIO_TOP - PRIO_FLOOR) // BLOCK  # per tier
+BAND = 60  # flow priorities per API priority (0..1000): its policies' rules, ties included
+BLOCK = 26  # flow priorities per policy when ranked: one per rule (at most 25 each way), a gap
+MAX_POLICIES = (PRIO_TOP - PRIO_FLOOR) // BLOCK  # per tier, when ranked
 
 TABLES = {
     ("Admin", "egress"): "AdminEgressRule",
@@ -79,16 +80,43 @@ def policy_owners(pol: ClusterPolicy) -> list[str]:
 
 
 def base_priorities(policies) -> dict[str, int]:
-    """Each policy's highest flow priority (its first rule's), by evaluation order within its
-    tier; policies past what the priority space holds are left out (TierError for the
-    caller to log, per policy)."""
+    """Each policy's highest flow priority (its first rule's), in evaluation order within its
+    tier. Banded by the API priority when the tier fits: priority p owns the BAND flow
+    priorities below PRIO_TOP - p * BAND, and policies sharing p (ties, by name) take
+    consecutive runs of it, one per rule; so adding, changing or removing a policy moves no
+    other policy's flows unless they share its priority. A tier whose ties overflow a band is
+    ranked instead (each policy a block of BLOCK in evaluation order); policies past what that
+    holds are left out (the caller logs them)."""
     out: dict[str, int] = {}
-    rank = dict.fromkeys(TIERS, 0)
-    for pol in sorted(policies, key=ClusterPolicy.order_key):
-        if rank[pol.tier] < MAX_POLICIES:
-            out[pol.name] = PRIO_TOP - rank[pol.tier] * BLOCK
-        rank[pol.tier] += 1
+    for tier in TIERS:
+        pols = sorted((p for p in policies if p.tier == tier), key=ClusterPolicy.order_key)
+        banded = _banded(pols)
+        out.update(banded if banded is not None else _ranked(pols))
     return out
+
+
+def _width(pol: ClusterPolicy) -> int:
+    return max(len(pol.ingress), len(pol.egress), 1)
+
+
+def _banded(pols: list[ClusterPolicy]) -> dict[str, int] | None:
+    out: dict[str, int] = {}
+    prev: ClusterPolicy | None = None
+    for pol in pols:
+        floor = PRIO_TOP - (pol.priority + 1) * BAND  # the next priority's band starts here
+        if prev is not None and prev.priority == pol.priority:
+            base = out[prev.name] - _width(prev)
+        else:
+            base = PRIO_TOP - pol.priority * BAND
+        if base - _width(pol) < floor:
+            return None
+        out[pol.name] = base
+        prev = pol
+    return out
+
+
+def _ranked(pols: list[ClusterPolicy]) -> dict[str, int]:
+    return {pol.name: PRIO_TOP - rank * BLOCK for rank, pol in enumerate(pols[:MAX_POLICIES])}
 
 
 def target(pol: ClusterPolicy, direction: str, action: str) -> str | None:
@@ -285,18 +313,25 @@ def policy_flows(pol: ClusterPolicy, view: View, slot_of, base_prio: int) -> dic
 
 
 def affects(pol: ClusterPolicy, pod: PodInfo | None, view: View) -> bool:
-    """May a change of this pod change the policy's flows (it is or was a subject or a peer,
-    or covered by a network)?"""
+    """May a change of this pod (its old or its new version) change the policy's flows on
+    this node? When it is a subject here (a local pod the subject selects), a pod a peer
+    selects, or (egress rules with named ports, which resolve on the destination) a pod
+    inside a network or any pod for a rule that matches every peer."""
     if pod is None:
         return False
     ns_items = view.ns_label_items(pod.namespace)
-    if view.selects(pol.subject.namespaces, ns_items):
-        return True  # subject (or its pods' named ports) may change; cheap to recompute
+    if pod.local and pol.subject.selects(ns_items, pod.labels, view.selects):
+        return True
     for direction in ("ingress", "egress"):
         for rule in pol.rules(direction):
+            named = direction == "egress" and any(p.named for p in rule.protocols)
             for peer in rule.peers:
-                if peer.kind in ("namespaces", "pods") and view.selects(peer.namespaces, ns_items):
-                    return True
-                if peer.kind == "networks" and any(peer.contains(a) for a in pod.addrs):
+                if peer.kind in ("namespaces", "pods"):
+                    if peer.selects_pod(ns_items, pod.labels, view.selects):
+                        return True
+                elif named and (
+                    peer.kind == "any"
+                    or (peer.kind == "networks" and any(peer.contains(a) for a in pod.addrs))
+                ):
                     return True
     return False
