@@ -11,11 +11,13 @@ deletes them with `ovsctl lab delete -f`, also on failure."""
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import yaml
@@ -46,18 +48,18 @@ def ns_doc(ns: str, extra: dict | None = None) -> dict:
     }
 
 
-def pod_doc(ns: str, name: str, ip: str | None = None, node: str | None = None) -> dict:
+def pod_doc(ns: str, name: str, ips: list[str] = (), node: str | None = None, labels=None) -> dict:
     ports = [{"name": n, "containerPort": p, "protocol": pr} for n, p, pr in PORTS[name]]
     doc = {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": name, "namespace": ns, "labels": {"pod": name}},
+        "metadata": {"name": name, "namespace": ns, "labels": labels or {"pod": name}},
         "spec": {"containers": [{"name": "c", "image": "x", "ports": ports}]},
     }
     if node:
         doc["spec"]["nodeName"] = node
-    if ip:
-        doc["status"] = {"podIP": ip}
+    if ips:
+        doc["status"] = {"podIP": ips[0], "podIPs": [{"ip": ip} for ip in ips]}
     return doc
 
 
@@ -101,10 +103,15 @@ def lab(make_lab):
 
 @pytest.fixture(scope="module")
 def world(lab):
-    """The lab's pods and nodes in Kubernetes shape (for the reference), and a responder on
-    TCP NODE_PORT in every node's netns (so pods can probe node addresses)."""
+    yield from make_world(lab, NAMESPACES, PODS)
+
+
+def make_world(lab, spaces, pod_names):
+    """(A fixture's generator.) The lab's pods and nodes in Kubernetes shape for the reference
+    (every address of every family), and a responder on TCP NODE_PORT in every node's netns
+    (so pods can probe node addresses), stopped after."""
     st = lab.status()
-    where = {(p["namespace"], p["name"]): p for p in st["pods"]}
+    where = {f"{p['namespace']}/{p['name']}": p for p in st["pods"]}
     assert len({p["node"] for p in st["pods"]}) == 2, "pods must spread over both nodes"
     meta = lab.meta()
     pids = [
@@ -115,41 +122,42 @@ def world(lab):
         )
         for n in st["nodes"]
     ]
-    nodes = [
-        {
-            "metadata": {"name": n["name"]},
-            "status": {"addresses": [{"type": "InternalIP", "address": n["ip"]}]},
-        }
-        for n in st["nodes"]
-    ]
+    keys = [f"{ns}/{p}" for ns in spaces for p in pod_names]
     w = {
         "lab": lab,
-        "labels": {ns: {} for ns in NAMESPACES},  # extra namespace labels (relabel test)
-        "pods": [
-            pod_doc(ns, p, where[(ns, p)]["ip"], where[(ns, p)]["node"])
-            for ns in NAMESPACES
-            for p in PODS
+        "spaces": spaces,
+        "labels": {ns: {} for ns in spaces},  # extra namespace labels (relabel tests)
+        "pods": [pod_doc(*k.split("/"), where[k]["ips"], where[k]["node"]) for k in keys],
+        "nodes": [
+            {
+                "metadata": {"name": n["name"]},
+                "status": {"addresses": [{"type": "InternalIP", "address": a} for a in n["ips"]]},
+            }
+            for n in st["nodes"]
         ],
-        "nodes": nodes,
-        "node_of": {f"{ns}/{p}": where[(ns, p)]["node"] for ns in NAMESPACES for p in PODS},
-        "ip_of": {f"{ns}/{p}": where[(ns, p)]["ip"] for ns in NAMESPACES for p in PODS},
+        "node_of": {k: where[k]["node"] for k in keys},
+        "ip_of": {k: where[k]["ip"] for k in keys},
         "node_ip": {n["name"]: n["ip"] for n in st["nodes"]},
+        "node_ips": {n["name"]: n["ips"] for n in st["nodes"]},
         "external": st["external"]["ip"],
+        "externals": st["external"]["ips"],
     }
-    # every node's responder answers (from its own node's pods, which always may reach it)
-    for n in st["nodes"]:
-        pod = next(k for k, v in w["node_of"].items() if v == n["name"])
-        target = [(n["ip"], NODE_PORT, "TCP")]
-        wait_for(lambda p=pod, t=target: all(probe_targets(w, p, t).values()), 10, 0.05,
-                 f"the responder on {n['name']}")  # fmt: skip
-    yield w
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGTERM)
+    try:
+        # every node's responder answers (from its own node's pods, which always may reach it)
+        for n in st["nodes"]:
+            pod = next(k for k, v in w["node_of"].items() if v == n["name"])
+            target = [(ip, NODE_PORT, "TCP") for ip in n["ips"]]
+            wait_for(lambda p=pod, t=target: all(probe_targets(w, p, t).values()), 10, 0.05,
+                     f"the responder on {n['name']}")  # fmt: skip
+        yield w
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGTERM)
 
 
 def namespaces(world) -> list[dict]:
-    return [{"metadata": ns_doc(ns, world["labels"][ns])["metadata"]} for ns in NAMESPACES]
+    return [{"metadata": ns_doc(ns, world["labels"][ns])["metadata"]} for ns in world["spaces"]]
 
 
 def lab_cli(lab, *args: str) -> subprocess.CompletedProcess:
@@ -190,9 +198,9 @@ def applied(lab, tmp_path, objs: list[dict], name: str = "objects"):
 # -- probing --------------------------------------------------------------------------------
 
 
-def expected(world, policies=(), cnps=()) -> dict[str, bool]:
+def expected(world, policies=(), cnps=(), family: int | None = None) -> dict[str, bool]:
     return ref.evaluate(
-        namespaces(world), world["pods"], list(policies), list(cnps), world["nodes"]
+        namespaces(world), world["pods"], list(policies), list(cnps), world["nodes"], family
     )
 
 
@@ -208,7 +216,12 @@ def probe_targets(world, pod: str, targets, want=None, timeout: float = 1.0) -> 
     """Probes from `pod` to (ip, port, proto) targets: {"ns/pod->IP:PORT/PROTO": bool}."""
     lab = world["lab"]
     todo = [
-        {"key": f"{pod}->{ip}:{port}/{proto}", "ip": ip, "port": port, "proto": proto}
+        {
+            "key": f"{pod}->{ipaddress.ip_address(ip)}:{port}/{proto}",
+            "ip": ip,
+            "port": port,
+            "proto": proto,
+        }
         for ip, port, proto in targets
     ]
     got = lab._run_prober(lab.pod_netns(pod), todo, timeout, pod)
@@ -223,17 +236,21 @@ def egress_targets(world) -> list[tuple[str, int, str]]:
     ]
 
 
-def converge_egress(world, want: dict, timeout: float = 20.0) -> dict:
+def converge_egress(world, want: dict, targets=None, timeout: float = 20.0) -> dict:
+    """Probe every pod to every (ip, port, proto) of `targets` (default egress_targets) until
+    the matrix equals `want`; the last matrix."""
+    targets = egress_targets(world) if targets is None else targets
     lab, pods = world["lab"], sorted(world["ip_of"])
     deadline = time.monotonic() + timeout
-    while True:
-        lab.flush_conntrack()
-        got = {}
-        for pod in pods:
-            got.update(probe_targets(world, pod, egress_targets(world)))
-        if got == want or time.monotonic() > deadline:
-            return got
-        time.sleep(0.2)
+    with ThreadPoolExecutor(max_workers=len(pods)) as pool:
+        while True:
+            lab.flush_conntrack()
+            got = {}
+            for part in pool.map(lambda pod: probe_targets(world, pod, targets), pods):
+                got.update(part)
+            if got == want or time.monotonic() > deadline:
+                return got
+            time.sleep(0.2)
 
 
 # -- scenarios ------------------------------------------------------------------------------
