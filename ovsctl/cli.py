@@ -121,7 +121,10 @@ def _add_trace_parsers(sub) -> None:
         "with the owner of every flow it matched; conntrack recirculations and a Service's "
         "DNAT are followed. Prints the verdict (delivered, dropped, rejected) and, when a "
         "NetworkPolicy decided, which policy isolated the pod and that no rule allowed it, or "
-        "which rule allowed it; and what the policies intend. A packet that leaves through the "
+        "which rule allowed it; when a ClusterNetworkPolicy rule decided, its tier (Admin, "
+        "Baseline), policy, priority, rule index and name and action (Accept, Deny, Pass; an "
+        "Admin Pass and the NetworkPolicy verdict after it both named); and what the policies "
+        "intend, with any disagreement in verdict or tier flagged. A packet that leaves through the "
         "tunnel continues on another node: the trace says which (`ovsctl lab trace` follows "
         "it). SRC and DST: a pod (NS/NAME, or NAME in namespace default), a Service "
         "(NS/NAME when no pod has that name, or svc:NS/NAME) or an IP. SRC must be a pod on "
@@ -160,12 +163,15 @@ def _add_trace_parsers(sub) -> None:
         help="pod x pod matrix traced through the live pipeline, next to the policies' intent",
         description="For every pod pair with an end on this node, on every declared TCP/UDP "
         "container port of the destination, trace a new connection through this node's br-int "
-        "(ofproto/trace, no packet is sent) and evaluate what the NetworkPolicies intend; "
-        "print both matrices (as `ovsctl lab probe` does) and flag every difference. A pair "
+        "(ofproto/trace, no packet is sent) and evaluate what the policies intend; "
+        "print both matrices (as `ovsctl lab probe` does), the tier that decided each pair "
+        "(A ClusterNetworkPolicy Admin, N NetworkPolicy, B Baseline, . default) and flag every "
+        "difference. A pair "
         "with its other end on another node is traced for this node's half (egress up to the "
         "tunnel, or ingress from the tunnel) and compared with that half of the intent. "
-        'JSON: {"node", "traced", "intended", "scope", "differences"}; keys as `ovsctl lab '
-        'probe --json`; with --family, also "family". Exit status 1 when there are differences.',
+        'JSON: {"node", "traced", "intended", "scope", "differences", "tiers"}; keys as '
+        '`ovsctl lab probe --json`; with --family, also "family". Exit status 1 when there are '
+        "differences.",
     )
     r.add_argument(
         "--namespace", "-n", help="only pairs with the source or the destination in NAMESPACE"
@@ -209,7 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="dump br-int's flows with table names and cookie owners",
         description="Dump the flows on the bridge with table names instead of "
         "numbers, the owner decoded from each cookie and named through the local agent "
-        "(pod:NS/NAME, policy:NS/NAME/ingress/0, service:NS/NAME, ...; a hex id when the "
+        "(pod:NS/NAME, policy:NS/NAME/ingress/0, 'cnp NAME ingress rule 0 (Admin: Deny)', "
+        "service:NS/NAME, ...; a hex id when the "
         "agent is unreachable) and packet/byte counters. --diff compares the agent's "
         "desired flows with the installed ones instead: exit 0 and no output when in sync, "
         "1 when they differ, 2 when they cannot be compared.",
@@ -222,7 +229,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="only the pod's own flows and the flows naming its IP (policy rules, Services)",
     )
     f.add_argument(
-        "--policy", metavar="NS/NAME", help="only the NetworkPolicy's flows (rules, isolation)"
+        "--policy",
+        metavar="NS/NAME|cnp/NAME",
+        help="only the NetworkPolicy's flows (rules, isolation), or with cnp/NAME the "
+        "ClusterNetworkPolicy's (its rules in the Admin or Baseline tables)",
     )
     f.add_argument(
         "--diff",

@@ -21,7 +21,7 @@ import netaddr
 
 from flows import policy, services
 from ovsctl.agent import LOGGER
-from ovsctl.agent.audit import AuditLog
+from ovsctl.agent.audit import AuditLog, cnp_rule_of
 from ovsctl.agent.cluster import POLICY_INPUTS, Cluster
 from ovsctl.agent.cni import CNI
 from ovsctl.agent.cniserver import CNIServer
@@ -64,7 +64,9 @@ class Agent:
             (cfg.node_ip,) if cfg.node_ip else ()
         )
         self.gc = GCPolicy()
-        self.services = ServiceReconciler(self.cluster, cfg.pod_cidr, self.skip)
+        self.services = ServiceReconciler(
+            self.cluster, cfg.pod_cidr, self.skip, node_name=cfg.node_name
+        )
         self.policy = PolicyReconciler(self.cluster, self.store, self.services, self.skip)
         self.policy.sync, self.policy.settle = self.sync, self.gc.settle
         self.host: NodeHost | None = None
@@ -171,7 +173,12 @@ class Agent:
         )
         # NetworkPolicy audit log: packet-ins of audited policies' flows, rate-limited by a
         # meter on the switch and by the log's own token bucket
-        self.audit = AuditLog(cfg.audit_log, cfg.audit_rate, lambda: list(self.policy.slots))
+        self.audit = AuditLog(
+            cfg.audit_log,
+            cfg.audit_rate,
+            lambda: list(self.policy.slots),
+            cnp_rule=lambda key: cnp_rule_of(list(self.policy.cnp_cache.values()), key),
+        )
         self.audit.start()
         self.controller.on_audit = self.audit.packet_in
         # each audited policy has its own meter (its own budget of audit_rate/s)

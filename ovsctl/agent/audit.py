@@ -17,6 +17,14 @@ waits on the disk.
 
     2026-11-23T05:00:00Z policy=ns/name rule=ingress/0 verdict=allow proto=tcp src=10.244.0.2:40000 dst=10.244.1.3:80
 
+A ClusterNetworkPolicy annotated the same way gets the same flows in its tier's tables
+(flows/tiers.py: Accept and Pass rules send a copy, Deny rules the packet itself). Its cookie
+owner is `cnp/NAME/DIR/I`; the rule's tier, name and action come from the agent's parsed
+policies (`cnp_rules()`, the reconciler's cache), never from the table: Accept and Pass are
+logged as allowed, Deny as dropped.
+
+    2026-11-23T05:00:00Z policy=cnp/deny-y tier=Admin rule=ingress/0 name=from-y action=Deny verdict=drop proto=tcp src=10.244.1.3:40000 dst=10.244.0.2:80
+
 IPv6 packets give the same line, the addresses compressed and, with a port, in brackets
 (`src=[fd00:10:244:1::2]:40000`); ICMPv6 is `proto=icmp6` with its type and code.
 """
@@ -25,6 +33,7 @@ from __future__ import annotations
 
 import collections
 import ipaddress
+import json
 import logging
 import os
 import queue
@@ -53,6 +62,14 @@ VERDICT = {
     "IngressDefault": ("ingress", "drop"),
     "EgressDefault": ("egress", "drop"),
 }
+# ClusterNetworkPolicy tier tables: the direction their flows judge
+CNP_TABLES = {
+    "AdminIngressRule": "ingress",
+    "AdminEgressRule": "egress",
+    "BaselineIngressRule": "ingress",
+    "BaselineEgressRule": "egress",
+}
+CNP_VERDICT = {"Accept": "allow", "Pass": "allow", "Deny": "drop"}
 PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 132: "sctp", 58: "icmp6"}
 # IPv6 extension headers walked to the transport header: hop-by-hop, routing, destination
 # options (8-octet units after the first 8), fragment (8 octets); AH (4-octet units)
@@ -63,11 +80,24 @@ IPV6_FRAGMENT, IPV6_AH = 44, 51
 # ---- pure parts --------------------------------------------------------------------------------
 
 
-def describe(owner_key: str | None, table_id: int) -> tuple[str, str, str] | None:
+def describe(
+    owner_key: str | None, table_id: int, cnp_rule: Callable[[str], dict | None] | None = None
+) -> tuple | None:
     """(policy "NS/NAME", rule "ingress/0" or "ingress/isolation", verdict) for the owner key
-    of the flow that sent the packet up and its table; None when it is not an audit flow."""
-    where = VERDICT.get(tables.name_of(table_id))
+    of the flow that sent the packet up and its table; for a ClusterNetworkPolicy rule
+    (policy "cnp/NAME", rule, verdict, its details: {"tier", "rule_name", "action"} from
+    `cnp_rule(owner_key)`). None when it is not an audit flow, or the rule is not known."""
+    table = tables.name_of(table_id)
     owner = owners.try_parse(owner_key)
+    if isinstance(owner, owners.ClusterPolicyRule):
+        info = cnp_rule(owner.key) if cnp_rule is not None else None
+        if CNP_TABLES.get(table) != owner.direction or not info:
+            return None
+        verdict = CNP_VERDICT.get(info.get("action"))
+        if verdict is None:
+            return None
+        return f"cnp/{owner.name}", f"{owner.direction}/{owner.index}", verdict, info
+    where = VERDICT.get(table)
     if where is None:
         return None
     direction, verdict = where
@@ -75,6 +105,30 @@ def describe(owner_key: str | None, table_id: int) -> tuple[str, str, str] | Non
         return owner.policy, f"{direction}/isolation", verdict
     if isinstance(owner, owners.PolicyRule):
         return owner.policy, f"{owner.direction}/{owner.index}", verdict
+    return None
+
+
+def cnp_rule_of(cache: Iterable[tuple], key: str) -> dict | None:
+    """The tier, priority, rule name and action of ClusterNetworkPolicy rule owner `key` from
+    the reconciler's cache values ((object, ClusterPolicy or None, base, owners)); None when
+    no installed policy has that rule."""
+    owner = owners.try_parse(key)
+    if not isinstance(owner, owners.ClusterPolicyRule):
+        return None
+    for entry in cache:
+        pol = entry[1]
+        if pol is None or pol.name != owner.name:
+            continue
+        rules = pol.rules(owner.direction)
+        if owner.index >= len(rules):
+            return None
+        rule = rules[owner.index]
+        return {
+            "tier": pol.tier,
+            "priority": pol.priority,
+            "rule_name": rule.name,
+            "action": rule.action,
+        }
     return None
 
 
@@ -153,20 +207,36 @@ def timestamp(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
 
-def format_line(t: float, policy: str, rule: str, verdict: str, tup: dict) -> str:
+def format_line(
+    t: float, policy: str, rule: str, verdict: str, tup: dict, cnp: dict | None = None
+) -> str:
     """2026-11-23T05:00:00Z policy=ns/name rule=ingress/0 verdict=allow proto=tcp
     src=10.244.0.2:40000 dst=10.244.1.3:80 (one line; ICMP: type= code= after the addresses;
-    IPv6 with a port: src=[fd00::2]:40000)."""
+    IPv6 with a port: src=[fd00::2]:40000). A ClusterNetworkPolicy rule (`cnp`: its tier,
+    rule_name and action): policy=cnp/NAME tier=Admin rule=ingress/0 name=RULE action=Deny
+    verdict=drop ... (name= only for a named rule, quoted when it holds a space, = or ")."""
     src, dst = tup["src"], tup["dst"]
     if "sport" in tup:
         src, dst = _with_port(src, tup["sport"]), _with_port(dst, tup["dport"])
+    tier = named = action = ""
+    if cnp is not None:
+        tier, action = f" tier={cnp['tier']}", f" action={cnp['action']}"
+        if cnp.get("rule_name"):
+            named = f" name={_word(cnp['rule_name'])}"
     line = (
-        f"{timestamp(t)} policy={policy} rule={rule} verdict={verdict} "
+        f"{timestamp(t)} policy={policy}{tier} rule={rule}{named}{action} verdict={verdict} "
         f"proto={tup['proto']} src={src} dst={dst}"
     )
     if "type" in tup:
         line += f" type={tup['type']} code={tup['code']}"
     return line
+
+
+def _word(text: str) -> str:
+    """A value as one word of the line: as it is, or JSON-quoted."""
+    if text and not any(c.isspace() or c in '="' for c in text):
+        return text
+    return json.dumps(text)
 
 
 class TokenBucket:
@@ -200,9 +270,12 @@ class AuditLog:
         owners: Callable[[], Iterable[str]],
         clock=time.monotonic,
         wall=time.time,
+        cnp_rule: Callable[[str], dict | None] | None = None,
     ):
         self.path, self.rate = path, rate
         self.owners = owners
+        # a ClusterNetworkPolicy rule owner key -> its tier, rule name and action (the agent's)
+        self.cnp_rule = cnp_rule
         self.clock, self.wall = clock, wall
         # one budget per audited policy (as on the switch: a meter per policy), so a flood that
         # one policy logs cannot hide another policy's connections
@@ -240,7 +313,7 @@ class AuditLog:
         """Handle one audit packet-in (OpenFlow thread: never blocks); returns the line queued,
         or None when it was rate-limited, a repeat, or not understood."""
         self.counts["packet_ins"] += 1
-        what = describe(self._owner_key(cookie & ck.OWNER_MASK), table_id)
+        what = describe(self._owner_key(cookie & ck.OWNER_MASK), table_id, self.cnp_rule)
         if what is not None and not self._bucket(what[0]).take():
             self.counts["rate_limited"] += 1
             return None
@@ -248,7 +321,7 @@ class AuditLog:
         if what is None or tup is None:
             self.counts["unknown"] += 1
             return None
-        key = (*what, tuple(sorted(tup.items())))
+        key = (*what[:3], tuple(sorted(tup.items())))
         now = self.clock()
         seen = self._seen.get(key)
         if seen is not None and now - seen < DEDUP_SECONDS:
@@ -258,7 +331,7 @@ class AuditLog:
         self._seen.move_to_end(key)
         while len(self._seen) > DEDUP_MAX:
             self._seen.popitem(last=False)
-        line = format_line(self.wall(), *what, tup)
+        line = format_line(self.wall(), *what[:3], tup, *what[3:])
         try:
             self._queue.put_nowait(line)
         except queue.Full:

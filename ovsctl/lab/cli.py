@@ -134,7 +134,11 @@ def add_parser(sub) -> None:
     fl.add_argument("node")
     fl.add_argument("--table", help="only this table (name or number)")
     fl.add_argument("--pod", metavar="NS/NAME", help="only the pod's flows and flows naming its IP")
-    fl.add_argument("--policy", metavar="NS/NAME", help="only the NetworkPolicy's flows")
+    fl.add_argument(
+        "--policy",
+        metavar="NS/NAME|cnp/NAME",
+        help="only the NetworkPolicy's flows, or with cnp/NAME the ClusterNetworkPolicy's",
+    )
     fl.add_argument("--diff", action="store_true", help="desired (agent) vs installed")
     fl.add_argument("--json", action="store_true")
     fl.add_argument("--no-stats", action="store_true")
@@ -337,8 +341,10 @@ def _add_trace_parsers(ls, common) -> None:
             help="the probe matrix computed by tracing (no packet sent), next to the intent",
             description="Every pod to every other pod on every declared TCP/UDP port, traced "
             "through the live pipelines of every node (ofproto/trace; no packet is sent), side "
-            "by side with what the NetworkPolicies intend, differences flagged. --json prints "
-            "exactly `ovsctl lab probe --json`'s shape (the traced matrix). Exit status 1 "
+            "by side with what the policies intend, differences flagged, and the tier that "
+            "decided each pair (A Admin, N NetworkPolicy, B Baseline, . default). --json "
+            "prints exactly `ovsctl lab probe --json`'s shape (the traced matrix); --json "
+            "--tiers the whole report (traced, intended, differences, tiers). Exit status 1 "
             "when the traced and the intended matrices differ.",
         )
     )
@@ -351,6 +357,11 @@ def _add_trace_parsers(ls, common) -> None:
         "both (default: the lab's first family, IPv4 on a dual-stack lab)",
     )
     ra.add_argument("--json", action="store_true")
+    ra.add_argument(
+        "--tiers",
+        action="store_true",
+        help="with --json: the whole report, with each pair's deciding tier",
+    )
     ra.set_defaults(func=_reachability)
 
 
@@ -382,8 +393,14 @@ def _reachability(args):
     from ovsctl.tools import trace
 
     rep = _lab(args).reachability_report(args.namespace, family=args.family)
-    if args.json:
+    if args.json and args.tiers:
+        print(json.dumps(rep, indent=2))
+    elif args.json:
         print(json.dumps(rep["traced"], indent=2))
     else:
-        print(trace.render_reachability(rep["traced"], rep["intended"], rep["differences"]))
+        print(
+            trace.render_reachability(
+                rep["traced"], rep["intended"], rep["differences"], tiers=rep["tiers"]
+            )
+        )
     return 1 if rep["differences"] else 0

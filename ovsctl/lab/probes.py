@@ -224,14 +224,17 @@ class LabProbes:
             tracer.close()
 
     def reachability_report(self, namespace: str | None = None, family: int | None = None) -> dict:
-        """{"traced", "intended", "differences"}: every pod to every other pod on every declared
-        TCP/UDP port, traced through the live pipelines (keys as probe's); `family` 4 or 6
-        picks the pods' addresses of that family (default: the lab's first family)."""
+        """{"traced", "intended", "differences", "tiers"}: every pod to every other pod on every
+        declared TCP/UDP port, traced through the live pipelines (keys as probe's), and the
+        tier that decided each pair in the intent ("Admin", "NetworkPolicy", "Baseline",
+        "default"); `family` 4 or 6 picks the pods' addresses of that family (default: the
+        lab's first family)."""
         from ovsctl.tools import trace
 
         tracer = self.tracer()
+        tiers: dict = {}
         try:
-            traced, intended, _ = trace.lab_matrix(tracer, namespace, family)
+            traced, intended, _ = trace.lab_matrix(tracer, namespace, family, tiers)
         except trace.TraceError as e:
             raise LabError(str(e)) from None
         finally:
@@ -240,6 +243,7 @@ class LabProbes:
             "traced": traced,
             "intended": intended,
             "differences": trace.differences(traced, intended),
+            "tiers": tiers,
         }
 
     def reachability(

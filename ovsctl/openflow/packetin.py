@@ -1,5 +1,5 @@
 """Packets the pipeline hands to the agent, routed by their flow's cookie feature: audit
-copies of NetworkPolicy flows go to the audit log; the rest get an answer — a TCP RST or an
+copies of NetworkPolicy and ClusterNetworkPolicy flows go to the audit log; the rest get an answer — a TCP RST or an
 ICMP / ICMPv6 port unreachable for a connection to a Service port without endpoints (what
 kube-proxy's REJECT rule does)."""
 
@@ -83,9 +83,13 @@ def reject(data: bytes) -> bytes | None:
     return bytes(out.data)
 
 
+# flows whose packet-ins are audit copies: NetworkPolicy's and ClusterNetworkPolicy's
+AUDIT_FEATURES = frozenset(ck.FEATURES[f] << ck.FEATURE_SHIFT for f in ("policy", "cnp"))
+
+
 class PacketIns:
-    """Routes packet-ins by their flow's cookie feature: NetworkPolicy flows (feature
-    "policy") send audit copies, to `on_audit(cookie, table_id, data)`; everything else asks
+    """Routes packet-ins by their flow's cookie feature: NetworkPolicy and
+    ClusterNetworkPolicy flows (features "policy", "cnp") send audit copies, to `on_audit(cookie, table_id, data)`; everything else asks
     for a reject answer (Service without endpoints), sent at most `rate` a second so a flood
     cannot load the agent."""
 
@@ -97,9 +101,7 @@ class PacketIns:
         self._tokens_at = time.monotonic()
 
     def route(self, msg) -> None:
-        if self.on_audit is not None and (msg.cookie & ck.FEATURE_MASK) == (
-            ck.FEATURES["policy"] << ck.FEATURE_SHIFT
-        ):
+        if self.on_audit is not None and (msg.cookie & ck.FEATURE_MASK) in AUDIT_FEATURES:
             self.counts["audit"] += 1
             self.on_audit(msg.cookie, msg.table_id, bytes(msg.data))
             return

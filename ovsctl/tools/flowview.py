@@ -2,10 +2,14 @@
 
 Cookies carry only a 40-bit hash of the owner key (flows/cookie.py), so owners are named with
 the agent's help: its /flows endpoint maps every owner id to its key (`pod/<cid>/<ifname>`,
-`policy/NS/NAME/ingress/0`, `service/NS/NAME`, `node/NAME`, `pipeline`) and /status maps pod
-attachments to pod names. Without the agent the owner stays a hex id, except that `--pod`
-falls back to the pods OVSDB records (external_ids) and `--policy` to hashing the keys a
-policy's owners can have.
+`policy/NS/NAME/ingress/0`, `cnp/NAME/ingress/0`, `service/NS/NAME`, `node/NAME`, `pipeline`)
+and /status maps pod attachments to pod names. A ClusterNetworkPolicy rule reads "cnp NAME
+ingress rule 0", and, with the agent's /cluster view, its tier, rule name and action too:
+"cnp NAME ingress rule 0 (Admin 'from-y': Deny)". Without the agent the owner stays a hex id,
+except that `--pod` falls back to the pods OVSDB records (external_ids) and `--policy` to
+hashing the keys a policy's owners can have (and then names those owners).
+
+`--policy NS/NAME` is a NetworkPolicy, `--policy cnp/NAME` a ClusterNetworkPolicy.
 
 `--diff` compares what the agent wants installed (/flows "desired", active=true) with what the
 switch holds, keyed by (table, priority, match) and compared by actions and cookie without the
@@ -23,7 +27,7 @@ import time
 
 import netaddr
 
-from flows import cookie, owners, tables
+from flows import cnp, cookie, owners, tables
 from ovsctl.tools import agentclient, flowdump
 
 MAX_RULES = 64  # --policy without the agent: rule indexes tried per direction
@@ -58,13 +62,23 @@ def addresses(p: dict) -> list[str]:
     return list(ips) or ([p["ip"]] if p.get("ip") else [])
 
 
-def owner_name(key: str | None, feature: str, oid: int, pods: dict[str, dict]) -> str:
+def owner_name(
+    key: str | None,
+    feature: str,
+    oid: int,
+    pods: dict[str, dict],
+    cluster_policies: dict[str, cnp.ClusterPolicy] | None = None,
+) -> str:
     """A human name for a flow's owner: pod:NS/NAME, policy:NS/NAME/ingress/0,
-    policy:NS/NAME/isolation, service:NS/NAME, node:NAME, pipeline; FEATURE:0xID when the key
-    is unknown (no agent), the bare feature when the flow has no owner."""
+    policy:NS/NAME/isolation, service:NS/NAME, node:NAME, pipeline, "cnp NAME ingress rule 0"
+    (with its tier, rule name and action when `cluster_policies` has the policy);
+    FEATURE:0xID when the key is unknown (no agent), the bare feature when the flow has no
+    owner."""
     if key is None:
         return f"{feature}:{oid:#x}" if oid else feature
     owner = owners.try_parse(key)
+    if isinstance(owner, owners.ClusterPolicyRule):
+        return cnp_rule_name(owner, (cluster_policies or {}).get(owner.name))
     if isinstance(owner, owners.Pod) and key in pods:
         p = pods[key]
         suffix = "" if p["ifname"] == "eth0" else f"[{p['ifname']}]"
@@ -72,6 +86,45 @@ def owner_name(key: str | None, feature: str, oid: int, pods: dict[str, dict]) -
         return f"pod:{ref}{suffix}"  # podman sends no namespace: pod:NAME
     kind, _, rest = key.partition("/")
     return f"{kind}:{rest}" if rest else kind
+
+
+def cnp_rule_name(owner: owners.ClusterPolicyRule, pol: cnp.ClusterPolicy | None) -> str:
+    """ "cnp NAME ingress rule 0", and "(Admin 'from-y': Deny)" after it when the policy is
+    known and has that rule."""
+    text = owner.label()
+    rules = pol.rules(owner.direction) if pol is not None else ()
+    if owner.index < len(rules):
+        rule = rules[owner.index]
+        named = f" {rule.name!r}" if rule.name else ""
+        text += f" ({pol.tier}{named}: {rule.action})"
+    return text
+
+
+def cluster_policies(cluster: dict | None) -> dict[str, cnp.ClusterPolicy]:
+    """The ClusterNetworkPolicies of an agent's /cluster view by name (the invalid ones, which
+    the agent installs nothing of, left out)."""
+    out = {}
+    for obj in (cluster or {}).get("cluster_network_policies") or []:
+        try:
+            pol = cnp.parse(obj)
+        except cnp.CNPError:
+            continue
+        out[pol.name] = pol
+    return out
+
+
+def policy_ref(ref: str) -> tuple[str, str]:
+    """--policy: ("cnp", NAME) for cnp/NAME (a ClusterNetworkPolicy), else (NS, NAME) of a
+    NetworkPolicy (a bare NAME is in namespace default)."""
+    if ref.startswith("cnp/") and ref.count("/") == 1 and ref[4:]:
+        return "cnp", ref[4:]
+    return split_ref(ref)
+
+
+def cluster_policy_owners(name: str) -> dict[int, str]:
+    """Owner id -> key of every owner a ClusterNetworkPolicy's flows can carry (rules
+    0..MAX_RULES-1 each way): enough to find and name its flows without the agent."""
+    return {cookie.owner_id(k): k for k in owners.cluster_policy_keys(name, MAX_RULES)}
 
 
 def policy_owner_ids(ns: str, name: str) -> set[int]:
@@ -123,13 +176,18 @@ def split_ref(ref: str) -> tuple[str, str]:
 # ---- rows: naming and filtering (pure) ---------------------------------------------------------
 
 
-def name_rows(rows: list[dict], owners: dict[int, str], pods: dict[str, dict]) -> list[dict]:
+def name_rows(
+    rows: list[dict],
+    owners: dict[int, str],
+    pods: dict[str, dict],
+    cluster_policies: dict[str, cnp.ClusterPolicy] | None = None,
+) -> list[dict]:
     """Add owner_key and owner_name to installed-flow rows (flowdump.dump)."""
     for r in rows:
         o = r["owner"]
         key = owners.get(o["owner"]) if o["owner"] else None
         r["owner_key"] = key
-        r["owner_name"] = owner_name(key, o["feature"], o["owner"], pods)
+        r["owner_name"] = owner_name(key, o["feature"], o["owner"], pods, cluster_policies)
     return rows
 
 
@@ -158,10 +216,15 @@ def select(
 ) -> list[dict]:
     """Rows of a table (name or number); of a pod (owned by one of its attachments, or naming
     one of its IPs in match or actions); of a policy (owned by its rules or its isolation, by
-    key when known, else by owner id)."""
+    key when known, else by owner id): `policy` (NS, NAME) a NetworkPolicy, ("cnp", NAME) a
+    ClusterNetworkPolicy (policy_ref)."""
     out = []
     pats = [ip_pattern(ip) for ip in sorted(pod_ips or ()) if ip]
     want = f"{policy[0]}/{policy[1]}" if policy else None
+    if policy and policy[0] == "cnp":
+        kind, feature, want = owners.ClusterPolicyRule, "cnp", policy[1]
+    elif policy:
+        kind, feature = (owners.PolicyRule, owners.PolicyIsolation), "policy"
     for r in rows:
         if table is not None and r["table"] != table and str(r["table_id"]) != table:
             continue
@@ -173,9 +236,9 @@ def select(
             key = r.get("owner_key")
             if key is not None:
                 owner = owners.try_parse(key)
-                if getattr(owner, "policy", None) != want:
+                if not isinstance(owner, kind) or owner.policy != want:
                     continue
-            elif r["owner"]["feature"] != "policy" or r["owner"]["owner"] not in (
+            elif r["owner"]["feature"] != feature or r["owner"]["owner"] not in (
                 policy_ids or set()
             ):
                 continue
@@ -186,7 +249,11 @@ def select(
 # ---- diff (pure) -------------------------------------------------------------------------------
 
 
-def desired_rows(flows_view: dict, pods: dict[str, dict]) -> list[dict]:
+def desired_rows(
+    flows_view: dict,
+    pods: dict[str, dict],
+    cluster_policies: dict[str, cnp.ClusterPolicy] | None = None,
+) -> list[dict]:
     """The agent's active desired flows as rows shaped like installed ones (one per key)."""
     out, seen = [], set()
     for d in flows_view.get("desired", []):
@@ -205,7 +272,9 @@ def desired_rows(flows_view: dict, pods: dict[str, dict]) -> list[dict]:
                 "cookie": d["cookie"],
                 "owner": dec,
                 "owner_key": d["owner"],
-                "owner_name": owner_name(d["owner"], dec["feature"], dec["owner"], pods),
+                "owner_name": owner_name(
+                    d["owner"], dec["feature"], dec["owner"], pods, cluster_policies
+                ),
                 "match": d["match"],
                 "actions": d["actions"],
             }
@@ -363,7 +432,24 @@ def main(args) -> int:
         view, status = None, None
     owners = {int(k, 16): v for k, v in (view or {}).get("owners", {}).items()}
     pods = pod_index(status["pods"] if status else ovsdb_pods())
-    name_rows(rows, owners, pods)
+    policy = policy_ids = None
+    if getattr(args, "policy", None):
+        policy = policy_ref(args.policy)
+        if policy[0] == "cnp":
+            computed = cluster_policy_owners(policy[1])
+            policy_ids = set(computed)
+            if view is None:  # name its owners from the key scheme
+                owners.update(computed)
+        else:
+            policy_ids = policy_owner_ids(*policy)
+    cluster: dict | None = None
+    if view is not None and any(k.startswith("cnp/") for k in owners.values()):
+        try:  # the ClusterNetworkPolicies: each rule's tier, name and action
+            cluster = agentclient.get("/cluster", url)
+        except agentclient.AgentUnreachable:
+            cluster = None
+    cnps = cluster_policies(cluster)
+    name_rows(rows, owners, pods, cnps)
 
     pod_keys = pod_ips = None
     if getattr(args, "pod", None):
@@ -373,10 +459,11 @@ def main(args) -> int:
         pod_keys = {k for k, p in pods.items() if (p["namespace"], p["name"]) in refs}
         pod_ips = {ip for k in pod_keys for ip in pods[k]["ips"]}  # both of a dual-stack pod
         if not pod_keys and view is not None:  # another node's pod: flows naming its IP
-            try:
-                cluster = agentclient.get("/cluster", url)
-            except agentclient.AgentUnreachable:
-                cluster = {}
+            if cluster is None:
+                try:
+                    cluster = agentclient.get("/cluster", url)
+                except agentclient.AgentUnreachable:
+                    cluster = {}
             pod_ips = {
                 ip
                 for p in cluster.get("pods", [])
@@ -385,10 +472,6 @@ def main(args) -> int:
             }
         if not pod_keys and not pod_ips:
             return _fail(f"no pod {ns}/{name} known here", err_code)
-    policy = policy_ids = None
-    if getattr(args, "policy", None):
-        policy = split_ref(args.policy)
-        policy_ids = policy_owner_ids(*policy)
     filters = dict(
         table=args.table, pod_keys=pod_keys, pod_ips=pod_ips, policy=policy, policy_ids=policy_ids
     )
@@ -405,11 +488,11 @@ def main(args) -> int:
         inst = (
             installed
             if installed is not None
-            else name_rows(flowdump.dump(args.bridge), owners, pods)
+            else name_rows(flowdump.dump(args.bridge), owners, pods, cnps)
         )
         v = view if installed is not None else agentclient.get("/flows", url)
         owners.update({int(k, 16): o for k, o in v.get("owners", {}).items()})
-        return diff(select(desired_rows(v, pods), **filters), select(inst, **filters))
+        return diff(select(desired_rows(v, pods, cnps), **filters), select(inst, **filters))
 
     d = attempt(rows)
     if count(d):  # a change may have been on its way: keep what a second look still sees

@@ -3,8 +3,10 @@ ovsctl.io/audit: "true" logs the connections it allows and drops (policy, rule, 
 verdict) on the destination pod's node; a flood of new connections is logged at most at the
 rate limit (the policy's own switch meter, then its own token bucket in the agent), another
 audited policy's connections are still logged meanwhile, and the agent keeps answering CNI;
-`lab flows --policy/--pod/--diff` and `lab node-status` show the same. No sleeps: every wait
-polls for something observable (a line, a flow counter, an agent counter)."""
+`lab flows --policy/--pod/--diff` and `lab node-status` show the same. ClusterNetworkPolicies
+annotated the same way log their rules too (namespace cn: an audited Admin Deny and an audited
+Baseline Accept), naming the policy, tier, rule and action. No sleeps: every wait polls for
+something observable (a line, a flow counter, an agent counter)."""
 
 from __future__ import annotations
 
@@ -66,11 +68,11 @@ print(sent, time.monotonic() - t0)
 """
 
 
-def pod(name: str, node: str, app: str) -> dict:
+def pod(name: str, node: str, app: str, namespace: str = "au") -> dict:
     return {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": name, "namespace": "au", "labels": {"app": app}},
+        "metadata": {"name": name, "namespace": namespace, "labels": {"app": app}},
         "spec": {
             "nodeName": node,
             "containers": [
@@ -115,6 +117,43 @@ QUIET = {
 }
 
 
+def cn_cnp(name: str, tier: str, rule: dict) -> dict:
+    """An audited ClusterNetworkPolicy on namespace cn's "web" pod, one ingress rule."""
+    return {
+        "apiVersion": "policy.networking.k8s.io/v1alpha2",
+        "kind": "ClusterNetworkPolicy",
+        "metadata": {"name": name, "annotations": {"ovsctl.io/audit": "true"}},
+        "spec": {
+            "tier": tier,
+            "priority": 10,
+            "subject": {
+                "pods": {
+                    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "cn"}},
+                    "podSelector": {"matchLabels": {"app": "web"}},
+                }
+            },
+            "ingress": [rule],
+        },
+    }
+
+
+CN = {"matchLabels": {"kubernetes.io/metadata.name": "cn"}}
+CN_DENY = cn_cnp(
+    "cn-deny",
+    "Admin",
+    {
+        "name": "from-bad",
+        "action": "Deny",
+        "from": [
+            {"pods": {"namespaceSelector": CN, "podSelector": {"matchLabels": {"app": "bad"}}}}
+        ],
+    },
+)
+CN_BASE = cn_cnp(
+    "cn-base", "Baseline", {"name": "cn-in", "action": "Accept", "from": [{"namespaces": CN}]}
+)
+
+
 @pytest.fixture(scope="module")
 def lab(make_lab):
     docs = [
@@ -126,6 +165,12 @@ def lab(make_lab):
         GUARD,
         GUARD2,
         QUIET,
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "cn"}},
+        pod("cweb", "node1", "web", "cn"),
+        pod("cbad", "node1", "bad", "cn"),
+        pod("cgood", "node1", "good", "cn"),
+        CN_DENY,
+        CN_BASE,
     ]
     return make_lab(2, yaml.safe_dump_all(docs))
 
@@ -154,9 +199,11 @@ def audit_lines(lab, node: str) -> list[str]:
         return []
 
 
-def connect(lab, src: str, host: str, sport: int, timeout: float = 1.0) -> str:
+def connect(
+    lab, src: str, host: str, sport: int, timeout: float = 1.0, namespace: str = "au"
+) -> str:
     return in_ns(
-        lab.pod_netns(f"au/{src}"),
+        lab.pod_netns(f"{namespace}/{src}"),
         sys.executable,
         "-c",
         CONNECT,
@@ -366,3 +413,55 @@ def _try(fn) -> bool:
         return bool(fn())
     except AssertionError:
         return False
+
+
+def test_audited_cluster_network_policies_log_their_rules(lab, ips):
+    """(All three pods on node1: node0's pods are the other tests'.) An audited Admin Deny
+    logs the drop, an audited Baseline Accept the connection it allows; each line names the ClusterNetworkPolicy, tier, rule index and name, action and
+    verdict, once per connection."""
+    web = ips["cweb"]
+    sport = 45000 + int(uid(3), 16) % 5000
+    assert wait_for(
+        lambda: connect(lab, "cgood", web, sport, namespace="cn") == "open",
+        20,
+        what="cn/cgood -> cn/cweb open",
+    )
+    accept = (
+        "policy=cnp/cn-base tier=Baseline rule=ingress/0 name=cn-in action=Accept "
+        f"verdict=allow proto=tcp src={ips['cgood']}:{sport} dst={web}:80"
+    )
+    line = wait_for(
+        lambda: next((x for x in audit_lines(lab, "node1") if x.endswith(accept)), None),
+        5,
+        what=f"audit line '{accept}'",
+    )
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ " + re.escape(accept), line), line
+    assert connect(lab, "cbad", web, sport + 1, namespace="cn") == "blocked"
+    deny = (
+        "policy=cnp/cn-deny tier=Admin rule=ingress/0 name=from-bad action=Deny "
+        f"verdict=drop proto=tcp src={ips['cbad']}:{sport + 1} dst={web}:80"
+    )
+    wait_for(
+        lambda: any(x.endswith(deny) for x in audit_lines(lab, "node1")),
+        5,
+        what=f"audit line '{deny}'",
+    )
+    # the retransmitted SYNs of the refused connection: one line
+    assert sum(x.endswith(deny) for x in audit_lines(lab, "node1")) == 1
+    # the Admin Deny decided before the Baseline: no Baseline line for cbad
+    assert not any(
+        f"src={ips['cbad']}:{sport + 1} " in x and "cn-base" in x for x in audit_lines(lab, "node1")
+    )
+    # each audited policy's flows name its own meter, and the agent put it on the switch
+    meters = lab.ovs("node1").ofctl("dump-meters", "br-int")
+    ids = []
+    for name in ("cn-deny", "cn-base"):
+        p = lab_cli(lab, "flows", "node1", "--policy", f"cnp/{name}", "--json")
+        assert p.returncode == 0, p.stderr
+        found = {
+            m for r in json.loads(p.stdout) for m in re.findall(r"meter_id=(\d+)", r["actions"])
+        }
+        assert len(found) == 1, (name, found)
+        ids += found
+        assert f"meter={ids[-1]} pktps" in meters, meters
+    assert ids[0] != ids[1]

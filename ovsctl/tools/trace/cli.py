@@ -82,5 +82,9 @@ def main_reachability(args) -> int:
     else:
         fam = f" (IPv{res['family']})" if res.get("family") else ""
         print(f"node {res['node']}{fam}")
-        print(render_reachability(res["traced"], res["intended"], res["differences"], res["scope"]))
+        print(
+            render_reachability(
+                res["traced"], res["intended"], res["differences"], res["scope"], res["tiers"]
+            )
+        )
     return 1 if res["differences"] else 0

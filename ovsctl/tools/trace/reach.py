@@ -1,9 +1,12 @@
-"""Reachability: every pod pair traced, next to what the NetworkPolicies intend."""
+"""Reachability: every pod pair traced, next to what the policies intend, and which tier of
+them decided each pair (A: a ClusterNetworkPolicy of the Admin tier, N: NetworkPolicy, B: the
+Baseline tier, .: nothing, the default allows; trace/tiers.py pair_tier)."""
 
 from __future__ import annotations
 
 from flows import intent as intents
 
+from .tiers import pair_tier
 from .tracer import Tracer
 from .view import End
 
@@ -14,12 +17,16 @@ def _addr(pod: intents.Pod, family: int | None) -> str:
 
 
 def lab_matrix(
-    tracer: Tracer, namespace: str | None = None, family: int | None = None
+    tracer: Tracer,
+    namespace: str | None = None,
+    family: int | None = None,
+    tiers: dict | None = None,
 ) -> tuple[dict, dict, dict]:
     """Every pod to every other pod on every declared TCP/UDP port, traced through every node
     (all nodes at hand): ({key: reachable}, {key: intended}, {key: Trace}). `family` 4 or 6:
     between the pods' addresses of that family (pods without one left out); the keys are the
-    same for both families."""
+    same for both families. `tiers`, a dict: filled with {key: the tier that decided the pair
+    in the intent ("Admin", "NetworkPolicy", "Baseline", "default")}."""
     pods = tracer.intents.pods
     traced, intended, traces = {}, {}, {}
     ends = {p["namespace"] + "/" + p["name"]: p for p in tracer.any.pods}
@@ -30,7 +37,10 @@ def lab_matrix(
         t = tracer.trace(s, d, proto.lower(), port)
         traces[key] = t
         traced[key] = t.reached
-        intended[key] = tracer.intents.evaluate(src, dst, port, proto, family).allowed
+        it = tracer.intents.evaluate(src, dst, port, proto, family)
+        intended[key] = it.allowed
+        if tiers is not None:
+            tiers[key] = pair_tier(it)
     return traced, intended, traces
 
 
@@ -45,7 +55,7 @@ def node_matrix(
     pods = tracer.intents.pods
     ends = {p["namespace"] + "/" + p["name"]: p for p in view.pods}
     local = {f"{ns}/{n}" for ns, n in view.local}
-    traced, intended, scope = {}, {}, {}
+    traced, intended, scope, decided = {}, {}, {}, {}
     for src, dst, port, proto in intents.pairs(pods, namespace, family):
         s_local, d_local = src.key in local, dst.key in local
         if not (s_local or d_local):
@@ -58,10 +68,13 @@ def node_matrix(
         traced[key] = t.reached
         if s_local and d_local:
             scope[key], intended[key] = "full", it.allowed
+            decided[key] = pair_tier(it)
         elif s_local:
             scope[key], intended[key] = "egress", it.egress.allowed
+            decided[key] = it.egress.tier
         else:
             scope[key], intended[key] = "ingress", it.ingress.allowed
+            decided[key] = it.ingress.tier
     diffs = [
         {"key": k, "traced": traced[k], "intended": intended[k], "scope": scope[k]}
         for k in traced
@@ -74,6 +87,7 @@ def node_matrix(
         "intended": intended,
         "scope": scope,
         "differences": diffs,
+        "tiers": decided,
     }
 
 
@@ -85,8 +99,10 @@ def differences(traced: dict, intended: dict) -> list[dict]:
     ]
 
 
-def render_reachability(traced: dict, intended: dict, diffs: list[dict], scope=None) -> str:
-    from ovsctl.tools.matrix import render_matrix
+def render_reachability(
+    traced: dict, intended: dict, diffs: list[dict], scope=None, tiers: dict | None = None
+) -> str:
+    from ovsctl.tools.matrix import render_matrix, render_tiers
 
     out = ["traced (ofproto/trace of every pair through the live pipelines, no packet sent):"]
     out.append(render_matrix(traced) if traced else "(no pairs)")
@@ -94,6 +110,10 @@ def render_reachability(traced: dict, intended: dict, diffs: list[dict], scope=N
     out.append("intended (NetworkPolicy semantics from the cluster state):")
     out.append(render_matrix(intended) if intended else "(no pairs)")
     out.append("")
+    if tiers:
+        out.append("intended, by the tier that decided (ClusterNetworkPolicy tiers):")
+        out.append(render_tiers(tiers))
+        out.append("")
     if not diffs:
         out.append("differences: none — the switch does what the policies say")
     else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .tiers import describe
 from .tracer import Trace, Tracer
 
 
@@ -58,6 +59,8 @@ def render(t: Trace, tracer: Tracer, raw: bool = False) -> str:
                 f"  continues on node {t.continues['node']} (tunnel to {t.continues['tun_dst']}); "
                 f"trace the rest there"
             )
+    elif t.verdict == "dropped" and t.cluster_policy:
+        lines.append(f"verdict: {head} on {t.node}: {t.reason}")
     elif t.verdict == "dropped":
         lines.append(f"verdict: {head} on {t.node} in table {t.table}: {t.reason}")
     else:
@@ -76,6 +79,8 @@ def render(t: Trace, tracer: Tracer, raw: bool = False) -> str:
         lines.append(f"  intent  {intent_text(t.intent)}")
         if t.agrees() is False:
             lines.append("  !! the switch and the policies' intent DISAGREE")
+        for d in t.tier_disagreements:
+            lines.append(f"  !! tiers disagree: {d}")
     return "\n".join(lines)
 
 
@@ -85,22 +90,43 @@ def intent_text(it: dict) -> str:
         x = it[d]
         if not x["pod"]:
             continue
+        passed = x.get("passed")
+        pre = f"{describe({'direction': d, **passed})} passed it on, " if passed else ""
+        dec = x.get("decided_by")
         if x.get("always"):
             parts.append(f"{d} of {x['pod']}: {x['always']}")
+        elif dec and x.get("tier") != "NetworkPolicy":
+            how = ", the default allows" if dec["action"] == "Pass" else ""
+            parts.append(f"{d} of {x['pod']}: {pre}{describe({'direction': d, **dec})}{how}")
         elif not x["isolated_by"]:
-            parts.append(f"{d} of {x['pod']}: not isolated")
+            parts.append(f"{d} of {x['pod']}: {pre}not isolated")
         elif x["allowed_by"]:
             r = x["allowed_by"][0]
-            parts.append(f"{d} of {x['pod']}: {r['policy']} {d} rule {r['rule']}")
+            parts.append(f"{d} of {x['pod']}: {pre}{r['policy']} {d} rule {r['rule']}")
         else:
-            parts.append(f"{d} of {x['pod']}: isolated by {', '.join(x['isolated_by'])}, no rule")
+            iso = ", ".join(x["isolated_by"])
+            parts.append(f"{d} of {x['pod']}: {pre}isolated by {iso}, no rule")
     verdict = "the policies allow it" if it["allowed"] else "the policies deny it"
     return verdict + (f" ({'; '.join(parts)})" if parts else "")
 
 
 def _check_text(direction: str, c: dict) -> str:
+    text = _np_check_text(direction, c)
+    if c.get("cnp_passed") and c.get("status") not in ("not-reached", "not-checked"):
+        pod, _, rest = text.partition(": ")
+        text = f"{pod}: {describe(c['cnp_passed'])} passed it on; {rest}"
+    return text
+
+
+def _np_check_text(direction: str, c: dict) -> str:
     st = c.get("status")
     iso = ", ".join(c.get("isolated_by") or [])
+    if st == "accepted":
+        return f"{c['pod']}: allowed by {describe(c['cnp'])}"
+    if st == "denied":
+        return f"{c['pod']}: dropped by {describe(c['cnp'])}"
+    if st == "not-isolated" and c.get("cnp"):
+        return f"{c['pod']}: not isolated; {describe(c['cnp'])}: the default allows it"
     if st == "allowed":
         r = c["allowed_by"][0]
         return (

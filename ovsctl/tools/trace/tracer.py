@@ -23,6 +23,7 @@ from .parse import (
     flow_fields,
     parse,
 )
+from .tiers import ADMIN, BASELINE, TIER_OF, check_tier, decision, describe, disagreements
 from .view import (
     End,
     NodeView,
@@ -61,6 +62,7 @@ class Trace:
     node: str = ""  # where the verdict happened
     table: str | None = None
     policy: str | None = None  # the policy whose flow decided a drop
+    cluster_policy: dict | None = None  # the ClusterNetworkPolicy rule that dropped it
     isolated_by: list[str] = field(default_factory=list)
     direction: str | None = None
     allowed_by: list[dict] = field(default_factory=list)
@@ -71,6 +73,7 @@ class Trace:
     delivered_pod: str | None = None
     intent: dict | None = None
     notes: list[str] = field(default_factory=list)
+    tier_disagreements: list[str] = field(default_factory=list)  # switch vs intent, by tier
 
     @property
     def reached(self) -> bool:
@@ -105,6 +108,7 @@ class Trace:
             "node": self.node,
             "table": self.table,
             "policy": self.policy,
+            "cluster_policy": self.cluster_policy,
             "direction": self.direction,
             "isolated_by": self.isolated_by,
             "allowed_by": self.allowed_by,
@@ -115,6 +119,8 @@ class Trace:
             "half": self.half,
             "intent": self.intent,
             "agrees_with_intent": self.agrees(),
+            "tiers": {d: check_tier(self.checks.get(d) or {}) for d in ("egress", "ingress")},
+            "tier_disagreements": self.tier_disagreements,
             "notes": self.notes,
             "hops": [
                 {
@@ -211,8 +217,10 @@ class Tracer:
             "match": s.match,
             "owner": view.owner_key(s.cookie),
         }
+        if s.table in TIER_OF:
+            out["cnp"] = decision(view, s, h.node)
         if s.to_controller and s.goto is None:
-            if s.table in ("IngressDefault", "EgressDefault"):
+            if s.table in ("IngressDefault", "EgressDefault", *TIER_OF):
                 out["audited"] = True  # an audited policy's drop: to the agent, logged, no further
             else:
                 out["kind"] = "controller"  # a Service without endpoints: the agent rejects
@@ -460,7 +468,9 @@ class Tracer:
             t.verdict = "dropped"
             t.table = oc.get("table")
             pol = policy_owner(oc.get("owner") or "")
-            if t.table in ("IngressDefault", "EgressDefault") and pol:
+            if oc.get("cnp"):
+                self._cnp_drop(t, oc)
+            elif t.table in ("IngressDefault", "EgressDefault") and pol:
                 d = "ingress" if t.table == "IngressDefault" else "egress"
                 chk = t.checks[d]
                 t.direction = d
@@ -472,6 +482,8 @@ class Tracer:
                     + (f" (and {', '.join(others)})" if others else "")
                     + " and no rule allowed it"
                 )
+                if chk.get("cnp_passed"):
+                    t.reason += f", after {describe(chk['cnp_passed'])} passed it on"
                 if oc.get("audited"):
                     t.notes.append(f"{t.policy} is audited: the agent logs this drop")
             else:
@@ -497,10 +509,27 @@ class Tracer:
             # the family of the traced packet: an ipBlock is checked against that address
             fam = ip_family(t.src.ip).version if t.src.ip else None
             t.intent = self.intents.evaluate(src_i, dst_i, port, t.proto, fam).to_dict()
+            t.tier_disagreements = disagreements(t.checks, t.intent, t.half)
+
+    @staticmethod
+    def _cnp_drop(t: Trace, oc: dict) -> None:
+        """A ClusterNetworkPolicy Deny dropped it: name the rule (and an Admin Pass before a
+        Baseline Deny)."""
+        dec = oc["cnp"]
+        t.cluster_policy = dec
+        t.direction = dec["direction"]
+        t.reason = f"dropped in {t.table} by {describe(dec)}"
+        passed = (t.checks.get(dec["direction"]) or {}).get("cnp_passed")
+        if passed and dec["tier"] == "Baseline":
+            t.reason += f" (after {describe(passed)} passed it on)"
+        if oc.get("audited"):
+            t.notes.append(f"ClusterNetworkPolicy {dec['policy']} is audited: the agent logs it")
 
     def _check(self, t: Trace, direction: str) -> dict:
-        """What the rule tables of `direction` did, on the node that enforces it (the source's
-        node for egress, the destination's for ingress)."""
+        """What the policy tables of `direction` did, on the node that enforces it (the
+        source's node for egress, the destination's for ingress): the Admin tier, then
+        NetworkPolicy, then the Baseline tier (trace/tiers.py)."""
+        admin_t, base_t = ADMIN[direction], BASELINE[direction]
         rule_t = "EgressRule" if direction == "egress" else "IngressRule"
         dflt_t = "EgressDefault" if direction == "egress" else "IngressDefault"
         for h in t.hops:
@@ -512,35 +541,59 @@ class Tracer:
                 ip = fl.get(src_f) if direction == "egress" else fl.get(dst_f)
                 steps = p.top()
                 names = [s.table for s in steps]
-                if rule_t not in names:
+                if rule_t not in names and admin_t not in names:
                     continue
                 pod = view.local_pod_ip(ip or "")
                 if pod is None:
                     continue  # this pod is not on this node: its policy is enforced elsewhere
                 who = f"{pod['namespace']}/{pod['name']}"
                 out = {"pod": who, "node": h.node, "isolated_by": view.isolating(dflt_t, ip)}
-                rule = steps[names.index(rule_t)]
-                key = view.owner_key(rule.cookie) or ""
-                pol = policy_owner(key)
-                if pol and pol["kind"] == "rule":
-                    out["status"] = "allowed"
-                    out["allowed_by"] = [
-                        {
-                            "policy": pol["policy"],
-                            "direction": pol["direction"],
-                            "rule": pol["rule"],
-                            "node": h.node,
-                        }
-                    ]
-                elif not rule.is_miss:
-                    out["status"] = "always-allowed"
-                    out["by"] = f"{rule.match} ({view.owner_label(key)})"
-                elif dflt_t in names:
+                if admin_t in names and not steps[names.index(admin_t)].is_miss:
+                    s = steps[names.index(admin_t)]
+                    dec = decision(view, s, h.node)
+                    if dec is None:  # the pipeline's: what no policy may block
+                        out["status"] = "always-allowed"
+                        out["by"] = f"{s.match} ({view.owner_label(view.owner_key(s.cookie))})"
+                        return out
+                    if dec["action"] != "Pass":
+                        out["status"] = "accepted" if dec["action"] == "Accept" else "denied"
+                        out["cnp"] = dec
+                        return out
+                    out["cnp_passed"] = dec
+                if rule_t in names:
+                    rule = steps[names.index(rule_t)]
+                    key = view.owner_key(rule.cookie) or ""
+                    pol = policy_owner(key)
+                    if pol and pol["kind"] == "rule":
+                        out["status"] = "allowed"
+                        out["allowed_by"] = [
+                            {
+                                "policy": pol["policy"],
+                                "direction": pol["direction"],
+                                "rule": pol["rule"],
+                                "node": h.node,
+                            }
+                        ]
+                        return out
+                    if not rule.is_miss:
+                        out["status"] = "always-allowed"
+                        out["by"] = f"{rule.match} ({view.owner_label(key)})"
+                        return out
+                if dflt_t in names:
                     d = steps[names.index(dflt_t)]
                     stops = d.drops or (d.to_controller and d.goto is None)
                     out["status"] = "dropped" if stops and not d.is_miss else "not-isolated"
                     if out["status"] == "not-isolated" and out["isolated_by"]:
                         out["status"] = "passed"  # isolated, yet the default table let it by
+                if out.get("status") == "dropped" or base_t not in names:
+                    return out
+                b = steps[names.index(base_t)]
+                dec = None if b.is_miss else decision(view, b, h.node)
+                if dec is not None and dec["action"] != "Pass":
+                    out["status"] = "accepted" if dec["action"] == "Accept" else "denied"
+                    out["cnp"] = dec
+                elif dec is not None:
+                    out["cnp"] = dec  # a Baseline Pass: the default allows
                 return out
         return {"status": "not-checked"}
 

@@ -11,6 +11,7 @@ from flows import cookie as cookies
 from flows import owners
 from flows.family import family
 from ovsctl.tools import agentclient
+from ovsctl.tools.flowview import cluster_policies
 
 from .parse import TraceError
 
@@ -40,6 +41,8 @@ class NodeView:
             owners.Pod(*p["local"]["key"].rsplit("/", 1)).key: p for p in self.local.values()
         }
         self.nodes = {n["name"]: n for n in cluster.get("nodes") or []}
+        # ClusterNetworkPolicies by name: each rule's name, priority and action
+        self.cluster_policies = cluster_policies(cluster)
 
     @property
     def pod_cidr(self) -> str:
