@@ -92,13 +92,16 @@ ALL_NS = {"namespaces": {}}
 # -- the lab --------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def lab(make_lab):
+def cluster_yaml() -> str:
     docs = []
     for ns in NAMESPACES:
-        docs.append(ns_doc(ns))
-        docs += [pod_doc(ns, p) for p in PODS]
-    return make_lab(2, yaml.safe_dump_all(docs))
+        docs += [ns_doc(ns)] + [pod_doc(ns, p) for p in PODS]
+    return yaml.safe_dump_all(docs)
+
+
+@pytest.fixture(scope="module")
+def lab(make_lab):
+    return make_lab(2, cluster_yaml())
 
 
 @pytest.fixture(scope="module")
@@ -461,6 +464,14 @@ def test_egress_to_networks_and_nodes(world, tmp_path):
         assert got == want_pods, diff(got, want_pods)
 
 
+def all_open(world, cnps, when: str) -> None:
+    """The policies select no pod: the reference and the datapath allow everything."""
+    want = expected(world, (), cnps)
+    assert all(want.values()), f"{when}: the reference blocks something"
+    got = converge(world["lab"], want)
+    assert got == want, f"{when}: " + diff(got, want)
+
+
 def test_namespace_relabel_moves_it_in_and_out_of_a_subject(world, tmp_path):
     """A quarantine policy selects namespaces labelled quarantine=yes (none at first): z gets
     the label (isolated both ways), then loses it (open again)."""
@@ -471,10 +482,7 @@ def test_namespace_relabel_moves_it_in_and_out_of_a_subject(world, tmp_path):
     relabel = tmp_path / "relabel.yaml"
     with applied(lab, tmp_path, objs):
         try:
-            want = expected(world, (), objs)
-            assert all(want.values())
-            got = converge(lab, want)
-            assert got == want, "before the relabel: " + diff(got, want)
+            all_open(world, objs, "before the relabel")
 
             world["labels"]["z"] = {"quarantine": "yes"}
             cli_apply(lab, write_list(relabel, [ns_doc("z", world["labels"]["z"])]))
@@ -484,10 +492,7 @@ def test_namespace_relabel_moves_it_in_and_out_of_a_subject(world, tmp_path):
 
             world["labels"]["z"] = {}
             cli_apply(lab, write_list(relabel, [ns_doc("z")]))
-            want = expected(world, (), objs)
-            assert all(want.values())
-            got = converge(lab, want)
-            assert got == want, "after the label is gone: " + diff(got, want)
+            all_open(world, objs, "after the label is gone")
         finally:
             world["labels"]["z"] = {}
             cli_apply(lab, write_list(relabel, [ns_doc("z")]))
