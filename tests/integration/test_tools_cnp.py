@@ -17,11 +17,11 @@ import subprocess
 import sys
 
 import pytest
-import yaml
 
-from tests.helpers import VENV_BIN, Node, in_ns, wait_for
-
-NS = "kubernetes.io/metadata.name"
+from tests.e2e.test_cnp_tools import cnp
+from tests.helpers import Node, in_ns, wait_for
+from tests.integration.test_services_v6 import DualNode
+from tests.integration.test_tools import flows_json, ovsctl
 
 SERVER = """
 import socket
@@ -44,26 +44,6 @@ except OSError:
 """
 
 
-def cnp(name: str, tier: str, priority: int, subject: str, rule: str, action: str, peer: str):
-    return {
-        "apiVersion": "policy.networking.k8s.io/v1alpha2",
-        "kind": "ClusterNetworkPolicy",
-        "metadata": {"name": name},
-        "spec": {
-            "tier": tier,
-            "priority": priority,
-            "subject": {"namespaces": {"matchLabels": {NS: subject}}},
-            "ingress": [
-                {
-                    "name": rule,
-                    "action": action,
-                    "from": [{"namespaces": {"matchLabels": {NS: peer}}}],
-                }
-            ],
-        },
-    }
-
-
 class YamlNode(Node):
     """The harness's node with a YAML cluster state (Namespaces, Pods, policies)."""
 
@@ -78,11 +58,7 @@ class YamlNode(Node):
     def agent_cmd(self) -> list[str]:
         return [*super().agent_cmd(), "--cluster-state", self.cluster_dir]
 
-    def write(self, name: str, obj: dict) -> None:
-        tmp = os.path.join(self.cluster_dir, f".{name}.tmp")
-        with open(tmp, "w") as fh:
-            yaml.safe_dump(obj, fh)
-        os.rename(tmp, os.path.join(self.cluster_dir, f"{name}.yaml"))
+    write = DualNode.write  # an object into the YAML directory, atomically
 
 
 @pytest.fixture(scope="module")
@@ -135,23 +111,6 @@ def world(ynode, request):
         what="both ClusterNetworkPolicies' flows installed",
     )
     return {n: p["ip"] for n, p in pods.items()} | {"_pods": pods}
-
-
-def ovsctl(node, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OVS_RUNDIR=node.ovs.rundir, OVSCTL_AGENT=node.api_sock)
-    return subprocess.run(
-        ["ip", "netns", "exec", node.ns, os.path.join(VENV_BIN, "ovsctl"), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
-
-
-def flows_json(node, *args: str) -> list[dict]:
-    p = ovsctl(node, "flows", "--json", *args)
-    assert p.returncode == 0, p.stderr
-    return json.loads(p.stdout)
 
 
 def connect(pod: dict, ip: str) -> str:
