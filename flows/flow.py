@@ -330,7 +330,8 @@ class Learn:
         ]
         for value, reg, mask in self.loads:
             bits = "" if mask == 0xFFFFFFFF else _bit_range(mask)
-            parts.append(f"load:{value:#x}->NXM_NX_{reg.upper()}[{bits}]")
+            shown = f"{value:#x}" if value else "0"  # as ovs-ofctl prints a zero load
+            parts.append(f"load:{shown}->NXM_NX_{reg.upper()}[{bits}]")
         return f"learn({','.join(parts)})"
 
 

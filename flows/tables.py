@@ -148,8 +148,9 @@ PIPELINE: tuple[Table, ...] = (
         "ServiceLB",
         35,
         "next",
-        "new connections to a Service port: pick an endpoint (reg3)",
-        match=(*_IP, *_L4, "ipv6_dst"),
+        "new connections to a Service port: pick an endpoint (reg3); external addresses from"
+        " the gateway (reg0) apart, loadBalancerSourceRanges by source",
+        match=(*_IP, *_L4, "ipv6_dst", "reg0"),
         sets=("reg3",),
         next=("SessionAffinity", "EndpointDNAT"),
     ),

@@ -64,7 +64,9 @@ class Agent:
             (cfg.node_ip,) if cfg.node_ip else ()
         )
         self.gc = GCPolicy()
-        self.services = ServiceReconciler(self.cluster, cfg.pod_cidr, self.skip)
+        self.services = ServiceReconciler(
+            self.cluster, cfg.pod_cidr, self.skip, node_name=cfg.node_name
+        )
         self.policy = PolicyReconciler(self.cluster, self.store, self.services, self.skip)
         self.policy.sync, self.policy.settle = self.sync, self.gc.settle
         self.host: NodeHost | None = None

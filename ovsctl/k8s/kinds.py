@@ -6,6 +6,7 @@ from typing import NamedTuple
 
 STATIC_IP_ANNOTATION = "ovsctl.io/ip-address"  # a pod's static IP (as Kube-OVN offers)
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+ZONE_LABEL = "topology.kubernetes.io/zone"  # a Node's zone (trafficDistribution)
 DEFAULT_NAMESPACE = "default"
 PROTOCOLS = ("TCP", "UDP", "SCTP")
 POD_PHASES = ("Pending", "Running", "Succeeded", "Failed", "Unknown")

@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from ovsctl.k8s.kinds import NAMESPACE_NAME_LABEL, PROTOCOLS, ModelError
+from ovsctl.k8s.kinds import NAMESPACE_NAME_LABEL, PROTOCOLS, ZONE_LABEL, ModelError
 from ovsctl.k8s.labels import Labels, _canonical_cidr, _canonical_ip, _norm, _show
 
 # --------------------------------------------------------------------------- model objects
@@ -34,6 +34,8 @@ class Node(_LabelledMixin):
     labels: Labels = field(default_factory=Labels)
     pod_cidrs: tuple[str, ...] = ()
     internal_ips: tuple[str, ...] = ()
+    # status.conditions Ready is "True" (a node without that condition counts as ready)
+    ready: bool = True
 
     def __post_init__(self):
         object.__setattr__(self, "labels", Labels(self.labels))
@@ -57,6 +59,11 @@ class Node(_LabelledMixin):
     @property
     def namespace(self) -> str:
         return ""
+
+    @property
+    def zone(self) -> str:
+        """Its label topology.kubernetes.io/zone ("" without one)."""
+        return self.labels.to_dict().get(ZONE_LABEL, "")
 
     @property
     def key(self) -> tuple[str, str, str]:

@@ -205,6 +205,16 @@ def _parse_node(ctx: _Ctx, obj: Mapping, name: str, labels: dict[str, str]) -> N
             ip = ctx.ip(address, f"{path}.address")
             if atype == "InternalIP":
                 internal.append(ip)
+    ready = True  # no Ready condition (a hand-written Node): ready
+    for i, c in enumerate(ctx.sequence(status.get("conditions"), "status.conditions")):
+        path = f"status.conditions[{i}]"
+        c = ctx.mapping(c, path)
+        if ctx.string(c.get("type"), f"{path}.type", required=True) != "Ready":
+            continue
+        value = ctx.string(c.get("status"), f"{path}.status", required=True)
+        if value not in ("True", "False", "Unknown"):
+            raise ctx.fail(f"{path}.status", f"must be True, False or Unknown, got {value!r}")
+        ready = value == "True"
     return Node(
         name=name,
         pod_cidr=pod_cidr,
@@ -212,6 +222,7 @@ def _parse_node(ctx: _Ctx, obj: Mapping, name: str, labels: dict[str, str]) -> N
         labels=labels,
         pod_cidrs=_per_family(more or cidrs),
         internal_ips=_per_family(internal),
+        ready=ready,
     )
 
 

@@ -28,6 +28,8 @@ def to_dict(obj: Object) -> dict[str, Any]:
             d["status"] = {
                 "addresses": [{"type": "InternalIP", "address": a} for a in obj.internal_ips]
             }
+        if not obj.ready:  # without a Ready condition a Node counts as ready
+            d.setdefault("status", {})["conditions"] = [{"type": "Ready", "status": "False"}]
         return d
     if isinstance(obj, Namespace):
         return {

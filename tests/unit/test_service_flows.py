@@ -915,7 +915,7 @@ def test_ipv6_session_affinity_remembers_the_whole_address_in_xxreg2():
     assert learn_b.text() == (
         f"learn(table=33,idle_timeout=600,priority=200,delete_learned,cookie={learn_b.cookie:#x},"
         "eth_type=0x86dd,nw_proto=6,NXM_NX_IPV6_SRC[],NXM_NX_IPV6_DST[],NXM_OF_TCP_DST[],"
-        "load:0xfd000010->NXM_NX_REG8[],load:0x2440001->NXM_NX_REG9[],load:0x0->NXM_NX_REG10[],"
+        "load:0xfd000010->NXM_NX_REG8[],load:0x2440001->NXM_NX_REG9[],load:0->NXM_NX_REG10[],"
         "load:0x3->NXM_NX_REG11[],load:0x1f90->NXM_NX_REG5[0..15],load:0x1->NXM_NX_REG0[5])"
     )
     hits = {f.match_text() for f in flows if f.priority == 210}

@@ -1,6 +1,8 @@
-"""Services: ClusterIP/NodePort load-balancing flows per Service, recomputed only when the
-Service, its EndpointSlices or (derived endpoints) its namespace's pods changed. The NodePort
-host rules are returned, never written here: the host side (agent/node.py) applies them."""
+"""Services: load-balancing flows per Service (ClusterIP, NodePort, LoadBalancer ingress,
+externalIPs), recomputed only when the Service, its EndpointSlices, (derived endpoints) its
+namespace's pods or the nodes' zones changed. What the host must do is returned, never done
+here: the NodePort rules (`owners`' second value) and the external addresses to route into
+br-int (`external_addrs`); the host side (agent/node.py) applies them."""
 
 from __future__ import annotations
 
@@ -13,22 +15,44 @@ from ovsctl.openflow import encode as ofconv
 
 
 class ServiceReconciler:
-    def __init__(self, cluster: dict, pod_cidr: str, skip: SkipLog, pod_cidrs=()):
+    def __init__(
+        self, cluster: dict, pod_cidr: str, skip: SkipLog, pod_cidrs=(), node_name: str = ""
+    ):
         self.cluster = cluster
         self.pod_cidr = pod_cidr
         # this node's pod CIDRs, one per family (dual-stack): which endpoints are local
-        # (externalTrafficPolicy Local) and which families' node ports the node serves;
-        # () means (pod_cidr,)
+        # (externalTrafficPolicy and internalTrafficPolicy Local) and which families' node
+        # ports and external addresses the node serves; () means (pod_cidr,)
         self.pod_cidrs: tuple[str, ...] = tuple(pod_cidrs)
+        # this node's name: EndpointSlice endpoints whose nodeName it is are local; its Node's
+        # zone label decides trafficDistribution
+        self.node_name = node_name
         self.skip = skip
         self.cache: dict[tuple, tuple] = {}
         self.services: set[str] = set()  # Service owners with flows
+        # what the last `owners` call found, for the host side and the views:
+        # LoadBalancer ingress IPs and externalIPs of every Service (of the node's families),
+        # which the host routes into br-int through the gateway
+        self.external_addrs: frozenset[str] = frozenset()
+        # "namespace/name" -> (Service, its endpoints) of every Service that parsed
+        self.parsed: dict[str, tuple[services.Service, tuple[services.Endpoint, ...]]] = {}
+        self._topology: tuple | None = None
+
+    def topology(self) -> tuple[dict[str, str], dict[tuple[str, str], str]]:
+        """(node name -> zone, (namespace, pod) -> node name) from the cluster objects."""
+        zones, pod_nodes = {}, {}
+        for key, obj in list(self.cluster.items()):
+            if key[0] == "Node":
+                zones[key[2]] = obj.zone
+            elif key[0] == "Pod" and obj.node_name:
+                pod_nodes[(key[1], key[2])] = obj.node_name
+        return zones, pod_nodes
 
     def owners(self, view: View, changed=(), everything: bool = True) -> tuple[dict, set]:
         """Flows of every Service (recomputed ones; Services that are gone map to an empty
-        set), and the NodePort host rules every Service wants. Endpoints come from
-        EndpointSlices, or from the selector when there are none (as the EndpointSlice
-        controller would make them)."""
+        set), and the NodePort host rules every Service wants; `external_addrs` and `parsed`
+        are updated too. Endpoints come from EndpointSlices, or from the selector when there
+        are none (as the EndpointSlice controller would make them)."""
         slices: dict[tuple[str, str], list[dict]] = {}
         for key, obj in list(self.cluster.items()):
             if key[0] == "EndpointSlice":
@@ -39,8 +63,14 @@ class ServiceReconciler:
                 if svc:
                     slices.setdefault((key[1], svc), []).append(body)
         local = self.pod_cidrs or ((self.pod_cidr,) if self.pod_cidr else ())
+        zones, pod_nodes = self.topology()
+        if zones != self._topology:  # a zone label changed: trafficDistribution may move
+            everything, self._topology = True, zones
+        here = {"node_name": self.node_name, "zone": zones.get(self.node_name, "")}
         want: dict[str, frozenset] = {}
         node_ports: set[tuple[str, int, str]] = set()
+        addrs: set[str] = set()
+        parsed: dict[str, tuple] = {}
         changed_ns = {p.namespace for pair in changed for p in pair if p is not None}
         live: dict[str, frozenset] = {}
         cache: dict[tuple, tuple] = {}
@@ -57,34 +87,47 @@ class ServiceReconciler:
                 and (mine is not None or key[1] not in changed_ns)
             ):
                 cache[key] = hit
-                live.update(hit[1])
-                node_ports |= hit[2]
-                continue
-            try:
-                svc = services.parse_service(obj.obj())
-                skipped: list[str] = []
-                if mine is not None:
-                    eps = services.endpoints_from_slices(mine, skipped)
-                else:
-                    eps = services.endpoints_from_pods(svc, view.pods)
-                for why in skipped:
-                    self.skip(key, inputs, f"Service {key[1]}/{key[2]}: {why}")
-                owner = services.service_owner(svc)
-                sflows = services.service_flows(svc, eps, local)
-                ofconv.check_encodable(sflows)
-                flows = {owner: sflows}
-                ports = services.node_port_entries(svc, local)
-            except Exception as e:  # noqa: BLE001 - one Service never stops the others
-                # unprogrammable: no flows (its address leads nowhere), logged once
-                self.skip(key, inputs, f"ignoring Service {key[1]}/{key[2]}: {e}")
-                cache[key] = (inputs, {}, set())
-                continue
-            cache[key] = (inputs, flows, ports)
-            want.update(flows)
-            live.update(flows)
-            node_ports |= ports
+            else:
+                topo = (local, here, zones, pod_nodes)
+                hit = cache[key] = self._compute(key, inputs, mine, view, topo)
+                want.update(hit[1])
+            live.update(hit[1])
+            node_ports |= hit[2]
+            addrs |= hit[3]
+            if hit[4] is not None:
+                parsed[f"{key[1]}/{key[2]}"] = hit[4]
         self.cache = cache
         for owner in self.services - set(live):
             want[owner] = frozenset()
         self.services = {o for o, f in live.items() if f}
+        self.external_addrs, self.parsed = frozenset(addrs), parsed
         return want, node_ports
+
+    def _compute(self, key, inputs, mine, view, topo) -> tuple:
+        """(inputs, {owner: flows}, node-port entries, external addresses, (Service,
+        endpoints) or None) of one Service; an unprogrammable one has no flows (its addresses
+        lead nowhere) and is logged once."""
+        local, here, zones, pod_nodes = topo
+        try:
+            svc = services.parse_service(inputs[0].obj())
+            for note in svc.notes:
+                self.skip(key, inputs, note)
+            skipped: list[str] = []
+            if mine is not None:
+                eps = services.endpoints_from_slices(mine, skipped)
+            else:
+                eps = services.endpoints_from_pods(svc, view.pods, pod_nodes, zones)
+            for why in skipped:
+                self.skip(key, inputs, f"Service {key[1]}/{key[2]}: {why}")
+            sflows = services.service_flows(svc, eps, local, **here)
+            ofconv.check_encodable(sflows)
+            return (
+                inputs,
+                {services.service_owner(svc): sflows},
+                services.node_port_entries(svc, local),
+                services.external_addresses(svc, local),
+                (svc, tuple(eps)),
+            )
+        except Exception as e:  # noqa: BLE001 - one Service never stops the others
+            self.skip(key, inputs, f"ignoring Service {key[1]}/{key[2]}: {e}")
+            return (inputs, {}, set(), set(), None)
