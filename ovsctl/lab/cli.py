@@ -315,7 +315,9 @@ def _add_trace_parsers(ls, common) -> None:
             "recirculations, a Service's DNAT, and the tunnel to the destination's node with "
             "the packet as the source node rewrote it. Prints every table by name with the "
             "owner of the matched flow, the verdict, the policy that isolated the pod and that "
-            "no rule allowed it (or the rule that allowed it), and the policies' intent.",
+            "no rule allowed it (or the rule that allowed it), the ClusterNetworkPolicy rule "
+            "that decided (tier, policy, priority, rule, action; an Admin Pass named with the "
+            "NetworkPolicy verdict after it), and the policies' intent, disagreements flagged.",
         )
     )
     tr.add_argument("src", metavar="SRC", help="pod NS/NAME or an IP")

@@ -11,11 +11,13 @@ deletes them with `ovsctl lab delete -f`, also on failure."""
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import yaml
@@ -46,18 +48,18 @@ def ns_doc(ns: str, extra: dict | None = None) -> dict:
     }
 
 
-def pod_doc(ns: str, name: str, ip: str | None = None, node: str | None = None) -> dict:
+def pod_doc(ns: str, name: str, ips: list[str] = (), node: str | None = None, labels=None) -> dict:
     ports = [{"name": n, "containerPort": p, "protocol": pr} for n, p, pr in PORTS[name]]
     doc = {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": name, "namespace": ns, "labels": {"pod": name}},
+        "metadata": {"name": name, "namespace": ns, "labels": labels or {"pod": name}},
         "spec": {"containers": [{"name": "c", "image": "x", "ports": ports}]},
     }
     if node:
         doc["spec"]["nodeName"] = node
-    if ip:
-        doc["status"] = {"podIP": ip}
+    if ips:
+        doc["status"] = {"podIP": ips[0], "podIPs": [{"ip": ip} for ip in ips]}
     return doc
 
 
@@ -90,21 +92,29 @@ ALL_NS = {"namespaces": {}}
 # -- the lab --------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def lab(make_lab):
+def cluster_yaml() -> str:
     docs = []
     for ns in NAMESPACES:
-        docs.append(ns_doc(ns))
-        docs += [pod_doc(ns, p) for p in PODS]
-    return make_lab(2, yaml.safe_dump_all(docs))
+        docs += [ns_doc(ns)] + [pod_doc(ns, p) for p in PODS]
+    return yaml.safe_dump_all(docs)
+
+
+@pytest.fixture(scope="module")
+def lab(make_lab):
+    return make_lab(2, cluster_yaml())
 
 
 @pytest.fixture(scope="module")
 def world(lab):
-    """The lab's pods and nodes in Kubernetes shape (for the reference), and a responder on
-    TCP NODE_PORT in every node's netns (so pods can probe node addresses)."""
+    yield from make_world(lab, NAMESPACES, PODS)
+
+
+def make_world(lab, spaces, pod_names):
+    """(A fixture's generator.) The lab's pods and nodes in Kubernetes shape for the reference
+    (every address of every family), and a responder on TCP NODE_PORT in every node's netns
+    (so pods can probe node addresses), stopped after."""
     st = lab.status()
-    where = {(p["namespace"], p["name"]): p for p in st["pods"]}
+    where = {f"{p['namespace']}/{p['name']}": p for p in st["pods"]}
     assert len({p["node"] for p in st["pods"]}) == 2, "pods must spread over both nodes"
     meta = lab.meta()
     pids = [
@@ -115,41 +125,42 @@ def world(lab):
         )
         for n in st["nodes"]
     ]
-    nodes = [
-        {
-            "metadata": {"name": n["name"]},
-            "status": {"addresses": [{"type": "InternalIP", "address": n["ip"]}]},
-        }
-        for n in st["nodes"]
-    ]
+    keys = [f"{ns}/{p}" for ns in spaces for p in pod_names]
     w = {
         "lab": lab,
-        "labels": {ns: {} for ns in NAMESPACES},  # extra namespace labels (relabel test)
-        "pods": [
-            pod_doc(ns, p, where[(ns, p)]["ip"], where[(ns, p)]["node"])
-            for ns in NAMESPACES
-            for p in PODS
+        "spaces": spaces,
+        "labels": {ns: {} for ns in spaces},  # extra namespace labels (relabel tests)
+        "pods": [pod_doc(*k.split("/"), where[k]["ips"], where[k]["node"]) for k in keys],
+        "nodes": [
+            {
+                "metadata": {"name": n["name"]},
+                "status": {"addresses": [{"type": "InternalIP", "address": a} for a in n["ips"]]},
+            }
+            for n in st["nodes"]
         ],
-        "nodes": nodes,
-        "node_of": {f"{ns}/{p}": where[(ns, p)]["node"] for ns in NAMESPACES for p in PODS},
-        "ip_of": {f"{ns}/{p}": where[(ns, p)]["ip"] for ns in NAMESPACES for p in PODS},
+        "node_of": {k: where[k]["node"] for k in keys},
+        "ip_of": {k: where[k]["ip"] for k in keys},
         "node_ip": {n["name"]: n["ip"] for n in st["nodes"]},
+        "node_ips": {n["name"]: n["ips"] for n in st["nodes"]},
         "external": st["external"]["ip"],
+        "externals": st["external"]["ips"],
     }
-    # every node's responder answers (from its own node's pods, which always may reach it)
-    for n in st["nodes"]:
-        pod = next(k for k, v in w["node_of"].items() if v == n["name"])
-        target = [(n["ip"], NODE_PORT, "TCP")]
-        wait_for(lambda p=pod, t=target: all(probe_targets(w, p, t).values()), 10, 0.05,
-                 f"the responder on {n['name']}")  # fmt: skip
-    yield w
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGTERM)
+    try:
+        # every node's responder answers (from its own node's pods, which always may reach it)
+        for n in st["nodes"]:
+            pod = next(k for k, v in w["node_of"].items() if v == n["name"])
+            target = [(ip, NODE_PORT, "TCP") for ip in n["ips"]]
+            wait_for(lambda p=pod, t=target: all(probe_targets(w, p, t).values()), 10, 0.05,
+                     f"the responder on {n['name']}")  # fmt: skip
+        yield w
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGTERM)
 
 
 def namespaces(world) -> list[dict]:
-    return [{"metadata": ns_doc(ns, world["labels"][ns])["metadata"]} for ns in NAMESPACES]
+    return [{"metadata": ns_doc(ns, world["labels"][ns])["metadata"]} for ns in world["spaces"]]
 
 
 def lab_cli(lab, *args: str) -> subprocess.CompletedProcess:
@@ -190,9 +201,9 @@ def applied(lab, tmp_path, objs: list[dict], name: str = "objects"):
 # -- probing --------------------------------------------------------------------------------
 
 
-def expected(world, policies=(), cnps=()) -> dict[str, bool]:
+def expected(world, policies=(), cnps=(), family: int | None = None) -> dict[str, bool]:
     return ref.evaluate(
-        namespaces(world), world["pods"], list(policies), list(cnps), world["nodes"]
+        namespaces(world), world["pods"], list(policies), list(cnps), world["nodes"], family
     )
 
 
@@ -208,7 +219,12 @@ def probe_targets(world, pod: str, targets, want=None, timeout: float = 1.0) -> 
     """Probes from `pod` to (ip, port, proto) targets: {"ns/pod->IP:PORT/PROTO": bool}."""
     lab = world["lab"]
     todo = [
-        {"key": f"{pod}->{ip}:{port}/{proto}", "ip": ip, "port": port, "proto": proto}
+        {
+            "key": f"{pod}->{ipaddress.ip_address(ip)}:{port}/{proto}",
+            "ip": ip,
+            "port": port,
+            "proto": proto,
+        }
         for ip, port, proto in targets
     ]
     got = lab._run_prober(lab.pod_netns(pod), todo, timeout, pod)
@@ -223,17 +239,21 @@ def egress_targets(world) -> list[tuple[str, int, str]]:
     ]
 
 
-def converge_egress(world, want: dict, timeout: float = 20.0) -> dict:
+def converge_egress(world, want: dict, targets=None, timeout: float = 20.0) -> dict:
+    """Probe every pod to every (ip, port, proto) of `targets` (default egress_targets) until
+    the matrix equals `want`; the last matrix."""
+    targets = egress_targets(world) if targets is None else targets
     lab, pods = world["lab"], sorted(world["ip_of"])
     deadline = time.monotonic() + timeout
-    while True:
-        lab.flush_conntrack()
-        got = {}
-        for pod in pods:
-            got.update(probe_targets(world, pod, egress_targets(world)))
-        if got == want or time.monotonic() > deadline:
-            return got
-        time.sleep(0.2)
+    with ThreadPoolExecutor(max_workers=len(pods)) as pool:
+        while True:
+            lab.flush_conntrack()
+            got = {}
+            for part in pool.map(lambda pod: probe_targets(world, pod, targets), pods):
+                got.update(part)
+            if got == want or time.monotonic() > deadline:
+                return got
+            time.sleep(0.2)
 
 
 # -- scenarios ------------------------------------------------------------------------------
@@ -444,6 +464,14 @@ def test_egress_to_networks_and_nodes(world, tmp_path):
         assert got == want_pods, diff(got, want_pods)
 
 
+def all_open(world, cnps, when: str) -> None:
+    """The policies select no pod: the reference and the datapath allow everything."""
+    want = expected(world, (), cnps)
+    assert all(want.values()), f"{when}: the reference blocks something"
+    got = converge(world["lab"], want)
+    assert got == want, f"{when}: " + diff(got, want)
+
+
 def test_namespace_relabel_moves_it_in_and_out_of_a_subject(world, tmp_path):
     """A quarantine policy selects namespaces labelled quarantine=yes (none at first): z gets
     the label (isolated both ways), then loses it (open again)."""
@@ -454,10 +482,7 @@ def test_namespace_relabel_moves_it_in_and_out_of_a_subject(world, tmp_path):
     relabel = tmp_path / "relabel.yaml"
     with applied(lab, tmp_path, objs):
         try:
-            want = expected(world, (), objs)
-            assert all(want.values())
-            got = converge(lab, want)
-            assert got == want, "before the relabel: " + diff(got, want)
+            all_open(world, objs, "before the relabel")
 
             world["labels"]["z"] = {"quarantine": "yes"}
             cli_apply(lab, write_list(relabel, [ns_doc("z", world["labels"]["z"])]))
@@ -467,10 +492,7 @@ def test_namespace_relabel_moves_it_in_and_out_of_a_subject(world, tmp_path):
 
             world["labels"]["z"] = {}
             cli_apply(lab, write_list(relabel, [ns_doc("z")]))
-            want = expected(world, (), objs)
-            assert all(want.values())
-            got = converge(lab, want)
-            assert got == want, "after the label is gone: " + diff(got, want)
+            all_open(world, objs, "after the label is gone")
         finally:
             world["labels"]["z"] = {}
             cli_apply(lab, write_list(relabel, [ns_doc("z")]))

@@ -119,6 +119,10 @@ def test_an_admin_deny_decides_and_the_verdict_names_it():
     assert d["cluster_policy"]["rule_name"] == "from-y"
     assert d["tiers"] == {"egress": None, "ingress": "Admin"}  # y/b's egress: Admin table absent
     out = text.render(t, tr)
+    assert (
+        "58 AdminIngressRule ip, priority 100  [cnp deny-y ingress rule 0 (Admin 'from-y': Deny)]"
+        in out
+    )
     assert f"verdict: DROPPED on n0: {t.reason}" in out
     assert "ingress x/a: dropped by ClusterNetworkPolicy deny-y" in out
 

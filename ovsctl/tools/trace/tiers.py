@@ -9,7 +9,7 @@ Each direction of a new connection meets the tier tables in evaluation order:
 A CNP rule's flow carries its owner `cnp/NAME/DIR/I` in the cookie; what it did is read from
 the flow (no goto: Deny; goto the NetworkPolicy table: an Admin Pass; goto L3/L2Forwarding:
 Accept, or a Baseline Pass, which only the policy itself tells apart), and its name, priority
-and action from the agent's /cluster view. A check (tracer.Tracer._check) then carries:
+and action from the agent's /cluster view. A check (checks.check) then carries:
 
     status   "accepted" / "denied" (a CNP rule decided), or NetworkPolicy's statuses
     cnp      the deciding CNP rule (a Baseline Pass too: then the default allows)

@@ -11,7 +11,7 @@ from flows import cookie as cookies
 from flows import owners
 from flows.family import family
 from ovsctl.tools import agentclient
-from ovsctl.tools.flowview import cluster_policies
+from ovsctl.tools.flowview import cluster_policies, cnp_rule_name
 
 from .parse import TraceError
 
@@ -99,6 +99,8 @@ class NodeView:
             p = self.pod_by_owner[key]
             return f"pod {p['namespace']}/{p['name']}"
         owner = owners.try_parse(key)
+        if isinstance(owner, owners.ClusterPolicyRule):  # with its tier, name and action
+            return cnp_rule_name(owner, self.cluster_policies.get(owner.name))
         if owner is not None:
             return owner.label()
         kind, _, rest = key.partition(":")  # FEATURE:0xID: a key only the agent knew
