@@ -103,6 +103,12 @@ class LBAnnouncer:
                 self._dirty = True
                 self._wake.notify()
 
+    def writer_node(self) -> str | None:
+        """The node whose agent writes the allocation (None: nothing is written)."""
+        if self.write_status is None or not self.pool:
+            return None
+        return lbpool.writer(self.ready_nodes())
+
     def ready_nodes(self) -> dict[str, set[int]]:
         """Each Ready node's address families (a node without addresses: both)."""
         out = {}
