@@ -362,7 +362,11 @@ def test_priority_change_flips_a_verdict(world, tmp_path, record_property):
     """An Admin Deny of y -> x at priority 20 wins over an Admin Accept at 30; re-applying the
     Deny (same name) at priority 40 lets the Accept decide. A poller in y/a connects to x/a
     every few ms: the time from `lab apply` returning to the first new connection accepted is
-    the datapath's reaction time."""
+    the datapath's reaction time (agents reading the YAML state directory)."""
+    priority_flip(world, tmp_path, record_property, "YAML source")
+
+
+def priority_flip(world, tmp_path, record_property, what: str) -> None:
     lab = world["lab"]
 
     def deny(priority):
@@ -398,7 +402,7 @@ def test_priority_change_flips_a_verdict(world, tmp_path, record_property):
         reaction, total = flipped - returned, flipped - started
         record_property("reaction_after_apply_s", round(reaction, 3))
         record_property("reaction_from_apply_start_s", round(total, 3))
-        print(f"\npriority change: apply took {returned - started:.3f} s; new connections "
+        print(f"\npriority change ({what}): apply took {returned - started:.3f} s; new connections "
               f"follow {reaction:.3f} s after it returned ({total:.3f} s from its start)")  # fmt: skip
         got = converge(lab, after)
         assert got == after, diff(got, after)

@@ -30,6 +30,7 @@ from tests.e2e.test_cnp import (
     netpol,
     nss,
     pod_doc,
+    priority_flip,
     write_list,
 )
 
@@ -155,3 +156,9 @@ def test_pod_relabel_moves_a_pod_in_and_out_of_a_subject(world, tmp_path):
         finally:
             world["pods"][idx] = original
             cli_apply(lab, write_list(relabel, [pod_doc("y", "b")]))
+
+
+def test_priority_change_reaction_with_the_api_source(world, tmp_path, record_property):
+    """As tests/e2e/test_cnp.py's priority flip, with the agents watching the lab's API server:
+    the reaction time of a watch event."""
+    priority_flip(world, tmp_path, record_property, "API source")
