@@ -510,6 +510,13 @@ def endpoints_from_pods(svc: Service, pods, node_of=None, zones=None) -> list[En
     return out
 
 
+def endpoint_nodes(endpoints) -> set[str]:
+    """The nodes that have a ready endpoint (EndpointSlice nodeName, a pod's spec.nodeName):
+    those that may hold an externalTrafficPolicy Local Service's announced address. An
+    endpoint whose node is not known counts for none."""
+    return {ep.node_name for ep in endpoints if ep.ready and ep.node_name}
+
+
 def usable(endpoints: list[Endpoint]) -> list[Endpoint]:
     """Ready endpoints; when none is ready, the serving terminating ones (as kube-proxy does,
     so connections drain instead of failing during a rollout)."""

@@ -19,6 +19,7 @@ from flows.services import (
     Service,
     ServiceError,
     ServicePort,
+    endpoint_nodes,
     endpoints_from_pods,
     endpoints_from_slices,
     parse_service,
@@ -221,6 +222,16 @@ def test_endpoints_from_pods_know_their_node_and_zone():
     assert (ep.node_name, ep.zone) == ("node-b", "zone-b")
     (ep,) = endpoints_from_pods(svc, [pod])
     assert (ep.node_name, ep.zone) == ("", "")
+
+
+def test_endpoint_nodes_are_the_nodes_of_ready_endpoints():
+    eps = [
+        Endpoint("10.244.0.2", HTTP, node_name="node-a"),
+        Endpoint("10.244.1.3", HTTP, ready=False, node_name="node-b"),
+        Endpoint("10.244.2.3", HTTP),
+        Endpoint("10.244.3.3", HTTP, node_name="node-c"),
+    ]
+    assert endpoint_nodes(eps) == {"node-a", "node-c"}
 
 
 def node_obj(**status) -> dict:
