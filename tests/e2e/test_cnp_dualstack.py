@@ -6,6 +6,7 @@ IPv4 lab reading the YAML state directory); whole matrices against tests/cnp_ref
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -47,7 +48,7 @@ def world(lab):
     yield from make_world(lab, NAMESPACES, PODS)
 
 
-def converge_both(world, want4: dict, want6: dict, timeout: float = 20.0) -> None:
+def converge_both(world, want4: dict, want6: dict, timeout: float = 20.0, why: str = "") -> None:
     """Both families' whole matrices become the expected ones."""
     lab = world["lab"]
     deadline = time.monotonic() + timeout
@@ -57,9 +58,15 @@ def converge_both(world, want4: dict, want6: dict, timeout: float = 20.0) -> Non
         if (got4, got6) == (want4, want6):
             return
         if time.monotonic() > deadline:
-            assert got4 == want4, "IPv4: " + diff(got4, want4)
-            assert got6 == want6, "IPv6: " + diff(got6, want6)
+            assert got4 == want4, why + "IPv4: " + diff(got4, want4)
+            assert got6 == want6, why + "IPv6: " + diff(got6, want6)
         time.sleep(0.2)
+
+
+def all_targets(world) -> list[tuple[str, int, str]]:
+    """Both addresses of the external host (TCP and UDP) and of every node (TCP)."""
+    out = [(ip, EXT_PORT, proto) for ip in world["externals"] for proto in ("TCP", "UDP")]
+    return out + [(ip, NODE_PORT, "TCP") for ips in world["node_ips"].values() for ip in ips]
 
 
 def test_tiers_on_both_families(world, tmp_path):
@@ -100,8 +107,7 @@ def test_egress_to_networks_and_nodes_of_both_families(world, tmp_path):
         cnp("z-no-nodes", "Admin", 30, {"namespaces": nss("z")},
             egress=[{"action": "Deny", "to": [{"nodes": {}}]}]),
     ]  # fmt: skip
-    targets = [(ip, EXT_PORT, proto) for ip in world["externals"] for proto in ("TCP", "UDP")]
-    targets += [(ip, NODE_PORT, "TCP") for ips in world["node_ips"].values() for ip in ips]
+    targets = all_targets(world)
     want = ref.evaluate_egress(namespaces(world), world["pods"], [], objs, world["nodes"], targets)
     own = world["node_ips"][world["node_of"]["z/a"]]
     other = next(ips for ips in world["node_ips"].values() if ips != own)
@@ -162,3 +168,23 @@ def test_priority_change_reaction_with_the_api_source(world, tmp_path, record_pr
     """As tests/e2e/test_cnp.py's priority flip, with the agents watching the lab's API server:
     the reaction time of a watch event."""
     priority_flip(world, tmp_path, record_property, "API source")
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_random_cases_match_the_reference(world, tmp_path, seed):
+    """tests/cnp_reference.random_case: NetworkPolicies and ClusterNetworkPolicies of both
+    tiers over these pods, nodes and external addresses (odd seeds also with unsupported
+    peers, whose rules fail closed); pods over both families and pods to every external and
+    node address, against the reference."""
+    targets = all_targets(world)
+    spaces = namespaces(world)
+    nps, cnps = ref.random_case(
+        seed, spaces, world["pods"], world["nodes"], targets, unknown_peers=seed % 2 == 1
+    )
+    want4, want6 = (expected(world, nps, cnps, family=f) for f in (4, 6))
+    want = ref.evaluate_egress(spaces, world["pods"], nps, cnps, world["nodes"], targets)
+    why = f"seed {seed}: {json.dumps(nps + cnps)}\n"
+    with applied(world["lab"], tmp_path, nps + cnps, f"random{seed}"):
+        got = converge_egress(world, want, targets)
+        assert got == want, why + diff(got, want)
+        converge_both(world, want4, want6, why=why)
