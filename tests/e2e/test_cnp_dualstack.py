@@ -188,3 +188,29 @@ def test_random_cases_match_the_reference(world, tmp_path, seed):
         got = converge_egress(world, want, targets)
         assert got == want, why + diff(got, want)
         converge_both(world, want4, want6, why=why)
+
+
+def test_equal_priorities_tie_by_name_and_survive_restarts(world, tmp_path):
+    """Two Admin policies at priority 0 (the lowest number): "a-deny" (deny all into x) comes
+    before "b-accept" (accept y into x) by name; a Baseline policy at 1000 (the highest) denies
+    z -> y. The matrix holds after node1's agent is killed and restarted, and after node0's
+    ovs-vswitchd is (flows restored by the agent)."""
+    lab = world["lab"]
+    objs = [
+        cnp("b-accept", "Admin", 0, {"namespaces": nss("x")},
+            ingress=[{"action": "Accept", "from": [{"namespaces": nss("y")}]}]),
+        cnp("a-deny", "Admin", 0, {"namespaces": nss("x")},
+            ingress=[{"action": "Deny", "from": [ALL_NS]}]),
+        cnp("baseline-last", "Baseline", 1000, {"namespaces": nss("y")},
+            ingress=[{"action": "Deny", "from": [{"namespaces": nss("z")}]}]),
+    ]  # fmt: skip
+    want4, want6 = (expected(world, (), objs, family=f) for f in (4, 6))
+    points = {"y/a->x/a:80/TCP": False, "x/b->x/a:80/TCP": False, "z/a->y/b:53/UDP": False,
+              "x/a->y/b:53/UDP": True}  # fmt: skip
+    assert {k: want4[k] for k in points} == points, "the reference disagrees with the scenario"
+    with applied(lab, tmp_path, objs):
+        converge_both(world, want4, want6)
+        lab.restart("node1", "agent", log=lambda *_: None)
+        converge_both(world, want4, want6, why="after node1's agent restarted: ")
+        lab.restart("node0", "ovs-vswitchd", log=lambda *_: None)
+        converge_both(world, want4, want6, why="after node0's ovs-vswitchd restarted: ")
