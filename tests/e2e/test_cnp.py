@@ -431,9 +431,9 @@ def test_named_ports_ingress_and_egress(world, tmp_path):
 
 def test_egress_to_networks_and_nodes(world, tmp_path):
     """x: pod traffic Passes first; then the external host on TCP 8080 is accepted and
-    0.0.0.0/0 denied (the external host's UDP, other nodes). y: every node denied (its own
-    node still reached, as always). z: node1 denied, picked by its kubernetes.io/hostname
-    label (z's pod on node1 still reaches it). Pods still reach each other."""
+    0.0.0.0/0 denied (the external host's UDP, the nodes). y: every node denied. z: node1
+    denied, picked by its kubernetes.io/hostname label. The Admin tier sees a pod's own node
+    too (only NetworkPolicy and Baseline cannot block it). Pods still reach each other."""
     ext = world["external"]
     objs = [
         cnp("x-egress", "Admin", 10, {"namespaces": nss("x")}, egress=[
@@ -458,7 +458,7 @@ def test_egress_to_networks_and_nodes(world, tmp_path):
         other = next(ip for ip in world["node_ip"].values() if ip != own[pod])
         points[f"{pod}->{ext}:{EXT_PORT}/TCP"] = True
         points[f"{pod}->{ext}:{EXT_PORT}/UDP"] = expect_udp
-        points[f"{pod}->{own[pod]}:{NODE_PORT}/TCP"] = True
+        points[f"{pod}->{own[pod]}:{NODE_PORT}/TCP"] = pod.startswith("z/") and own[pod] != node1
         points[f"{pod}->{other}:{NODE_PORT}/TCP"] = pod.startswith("z/") and other != node1
     assert {k: want[k] for k in points} == points, "the reference disagrees with the scenario"
     with applied(world["lab"], tmp_path, objs):

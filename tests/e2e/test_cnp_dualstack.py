@@ -92,8 +92,8 @@ def test_tiers_on_both_families(world, tmp_path):
 def test_egress_to_networks_and_nodes_of_both_families(world, tmp_path):
     """x: pod traffic Passes; the external host's two addresses are accepted on TCP 8080;
     0.0.0.0/0 and ::/0 are denied (the external host's UDP, the other node's two addresses).
-    y: ::/0 denied only (its IPv4 unaffected; no pod reached over IPv6 either). z: every node denied (both of its addresses;
-    its own node still reached, as always)."""
+    y: ::/0 denied only (its IPv4 unaffected; no pod reached over IPv6 either). z: every node
+    denied (both of its addresses), its own node too: the Admin tier sees it."""
     ext4, ext6 = world["externals"]
     objs = [
         cnp("x-egress", "Admin", 10, {"namespaces": nss("x")}, egress=[
@@ -115,7 +115,7 @@ def test_egress_to_networks_and_nodes_of_both_families(world, tmp_path):
         f"x/a->{ext6}:{EXT_PORT}/TCP": True, f"x/a->{ext6}:{EXT_PORT}/UDP": False,
         f"x/b->{ext4}:{EXT_PORT}/UDP": False, f"y/a->{ext4}:{EXT_PORT}/UDP": True,
         f"y/a->{ext6}:{EXT_PORT}/TCP": False, f"z/a->{ext6}:{EXT_PORT}/UDP": True,
-        f"z/a->{own[1]}:{NODE_PORT}/TCP": True, f"z/a->{other[0]}:{NODE_PORT}/TCP": False,
+        f"z/a->{own[1]}:{NODE_PORT}/TCP": False, f"z/a->{other[0]}:{NODE_PORT}/TCP": False,
         f"z/a->{other[1]}:{NODE_PORT}/TCP": False,
     }  # fmt: skip
     assert {k: want[k] for k in points} == points, "the reference disagrees with the scenario"
