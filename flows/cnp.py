@@ -337,8 +337,8 @@ def _protocol(obj, where: str) -> CProto | None:
     if kind not in PROTOCOLS:
         return None
     body = obj[kind]
-    if not isinstance(body, dict):
-        raise CNPError(f"{where}.{kind}: must be an object")
+    if not isinstance(body, dict) or not body:
+        raise CNPError(f"{where}.{kind}: must be an object with destinationPort")
     dp = body.get("destinationPort")
     if dp is None:
         return CProto(PROTOCOLS[kind])

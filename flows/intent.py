@@ -18,7 +18,8 @@ podSelector (the policy's namespace), namespaceSelector, both (AND), ipBlock (mi
 matches pod IPs too). Ports: numeric, endPort ranges, named ports resolved against the
 destination pod, protocol-only entries; no ports means every port and protocol (also ICMP,
 which a rule with ports never allows). Plain IPs (not pods) are never isolated. A pod and its
-own node (the node IP, the node's gateway IP) may always talk, whatever the policies say.
+own node (the node IP, the node's gateway IP) may always talk, whatever the NetworkPolicies
+say (the Admin tier may still deny the pod's egress to it).
 
 Tiers (ClusterNetworkPolicy, flows/cnp.py): before NetworkPolicy, the Admin tier's first
 matching rule decides (Accept, Deny) or hands over (Pass); after it, for a pod no NetworkPolicy
@@ -136,7 +137,10 @@ class Direction:
                 if (self.decided_by.action == "Pass")
                 else ""
             )
-            return f"{self.pod} {self.direction} {verdict} by {self.decided_by.describe()}{how}"
+            text = f"{self.pod} {self.direction} {verdict} by {self.decided_by.describe()}{how}"
+            if self.passed is not None:
+                text = f"{self.passed.describe()} passed it on; {text}"
+            return text
         text = self._describe_np()
         if self.passed is not None:
             text = f"{self.passed.describe()} passed it on; {text}"
@@ -224,7 +228,8 @@ class Intents:
         # node addresses -> node labels (ClusterNetworkPolicy `nodes` peers)
         self.node_labels: dict[str, dict] = {}
         for n in self.view.get("nodes") or []:
-            for a in {n.get("ip") or "", *(n.get("ips") or ())} - {""}:
+            every = {n.get("ip") or "", *(n.get("ips") or ()), *(n.get("addresses") or ())}
+            for a in every - {""}:
                 self.node_labels[a] = dict(n.get("labels") or {})
 
     def labels_of_ns(self, ns: str) -> dict:
@@ -281,8 +286,13 @@ class Intents:
         always = ""
         if isinstance(peer, str) and peer in self.node_ips.get(own.node, ()):
             always = f"its own node ({peer}) is always allowed"
-        # the pod's own node is let through before every tier (the pipeline's always flows)
-        admin = None if always else self._tier("Admin", direction, own, peer, dst, port, proto, fam)
+        # the pod's own node is let through before every tier to the pod (kubelet probes), and
+        # from the pod after the Admin tier (whose `nodes`/`networks` rules may deny it)
+        admin = (
+            None
+            if always and direction == "ingress"
+            else self._tier("Admin", direction, own, peer, dst, port, proto, fam)
+        )
         if admin is not None and admin.action != "Pass":
             return Direction(direction, own.key, decided_by=admin)
         passed = admin

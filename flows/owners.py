@@ -192,7 +192,7 @@ def policy_keys(namespace: str, name: str, max_rules: int) -> list[str]:
     ]
 
 
-def cluster_policy_keys(name: str, max_rules: int = 25) -> list[str]:
+def cluster_policy_keys(name: str, max_rules: int = 25) -> list[str]:  # cnp.MAX_RULES
     """Every key a ClusterNetworkPolicy's flows can carry (rules 0..max_rules-1 each way)."""
     return [
         ClusterPolicyRule(name, d, i).key for d in ("ingress", "egress") for i in range(max_rules)

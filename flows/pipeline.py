@@ -286,8 +286,11 @@ def _conntrack_family(node: NodeNet, fam: Family, ck: int) -> set[Flow]:
                 (PRIO_NORMAL - 1, ct_state(rel=True, trk=True)),
             )
         ),
+        # A pod may always reach its own node, whatever its namespace's NetworkPolicies say
+        # (kubelet, node-local services): in EgressRule, so the Admin tier's rules (`nodes` and
+        # `networks` peers) still see it, as the API's rules of every other destination do.
         *(
-            flow(EGRESS_FIRST, PRIO_ALWAYS, {**ip, fam.dst: dst}, (Goto("L3Forwarding"),), ck)
+            flow("EgressRule", PRIO_ALWAYS, {**ip, fam.dst: dst}, (Goto("L3Forwarding"),), ck)
             for dst in {gw_ip} | node_ips
         ),
         flow(INGRESS_FIRST, PRIO_ALWAYS, {est: est_val}, (Goto("L2Forwarding"),), ck),

@@ -191,15 +191,14 @@ def _variants(rule: CRule, targets: list[PodInfo]):
     if not rule.protocols:
         return [(None, None)]
     numeric = [(p.protocol, p.port, p.end) for p in rule.protocols if not p.named]
-    named: dict[tuple[str, int], list[PodInfo]] = defaultdict(list)
+    named: dict[tuple[str, int], dict[tuple[str, str], PodInfo]] = defaultdict(dict)
     for proto in rule.protocols:
         if proto.named:
             for p in targets:
                 for pair in proto.resolve(p.ports):
-                    if p not in named[pair]:
-                        named[pair].append(p)
+                    named[pair].setdefault((p.namespace, p.name), p)
     out: list = [(None, numeric)] if numeric else []
-    out += [(pods, [(pr, num, None)]) for (pr, num), pods in sorted(named.items())]
+    out += [(list(pods.values()), [(pr, num, None)]) for (pr, num), pods in sorted(named.items())]
     return out
 
 

@@ -41,8 +41,9 @@ destination; a connection needs both, and a connection to an IP that is no pod o
   protocol is that containerPort's; it matches nothing towards an IP that is no pod).
 - Selectors: matchLabels AND matchExpressions; {} selects everything; namespaces always carry
   kubernetes.io/metadata.name.
-- A pod may always reach its own node's addresses (spec.nodeName): evaluate_egress allows them
-  before any policy.
+- A pod may always reach its own node's addresses (spec.nodeName) unless an Admin tier rule
+  decides otherwise (ovsctl's choice: NetworkPolicy and Baseline cannot block it, the Admin
+  tier's nodes/networks rules can).
 - Invalid ClusterNetworkPolicies (see `problems`) are ignored entirely, as an implementation
   installs nothing of them.
 
@@ -387,8 +388,18 @@ def _connection(world: World, src: dict, dst, port: int, proto: str) -> dict:
     """explain()'s answer; `dst` is a pod dict or an IP address string."""
     if isinstance(dst, str):
         if any(_same_ip(dst, a) for a in _own_node_ips(world, src)):
-            egress = _decision(True, "own-node", None, None, None, None)
-            return {"allowed": True, "egress": egress, "ingress": None}
+            # ovsctl's choice: past NetworkPolicy and Baseline, but the Admin tier's rules
+            # (nodes / networks peers) still apply to it
+            admin = world.tier_decision("Admin", "egress", src, End(ip=dst), None, port, proto)
+            if admin is None or admin[2] == "Pass":
+                passed = None
+                if admin is not None:
+                    passed = _decision(None, "Admin", admin[0], admin[1], "Pass", None, "egress")
+                egress = _decision(True, "own-node", None, None, None, passed)
+            else:
+                cnp, idx, action = admin
+                egress = _decision(action == "Accept", "Admin", cnp, idx, action, None, "egress")
+            return {"allowed": egress["allowed"], "egress": egress, "ingress": None}
         egress = world.direction("egress", src, End(ip=dst), None, port, proto)
         return {"allowed": egress["allowed"], "egress": egress, "ingress": None}
     egress = world.direction("egress", src, _pod_end(dst, world.family), dst, port, proto)
@@ -469,7 +480,7 @@ def evaluate_egress(
     """Every pod to every (ip, port, proto) of `targets` (addresses that are no pod: external
     ones or nodes'), keyed "ns/pod->IP:PORT/PROTO" (the IP in Python's canonical form), mapped to
     whether policy allows it. Only the egress direction applies (no pod receives it); a pod
-    reaches its own node's addresses whatever the policies. Pods without an address of the
+    reaches its own node's addresses unless the Admin tier decides otherwise. Pods without an address of the
     target's family are left out. `family` only chooses pod addresses for NetworkPolicy ipBlocks
     of pod peers and is irrelevant here but for symmetry with evaluate()."""
     world = World(namespaces, pods, policies, cnps, nodes, family)

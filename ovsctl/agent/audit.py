@@ -20,8 +20,9 @@ waits on the disk.
 A ClusterNetworkPolicy annotated the same way gets the same flows in its tier's tables
 (flows/tiers.py: Accept and Pass rules send a copy, Deny rules the packet itself). Its cookie
 owner is `cnp/NAME/DIR/I`; the rule's tier, name and action come from the agent's parsed
-policies (`cnp_rules()`, the reconciler's cache), never from the table: Accept and Pass are
-logged as allowed, Deny as dropped.
+policies (`cnp_rule_of()` over the reconciler's cache), never from the table: Accept is
+logged as `verdict=allow`, Deny as `verdict=drop`, Pass as `verdict=pass` (handed on: the
+next tier decides).
 
     2026-11-23T05:00:00Z policy=cnp/deny-y tier=Admin rule=ingress/0 name=from-y action=Deny verdict=drop proto=tcp src=10.244.1.3:40000 dst=10.244.0.2:80
 
@@ -69,7 +70,9 @@ CNP_TABLES = {
     "BaselineIngressRule": "ingress",
     "BaselineEgressRule": "egress",
 }
-CNP_VERDICT = {"Accept": "allow", "Pass": "allow", "Deny": "drop"}
+# an Admin Pass hands the connection to NetworkPolicy and Baseline (which may still drop it),
+# a Baseline Pass to the default (allowed): "pass" says only what this rule did
+CNP_VERDICT = {"Accept": "allow", "Pass": "pass", "Deny": "drop"}
 PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 132: "sctp", 58: "icmp6"}
 # IPv6 extension headers walked to the transport header: hop-by-hop, routing, destination
 # options (8-octet units after the first 8), fragment (8 octets); AH (4-octet units)

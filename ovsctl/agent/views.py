@@ -39,6 +39,7 @@ class Views:
                         "ips": list(obj.internal_ips),
                         "pod_cidrs": list(obj.pod_cidrs),
                         "labels": obj.labels_dict(),  # ClusterNetworkPolicy `nodes` peers
+                        "addresses": list(obj.addresses),  # every IP of status.addresses
                     }
                 )
             elif kind == "Namespace":

@@ -36,6 +36,9 @@ class Node(_LabelledMixin):
     internal_ips: tuple[str, ...] = ()
     # status.conditions Ready is "True" (a node without that condition counts as ready)
     ready: bool = True
+    # every IP address of status.addresses (InternalIP and ExternalIP, either family);
+    # () = internal_ips
+    addresses: tuple[str, ...] = ()
 
     def __post_init__(self):
         object.__setattr__(self, "labels", Labels(self.labels))
@@ -55,6 +58,8 @@ class Node(_LabelledMixin):
         if not ips and self.internal_ip is not None:
             ips = (self.internal_ip,)
         object.__setattr__(self, "internal_ips", ips)
+        addrs = tuple(_norm(_canonical_ip, a, ref, "addresses") for a in self.addresses)
+        object.__setattr__(self, "addresses", addrs or ips)
 
     @property
     def namespace(self) -> str:

@@ -196,6 +196,7 @@ def _parse_node(ctx: _Ctx, obj: Mapping, name: str, labels: dict[str, str]) -> N
     pod_cidr = cidrs[0] if cidrs else _first_v4(more)
 
     internal: list[str] = []
+    addresses: list[str] = []  # every IP of status.addresses (ClusterNetworkPolicy nodes peers)
     for i, a in enumerate(ctx.sequence(status.get("addresses"), "status.addresses")):
         path = f"status.addresses[{i}]"
         a = ctx.mapping(a, path)
@@ -203,6 +204,7 @@ def _parse_node(ctx: _Ctx, obj: Mapping, name: str, labels: dict[str, str]) -> N
         address = ctx.string(a.get("address"), f"{path}.address", required=True)
         if atype in ("InternalIP", "ExternalIP"):
             ip = ctx.ip(address, f"{path}.address")
+            addresses.append(ip)
             if atype == "InternalIP":
                 internal.append(ip)
     ready = True  # no Ready condition (a hand-written Node): ready
@@ -223,6 +225,7 @@ def _parse_node(ctx: _Ctx, obj: Mapping, name: str, labels: dict[str, str]) -> N
         pod_cidrs=_per_family(more or cidrs),
         internal_ips=_per_family(internal),
         ready=ready,
+        addresses=tuple(dict.fromkeys(addresses)),
     )
 
 

@@ -24,9 +24,11 @@ def to_dict(obj: Object) -> dict[str, Any]:
         }
         if obj.pod_cidr is not None:
             d["spec"] = {"podCIDR": obj.pod_cidr, "podCIDRs": list(obj.pod_cidrs or [obj.pod_cidr])}
-        if obj.internal_ips:  # one per family (a dual-stack node), IPv4 first
+        if obj.addresses:  # InternalIPs (one per family, IPv4 first), then the others
+            others = [a for a in obj.addresses if a not in obj.internal_ips]
             d["status"] = {
                 "addresses": [{"type": "InternalIP", "address": a} for a in obj.internal_ips]
+                + [{"type": "ExternalIP", "address": a} for a in others]
             }
         if not obj.ready:  # without a Ready condition a Node counts as ready
             d.setdefault("status", {})["conditions"] = [{"type": "Ready", "status": "False"}]

@@ -417,6 +417,9 @@ cmd_node() {
     conf+="state_dir: $(yq "$state_dir")"$'\n'
     write_atomic "$out/agent.yaml" "$conf"
   fi
+  # kubernetes.io/hostname, as kubelet labels every Node (a label value: at most 63 characters)
+  local labels=""
+  ((${#name} > 63)) || labels="  labels:"$'\n'"    kubernetes.io/hostname: $name"$'\n'
   if [[ -n $state ]] && ((!single)); then
     # A dual-stack (or IPv6-only) Node: one pod CIDR and one InternalIP per family.
     local addrs="" a
@@ -426,7 +429,7 @@ cmd_node() {
     write_atomic "$state/Node-$name.yaml" "apiVersion: v1
 kind: Node
 metadata:
-  name: $name
+${labels}  name: $name
 spec:
   podCIDR: $(yq "${pod_cidrs[0]}")
   podCIDRs:
@@ -439,7 +442,7 @@ $addrs"
     write_atomic "$state/Node-$name.yaml" "apiVersion: v1
 kind: Node
 metadata:
-  name: $name
+${labels}  name: $name
 spec:
   podCIDR: $pod_cidr
   podCIDRs:

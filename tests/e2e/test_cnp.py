@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import yaml
@@ -131,11 +132,8 @@ def make_world(lab, spaces, pod_names):
         "spaces": spaces,
         "labels": {ns: {} for ns in spaces},  # extra namespace labels (relabel tests)
         "pods": [pod_doc(*k.split("/"), where[k]["ips"], where[k]["node"]) for k in keys],
-        "nodes": [
-            {
-                "metadata": {"name": n["name"]},
-                "status": {"addresses": [{"type": "InternalIP", "address": a} for a in n["ips"]]},
-            }
+        "nodes": [  # the lab's Node objects, as the agents read them
+            yaml.safe_load(Path(lab.cluster_dir, f"Node-{n['name']}.yaml").read_text())
             for n in st["nodes"]
         ],
         "node_of": {k: where[k]["node"] for k in keys},
@@ -362,7 +360,11 @@ def test_priority_change_flips_a_verdict(world, tmp_path, record_property):
     """An Admin Deny of y -> x at priority 20 wins over an Admin Accept at 30; re-applying the
     Deny (same name) at priority 40 lets the Accept decide. A poller in y/a connects to x/a
     every few ms: the time from `lab apply` returning to the first new connection accepted is
-    the datapath's reaction time."""
+    the datapath's reaction time (agents reading the YAML state directory)."""
+    priority_flip(world, tmp_path, record_property, "YAML source")
+
+
+def priority_flip(world, tmp_path, record_property, what: str) -> None:
     lab = world["lab"]
 
     def deny(priority):
@@ -398,7 +400,7 @@ def test_priority_change_flips_a_verdict(world, tmp_path, record_property):
         reaction, total = flipped - returned, flipped - started
         record_property("reaction_after_apply_s", round(reaction, 3))
         record_property("reaction_from_apply_start_s", round(total, 3))
-        print(f"\npriority change: apply took {returned - started:.3f} s; new connections "
+        print(f"\npriority change ({what}): apply took {returned - started:.3f} s; new connections "
               f"follow {reaction:.3f} s after it returned ({total:.3f} s from its start)")  # fmt: skip
         got = converge(lab, after)
         assert got == after, diff(got, after)
@@ -429,8 +431,9 @@ def test_named_ports_ingress_and_egress(world, tmp_path):
 
 def test_egress_to_networks_and_nodes(world, tmp_path):
     """x: pod traffic Passes first; then the external host on TCP 8080 is accepted and
-    0.0.0.0/0 denied (the external host's UDP, other nodes). y: every node denied (its own
-    node still reached, as always). z: nothing. Pods still reach each other."""
+    0.0.0.0/0 denied (the external host's UDP, the nodes). y: every node denied. z: node1
+    denied, picked by its kubernetes.io/hostname label. The Admin tier sees a pod's own node
+    too (only NetworkPolicy and Baseline cannot block it). Pods still reach each other."""
     ext = world["external"]
     objs = [
         cnp("x-egress", "Admin", 10, {"namespaces": nss("x")}, egress=[
@@ -440,6 +443,8 @@ def test_egress_to_networks_and_nodes(world, tmp_path):
             {"name": "rest", "action": "Deny", "to": [{"networks": ["0.0.0.0/0"]}]}]),
         cnp("y-no-nodes", "Admin", 20, {"namespaces": nss("y")},
             egress=[{"action": "Deny", "to": [{"nodes": {}}]}]),
+        cnp("z-not-node1", "Admin", 30, {"namespaces": nss("z")}, egress=[{"action": "Deny",
+            "to": [{"nodes": {"matchLabels": {"kubernetes.io/hostname": "node1"}}}]}]),
     ]  # fmt: skip
     want_pods = expected(world, (), objs)
     assert all(want_pods.values()), "pod traffic is passed (x) or not selected (y, z)"
@@ -447,15 +452,14 @@ def test_egress_to_networks_and_nodes(world, tmp_path):
         namespaces(world), world["pods"], [], objs, world["nodes"], egress_targets(world)
     )
     own = {pod: world["node_ip"][node] for pod, node in world["node_of"].items()}
-    other = {pod: next(ip for ip in world["node_ip"].values() if ip != own[pod]) for pod in own}
+    node1 = world["node_ip"]["node1"]
     points = {}
-    for ns, expect_other, expect_udp in (("x", False, False), ("y", False, True),
-                                         ("z", True, True)):  # fmt: skip
-        pod = f"{ns}/a"
+    for pod, expect_udp in (("x/a", False), ("y/a", True), ("z/a", True), ("z/b", True)):
+        other = next(ip for ip in world["node_ip"].values() if ip != own[pod])
         points[f"{pod}->{ext}:{EXT_PORT}/TCP"] = True
         points[f"{pod}->{ext}:{EXT_PORT}/UDP"] = expect_udp
-        points[f"{pod}->{own[pod]}:{NODE_PORT}/TCP"] = True
-        points[f"{pod}->{other[pod]}:{NODE_PORT}/TCP"] = expect_other
+        points[f"{pod}->{own[pod]}:{NODE_PORT}/TCP"] = pod.startswith("z/") and own[pod] != node1
+        points[f"{pod}->{other}:{NODE_PORT}/TCP"] = pod.startswith("z/") and other != node1
     assert {k: want[k] for k in points} == points, "the reference disagrees with the scenario"
     with applied(world["lab"], tmp_path, objs):
         got = converge_egress(world, want)

@@ -93,11 +93,21 @@ def test_cluster_policy_cache_equals_a_full_recomputation(seed):
 
     step("start")
     for n in range(14):
-        kind = rng.choice(["labels", "local", "unplug", "ns", "node", "cnp", "prio"])
+        kind = rng.choice(
+            ["labels", "ip", "ports", "local", "unplug", "ns", "node", "cnp", "prio", "audit"]
+        )
         pods = [k for k in cluster if k[0] == "Pod"]
-        if kind == "labels":
+        if kind in ("labels", "ip", "ports"):
             d = copy.deepcopy(bodies[rng.choice(pods)])
-            d["metadata"]["labels"] = rng.choice(LABELS)
+            if kind == "labels":
+                d["metadata"]["labels"] = rng.choice(LABELS)
+            elif kind == "ip":
+                d["status"]["podIP"] = f"10.0.{rng.randint(0, 6)}.{n + 20}"
+            else:  # named ports resolve against container ports
+                d["spec"]["containers"][0]["ports"] = [
+                    {"name": rng.choice(["http", "dns", "alt"]), "containerPort": rng.choice([80, 81, 53]),
+                     "protocol": rng.choice(["TCP", "UDP"])}
+                ]  # fmt: skip
             o = _obj(d, "Pod")
             cluster[o.key], bodies[o.key] = o, d
         elif kind == "local":
@@ -120,6 +130,13 @@ def test_cluster_policy_cache_equals_a_full_recomputation(seed):
             else:
                 o = rng.choice(pool)
                 cluster[o.key] = o
+        elif kind == "audit":  # audited flows send to the controller first
+            o = rng.choice(pool)
+            d = copy.deepcopy(o.obj())
+            ann = d["metadata"].setdefault("annotations", {})
+            ann["ovsctl.io/audit"] = rng.choice(["true", "false"])
+            o = _cnp(d)
+            cluster[o.key] = o
         else:  # another priority for one policy: its flows and maybe others' move
             o = rng.choice(pool)
             d = copy.deepcopy(o.obj())

@@ -1,5 +1,5 @@
 """ClusterNetworkPolicy audit, without a switch: the line names the policy, tier, rule (index
-and name) and action, with the verdict the action means (Accept/Pass allowed, Deny dropped);
+and name) and action, with the verdict the action means (Accept allowed, Pass handed on, Deny dropped);
 the action comes from the agent's parsed policies, never from the table; the packet-ins of
 feature "cnp" reach the audit log (not the Service rejecter); an audited policy's flows name
 one meter of the agent's audit range, distinct from any other audited policy's."""
@@ -86,7 +86,7 @@ def test_describe_takes_the_action_from_the_agent_not_the_table():
     info = {"tier": "Admin", "priority": 1, "rule_name": "r", "action": "Pass"}
     rule = lambda key: info  # noqa: E731
     got = audit.describe("cnp/p/ingress/0", T["AdminIngressRule"], rule)
-    assert got == ("cnp/p", "ingress/0", "allow", info)
+    assert got == ("cnp/p", "ingress/0", "pass", info)  # handed on, not yet allowed
     info["action"] = "Deny"
     assert audit.describe("cnp/p/ingress/0", T["AdminIngressRule"], rule)[2] == "drop"
     info["action"] = "Accept"

@@ -64,7 +64,7 @@ GOLDEN_NODE = {
     "cookie=0x1e5bcd38d0b, table=EndpointDNAT, priority=0 actions=goto_table:HairpinSNAT",
     "cookie=0x1e5bcd38d0b, table=HairpinSNAT, priority=200,ct_state=+new+trk,ct_mark=0x1/0x1,ip actions=ct(commit,table=AdminEgressRule,zone=65001,nat(src=10.244.0.1))",
     "cookie=0x1e5bcd38d0b, table=HairpinSNAT, priority=0 actions=goto_table:AdminEgressRule",
-    "cookie=0x1e5bcd38d0b, table=AdminEgressRule, priority=65000,ip,nw_dst=10.244.0.1 actions=goto_table:L3Forwarding",
+    "cookie=0x1e5bcd38d0b, table=EgressRule, priority=65000,ip,nw_dst=10.244.0.1 actions=goto_table:L3Forwarding",
     "cookie=0x1e5bcd38d0b, table=EgressRule, priority=0 actions=goto_table:EgressDefault",
     "cookie=0x1e5bcd38d0b, table=EgressDefault, priority=0 actions=goto_table:BaselineEgressRule",
     "cookie=0x1e5bcd38d0b, table=BaselineEgressRule, priority=0 actions=goto_table:L3Forwarding",
@@ -86,7 +86,7 @@ GOLDEN_NODE = {
 
 # What a node IP adds: pods may always reach their own node.
 GOLDEN_NODE_IP = {
-    "cookie=0x1e5bcd38d0b, table=AdminEgressRule, priority=65000,ip,nw_dst=192.168.50.10 actions=goto_table:L3Forwarding",
+    "cookie=0x1e5bcd38d0b, table=EgressRule, priority=65000,ip,nw_dst=192.168.50.10 actions=goto_table:L3Forwarding",
     "cookie=0x1e5bcd38d0b, table=AdminIngressRule, priority=64999,ip,reg0=0x1/0xf,nw_src=192.168.50.10 actions=goto_table:L2Forwarding",
     # nothing in br-int reaches the node's own VXLAN port
     "cookie=0x1e5bcd38d0b, table=L3Forwarding, priority=220,udp,nw_dst=192.168.50.10,tp_dst=4789 actions=drop",
@@ -1118,7 +1118,7 @@ GOLDEN_NODE6 = {
     "cookie=0x1e5bcd38d0b, table=ConntrackState, priority=200,ct_state=+est+trk,ipv6 actions=set_field:0x10/0x10->reg0,goto_table:L3Forwarding",
     "cookie=0x1e5bcd38d0b, table=ConntrackState, priority=206,ct_state=+est-rpl+trk,ct_mark=0x1/0x1,ipv6 actions=set_field:0x10/0x10->reg0,ct(table=L3Forwarding,zone=65001,nat)",
     "cookie=0x1e5bcd38d0b, table=ConntrackState, priority=210,ct_state=+inv+trk,ipv6 actions=drop",
-    "cookie=0x1e5bcd38d0b, table=AdminEgressRule, priority=65000,ipv6,ipv6_dst=fd00:10:244::1 actions=goto_table:L3Forwarding",
+    "cookie=0x1e5bcd38d0b, table=EgressRule, priority=65000,ipv6,ipv6_dst=fd00:10:244::1 actions=goto_table:L3Forwarding",
     "cookie=0x1e5bcd38d0b, table=HairpinSNAT, priority=200,ct_state=+new+trk,ct_mark=0x1/0x1,ipv6 actions=ct(commit,table=AdminEgressRule,zone=65001,nat(src=fd00:10:244::1))",
     "cookie=0x1e5bcd38d0b, table=HairpinUnSNAT, priority=200,ipv6,ipv6_dst=fd00:10:244::1 actions=ct(table=Conntrack,zone=65001,nat)",
     "cookie=0x1e5bcd38d0b, table=HairpinUnSNAT, priority=200,ipv6,ipv6_dst=fd00:ffff::a9fe:a9fc actions=ct(table=Conntrack,zone=65001,nat)",

@@ -153,7 +153,7 @@ def test_learning_the_node_ip_adds_only_its_always_allowed_flows_and_its_vxlan_d
     p = s.plan()
     assert p.delete == []
     assert [f.text() for f in p.add] == [
-        "cookie=0x1e5bcd38d0b, table=38, priority=65000,ip,nw_dst=192.168.50.10 "
+        "cookie=0x1e5bcd38d0b, table=40, priority=65000,ip,nw_dst=192.168.50.10 "
         "actions=goto_table:50",
         "cookie=0x1e5bcd38d0b, table=50, priority=220,udp,nw_dst=192.168.50.10,tp_dst=4789 "
         "actions=drop",

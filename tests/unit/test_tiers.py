@@ -272,8 +272,9 @@ def test_egress_to_networks_and_nodes():
     assert not _send(net, pods, "x/a", "203.0.113.8").dropped
 
 
-def test_deny_everything_but_its_own_node_with_0_0_0_0():
-    """networks 0.0.0.0/0 matches pod-to-pod too; the pod's own node stays reachable."""
+def test_an_admin_deny_of_0_0_0_0_covers_pods_and_the_pods_own_node():
+    """networks 0.0.0.0/0 matches pod-to-pod too, and the Admin tier sees the pod's own node
+    (a NetworkPolicy cannot block it: its egress allow for the node sits in EgressRule)."""
     pol = make_cnp(
         "lockdown", "Admin", 1, {"pods": {"namespaceSelector": ns_sel("x"),
                                           "podSelector": {"matchLabels": {"pod": "a"}}}},
@@ -284,7 +285,13 @@ def test_deny_everything_but_its_own_node_with_0_0_0_0():
     assert all(pairs(got, src="x/b").values())
     net, pods = network((), [pol])
     xa = next(t for t in pods if t[1].name == "a" and t[1].namespace == "x")
-    assert not _send(net, pods, "x/a", NODES[xa[0]].gw_ip).dropped
+    res = _send(net, pods, "x/a", NODES[xa[0]].gw_ip)
+    assert res.dropped and res.drop_table == "AdminEgressRule", res
+    deny_all = np("x", "deny-all", "a", egress=[], types=("Egress",))
+    net, pods = network([deny_all], ())
+    res = _send(net, pods, "x/a", NODES[xa[0]].gw_ip)
+    assert not res.dropped, res  # its own node: past every NetworkPolicy
+    assert _send(net, pods, "x/a", EXTERNAL).drop_table == "EgressDefault"
 
 
 def test_a_closed_peer_matches_nothing_in_accept_and_everything_in_deny():
@@ -303,7 +310,7 @@ def test_a_closed_peer_matches_nothing_in_accept_and_everything_in_deny():
 def test_icmp_meets_a_portless_rule_only():
     pol = make_cnp(
         "tcp-only", "Admin", 1, {"namespaces": ns_sel("x")},
-        egress=[{"action": "Deny", "to": [{"namespaces": {}}], "protocols": [{"tcp": {}}]}],
+        egress=[{"action": "Deny", "to": [{"namespaces": {}}], "protocols": [{"tcp": {"destinationPort": {"range": {"start": 1, "end": 65535}}}}]}],
     )  # fmt: skip
     net, pods = network((), [pol])
     xa = next(p for _, p, _ in pods if (p.namespace, p.name) == ("x", "a"))
@@ -378,8 +385,8 @@ def test_ties_that_overflow_a_band_fall_back_to_ranking_in_evaluation_order():
     base = tiers.base_priorities(ps)
     order = [p.name for p in cnp.order(ps)]
     assert [base[n] for n in order] == sorted(base.values(), reverse=True)
-    assert all(a - b >= 25 for a, b in zip(sorted(base.values(), reverse=True)[:4],
-                                           sorted(base.values(), reverse=True)[1:5]))  # fmt: skip
+    tops = sorted(base.values(), reverse=True)
+    assert all(a - b >= 25 for a, b in zip(tops[:4], tops[1:5], strict=True))
 
 
 def test_a_pod_elsewhere_only_affects_policies_that_peer_with_it():
@@ -439,6 +446,12 @@ def test_a_pod_elsewhere_only_affects_policies_that_peer_with_it():
             {"tier": "Admin", "priority": 1, "subject": {"namespaces": {}},
              "ingress": [{"action": "Deny", "from": [{"namespaces": {}, "pods": {"podSelector": {}}}]}]},
             "spec.ingress[0].from[0]",
+        ),
+        (
+            {"tier": "Admin", "priority": 1, "subject": {"namespaces": {}},
+             "ingress": [{"action": "Deny", "from": [{"namespaces": {}}],
+                          "protocols": [{"tcp": {}}]}]},
+            "spec.ingress[0].protocols[0].tcp",
         ),
     ],
 )  # fmt: skip
@@ -606,7 +619,7 @@ def test_ovs_decodes_the_cluster_policy_flows_as_their_text():
                 make_cnp(
                     name, tier, 1, {"namespaces": {}}, audit=audit, egress=rules,
                     ingress=[{"action": "Accept", "from": [{"pods": {"podSelector": {}}}],
-                              "protocols": [{"sctp": {}}]}],
+                              "protocols": [{"sctp": {"destinationPort": {"number": 9}}}]}],
                 )
             )  # fmt: skip
             base = tiers.base_priorities([pol])[pol.name] - (100 if audit else 0)
@@ -627,3 +640,32 @@ def test_ovs_decodes_the_cluster_policy_flows_as_their_text():
     for f, line in zip(flows, lines, strict=True):
         assert f" {f.match_text()} " in line, (str(f), line)
         assert line.endswith(f" actions={f.actions_text()}"), (str(f), line)
+
+
+EXTERNALS = [(EXTERNAL, 80, "TCP"), (EXTERNAL, 53, "UDP"), ("198.51.100.9", 443, "TCP")]
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_fake_pipeline_matches_the_reference_to_nodes_and_external_addresses(seed):
+    """Every pod to both nodes' addresses and to external ones (networks and nodes peers, the
+    pod's own node), on the fake switch against the reference's egress verdicts."""
+    from tests import cnp_reference as ref
+
+    pods, nss, pod_dicts = _world_dicts()
+    nodes = _node_dicts()
+    targets = EXTERNALS + ref.node_targets(nodes, ((10250, "TCP"), (53, "UDP")))
+    nps, cnps = ref.random_case(seed, nss, pod_dicts, nodes, targets)
+    want = ref.evaluate_egress(nss, pod_dicts, nps, cnps, nodes, targets)
+    net, _ = network(nps, cnps)
+    wrong = []
+    for n, src, _ in pods:
+        for ip, port, proto in targets:
+            make = tcp if proto == "TCP" else udp
+            pkt = make(src.ofport, src.mac, NODES[n].gw_mac, src.ip, ip, next(_sport), port)
+            res = net.nodes[NODES[n].node_ip][0].run(pkt)
+            got = res.output_ports == [NODES[n].gw_ofport]
+            assert got or res.dropped, res
+            key = f"{src.namespace}/{src.name}->{ip}:{port}/{proto}"
+            if got != want[key]:
+                wrong.append(f"{key}: {'delivered' if got else 'dropped'}")
+    assert not wrong, f"seed {seed}: {nps} {cnps}\n" + ", ".join(wrong[:10])

@@ -57,7 +57,7 @@ def node_yaml(name: str, pod_cidr: str, ip: str) -> str:
         {
             "apiVersion": "v1",
             "kind": "Node",
-            "metadata": {"name": name},
+            "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
             "spec": {"podCIDR": pod_cidr},
             "status": {"addresses": [{"type": "InternalIP", "address": ip}]},
         }
@@ -617,6 +617,7 @@ def test_node_dual_stack_writes_both_families(tmp_path, cluster, pod, ips):
     assert node.pod_cidrs == tuple(want_cidrs) and node.pod_cidr == want_cidrs[0]
     assert node.internal_ips == ("172.30.0.11", "fd00:172:30::b")
     assert node.internal_ip == "172.30.0.11"  # the tunnel endpoint
+    assert node.labels_dict() == {"kubernetes.io/hostname": "node1"}  # as kubelet labels it
     conf = yaml.safe_load((out / "agent.yaml").read_text())
     assert conf["cluster_cidrs"] == sorted(cluster.split(","), key=lambda c: ":" in c)
     assert conf["pod_cidrs"] == want_cidrs

@@ -54,7 +54,7 @@ class PolicyReconciler:
             if key[0] == "Namespace":
                 namespaces[obj.name] = obj.labels_dict()
             elif key[0] == "Node":
-                nodes[obj.name] = (tuple(sorted(obj.labels_dict().items())), obj.internal_ips)
+                nodes[obj.name] = (tuple(sorted(obj.labels_dict().items())), obj.addresses)
             elif key[0] == "Pod" and not obj.host_network and obj.ip and not finished(obj):
                 hit = self._pod_infos.get(key)
                 if hit is not None and hit[0] is obj:
