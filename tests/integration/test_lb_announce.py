@@ -197,7 +197,8 @@ def test_routes_and_neighbours_follow_the_external_addresses(net):
 
 
 @pytest.mark.parametrize("v6", [False, True], ids=["arp", "ndp"])
-def test_holder_answers_announces_and_releases(net, v6):
+def test_holder_answers_announces_and_releases(net, v6, caplog):
+    caplog.set_level("INFO", logger="ovsctl.agent")
     addr = VIP6 if v6 else VIP
     lb = announcer({"node1": True})
     parsed = {"default/web": (lb_service([addr]), ())}
@@ -224,6 +225,9 @@ def test_holder_answers_announces_and_releases(net, v6):
     assert lb.holders == {addr: "node2"}
     assert addr not in in_node(announce.proxies, NODE_IF)
     assert resolved_by_peer(addr) is None
+    logged = [r.getMessage() for r in caplog.records]
+    assert f"LB address {addr}: taken over by node1, announced on {NODE_IF}" in logged
+    assert f"LB address {addr}: released by node1 (holder now node2)" in logged
     # back again; then a restarted agent whose Service is gone releases the stale entry
     set_nodes(lb, {"node1": True})
     in_node(lb.update, {addr}, parsed)
