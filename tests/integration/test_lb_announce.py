@@ -197,11 +197,16 @@ def test_routes_and_neighbours_follow_the_external_addresses(net):
 
 
 @pytest.mark.parametrize("v6", [False, True], ids=["arp", "ndp"])
-def test_holder_answers_announces_and_releases(net, v6):
+def test_holder_answers_announces_and_releases(net, v6, caplog):
+    caplog.set_level("INFO", logger="ovsctl.agent")
     addr = VIP6 if v6 else VIP
     lb = announcer({"node1": True})
     parsed = {"default/web": (lb_service([addr]), ())}
     assert resolved_by_peer(addr) is None  # nobody answers before
+    # the peer remembers the address at another MAC (an earlier holder's)
+    fam = "-6" if v6 else "-4"
+    sh("ip", fam, "neigh", "replace", addr, "lladdr", "02:00:00:00:00:99", "nud", "stale",
+       "dev", PEER_IF, ns=PEER_NS)  # fmt: skip
     listener = Listener(0x86DD if v6 else 0x0806)
     try:
         in_node(lb.update, {addr}, parsed)  # node1, the only Ready node, takes it over
@@ -209,6 +214,9 @@ def test_holder_answers_announces_and_releases(net, v6):
         assert (na_seen if v6 else garp_seen)(listener, addr, node_mac()), "no announcement"
     finally:
         listener.close()
+    # ... and the announcement alone moved it (nothing was sent to the address meanwhile)
+    wait_for(lambda: node_mac() in sh("ip", fam, "neigh", "show", addr, "dev", PEER_IF,
+                                      ns=PEER_NS), "the peer to learn the new MAC")  # fmt: skip
     assert addr in in_node(announce.proxies, NODE_IF)
     assert resolved_by_peer(addr) == node_mac()
     # node1 NotReady, node2 Ready: node2 holds it; node1 stops answering at once
@@ -217,6 +225,9 @@ def test_holder_answers_announces_and_releases(net, v6):
     assert lb.holders == {addr: "node2"}
     assert addr not in in_node(announce.proxies, NODE_IF)
     assert resolved_by_peer(addr) is None
+    logged = [r.getMessage() for r in caplog.records]
+    assert f"LB address {addr}: taken over by node1, announced on {NODE_IF}" in logged
+    assert f"LB address {addr}: released by node1 (holder now node2)" in logged
     # back again; then a restarted agent whose Service is gone releases the stale entry
     set_nodes(lb, {"node1": True})
     in_node(lb.update, {addr}, parsed)

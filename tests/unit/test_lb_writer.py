@@ -5,6 +5,8 @@ cannot be written, used by the flows as computed."""
 
 from __future__ import annotations
 
+import types
+
 import pytest
 
 from flows.policy import View
@@ -162,3 +164,22 @@ def test_a_source_that_cannot_be_written_uses_the_computed_allocation():
     assert svcs.parsed["default/web"][0].lb_ingress == ("172.30.0.192", "fd00:172:30::c0")
     assert LBAnnouncer.announced(svcs.parsed) == [("172.30.0.192", None),
                                                   ("fd00:172:30::c0", None)]  # fmt: skip
+
+
+def test_the_policy_round_hands_the_external_addresses_to_the_host():
+    from ovsctl.agent.pods import PodStore
+    from ovsctl.agent.reconcile.policy import PolicyReconciler
+
+    cluster = {}
+    for body in (service("web"), node("node1")):
+        obj = parse(body)
+        cluster[obj.key] = obj
+    lb = LBAnnouncer(cluster, "node1", POOL, write_status=None)
+    svcs = ServiceReconciler(cluster, "10.244.0.0/24", SkipLog(), node_name="node1")
+    svcs.lb_assignments = lb.assignments
+    got = []
+    pol = PolicyReconciler(cluster, PodStore(), svcs, SkipLog())
+    pol.on_external = lambda addrs, parsed: got.append((set(addrs), sorted(parsed)))
+    pol.sync = types.SimpleNamespace(set_owner=lambda owner, flows: None)
+    pol.apply(push=False)
+    assert got == [({"172.30.0.192"}, ["default/web"])]
