@@ -96,6 +96,9 @@ class AgentConfig:
     audit_log: str = "/var/log/ovsctl/audit.log"  # NetworkPolicy audit lines; "" = logger only
     audit_rate: int = 100  # audit packet-ins per second at most (switch meter + agent)
     log_level: str = "info"
+    # ovsctl's own LoadBalancer pool (Services of loadBalancerClass ovsctl.io/lb): ranges
+    # "A-B" and CIDRs, both families, e.g. [172.30.0.192/28, fd00:172:30::c0/124]
+    lb_pool: list = field(default_factory=list)
 
     def validate(self) -> AgentConfig:
         if not self.source:
@@ -143,10 +146,19 @@ class AgentConfig:
             raise ConfigError("cni_timeout: must be positive")
         if not 1 <= self.audit_rate <= 100000:
             raise ConfigError(f"audit_rate: {self.audit_rate} out of range 1..100000 (per second)")
+        self._validate_lb_pool()
         self.log_level = self.log_level.lower()
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise ConfigError(f"log_level: {self.log_level!r} is not debug/info/warning/error")
         return self
+
+    def _validate_lb_pool(self) -> None:
+        from ovsctl.agent.reconcile.lbpool import PoolError, parse_pool
+
+        try:
+            parse_pool(self.lb_pool)
+        except PoolError as e:
+            raise ConfigError(str(e)) from None
 
     def _validate_addresses(self) -> None:
         """pod_cidr(s), cluster_cidr(s), node_ip(s): canonical, one per family, IPv4 first; the
@@ -323,6 +335,9 @@ HELP = {
     '("" = only the ovsctl.audit logger)',
     "audit_rate": "audited connections logged per second at most (switch meter + agent)",
     "log_level": "debug, info, warning or error",
+    "lb_pool": "addresses for Services of loadBalancerClass ovsctl.io/lb, comma-separated ranges "
+    "A-B and CIDRs, both families (172.30.0.192/28,fd00:172:30::c0/124); every agent needs "
+    "the same pool",
 }
 
 

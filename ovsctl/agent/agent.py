@@ -33,11 +33,14 @@ from ovsctl.agent.metrics import APIEndpoint, HTTPEndpoint, Metrics
 from ovsctl.agent.node import NodeHost
 from ovsctl.agent.pods import HOST_IF_RE, OWNER_KEY, Attachment, PodStore, pod_ref, restore_pods
 from ovsctl.agent.reconcile import SkipLog
+from ovsctl.agent.reconcile.lbannounce import LBAnnouncer
+from ovsctl.agent.reconcile.lbpool import parse_pool
 from ovsctl.agent.reconcile.nodes import NodeReconciler
 from ovsctl.agent.reconcile.policy import PolicyReconciler
 from ovsctl.agent.reconcile.services import ServiceReconciler
 from ovsctl.agent.views import Views
 from ovsctl.config import AgentConfig, ConfigError, check_cluster_cidrs
+from ovsctl.k8s.apiclient import write_lb_status
 from ovsctl.openflow.controller import Controller
 from ovsctl.openflow.sync import FlowSync
 
@@ -68,6 +71,11 @@ class Agent:
             self.cluster, cfg.pod_cidr, self.skip, node_name=cfg.node_name
         )
         self.policy = PolicyReconciler(self.cluster, self.store, self.services, self.skip)
+        # external addresses: routes, the announcement and allocation of the LB pool
+        self.lb = LBAnnouncer(
+            self.cluster, cfg.node_name, parse_pool(cfg.lb_pool), self._status_writer(source)
+        )
+        self.services.lb_assignments = self.lb.assignments
         self.policy.sync, self.policy.settle = self.sync, self.gc.settle
         self.host: NodeHost | None = None
         self.nodes: NodeReconciler | None = None
@@ -194,6 +202,7 @@ class Agent:
         self.policy.controller = self.controller
         self.policy.on_node_ports = self.host.sync_node_ports  # the host writes iptables
         self.host.plug(self.prefixlen, self.mtu)
+        self._attach_lb()
         ports = Ports(self.host.ovsdb, cfg.bridge)
         ifaces = Interfaces()
         restore_pods(self.store, ports, ifaces, self.ipam, self.sync, self.host.net)
@@ -219,6 +228,29 @@ class Agent:
         )
         self.server = CNIServer(cfg.cni_socket, self.dispatch, after=self.gc.settle)
         self.server.start()
+
+    @staticmethod
+    def _status_writer(source):
+        """How the LB pool's allocation is written: a Service status PATCH through the
+        Kubernetes API source's client; None for a source that cannot be written (YAML)."""
+        api = getattr(source, "api", None)
+        if api is None:
+            return None
+        return lambda ns, name, ingress: write_lb_status(api, ns, name, ingress)
+
+    def _attach_lb(self) -> None:
+        """External addresses route to the gateway; held pool addresses are answered for on
+        the interface of the node's address of their family."""
+        ifaces = {}
+        for ip in self.node_ips:
+            found = hostnet.interface_of(ip)
+            if found:
+                ifaces[netaddr.IPAddress(ip).version] = found[0]
+        if self.lb.pool and not ifaces:
+            log.error("LB pool: no interface holds the node's addresses; nothing is announced")
+        self.lb.attach(self.cfg.gateway_name, self.host.net.gw_mac, self.node_ips, ifaces)
+        self.policy.on_external = self.lb.update  # under the policy lock, after each round
+        self.lb.start()
 
     def _per_family(self, cidrs, ips) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """The pod CIDRs and node addresses learnt at start: canonical, one per family, IPv4
@@ -261,6 +293,7 @@ class Agent:
 
     def stop(self) -> None:
         self.state.stop()
+        self.lb.stop()
         if self.controller:
             self.controller.stop()
         if self.server:

@@ -9,6 +9,7 @@ from dataclasses import asdict
 
 from flows import cookie, services, tables
 from ovsctl.agent.reconcile import finished
+from ovsctl.agent.reconcile.lbpool import LB_CLASS
 
 
 class Views:
@@ -25,6 +26,7 @@ class Views:
         nodes, pods, svcs, pols, nss, cnps = [], [], [], [], [], []
         # copies first (no agent lock is taken: CNI never waits for a view)
         cluster, attachments = list(self.a.cluster.items()), list(self.a.pods.values())
+        parsed, holders = self._lb_state()
         for key, obj in sorted(cluster, key=lambda kv: kv[0]):
             kind = key[0]
             if kind == "Node":
@@ -59,9 +61,8 @@ class Views:
                     }
                 )
             elif kind == "Service":
-                try:
-                    svc = services.parse_service(obj.obj())
-                except services.ServiceError:
+                svc = self._service(key, obj, parsed)
+                if svc is None:
                     continue
                 svcs.append(
                     {
@@ -70,6 +71,7 @@ class Views:
                         "cluster_ip": svc.cluster_ip,
                         "cluster_ips": list(svc.cluster_ips),  # one per family, primary first
                         "type": svc.type,
+                        **self._addresses(svc, holders),
                         "ports": [
                             {
                                 "name": sp.name,
@@ -123,6 +125,45 @@ class Views:
             "cluster_network_policies": cnps,
         }
 
+    def _lb_state(self) -> tuple[dict, dict]:
+        """(the Services as last computed, {announced address: holder}), copied."""
+        lb, svcs = getattr(self.a, "lb", None), getattr(self.a, "services", None)
+        parsed = dict(svcs.parsed) if svcs is not None else {}
+        return parsed, dict(lb.holders) if lb is not None else {}
+
+    @staticmethod
+    def _service(key, obj, parsed):
+        """The Service as the flows see it (with the LB pool's computed addresses when the
+        source cannot be written), else as parsed; None when it does not parse."""
+        hit = parsed.get(f"{key[1]}/{key[2]}")
+        if hit is not None:
+            return hit[0]
+        try:
+            return services.parse_service(obj.obj())
+        except services.ServiceError:
+            return None
+
+    @staticmethod
+    def _addresses(svc, holders: dict) -> dict:
+        """A Service's external addresses, and the holder of each announced one (its
+        loadBalancerClass is ovsctl.io/lb; null: no eligible node)."""
+        ours = svc.type == "LoadBalancer" and svc.lb_class == LB_CLASS
+        return {
+            "external_ips": list(svc.external_ips),
+            "lb_ingress": list(svc.lb_ingress),
+            "lb_class": svc.lb_class,
+            "announced": {a: holders.get(a) for a in svc.lb_ingress} if ours else {},
+        }
+
+    def services_status(self) -> list[dict]:
+        """Each Service's addresses and the holders of the announced ones (`ovsctl status`)."""
+        parsed, holders = self._lb_state()
+        return [
+            {"name": key, "type": svc.type, "cluster_ips": list(svc.cluster_ips),
+             **self._addresses(svc, holders)}
+            for key, (svc, _) in sorted(parsed.items())
+        ]  # fmt: skip
+
     def flows_view(self) -> dict:
         """The desired flows, each with its owner key, and owner id -> key for every owner
         (cookies carry only a 40-bit hash of the key)."""
@@ -158,6 +199,7 @@ class Views:
         desired = self.a.sync.desired()
         per_table = collections.Counter(f.table for f in desired.values())
         ctl = self.a.controller
+        lb = getattr(self.a, "lb", None)
         return {
             "node": self.a.cfg.node_name,
             "node_ip": self.a.node_ip,
@@ -212,6 +254,12 @@ class Views:
                 "cidrs": [{"cidr": c, "used": u, "capacity": n} for c, u, n in pools],
             },
             "uptime_s": round(time.time() - self.a.started, 1),
+            "services": self.services_status(),
+            "lb_pool": {
+                "pool": [str(r) for r in lb.pool] if lb is not None else [],
+                "writer": lb.writer_node() if lb is not None else None,
+                "held": sorted(lb.held) if lb is not None else [],
+            },
             "threads": sorted(t.name for t in threading.enumerate()),
             "audit": {
                 **(self.a.audit.status() if self.a.audit else {}),

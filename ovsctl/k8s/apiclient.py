@@ -118,3 +118,58 @@ class TokenFile:
                     self._failing = True
             token = self.token
         cfg.api_key = {**cfg.api_key, "authorization": f"Bearer {token}"}
+
+
+class StatusConflict(RuntimeError):
+    """The object changed between the read and the write (HTTP 409): retry from fresh state."""
+
+
+def _request(api, method: str, path: str, body=None, timeout: float = 10.0):
+    """One JSON request through `api`; returns (status, decoded body or None)."""
+    import json
+
+    headers = {"Accept": "application/json"}
+    if body is not None:
+        headers["Content-Type"] = "application/merge-patch+json"
+    m, url, hdrs, _, post = api.param_serialize(
+        method=method, resource_path=path, header_params=headers, auth_settings=["BearerToken"]
+    )
+    resp = api.call_api(
+        m,
+        url,
+        header_params=hdrs,
+        body=body,  # a dict: the client encodes it (a str would be encoded twice)
+        post_params=post,
+        _request_timeout=(timeout, timeout),
+    )
+    resp.read()
+    try:
+        data = json.loads(resp.data) if resp.data else None
+    except ValueError:
+        data = None
+    return resp.status, data
+
+
+def write_lb_status(api, namespace: str, name: str, ingress, timeout: float = 10.0) -> None:
+    """Set a Service's status.loadBalancer.ingress to `ingress` (IP addresses; () clears it):
+    a GET for its resourceVersion, then a merge PATCH of services/NAME/status carrying that
+    resourceVersion, so a Service changed in between is not overwritten: the server answers
+    409 and StatusConflict is raised (the caller retries from fresh state). Other failures
+    raise RuntimeError naming the Service and the HTTP status."""
+    path = f"/api/v1/namespaces/{namespace}/services/{name}"
+    status, obj = _request(api, "GET", path, timeout=timeout)
+    if status == 404:
+        return  # gone: nothing to write
+    if status != 200 or not isinstance(obj, dict):
+        raise RuntimeError(f"GET Service {namespace}/{name}: HTTP {status}")
+    rv = (obj.get("metadata") or {}).get("resourceVersion")
+    body = {
+        "metadata": {"resourceVersion": rv} if rv else {},
+        "status": {"loadBalancer": {"ingress": [{"ip": a} for a in ingress]}},
+    }
+    status, reply = _request(api, "PATCH", path + "/status", body=body, timeout=timeout)
+    if status == 409:
+        raise StatusConflict(f"PATCH Service {namespace}/{name} status: conflict (HTTP 409)")
+    if status not in (200, 201):
+        msg = reply.get("message", "") if isinstance(reply, dict) else ""
+        raise RuntimeError(f"PATCH Service {namespace}/{name} status: HTTP {status} {msg}")

@@ -37,6 +37,7 @@ import base64
 import copy
 import json
 import queue
+import re
 import select
 import socket
 import threading
@@ -418,6 +419,10 @@ def _is_watch(query: dict[str, str]) -> bool:
     return query.get("watch") in ("1", "true")
 
 
+_SERVICE_PATH = re.compile(r"/api/v1/namespaces/([^/]+)/services/([^/]+)")
+_PATCH_LOCK = threading.Lock()
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # chunked watch streams, keep-alive lists
 
@@ -436,6 +441,28 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def do_PATCH(self):  # noqa: N802 - a merge patch of services/NAME/status only
+        url = urlsplit(self.path)
+        m = _SERVICE_PATH.fullmatch(url.path.removesuffix("/status"))
+        length = int(self.headers.get("Content-Length") or 0)
+        patch = json.loads(self.rfile.read(length) or b"{}")
+        api = self.api
+        api.requests.append((url.path, {"PATCH": "1"}))
+        if not m or not url.path.endswith("/status"):
+            self._json(405, _status(405, "MethodNotAllowed", "only services/NAME/status"))
+            return
+        with _PATCH_LOCK:  # (FakeAPI's own lock is taken by get and update)
+            obj = api.get("Service", m[2], m[1])
+            if obj is None:
+                self._json(404, _status(404, "NotFound", f"services {m[2]} not found"))
+                return
+            rv = (patch.get("metadata") or {}).get("resourceVersion")
+            if rv and rv != obj["metadata"].get("resourceVersion"):
+                self._json(409, _status(409, "Conflict", "the object has been modified"))
+                return
+            obj["status"] = {**(obj.get("status") or {}), **(patch.get("status") or {})}
+            self._json(200, api.update(obj))
+
     def do_GET(self):  # noqa: N802 - http.server's naming
         url = urlsplit(self.path)
         query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
@@ -444,6 +471,11 @@ class _Handler(BaseHTTPRequestHandler):
         api.authorizations.append(self.headers.get("Authorization"))
         if url.path == "/version":
             self._json(200, {"major": "1", "minor": "30", "gitVersion": "v1.30.0-fakeapi"})
+            return
+        one = _SERVICE_PATH.fullmatch(url.path)
+        if one:  # one Service (the LB pool writer reads it before its status PATCH)
+            obj = api.get("Service", one[2], one[1])
+            self._json(200, obj) if obj else self._json(404, _status(404, "NotFound", "no"))
             return
         kind = _BY_PATH.get(url.path)
         unserved = api.unserved.get(kind) if kind else None

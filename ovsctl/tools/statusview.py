@@ -97,7 +97,41 @@ def render(st: dict, now: float | None = None) -> str:
             f"  {name:<30} {ips:<15} {p.get('mac', '')}  ofport {p.get('ofport')}"
             f"  {p.get('host_if', '')}"
         )
+    lines += _services(st)
     return "\n".join(lines)
+
+
+def _services(st: dict) -> list[str]:
+    """The LB pool line and each Service's addresses: cluster IPs, externalIPs, load
+    balancer ingress (an announced one with its holder node; "no holder": no eligible node).
+    Nothing for an agent that does not report them."""
+    lines = []
+    pool = st.get("lb_pool") or {}
+    if pool.get("pool"):
+        lines.append(
+            f"lb pool   {', '.join(pool['pool'])}; writer {pool.get('writer') or 'none'}; "
+            f"held here: {', '.join(pool.get('held') or []) or 'none'}"
+        )
+    svcs = st.get("services")
+    if svcs is None:
+        return lines
+    lines.append(f"services  {len(svcs)}")
+    for s in svcs:
+        parts = [", ".join(s.get("cluster_ips") or []) or "no cluster IP"]
+        if s.get("external_ips"):
+            parts.append("external " + ", ".join(s["external_ips"]))
+        announced = s.get("announced") or {}
+        lb = [
+            f"{a} ({'held by ' + announced[a] if announced[a] else 'no holder'})"
+            if a in announced
+            else a
+            for a in s.get("lb_ingress") or []
+        ]
+        if lb:
+            cls = f" [{s['lb_class']}]" if s.get("lb_class") else ""
+            parts.append(f"lb{cls} " + ", ".join(lb))
+        lines.append(f"  {s.get('name', ''):<30} {s.get('type', ''):<12} " + "; ".join(parts))
+    return lines
 
 
 def main(args) -> int:

@@ -224,10 +224,12 @@ def route_cluster_cidr(gateway_if: str, cluster_cidr: str, mtu: int) -> None:
 
 
 def interface_of(ip: str) -> tuple[str, int] | None:
-    """(name, mtu) of the interface holding `ip` in this namespace."""
+    """(name, mtu) of the interface holding `ip` (IPv4 or IPv6) in this namespace."""
+    fam = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    want = socket.inet_pton(fam, ip)
     with IPRoute() as ipr:
-        for a in ipr.get_addr(family=socket.AF_INET):
-            if a.get_attr("IFA_ADDRESS") == ip:
+        for a in ipr.get_addr(family=fam):
+            if socket.inet_pton(fam, a.get_attr("IFA_ADDRESS")) == want:
                 link = ipr.get_links(a["index"])[0]
                 return link.get_attr("IFLA_IFNAME"), link.get_attr("IFLA_MTU")
     return None

@@ -30,6 +30,8 @@ class PolicyReconciler:
         self.svc = svc
         self.skip = skip
         self.on_node_ports = on_node_ports  # the host applies the NodePort rules Services want
+        # the host routes/announces the external addresses: (external_addrs, parsed Services)
+        self.on_external = None
         self.node_ports: set = set()  # what the last computation wants (not written here)
         self.lock = threading.RLock()
         self.slots: dict[str, int] = {}
@@ -259,6 +261,8 @@ class PolicyReconciler:
         node.NodeHost writes them when they changed."""
         if self.on_node_ports is not None:
             self.on_node_ports(node_ports)
+        if self.on_external is not None:
+            self.on_external(self.svc.external_addrs, self.svc.parsed)
 
     def apply(self, push: bool) -> None:
         t0 = time.monotonic()

@@ -6,6 +6,7 @@ br-int (`external_addrs`); the host side (agent/node.py) applies them."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 from flows import services
@@ -37,6 +38,11 @@ class ServiceReconciler:
         # "namespace/name" -> (Service, its endpoints) of every Service that parsed
         self.parsed: dict[str, tuple[services.Service, tuple[services.Endpoint, ...]]] = {}
         self._topology: tuple | None = None
+        # ovsctl's LB pool (lbannounce.LBAnnouncer.assignments): called before each
+        # computation; "namespace/name" -> addresses used as the ingress of a Service whose
+        # status lacks them (a source that cannot be written: every agent computes the same)
+        self.lb_assignments = None
+        self._assigned: dict[str, tuple[str, ...]] = {}
 
     def topology(self) -> tuple[dict[str, str], dict[tuple[str, str], str]]:
         """(node name -> zone, (namespace, pod) -> node name) from the cluster objects."""
@@ -53,6 +59,8 @@ class ServiceReconciler:
         set), and the NodePort host rules every Service wants; `external_addrs` and `parsed`
         are updated too. Endpoints come from EndpointSlices, or from the selector when there
         are none (as the EndpointSlice controller would make them)."""
+        if self.lb_assignments is not None:
+            self._assigned = self.lb_assignments()
         slices: dict[tuple[str, str], list[dict]] = {}
         for key, obj in list(self.cluster.items()):
             if key[0] == "EndpointSlice":
@@ -79,6 +87,8 @@ class ServiceReconciler:
                 continue
             mine = slices.get((key[1], key[2]))
             inputs = (obj, None if mine is None else json.dumps(mine, sort_keys=True))
+            if self._assigned.get(f"{key[1]}/{key[2]}"):
+                inputs = (*inputs, self._assigned[f"{key[1]}/{key[2]}"])
             hit = self.cache.get(key)
             if (
                 hit is not None
@@ -110,6 +120,8 @@ class ServiceReconciler:
         local, here, zones, pod_nodes = topo
         try:
             svc = services.parse_service(inputs[0].obj())
+            if len(inputs) > 2:  # the LB pool's computed addresses (its status's kept)
+                svc = dataclasses.replace(svc, lb_ingress=inputs[2])
             for note in svc.notes:
                 self.skip(key, inputs, note)
             skipped: list[str] = []

@@ -1,0 +1,221 @@
+"""ovsctl's own LoadBalancer addresses (`spec.loadBalancerClass: ovsctl.io/lb`), as pure
+functions every agent computes alike from the same cluster state:
+
+- the pool (`lb_pool` in the agent config: ranges "A-B" and CIDRs, both families);
+- the allocation of pool addresses to Services (Services sorted by namespace/name, each given
+  the lowest free address of each family it has, keeping the addresses already in its status);
+- the writer of the allocation (the lowest-named Ready node's agent);
+- the holder of each address (rendezvous hash of (address, node name) over the eligible nodes:
+  Ready ones of the address's family, and with externalTrafficPolicy Local only those with a
+  ready local endpoint), the one node that answers ARP / Neighbor Solicitation for it.
+
+No I/O here: lbannounce.py applies the answers on the host and writes the status."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import netaddr
+
+LB_CLASS = "ovsctl.io/lb"
+FAMILY_VERSIONS = {"IPv4": 4, "IPv6": 6}
+
+
+class PoolError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Range:
+    first: int
+    last: int
+    version: int
+
+    def __contains__(self, ip: netaddr.IPAddress) -> bool:
+        return ip.version == self.version and self.first <= int(ip) <= self.last
+
+    def __str__(self) -> str:
+        v = self.version
+        return f"{netaddr.IPAddress(self.first, v)}-{netaddr.IPAddress(self.last, v)}"
+
+
+def parse_pool(entries, key: str = "lb_pool") -> tuple[Range, ...]:
+    """The ranges of `entries` ("A-B" with A <= B of one family, or a CIDR: every address of
+    it), sorted by family then address. Overlapping entries are an error naming both."""
+    out: list[tuple[Range, str]] = []
+    for entry in entries:
+        text = str(entry).strip()
+        try:
+            if "-" in text:
+                a, b = (netaddr.IPAddress(p.strip()) for p in text.split("-", 1))
+                if a.version != b.version:
+                    raise PoolError(f"{key}: {text!r} mixes IPv4 and IPv6")
+                if int(a) > int(b):
+                    raise PoolError(f"{key}: {text!r} ends before it starts")
+                r = Range(int(a), int(b), a.version)
+            else:
+                if "/" not in text:
+                    raise ValueError("neither A-B nor a CIDR")
+                net = netaddr.IPNetwork(text)
+                if net.ip != net.network:
+                    raise PoolError(f"{key}: {text!r} has host bits set (did you mean {net.cidr}?)")
+                r = Range(int(net.first), int(net.last), net.version)
+        except PoolError:
+            raise
+        except (netaddr.AddrFormatError, ValueError, TypeError) as e:
+            raise PoolError(
+                f"{key}: {text!r} is neither a range A-B nor a CIDR ({e}); e.g. "
+                "172.30.0.192/28, 172.30.0.192-172.30.0.207 or fd00:172:30::c0/124"
+            ) from None
+        for other, otext in out:
+            if other.version == r.version and r.first <= other.last and other.first <= r.last:
+                raise PoolError(f"{key}: {text!r} overlaps {otext!r}")
+        out.append((r, text))
+    return tuple(sorted((r for r, _ in out), key=lambda r: (r.version, r.first)))
+
+
+def in_pool(pool, addr: str) -> bool:
+    try:
+        ip = netaddr.IPAddress(addr)
+    except (netaddr.AddrFormatError, ValueError, TypeError):
+        return False
+    return any(ip in r for r in pool)
+
+
+@dataclass(frozen=True)
+class LBService:
+    """What the allocation needs of a Service (from its raw object: no full parse, so one
+    Service that does not parse never stops the others' allocation)."""
+
+    key: str  # namespace/name
+    type: str
+    lb_class: str | None
+    ingress: tuple[str, ...]  # status.loadBalancer.ingress[].ip, canonical
+    versions: tuple[int, ...]  # its IP families (4, 6), primary first
+    external_ips: tuple[str, ...] = ()
+
+    @property
+    def ours(self) -> bool:
+        return self.type == "LoadBalancer" and self.lb_class == LB_CLASS
+
+
+def _canonical(values) -> tuple[str, ...]:
+    out = []
+    for v in values if isinstance(values, list) else ():
+        try:
+            out.append(str(netaddr.IPAddress(v)))
+        except (netaddr.AddrFormatError, ValueError, TypeError):
+            continue  # the Service's own parse names it; the allocation skips it
+    return tuple(out)
+
+
+def lb_service(body: dict) -> LBService:
+    """An LBService from a Service object (a dict as the API gives it); malformed fields are
+    read as absent."""
+    meta = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
+    spec = body.get("spec") if isinstance(body.get("spec"), dict) else {}
+    status = body.get("status") if isinstance(body.get("status"), dict) else {}
+    lb = status.get("loadBalancer") if isinstance(status.get("loadBalancer"), dict) else {}
+    ing = lb.get("ingress") if isinstance(lb.get("ingress"), list) else []
+    ingress = _canonical([e.get("ip") for e in ing if isinstance(e, dict) and e.get("ip")])
+    fams = spec.get("ipFamilies") if isinstance(spec.get("ipFamilies"), list) else []
+    versions = tuple(dict.fromkeys(FAMILY_VERSIONS[f] for f in fams if f in FAMILY_VERSIONS))
+    if not versions:
+        ips = spec.get("clusterIPs") if isinstance(spec.get("clusterIPs"), list) else []
+        ips = _canonical(ips or [spec.get("clusterIP")])
+        versions = tuple(dict.fromkeys(netaddr.IPAddress(a).version for a in ips)) or (4,)
+    cls = spec.get("loadBalancerClass")
+    return LBService(
+        key=f"{meta.get('namespace') or 'default'}/{meta.get('name', '')}",
+        type=str(spec.get("type") or "ClusterIP"),
+        lb_class=cls if isinstance(cls, str) else None,
+        ingress=ingress,
+        versions=versions,
+        external_ips=_canonical(spec.get("externalIPs")),
+    )
+
+
+def allocate(svcs, pool) -> dict[str, tuple[str, ...]]:
+    """The addresses of every Service of the class `ovsctl.io/lb` (type LoadBalancer), by
+    "namespace/name": the ones in its status, plus, for each of its families without one that
+    the pool has, the lowest pool address nobody uses (in any Service's status or
+    externalIPs, or given earlier in this pass). Services are taken in namespace/name order,
+    so every agent computes the same answer; a Service whose family the pool lacks, or a pool
+    that ran out, leaves that family without an address."""
+    used: set[int] = set()
+    for s in svcs:
+        used.update(int(netaddr.IPAddress(a)) for a in (*s.ingress, *s.external_ips))
+    out: dict[str, tuple[str, ...]] = {}
+    for s in sorted((s for s in svcs if s.ours), key=lambda s: s.key):
+        addrs = list(s.ingress)
+        have = {netaddr.IPAddress(a).version for a in addrs}
+        for v in s.versions:
+            if v in have:
+                continue
+            free = _lowest_free(pool, v, used)
+            if free is not None:
+                used.add(int(free))
+                addrs.append(str(free))
+        out[s.key] = tuple(addrs)
+    return out
+
+
+def _lowest_free(pool, version: int, used: set[int]) -> netaddr.IPAddress | None:
+    for r in pool:
+        if r.version != version:
+            continue
+        n = r.first
+        while n <= r.last:
+            if n not in used:
+                return netaddr.IPAddress(n, version)
+            n += 1
+    return None
+
+
+def status_patches(svcs, pool) -> dict[str, tuple[str, ...]]:
+    """What the writer must put in status.loadBalancer.ingress, by "namespace/name": the
+    allocation of each Service of the class whose status lacks an address it should have,
+    and () for a Service no longer of the class (type or class changed) whose status still
+    holds addresses of the pool (they go back to it)."""
+    alloc = allocate(svcs, pool)
+    out = {k: a for k, a in alloc.items() if a and set(a) != set(_by_key(svcs)[k].ingress)}
+    for s in svcs:
+        if not s.ours and s.ingress and all(in_pool(pool, a) for a in s.ingress):
+            out[s.key] = ()
+    return out
+
+
+def _by_key(svcs) -> dict:
+    return {s.key: s for s in svcs}
+
+
+def writer(ready_nodes) -> str | None:
+    """The node whose agent writes the allocation: the lowest-named Ready node."""
+    return min(ready_nodes, default=None)
+
+
+def score(addr: str, node: str) -> int:
+    return int.from_bytes(hashlib.blake2b(f"{addr}|{node}".encode(), digest_size=8).digest())
+
+
+def holder(addr: str, eligible) -> str | None:
+    """Rendezvous (highest random weight) hashing: the eligible node with the highest
+    blake2b(address|node) wins (ties: the lower name). A node leaving moves only the addresses
+    it held; a node joining takes only those it now scores highest on."""
+    return max(sorted(eligible), key=lambda n: score(addr, n), default=None)
+
+
+def holders(announced, ready_nodes: dict[str, set[int]]) -> dict[str, str | None]:
+    """{address: holder or None} of the announced addresses. `announced`: (address,
+    endpoint nodes or None) pairs, None meaning every node is eligible (externalTrafficPolicy
+    Cluster), else the nodes with a ready local endpoint (Local). `ready_nodes`: each Ready
+    node's address families (4, 6): only a node of the address's family may hold it."""
+    out: dict[str, str | None] = {}
+    for addr, ep_nodes in announced:
+        v = netaddr.IPAddress(addr).version
+        eligible = {n for n, vs in ready_nodes.items() if v in vs}
+        if ep_nodes is not None:
+            eligible &= set(ep_nodes)
+        out[addr] = holder(addr, eligible)
+    return out
