@@ -326,13 +326,10 @@ def rule_flows(
                     by_key.setdefault(key, p)
                     peer_addrs.setdefault(key, set()).update(covered[key])
             resolve_against = list(by_key.values())
-    actions: dict[tuple, list] = defaultdict(list)  # (match items) -> conjunction actions
-    direct: set[tuple] = set()  # single-clause allows
-    conj_flows: list[Flow] = []
+    conj = Conjunctions(table, prio, allow, ck)
     for k, (variant_pods, ports) in enumerate(_variants(rule, resolve_against)):
         if k >= CONJ_PER_RULE:
             break
-        conj_id = (slot + 1) * CONJ_PER_RULE + k
         if direction == "ingress":
             own_pods = own if variant_pods is None else [p for p in own if p in variant_pods]
             peer_ips = (
@@ -349,13 +346,34 @@ def rule_flows(
                     None if not rule.peers else [a for p in peer_pod_list for a in p.addrs] + cidrs
                 )
         own_addrs = [a for p in own_pods for a in p.addrs]
+        conj.add((slot + 1) * CONJ_PER_RULE + k, own_addrs, own_end, peer_ips, ports)
+    return conj.flows()
+
+
+class Conjunctions:
+    """One rule's flows at one priority, built variant by variant (NetworkPolicy rules here,
+    ClusterNetworkPolicy rules in flows/tiers.py): each variant is a conjunction of up to three
+    clauses (the own pods' addresses, the peers' addresses and CIDRs, the port matches) with
+    its `conj_id` flow per family doing `action`; a variant of the own pods alone is a set of
+    single-clause flows doing it directly. Only the families both ends have can meet."""
+
+    def __init__(self, table: str, prio: int, action: tuple, ck: int) -> None:
+        self.table, self.prio, self.action, self.ck = table, prio, action, ck
+        self.clause_actions: dict[tuple, list] = defaultdict(list)  # match -> conjunctions
+        self.direct: set[tuple] = set()  # single-clause matches
+        self.conj: list[Flow] = []
+
+    def add(self, conj_id: int, own_addrs, own_end: str, peer_ips, ports) -> None:
+        """`own_end` "src"/"dst"; `peer_ips` None for any peer; `ports` [(protocol, lo, hi)] or
+        None for any port and protocol."""
+        peer_end = "dst" if own_end == "src" else "src"
         fams = _fams(own_addrs)
-        if peer_ips is not None:  # only the families the own pods have can meet
+        if peer_ips is not None:
             peer_ips = _of_fams(peer_ips, fams)
             fams = _fams(peer_ips) if len(fams) == 2 else fams if peer_ips else ()
             own_addrs = _of_fams(own_addrs, fams)
         if not own_addrs or (peer_ips is not None and not peer_ips):
-            continue
+            return
         clauses: list[list[dict]] = [[_addr_match(a, own_end) for a in own_addrs]]
         if peer_ips is not None:
             clauses.append([_addr_match(a, peer_end) for a in sorted(set(peer_ips))])
@@ -364,28 +382,27 @@ def rule_flows(
                 [m for proto, lo, hi in ports for m in _port_matches(proto, lo, hi, fams)]
             )
         if len(clauses) == 1:
-            for m in clauses[0]:
-                direct.add(tuple(sorted(m.items())))
-            continue
+            self.direct |= {tuple(sorted(m.items())) for m in clauses[0]}
+            return
         n = len(clauses)
         for ci, clause in enumerate(clauses, start=1):
             for m in clause:
-                actions[tuple(sorted(m.items()))].append(Conjunction(conj_id, ci, n))
+                self.clause_actions[tuple(sorted(m.items()))].append(Conjunction(conj_id, ci, n))
         for fam in fams:
-            conj_flows.append(
-                flow(table, prio, {"protocol": fam.eth, "conj_id": conj_id}, allow, ck)
-            )
+            match = {"protocol": fam.eth, "conj_id": conj_id}
+            self.conj.append(flow(self.table, self.prio, match, self.action, self.ck))
 
-    out = set(conj_flows)
-    for m in direct:
-        out.add(flow(table, prio, dict(m), allow, ck))
-    for m, acts in actions.items():
-        if m in direct:
-            continue  # the pod already allows everything at this priority
-        out.add(
-            flow(table, prio, dict(m), tuple(sorted(set(acts), key=lambda a: (a.id, a.clause))), ck)
-        )
-    return frozenset(out)
+    def flows(self) -> frozenset[Flow]:
+        t, prio, ck = self.table, self.prio, self.ck
+        out = set(self.conj)
+        out |= {flow(t, prio, dict(m), self.action, ck) for m in self.direct}
+        for m, acts in self.clause_actions.items():
+            if m in self.direct:
+                continue  # the pod already matches everything at this priority
+            out.add(
+                flow(t, prio, dict(m), tuple(sorted(set(acts), key=lambda a: (a.id, a.clause))), ck)
+            )
+        return frozenset(out)
 
 
 def isolation_flows(policy: Policy, view: View, slot: int) -> frozenset[Flow]:

@@ -34,18 +34,15 @@ from collections import defaultdict
 
 from flows import cookie, owners
 from flows.cnp import TIERS, ClusterPolicy, CRule
-from flows.flow import Conjunction, Flow, Goto, flow
+from flows.flow import Flow, Goto
 from flows.policy import (
     CONJ_PER_RULE,
     MAX_SLOTS,
+    Conjunctions,
     PodInfo,
     View,
-    _addr_match,
     _addrs_in,
     _audit,
-    _fams,
-    _of_fams,
-    _port_matches,
     audit_meter,
 )
 
@@ -219,7 +216,7 @@ def rule_flows(
     if not own:
         return frozenset()
     table = TABLES[(pol.tier, direction)]
-    own_end, peer_end = ("dst", "src") if direction == "ingress" else ("src", "dst")
+    own_end = "dst" if direction == "ingress" else "src"
     ck = cookie.make("cnp", rule_owner(pol.name, direction, idx))
     to = target(pol, direction, rule.action)
     act: tuple = () if to is None else (Goto(to),)
@@ -245,13 +242,10 @@ def rule_flows(
                     targets.append(index[key])
                 peer_addrs.setdefault(key, set()).update(addrs)
     by_pod = {(p.namespace, p.name): p for p in targets}
-    actions: dict[tuple, list] = defaultdict(list)
-    direct: set[tuple] = set()
-    conj: list[Flow] = []
+    conj = Conjunctions(table, prio, act, ck)
     for k, (vpods, ports) in enumerate(_variants(rule, targets)):
         if k >= CONJ_PER_RULE:
             break
-        conj_id = (slot + 1) * CONJ_PER_RULE + k
         own_pods, peer_ips = own, peers
         if vpods is not None:
             keys = {(p.namespace, p.name) for p in vpods}
@@ -262,39 +256,8 @@ def rule_flows(
                     {a for key in keys for a in peer_addrs.get(key) or by_pod[key].addrs}
                 )
         own_addrs = [a for p in own_pods for a in p.addrs]
-        fams = _fams(own_addrs)
-        if peer_ips is not None:  # only the families the own pods have can meet
-            peer_ips = _of_fams(peer_ips, fams)
-            fams = _fams(peer_ips) if len(fams) == 2 else fams if peer_ips else ()
-            own_addrs = _of_fams(own_addrs, fams)
-        if not own_addrs or (peer_ips is not None and not peer_ips):
-            continue
-        clauses = [[_addr_match(a, own_end) for a in own_addrs]]
-        if peer_ips is not None:
-            clauses.append([_peer_match(a, peer_end) for a in peer_ips])
-        if ports is not None:
-            clauses.append([m for pr, lo, hi in ports for m in _port_matches(pr, lo, hi, fams)])
-        if len(clauses) == 1:
-            direct |= {tuple(sorted(m.items())) for m in clauses[0]}
-            continue
-        for ci, clause in enumerate(clauses, start=1):
-            for m in clause:
-                actions[tuple(sorted(m.items()))].append(Conjunction(conj_id, ci, len(clauses)))
-        conj += [flow(table, prio, {"protocol": f.eth, "conj_id": conj_id}, act, ck) for f in fams]
-    out = set(conj)
-    out |= {flow(table, prio, dict(m), act, ck) for m in direct}
-    for m, acts in actions.items():
-        if m not in direct:
-            ordered_acts = tuple(sorted(set(acts), key=lambda a: (a.id, a.clause)))
-            out.add(flow(table, prio, dict(m), ordered_acts, ck))
-    return frozenset(out)
-
-
-def _peer_match(addr: str, end: str) -> dict:
-    """A peer address or CIDR; "0.0.0.0/0" and "::/0" match every address of their family."""
-    if addr in ("0.0.0.0/0", "::/0"):
-        return {"protocol": "ipv6" if ":" in addr else "ip"}
-    return _addr_match(addr, end)
+        conj.add((slot + 1) * CONJ_PER_RULE + k, own_addrs, own_end, peer_ips, ports)
+    return conj.flows()
 
 
 def policy_flows(pol: ClusterPolicy, view: View, slot_of, base_prio: int) -> dict:

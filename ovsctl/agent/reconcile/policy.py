@@ -158,21 +158,13 @@ class PolicyReconciler:
         """A policy's owners and flows, each checked to encode. A rule whose flows cannot be
         computed or encoded is left out (logged once); the isolation drops always go in, so a
         policy the node cannot fully program closes more, never less."""
-        owners: dict[str, frozenset] = {}
         try:
             computed = policy.policy_flows(pol, view, self.slot)
         except Exception as e:  # noqa: BLE001 - fall back to isolation only
             self.skip(key, obj, f"NetworkPolicy {pol.key}: rules not programmed: {e}")
             iso = policy.isolation_owner(pol)
             computed = {iso: policy.isolation_flows(pol, view, self.slot(iso))}
-        for owner, flows in computed.items():
-            try:
-                ofconv.check_encodable(flows)
-            except Exception as e:  # noqa: BLE001 - this owner only
-                self.skip(key, obj, f"{owner}: not programmed: {type(e).__name__}: {e}")
-                flows = frozenset()
-            owners[owner] = flows
-        return owners
+        return self._encodable(key, obj, computed)
 
     def _cluster_policies(self, view: View, changed, everything: bool, want, live) -> None:
         """The ClusterNetworkPolicy owners into `want` (recomputed) and `live` (all). An
@@ -225,14 +217,18 @@ class PolicyReconciler:
 
     def _programmable_cnp(self, key, obj, pol, view: View, base: int) -> dict:
         """A ClusterNetworkPolicy's rule owners, each checked to encode; a rule that cannot be
-        is left out (logged once). A Deny rule left out lets through what it should drop,
-        so the log line says so."""
+        is left out (logged once, naming the owner)."""
         try:
             computed = tiers.policy_flows(pol, view, self.slot, base)
         except Exception as e:  # noqa: BLE001 - this policy only
             self.skip(key, obj, f"ClusterNetworkPolicy {pol.name}: not programmed: {e}")
             return {}
-        owners = {}
+        return self._encodable(key, obj, computed)
+
+    def _encodable(self, key, obj, computed: dict) -> dict:
+        """Each owner's flows, or none for an owner whose flows the switch could not take
+        (logged once; the others go on)."""
+        owners: dict[str, frozenset] = {}
         for owner, flows in computed.items():
             try:
                 ofconv.check_encodable(flows)
