@@ -96,9 +96,10 @@ class LabExternal:
 
     def node_stop(self, node: str, log=print) -> None:
         """The node goes away: its agent is killed and its uplink goes down (it answers
-        nothing on the underlay, its tunnels are dead); the Node turns NotReady at once (as the
-        node controller would, without its grace period); the external host stops routing to
-        it (the cloud load balancer's health check). Its pods' namespaces stay, unreachable."""
+        nothing on the underlay, its tunnels are dead); the Node turns NotReady at once and so
+        do its pods (as the node controller would, without its grace period); the external
+        host stops routing to it (the cloud load balancer's health check). Its pods'
+        namespaces stay, unreachable."""
         with self.locked():
             meta = self.meta()
             info = self._node_info(meta, node)
@@ -108,6 +109,7 @@ class LabExternal:
             info["stopped"] = True
             self.save_meta(meta)
             self.set_node_ready(node, False)
+            self._rewrite_pods(node)  # NotReady now: no Service sends them new connections
             self.sync_ext_routes(meta)
         log(f"{node}: stopped (agent killed, uplink down, Node NotReady)")
 
@@ -125,8 +127,20 @@ class LabExternal:
             _wait(lambda: self._agent_ready(node), 60, f"agent on {node}")
             self._warm_underlay(meta)
             self.set_node_ready(node, True)
+            self._rewrite_pods(node)  # their own Ready condition again
             self.sync_ext_routes(meta)
         log(f"{node}: started (Node Ready)")
+
+    def _rewrite_pods(self, node: str) -> None:
+        """Write the node's pods again: their Ready condition follows the node's state."""
+        from ovsctl.k8s import model
+
+        for key, rec in sorted(self.pods().items()):
+            if rec["node"] != node or not rec.get("ip"):
+                continue
+            ns, name = key.split("/", 1)
+            with open(os.path.join(self.cluster_dir, f"Pod-{ns}.{name}.yaml")) as fh:
+                self._write_pod(model.parse(yaml.safe_load(fh)), rec)
 
     def _node_info(self, meta: dict, node: str) -> dict:
         info = meta["nodes"].get(node)

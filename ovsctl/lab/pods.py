@@ -109,7 +109,9 @@ class LabPods:
         body.setdefault("spec", {})["nodeName"] = rec["node"]
         body["metadata"]["labels"] = rec["labels"]
         if rec.get("ip"):
-            ready = "True" if rec.get("ready", True) else "False"
+            # not ready on a stopped node either (the node controller marks its pods NotReady)
+            up = rec["node"] not in self.stopped_nodes()
+            ready = "True" if rec.get("ready", True) and up else "False"
             body["status"] = {
                 "podIP": rec["ip"],
                 "podIPs": [{"ip": a} for a in rec.get("ips") or [rec["ip"]]],

@@ -7,6 +7,7 @@ TCP and UDP spread over three endpoints on three nodes. One lab for the module."
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import time
 
@@ -153,9 +154,19 @@ def _write(lab, objs) -> str:
     return fh.name
 
 
+def lab_cli(lab, *argv) -> str:
+    """`ovsctl lab ARGV --name LAB`, its stdout (exit 0 required)."""
+    cmd = [sys.executable, "-m", "ovsctl.cli", "lab", *argv, "--name", lab.name]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    return p.stdout
+
+
 def test_probe_keys_from_external_host(lab):
-    targets = lab.external_service_targets()
-    res = lab.probe_from_external(targets, timeout=2)
+    """`ovsctl lab probe --services --json`: the external host to every LB ingress address and
+    external IP, keys ext->svc:NS/NAME:PORT/PROTO@ADDRESS (beside the pods' keys)."""
+    res = json.loads(lab_cli(lab, "probe", "--services", "--json", "--timeout", "1"))
+    assert res[f"{NS}/c0->{NS}/w1:80/TCP"] is True
     lbc, xip = ingress(lab, "lbc"), EXT_IP
     for key in (
         f"ext->svc:{NS}/lbc:80/TCP@{lbc}",
@@ -267,6 +278,14 @@ def test_trace_from_external_host(lab):
     )
     assert len(t.hops) == 2 and t.hops[1].entered == "tunnel from node0", d
     assert t.verdict == "delivered"
+    # the command: `ovsctl lab trace ext SVC --dport P` (a Service name: its first LB address)
+    out = json.loads(lab_cli(lab, "trace", "ext", f"svc:{NS}/lbc", "--dport", "80", "--json"))
+    assert (out["src"], out["dst"], out["verdict"]) == (
+        f"ext ({EXT})",
+        f"svc:{NS}/lbc",
+        "delivered",
+    )
+    assert out["service"]["frontend"] == f"{addr}:80" and out["hops"][0]["node"] == "node0"
 
 
 def _ready(lab, node) -> str:
@@ -275,12 +294,20 @@ def _ready(lab, node) -> str:
     return next((c["status"] for c in conds if c["type"] == "Ready"), "absent")
 
 
+def _pod_ready(lab, pod) -> str:
+    with open(f"{lab.cluster_dir}/Pod-{NS}.{pod}.yaml") as fh:
+        conds = yaml.safe_load(fh)["status"]["conditions"]
+    return next(c["status"] for c in conds if c["type"] == "Ready")
+
+
 def test_node_stop_and_start(lab):
-    """A stopped node is NotReady at once and left out of the external routes; `lab apply`
-    and `lab status` keep working; started again it is Ready and routed to."""
+    """A stopped node and its pods are NotReady at once and the node is left out of the
+    external routes; `lab apply` and `lab status` keep working; started again it is Ready and
+    routed to."""
     lab.node_stop("node2", log=lambda *_: None)
     try:
         assert _ready(lab, "node2") == "False"
+        assert _pod_ready(lab, "w2") == "False" and _pod_ready(lab, "w1") == "True"
         st = {n["name"]: n for n in lab.status()["nodes"]}
         assert st["node2"]["stopped"] and not st["node2"]["healthy"] and st["node0"]["healthy"]
         assert "172.30.0.12" not in lab.ext_routes()[ingress(lab, "lbc")]
@@ -288,7 +315,7 @@ def test_node_stop_and_start(lab):
         assert ingress(lab, "lbc") == "172.30.0.200"
     finally:
         lab.node_start("node2", log=lambda *_: None)
-    assert _ready(lab, "node2") == "True"
+    assert _ready(lab, "node2") == "True" and _pod_ready(lab, "w2") == "True"
     assert "172.30.0.12" in lab.ext_routes()[ingress(lab, "lbc")]
     assert all(n["healthy"] for n in lab.status()["nodes"])
     wait_for(lambda: connect(ext(lab), ingress(lab, "lbc"), n=9)["failed"] == 0, 20,
