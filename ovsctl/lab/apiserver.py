@@ -579,7 +579,34 @@ def mirror(api: FakeAPI, events) -> None:
             except KeyError:
                 pass
         else:
+            if kind == "Service" and "status" not in body:
+                # the API server keeps an object's status across an update of its spec (the
+                # LoadBalancer ingress an agent wrote into it, say)
+                old = api.get(kind, name, ns)
+                if old and old.get("status"):
+                    body["status"] = old["status"]
             api.apply(body)
+
+
+def store_status(state: str, obj: dict) -> None:
+    """Write a Service's status, as a client wrote it to the server, into its file in the
+    state directory (the lab's storage), so the lab and `lab apply` see it too."""
+    import os
+
+    import yaml
+
+    from ovsctl.util import atomic_write
+
+    meta = obj.get("metadata") or {}
+    path = os.path.join(state, f"Service-{meta.get('namespace')}.{meta.get('name')}.yaml")
+    try:
+        with open(path) as fh:
+            body = yaml.safe_load(fh) or {}
+    except FileNotFoundError:
+        return
+    if body.get("status") != obj.get("status"):
+        body["status"] = obj.get("status")
+        atomic_write(path, yaml.safe_dump(body))
 
 
 def main(argv=None) -> int:
@@ -613,6 +640,18 @@ def main(argv=None) -> int:
     # real API server (whose watch cache starts empty).
     src.wait_synced(60)
     api.compact()
+    update = api.update
+
+    def update_and_store(obj, *a, **kw):  # a status a client writes reaches the state directory
+        out = update(obj, *a, **kw)
+        if obj.get("kind") == "Service":
+            try:
+                store_status(args.state, out)
+            except OSError as e:
+                logging.getLogger("ovsctl.lab.apiserver").warning("storing status: %s", e)
+        return out
+
+    api.update = update_and_store
     api.start(host, int(port))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -157,6 +157,20 @@ def add_parser(sub) -> None:
     nst.add_argument("--json", action="store_true")
     nst.set_defaults(func=_node_status)
 
+    nd = common(
+        ls.add_parser(
+            "node",
+            help="stop or start a node (it goes away: NotReady; it comes back: Ready)",
+            description="stop: the node's agent is killed and its uplink goes down (it answers "
+            "nothing on the underlay), its Node turns NotReady at once and the external host "
+            "stops routing Service addresses to it; its pods stay, unreachable. start: uplink "
+            "up, agent started, Node Ready once the agent answers, routes back.",
+        )
+    )
+    nd.add_argument("action", choices=["stop", "start"])
+    nd.add_argument("node")
+    nd.set_defaults(func=_node)
+
     _add_trace_parsers(ls, common)
 
     dn = common(ls.add_parser("down", help="remove everything the lab made (idempotent)"))
@@ -283,6 +297,12 @@ def in_node(lab, node: str, argv: list[str], **kw) -> subprocess.CompletedProces
 
 
 @_err
+def _node(args):
+    lab = _lab(args)
+    (lab.node_stop if args.action == "stop" else lab.node_start)(args.node)
+
+
+@_err
 def _flows(args):
     argv = ["flows"]
     for flag in ("table", "pod", "policy"):
@@ -320,7 +340,13 @@ def _add_trace_parsers(ls, common) -> None:
             "NetworkPolicy verdict after it), and the policies' intent, disagreements flagged.",
         )
     )
-    tr.add_argument("src", metavar="SRC", help="pod NS/NAME or an IP")
+    tr.add_argument(
+        "src",
+        metavar="SRC",
+        help="pod NS/NAME, an IP, or ext: the external host (DST then a LoadBalancer ingress "
+        "address or external IP, or a Service with one; it enters the node the external "
+        "host routes it to, or --node, from the gateway port)",
+    )
     tr.add_argument("dst", metavar="DST", help="pod NS/NAME, svc:NS/NAME (or NS/NAME) or an IP")
     tr.add_argument("--proto", choices=["tcp", "udp", "icmp"], default="tcp")
     tr.add_argument("--dport", type=int, help="default: the first port of --proto of DST")
@@ -374,9 +400,11 @@ def _trace(args):
     lab = _lab(args)
     tracer = lab.tracer()
     try:
+        src, dst, node = args.src, args.dst, args.node
+        if src == "ext":  # from the external host to a LoadBalancer address or external IP
+            src, dst, node = lab.external_trace_ends(tracer, dst, node, args.family)
         t = tracer.trace(
-            args.src, args.dst, args.proto, args.dport, args.sport, node=args.node,
-            family=args.family,
+            src, dst, args.proto, args.dport, args.sport, node=node, family=args.family,
         )  # fmt: skip
         if args.json:
             print(json.dumps(t.to_dict(), indent=2))

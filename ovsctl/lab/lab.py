@@ -45,6 +45,7 @@ from ovsctl.lab.base import (
     netns_list,
     sh,
 )
+from ovsctl.lab.external import LabExternal
 from ovsctl.lab.nodes import LabNodes
 from ovsctl.lab.ovsproc import OVS
 from ovsctl.lab.pods import LabPods
@@ -72,7 +73,7 @@ __all__ = [
 ]
 
 
-class Lab(LabNodes, LabPods, LabProbes):
+class Lab(LabNodes, LabPods, LabProbes, LabExternal):
     """A lab named `name`: its bookkeeping here; nodes, pods and probes in the parts."""
 
     def __init__(self, name: str = "lab"):

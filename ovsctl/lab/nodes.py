@@ -37,6 +37,7 @@ from ovsctl.lab.base import (
     spawn,
     uplink,
 )
+from ovsctl.lab.lbaddr import LB_POOL, LB_POOL6
 
 
 class LabNodes:
@@ -142,6 +143,7 @@ class LabNodes:
         in_ns(ul, "ip", "link", "set", "br0", "up")
         uplink(self.ns("ul"), ext, "ext", f"{EXTERNAL_IP}/{UNDERLAY.prefixlen}")
         ext_ips = [EXTERNAL_IP]
+        self._ext_hashing(ext)
         if 6 in self.families(meta):
             in_ns(
                 ext,
@@ -273,6 +275,11 @@ class LabNodes:
         flags += ["--state-dir", os.path.join(d, "state"), "--log-level", "info"]
         if meta.get("source") == "api":
             flags += ["--source", "api", "--api-server", meta["api"]["url"]]
+        # ovsctl's own LoadBalancer pool (loadBalancerClass ovsctl.io/lb), alike on every node;
+        # $OVSCTL_LAB_LB_POOL overrides it ("": none)
+        pool = ",".join([LB_POOL] + ([LB_POOL6] if len(ips) > 1 else []))
+        pool = os.environ.get("OVSCTL_LAB_LB_POOL", pool)
+        flags += ["--lb-pool", pool] if pool else []
         sh("bash", PROVISION, "node", *flags)
 
     def _start_agent(self, node: str, info: dict) -> None:

@@ -13,7 +13,7 @@ import yaml
 
 from flows.family import ordered
 from ovsctl.k8s import model
-from ovsctl.lab import clusterip, kubelet
+from ovsctl.lab import clusterip, kubelet, lbaddr
 from ovsctl.lab.base import (
     RESPONDER,
     LabError,
@@ -34,12 +34,11 @@ class LabPods:
             meta = self.meta()
             pods = self.pods()
             for obj in objs:
-                if obj.key[0] == "Node":
-                    raise LabError(
-                        f"Node {obj.name}: the lab makes nodes; use `ovsctl lab up --nodes`"
-                    )
+                if obj.key[0] == "Node" and obj.name not in meta["nodes"]:
+                    self.apply_node(obj, meta)  # raises: not a lab node
             # namespaces first, pods last: policies and services are in place before pods start
             order = {
+                "Node": 0,  # its labels (zones) before the pods and Services that use them
                 "Namespace": 0,
                 "NetworkPolicy": 1,
                 "ClusterNetworkPolicy": 1,
@@ -58,10 +57,14 @@ class LabPods:
                         refused.append(str(e))
                         log(f"error: {e}")
                         continue
-                if obj.key[0] != "Pod":
+                if obj.key[0] == "Node":
+                    self.apply_node(obj, meta)
+                    log(f"node/{obj.name} labels set")
+                elif obj.key[0] != "Pod":
                     self.write_object(obj)
                     log(f"{obj.key[0].lower()}/{obj.name} applied")
-            names = sorted(meta["nodes"])
+            stopped = self.stopped_nodes(meta)
+            names = sorted(n for n in meta["nodes"] if n not in stopped) or sorted(meta["nodes"])
             placed = []
             for obj in pod_objs:
                 pkey = f"{obj.namespace}/{obj.name}"
@@ -96,6 +99,7 @@ class LabPods:
             self.save_pods(pods)
             if placed:
                 self._warm_underlay(meta)  # new ports made the switches forget their neighbours
+            self.sync_ext_routes(meta)  # LoadBalancer and external IPs (ovsctl/lab/lbaddr.py)
             if failed or refused:
                 raise LabError("; ".join(refused + [str(e) for e in failed]))
         return objs
@@ -130,6 +134,7 @@ class LabPods:
             with open(fname) as fh:
                 self._write_pod(model.parse(yaml.safe_load(fh)), rec)
             self.save_pods(pods)
+            self.sync_ext_routes()  # externalTrafficPolicy Local: nodes with a ready endpoint
         log(f"pod/{pod} {'ready' if ready else 'not ready'}")
 
     def _allocate(self, obj):
@@ -140,7 +145,7 @@ class LabPods:
         spec = body.setdefault("spec", {})
         if spec.get("type") == "ExternalName":
             return obj
-        used_ips, used_ports, mine = set(), set(), {}
+        used_ips, used_ports, mine, used_lb, mine_body = set(), set(), {}, set(), {}
         for f in os.listdir(self.cluster_dir):
             if not f.startswith("Service-"):
                 continue
@@ -148,8 +153,9 @@ class LabPods:
                 other = yaml.safe_load(fh) or {}
             ospec, ometa = other.get("spec") or {}, other.get("metadata") or {}
             if (ometa.get("namespace"), ometa.get("name")) == (obj.namespace, obj.name):
-                mine = ospec
+                mine, mine_body = ospec, other
                 continue
+            used_lb |= set(lbaddr.ingress_ips(other))
             used_ips.add(ospec.get("clusterIP"))
             used_ips |= set(ospec.get("clusterIPs") or [])
             used_ports |= {p.get("nodePort") for p in ospec.get("ports") or []}
@@ -177,6 +183,9 @@ class LabPods:
                     p["nodePort"] = port
                     used_ports.add(port)
                     changed = True
+        # status.loadBalancer.ingress, as an external allocator would (ovsctl/lab/lbaddr.py)
+        ref = f"Service {obj.namespace}/{obj.name}"
+        changed = lbaddr.fill_ingress(body, mine_body, used_lb, ref) or changed
         return model.parse(body) if changed else obj
 
     def _start_pod(self, obj, rec: dict):
@@ -239,9 +248,12 @@ class LabPods:
                     self._stop_pod(rec)
                     self.save_pods(pods)
                     log(f"pod/{obj.namespace}/{obj.name} deleted (CNI DEL on {rec['node']})")
+                elif kind == "Node":
+                    raise LabError(f"Node {obj.name}: the lab's nodes go with `ovsctl lab down`")
                 else:
                     self.remove_object(obj.key)
                     log(f"{kind.lower()}/{obj.name} deleted")
+            self.sync_ext_routes()
 
     @staticmethod
     def _load(files: list[str]) -> list:

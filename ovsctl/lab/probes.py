@@ -11,11 +11,13 @@ from concurrent.futures import ThreadPoolExecutor
 import yaml
 
 from flows.family import Family, of, of_version
+from ovsctl.lab import lbaddr
 from ovsctl.lab.base import (
     PROBER,
     LabError,
     _alive,
 )
+from ovsctl.lab.clusterip import _ip
 
 
 class LabProbes:
@@ -36,6 +38,7 @@ class LabProbes:
                     "podCIDR": info["podCIDR"],
                     "podCIDRs": info.get("podCIDRs", [info["podCIDR"]]),
                     "healthy": healthy,
+                    "stopped": bool(info.get("stopped")),  # `ovsctl lab node stop`
                 }
             )
         pods = [
@@ -113,8 +116,29 @@ class LabProbes:
                         (int(p["port"]), p.get("protocol") or "TCP")
                         for p in spec.get("ports") or []
                     ],
+                    "type": spec.get("type") or "ClusterIP",
+                    "externalIPs": [a for a in spec.get("externalIPs") or [] if _ip(a)],
+                    "loadBalancerIngress": lbaddr.ingress_ips(body),
                 }
             )
+        return out
+
+    def external_service_targets(self, family: int | None = None) -> list[dict]:
+        """Prober targets for every Service's LoadBalancer ingress addresses and external IPs
+        (of `family`; default: the lab's first), keys "ext->svc:NS/NAME:PORT/PROTO@ADDRESS"."""
+        fam = self.family(family)
+        out = []
+        for svc in self.services():
+            addrs = svc["loadBalancerIngress"] + [
+                a for a in svc["externalIPs"] if a not in svc["loadBalancerIngress"]
+            ]
+            for a in addrs:
+                if not of([a], fam):
+                    continue
+                for port, proto in svc["ports"]:
+                    if proto in ("TCP", "UDP"):
+                        key = f"ext->svc:{svc['namespace']}/{svc['name']}:{port}/{proto}@{a}"
+                        out.append({"key": key, "ip": a, "port": port, "proto": proto})
         return out
 
     def probe(
@@ -174,6 +198,8 @@ class LabProbes:
         with ThreadPoolExecutor(max_workers=max(1, len(pods))) as pool:
             for part in pool.map(run, pods.values()):
                 out.update(part)
+        if services:  # LoadBalancer ingress and external IPs, from the external host
+            out.update(self.probe_from_external(self.external_service_targets(family), timeout))
         return dict(sorted(out.items()))
 
     def probe_from_external(self, targets: list[dict], timeout: float = 2.0) -> dict[str, bool]:
@@ -217,6 +243,8 @@ class LabProbes:
 
         tracer = self.tracer()
         try:
+            if src == "ext":  # the external host, to a LoadBalancer address or external IP
+                src, dst, node = self.external_trace_ends(tracer, dst, node, family)
             return tracer.trace(src, dst, proto, dport, sport, node=node, family=family)
         except trace.TraceError as e:
             raise LabError(str(e)) from None

@@ -249,7 +249,7 @@ usage: $PROG node --name NAME [--out DIR] [--cluster-state DIR]
                   [--source yaml | --source api [--api-server URL] [--kubeconfig FILE]]
                   [--datapath system|netdev] [--ovsdb REMOTE] [--ovs-rundir DIR]
                   [--cni-socket PATH] [--state-dir DIR] [--log-level LEVEL]
-                  [--metrics-port PORT]
+                  [--metrics-port PORT] [--lb-pool RANGES]
 
 Writes, each atomically (a dot-temp file renamed into place), and says what it wrote:
   OUT/agent.yaml                the agent's config (\`ovsctl agent --config OUT/agent.yaml\`)
@@ -284,6 +284,10 @@ bad input exits 2 with a message. Needs no root.
   --log-level LEVEL      debug, info (default), warning, error
   --metrics-port PORT    the agent's /metrics /healthz /readyz port (default: the
                          agent's, 9476; 0 = off)
+  --lb-pool RANGES       ovsctl's own LoadBalancer pool (lb_pool; Services of
+                         loadBalancerClass ovsctl.io/lb): comma-separated CIDRs and ranges
+                         A-B, both families (e.g. 172.30.0.176/28,fd00:172:30::b0/124); the
+                         agent checks them. Every node needs the same pool
 EOF
 }
 
@@ -292,6 +296,7 @@ cmd_node() {
   local source=yaml api_server="" kubeconfig="" datapath=system
   local ovsdb=unix:/run/openvswitch/db.sock ovs_rundir=/var/run/openvswitch
   local cni_socket=/run/ovsctl/cni.sock state_dir=/var/lib/ovsctl log_level=info metrics_port=""
+  local lb_pool=""
   while [[ $# -gt 0 ]]; do
     case $1 in
     -h | --help) usage_node && exit 0 ;;
@@ -311,6 +316,7 @@ cmd_node() {
     --state-dir) state_dir=$(value "$@") ;;
     --log-level) log_level=$(value "$@") ;;
     --metrics-port) metrics_port=$(value "$@") ;;
+    --lb-pool) lb_pool=$(value "$@") ;;
     *) die "node: unknown argument $1 (see: $PROG node --help)" ;;
     esac
     shift 2
@@ -402,6 +408,11 @@ cmd_node() {
     conf+="cni_socket: $(yq "$cni_socket")"$'\n'
     conf+="datapath_type: $datapath"$'\n'
     [[ -z $kubeconfig ]] || conf+="kubeconfig: $(yq "$kubeconfig")"$'\n'
+    if [[ -n $lb_pool ]]; then
+      local pool=()
+      IFS=, read -ra pool <<<"$lb_pool"
+      conf+="lb_pool:"$'\n'"$(yaml_list "" "${pool[@]}")"$'\n'
+    fi
     conf+="log_level: $log_level"$'\n'
     [[ -z $metrics_port ]] || conf+="metrics_port: $((10#$metrics_port))"$'\n'
     if ((!single && ${#node_ips[@]})); then

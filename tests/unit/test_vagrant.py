@@ -444,6 +444,7 @@ def test_the_netns_lab_writes_its_nodes_through_the_script(tmp_path):
         assert cfg.cni_socket == lab.socket("node2")
         assert cfg.ovsdb == lab.ovs("node2").remote and cfg.ovs_rundir == lab.ovs("node2").rundir
         assert cfg.state_dir == os.path.join(lab.node_dir("node2"), "state")
+        assert cfg.lb_pool == ["172.30.0.176/28"]  # ovsctl/lab/lbaddr.py LB_POOL (IPv4 lab)
         if source == "yaml":
             assert cfg.cluster_state == lab.cluster_dir
         else:

@@ -84,17 +84,20 @@ def sync_external_routes(gateway_if: str, gw_mac: str, want: set[str]) -> set[st
                 if e.code != 2:  # ENOENT: gone already
                     log.error("external address %s: neighbour entry not removed: %s", addr, e)
             log.info("external address %s: route to %s removed", addr, gateway_if)
-        for addr in sorted(want - have):
+        # every wanted address gets its neighbour entry again, not only the new ones: the routes
+        # outlive an agent restart but the gateway's set-up flushes its neighbour entries
+        for addr in sorted(want):
             fam = _fam(addr)
             try:
-                ipr.route(
-                    "replace",
-                    dst=_host(addr),
-                    oif=idx[0],
-                    family=fam,
-                    proto=RTPROT_OVSCTL,
-                    **({} if fam == socket.AF_INET6 else {"scope": 253}),
-                )
+                if addr not in have:
+                    ipr.route(
+                        "replace",
+                        dst=_host(addr),
+                        oif=idx[0],
+                        family=fam,
+                        proto=RTPROT_OVSCTL,
+                        **({} if fam == socket.AF_INET6 else {"scope": 253}),
+                    )
                 ipr.neigh(
                     "replace",
                     dst=addr,
@@ -103,8 +106,9 @@ def sync_external_routes(gateway_if: str, gw_mac: str, want: set[str]) -> set[st
                     state=NUD_PERMANENT,
                     family=fam,
                 )
+                if addr not in done:
+                    log.info("external address %s: routed into br-int through %s", addr, gateway_if)
                 done.add(addr)
-                log.info("external address %s: routed into br-int through %s", addr, gateway_if)
             except NetlinkError as e:
                 log.error("external address %s: route to %s not added: %s", addr, gateway_if, e)
     return done

@@ -152,6 +152,18 @@ def service_ips(sv: dict) -> list[str]:
     return list(sv.get("cluster_ips") or ([sv["cluster_ip"]] if sv.get("cluster_ip") else []))
 
 
+def service_external_ips(sv: dict) -> list[str]:
+    """A Service's LoadBalancer ingress addresses and external IPs as the agent's /cluster view
+    lists them (`lb_ingress`, `external_ips`, the model's names; absent in older agents)."""
+    out = []
+    for key in ("lb_ingress", "external_ips"):
+        for a in sv.get(key) or []:
+            a = a.get("ip") if isinstance(a, dict) else a
+            if a and a not in out:
+                out.append(a)
+    return out
+
+
 def _of_family(addrs: list[str], version: int | None) -> str | None:
     """The first address of the family (`version` 4 or 6), or the first of all for None."""
     for a in addrs:
@@ -206,7 +218,7 @@ def resolve(spec: str, view: NodeView, version: int | None = None) -> End:
             if ip in pod_ips(p):
                 return End("pod", ip, f"{p['namespace']}/{p['name']}", pod=p)
         for sv in svcs:
-            if ip in service_ips(sv):
+            if ip in service_ips(sv) or ip in service_external_ips(sv):
                 return End("service", ip, f"svc:{sv['namespace']}/{sv['name']}", service=sv)
         return End("ip", ip, ip)
     ns, _, name = s.rpartition("/")
