@@ -18,61 +18,11 @@ from dataclasses import dataclass
 
 import netaddr
 
+# the pool's syntax is part of the agent's config (validated when the config is read)
+from ovsctl.config import PoolError, Range, parse_pool  # noqa: F401 - re-exported
+
 LB_CLASS = "ovsctl.io/lb"
 FAMILY_VERSIONS = {"IPv4": 4, "IPv6": 6}
-
-
-class PoolError(ValueError):
-    pass
-
-
-@dataclass(frozen=True)
-class Range:
-    first: int
-    last: int
-    version: int
-
-    def __contains__(self, ip: netaddr.IPAddress) -> bool:
-        return ip.version == self.version and self.first <= int(ip) <= self.last
-
-    def __str__(self) -> str:
-        v = self.version
-        return f"{netaddr.IPAddress(self.first, v)}-{netaddr.IPAddress(self.last, v)}"
-
-
-def parse_pool(entries, key: str = "lb_pool") -> tuple[Range, ...]:
-    """The ranges of `entries` ("A-B" with A <= B of one family, or a CIDR: every address of
-    it), sorted by family then address. Overlapping entries are an error naming both."""
-    out: list[tuple[Range, str]] = []
-    for entry in entries:
-        text = str(entry).strip()
-        try:
-            if "-" in text:
-                a, b = (netaddr.IPAddress(p.strip()) for p in text.split("-", 1))
-                if a.version != b.version:
-                    raise PoolError(f"{key}: {text!r} mixes IPv4 and IPv6")
-                if int(a) > int(b):
-                    raise PoolError(f"{key}: {text!r} ends before it starts")
-                r = Range(int(a), int(b), a.version)
-            else:
-                if "/" not in text:
-                    raise ValueError("neither A-B nor a CIDR")
-                net = netaddr.IPNetwork(text)
-                if net.ip != net.network:
-                    raise PoolError(f"{key}: {text!r} has host bits set (did you mean {net.cidr}?)")
-                r = Range(int(net.first), int(net.last), net.version)
-        except PoolError:
-            raise
-        except (netaddr.AddrFormatError, ValueError, TypeError) as e:
-            raise PoolError(
-                f"{key}: {text!r} is neither a range A-B nor a CIDR ({e}); e.g. "
-                "172.30.0.192/28, 172.30.0.192-172.30.0.207 or fd00:172:30::c0/124"
-            ) from None
-        for other, otext in out:
-            if other.version == r.version and r.first <= other.last and other.first <= r.last:
-                raise PoolError(f"{key}: {text!r} overlaps {otext!r}")
-        out.append((r, text))
-    return tuple(sorted((r for r, _ in out), key=lambda r: (r.version, r.first)))
 
 
 def in_pool(pool, addr: str) -> bool:
