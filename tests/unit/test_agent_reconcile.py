@@ -14,6 +14,7 @@ import pytest
 from flows import netpol, policy
 from ovsctl.agent.pods import Attachment, PodStore
 from ovsctl.agent.reconcile import SkipLog
+from ovsctl.agent.reconcile.changes import Objects
 from ovsctl.agent.reconcile.policy import PolicyReconciler
 from ovsctl.agent.reconcile.services import ServiceReconciler
 from ovsctl.k8s import model
@@ -57,16 +58,36 @@ def _dual(d: dict, on: bool) -> dict:
     return d
 
 
+def _slice(name: str, svc: str, ips: list[str]):
+    return _obj(
+        {
+            "metadata": {
+                "name": name,
+                "namespace": "x",
+                "labels": {"kubernetes.io/service-name": svc},
+            },
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [ip], "conditions": {"ready": True}} for ip in ips],
+            "ports": [{"name": "", "port": 8080, "protocol": "TCP"}],
+        },
+        "EndpointSlice",
+        "discovery.k8s.io/v1",
+    )
+
+
+# tracked: the agent's cluster dict, which records the keys written (changes.Objects); a plain
+# dict makes the reconcilers find the changes by comparing (the same answer, walking)
+@pytest.mark.parametrize("tracked", [False, True], ids=["dict", "tracked"])
 @pytest.mark.parametrize("dual", [False, True], ids=["ipv4", "dual-stack"])
 @pytest.mark.parametrize("seed", range(40))
-def test_incremental_caches_equal_a_full_recomputation(seed, dual):
+def test_incremental_caches_equal_a_full_recomputation(seed, dual, tracked):
     rng = random.Random(seed)
     dicts = [
         _dual(pod_dict(ns, f"p{i}", rng.choice(LABELS), f"10.0.{j}.{i + 2}"), dual)
         for j, ns in enumerate(("x", "y", "z"))
         for i in range(3)
     ]
-    cluster: dict = {}
+    cluster: dict = Objects() if tracked else {}
     store = PodStore()
     for n in NS:
         o = _obj(copy.deepcopy(n), "Namespace")
@@ -92,9 +113,7 @@ def test_incremental_caches_equal_a_full_recomputation(seed, dual):
                 state.pop(owner, None)
         assert state == _full(cluster, store, inc.slots), f"seed {seed}: caches went stale"
 
-    step()
-    for n in range(12):
-        kind = rng.choice(["labels", "ip", "gone", "new", "local", "unplug", "ns", "policy", "svc"])
+    def change(n: int, kind: str) -> None:
         pods = [k for k in cluster if k[0] == "Pod"]
         if kind in ("labels", "ip") and pods:
             d = copy.deepcopy(bodies[rng.choice(pods)])
@@ -142,6 +161,20 @@ def test_incremental_caches_equal_a_full_recomputation(seed, dual):
             else:
                 s = _svc("sa", "x", "a", "10.96.0.10")
                 cluster[s.key] = s
+        elif kind == "slice":  # sb's endpoints from a slice, changed, or from its selector
+            if ("EndpointSlice", "x", "sb-1") in cluster and rng.random() < 0.3:
+                cluster.pop(("EndpointSlice", "x", "sb-1"))
+            else:
+                ips = rng.sample([f"10.0.{j}.{i + 2}" for j in range(3) for i in range(3)], 2)
+                o = _slice("sb-1", "sb", ips)
+                cluster[o.key] = o
+
+    step()
+    kinds = ["labels", "ip", "gone", "new", "local", "unplug", "ns", "policy", "svc", "slice"]
+    for n in range(12):
+        # one change, or several seen by one computation (as one event batch is)
+        for kind in rng.choices(kinds, k=rng.choice([1, 1, 3])):
+            change(n, kind)
         step()
 
 
