@@ -88,6 +88,16 @@ class Index:
                 del self._by_sel[sel]
         self._wide.discard(key)
 
+    def namespace_moved(self, before: dict, after: dict) -> set:
+        """The policies whose flows a namespace's labels going from `before` to `after` may
+        change: those with a namespace selector that says otherwise for the two (the only
+        part of a NetworkPolicy that reads namespace labels)."""
+        out: set = set()
+        for sel, keys in self._by_sel.items():
+            if sel.matches(before) != sel.matches(after):
+                out |= keys
+        return out
+
     def candidates(self, pod, ns_labels: Callable[[str], dict]) -> set:
         """The policies `pod` (a PodInfo, or None) may affect."""
         if pod is None:

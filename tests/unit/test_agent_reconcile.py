@@ -50,6 +50,16 @@ def _full(cluster: dict, store: PodStore, slots: dict) -> dict:
     return {o: f for o, f in fresh.owners().items() if f}
 
 
+def _attach(store: PodStore, pod, n: int) -> None:
+    """Pod `pod` attached on this node (its addresses as IPAM gave them)."""
+    att = Attachment(
+        f"c{n}", "eth0", pod.namespace, pod.name, "", "/x", f"ovs{n}", pod.ip, "0a:58:00:00:00:01"
+    )
+    att.ips = tuple(pod.ips)
+    att.ofport = n + 10
+    store.put(att)
+
+
 def _dual(d: dict, on: bool) -> dict:
     """The pod dict dual-stack (status.podIPs with an IPv6 twin of its IPv4 address)."""
     if on:
@@ -93,9 +103,11 @@ def test_incremental_caches_equal_a_full_recomputation(seed, dual, tracked):
         o = _obj(copy.deepcopy(n), "Namespace")
         cluster[o.key] = o
     bodies: dict = {}  # each Pod's dict, to change it
-    for d in dicts:
+    for i, d in enumerate(dicts):
         o = _obj(copy.deepcopy(d), "Pod")
         cluster[o.key], bodies[o.key] = o, d
+        if i % 3 == 0:  # one pod of each namespace on this node from the start
+            _attach(store, o, 100 + i)
     pols = [_obj(p, "NetworkPolicy", "networking.k8s.io/v1") for p in random_case(seed, NS, dicts)]
     for p in pols:
         cluster[p.key] = p
@@ -134,13 +146,7 @@ def test_incremental_caches_equal_a_full_recomputation(seed, dual, tracked):
             o = _obj(d, "Pod")
             cluster[o.key], bodies[o.key] = o, d
         elif kind == "local" and pods:
-            p = cluster[rng.choice(pods)]
-            att = Attachment(
-                f"c{n}", "eth0", p.namespace, p.name, "", "/x", f"ovs{n}", p.ip, "0a:58:00:00:00:01"
-            )
-            att.ips = tuple(p.ips)
-            att.ofport = n + 10
-            store.put(att)
+            _attach(store, cluster[rng.choice(pods)], n)
         elif kind == "unplug" and store.pods:
             store.forget(rng.choice(sorted(store.pods)))
         elif kind == "ns":

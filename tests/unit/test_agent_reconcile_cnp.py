@@ -11,10 +11,10 @@ import random
 
 import pytest
 
-from ovsctl.agent.pods import Attachment, PodStore
+from ovsctl.agent.pods import PodStore
 from ovsctl.agent.reconcile.changes import Objects
 from tests.cnp_reference import random_case
-from tests.unit.test_agent_reconcile import _full, _obj, _reconciler
+from tests.unit.test_agent_reconcile import _attach, _full, _obj, _reconciler
 from tests.unit.test_incremental import NS, pod_dict
 
 API = "policy.networking.k8s.io/v1alpha2"
@@ -34,15 +34,6 @@ def _node(name: str, ip: str, labels: dict):
 
 def _cnp(d: dict):
     return _obj(d, "ClusterNetworkPolicy", API)
-
-
-def _attach(store: PodStore, pod, n: int) -> None:
-    att = Attachment(
-        f"c{n}", "eth0", pod.namespace, pod.name, "", "/x", f"ovs{n}", pod.ip, "0a:58:00:00:00:01"
-    )
-    att.ips = tuple(pod.ips)
-    att.ofport = n + 10
-    store.put(att)
 
 
 @pytest.mark.parametrize("tracked", [False, True], ids=["dict", "tracked"])

@@ -21,6 +21,7 @@ from ovsctl.openflow import encode as ofconv
 from ovsctl.openflow.controller import SyncError
 
 log = logging.getLogger(LOGGER)
+NS_NAME = "kubernetes.io/metadata.name"  # the labels of a namespace with no object (View)
 
 
 class PolicyReconciler:
@@ -77,9 +78,14 @@ class PolicyReconciler:
         changed, everything = delta.changed, delta.namespaces
         want: dict[str, frozenset] = {}  # owners recomputed or gone (unchanged ones left out)
         todo = {k for k in delta.keys if k[0] == "NetworkPolicy"}
-        if everything:
+        if everything and not delta.ns_before:
             todo |= self.cache.keys()
         else:
+            for ns, before in delta.ns_before.items():  # only namespace selectors read labels
+                after = view.namespaces.get(ns)
+                todo |= self.np_index.namespace_moved(
+                    before or {NS_NAME: ns}, after or {NS_NAME: ns}
+                )
             for pod in {p for pair in changed for p in pair if p is not None}:
                 for key in self.np_index.candidates(pod, view.ns_labels) - todo:
                     if incremental.affects(self.cache[key][1], pod, view.ns_labels):

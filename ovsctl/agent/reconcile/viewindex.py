@@ -14,10 +14,13 @@ from ovsctl.agent.reconcile import finished
 @dataclass
 class Delta:
     """What changed since the last `take`: pod pairs (before, after; None = absent), whether
-    namespace labels or nodes changed, and the other keys (policies, Services...)."""
+    namespace labels (and which) or nodes changed, and the other keys (policies,
+    Services...). The first Delta says that namespaces and nodes changed, naming none: all."""
 
     changed: list = field(default_factory=list)
     namespaces: bool = False
+    # namespace name -> its labels before (None: it was not there), for those whose changed
+    ns_before: dict = field(default_factory=dict)
     nodes: bool = False
     keys: set = field(default_factory=set)
 
@@ -75,7 +78,10 @@ class ViewIndex:
                 touched.add(pk)
             elif kind == "Namespace":
                 labels = obj.labels_dict() if obj is not None else None
-                d.namespaces |= _put(self._ns, key[2], labels)
+                before = self._ns.get(key[2])
+                if _put(self._ns, key[2], labels):
+                    d.namespaces = True
+                    d.ns_before.setdefault(key[2], before)
             elif kind == "Node":
                 node = None
                 if obj is not None:
