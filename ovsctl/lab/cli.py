@@ -231,12 +231,12 @@ def _status(args):
     if not st["nodes"] or len(st["nodes"][0]["podCIDRs"]) == 1:
         print(f"{'NODE':<8} {'IP':<14} {'POD CIDR':<16} HEALTHY")
         for n in st["nodes"]:
-            h = "yes" if n["healthy"] else "NO"
+            h = "yes" if n["healthy"] else "stopped" if n.get("stopped") else "NO"
             print(f"{n['name']:<8} {n['ip']:<14} {n['podCIDR']:<16} {h}")
     else:  # dual-stack: both addresses and both pod CIDRs
         print(f"{'NODE':<8} {'IPS':<34} {'POD CIDRS':<40} HEALTHY")
         for n in st["nodes"]:
-            h = "yes" if n["healthy"] else "NO"
+            h = "yes" if n["healthy"] else "stopped" if n.get("stopped") else "NO"
             ips, cidrs = ",".join(n["ips"]), ",".join(n["podCIDRs"])
             print(f"{n['name']:<8} {ips:<34} {cidrs:<40} {h}")
     print(f"\n{'POD':<28} {'NODE':<8} IP")
