@@ -198,12 +198,14 @@ def service_flows(
     local_cidr: str | tuple[str, ...] | None = None,
     node_name: str = "",
     zone: str = "",
+    excluded: frozenset = frozenset(),
 ) -> frozenset[Flow]:
     """The flows of one Service (all its ports and frontends) on a node whose pods are in
     `local_cidr` (one CIDR, or one per family: which endpoints are local, which families'
     node ports and external addresses the node serves), named `node_name` (EndpointSlice
     nodeName: local endpoints) in zone `zone` (trafficDistribution). Each ClusterIP and
-    external address is load-balanced to the endpoints of its own family."""
+    external address is load-balanced to the endpoints of its own family. `excluded`:
+    external frontends (address, port, protocol) left out (another Service owns them)."""
     ck = cookie.make("service", service_owner(svc))
     nets = _nets(local_cidr)
     here = Here(tuple(nets), node_name, zone)
@@ -216,7 +218,7 @@ def service_flows(
             chosen = internal(svc, by_fam[family(cip)], here)
             out |= _frontend(svc, sp, cip, sp.port, _backends(sp, chosen), ck)
         for addr in svc.external_addrs:
-            if family(addr) in fams:
+            if family(addr) in fams and (addr, sp.port, sp.protocol) not in excluded:
                 out |= _external(svc, sp, addr, by_fam[family(addr)], here, ck)
         if not (sp.node_port and svc.has_node_ports):
             continue

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from flows import services
+from flows import service_guard, services
 from flows.policy import View
 from ovsctl.agent.reconcile import SkipLog
 from ovsctl.openflow import encode as ofconv
@@ -43,6 +43,11 @@ class ServiceReconciler:
         # status lacks them (a source that cannot be written: every agent computes the same)
         self.lb_assignments = None
         self._assigned: dict[str, tuple[str, ...]] = {}
+        # the cluster CIDRs (config cluster_cidrs) and the operator's externalIPs allowlist
+        # (config external_ip_cidrs; empty: any address service_guard does not refuse)
+        self.cluster_cidrs: tuple[str, ...] = ()
+        self.external_ip_cidrs: tuple[str, ...] = ()
+        self._parse_cache: dict[tuple, tuple] = {}
 
     def topology(self) -> tuple[dict[str, str], dict[tuple[str, str], str]]:
         """(node name -> zone, (namespace, pod) -> node name) from the cluster objects."""
@@ -82,13 +87,14 @@ class ServiceReconciler:
         changed_ns = {p.namespace for pair in changed for p in pair if p is not None}
         live: dict[str, frozenset] = {}
         cache: dict[tuple, tuple] = {}
+        verdicts = self.screen()
         for key, obj in list(self.cluster.items()):
             if key[0] != "Service":
                 continue
             mine = slices.get((key[1], key[2]))
             inputs = (obj, None if mine is None else json.dumps(mine, sort_keys=True))
-            if self._assigned.get(f"{key[1]}/{key[2]}"):
-                inputs = (*inputs, self._assigned[f"{key[1]}/{key[2]}"])
+            inputs = (*inputs, self._assigned.get(f"{key[1]}/{key[2]}"))
+            inputs = (*inputs, verdicts.get(f"{key[1]}/{key[2]}"))
             hit = self.cache.get(key)
             if (
                 hit is not None
@@ -120,10 +126,15 @@ class ServiceReconciler:
         local, here, zones, pod_nodes = topo
         try:
             svc = services.parse_service(inputs[0].obj())
-            if len(inputs) > 2:  # the LB pool's computed addresses (its status's kept)
+            if inputs[2]:  # the LB pool's computed addresses (its status's kept)
                 svc = dataclasses.replace(svc, lb_ingress=inputs[2])
             for note in svc.notes:
                 self.skip(key, inputs, note)
+            verdict = inputs[3]
+            if verdict is not None:
+                for why in verdict.messages(f"{key[1]}/{key[2]}"):
+                    self.skip(key, inputs, why)
+                svc = service_guard.apply(svc, verdict)
             skipped: list[str] = []
             if mine is not None:
                 eps = services.endpoints_from_slices(mine, skipped)
@@ -131,7 +142,9 @@ class ServiceReconciler:
                 eps = services.endpoints_from_pods(svc, view.pods, pod_nodes, zones)
             for why in skipped:
                 self.skip(key, inputs, f"Service {key[1]}/{key[2]}: {why}")
-            sflows = services.service_flows(svc, eps, local, **here)
+            lost = verdict.lost_frontends if verdict is not None else frozenset()
+            sflows = services.service_flows(svc, eps, local, **here, excluded=lost)
+            _unique(sflows, f"{key[1]}/{key[2]}")
             ofconv.check_encodable(sflows)
             return (
                 inputs,
@@ -143,3 +156,56 @@ class ServiceReconciler:
         except Exception as e:  # noqa: BLE001 - one Service never stops the others
             self.skip(key, inputs, f"ignoring Service {key[1]}/{key[2]}: {e}")
             return (inputs, {}, set(), set(), None)
+
+    def screen(self) -> dict[str, service_guard.Verdict]:
+        """What each Service may not have of its external addresses (service_guard): from
+        every Service (parsed once per version), every Node and the config."""
+        pairs, cips, node_addrs = [], set(), set()
+        pod_cidrs = set(self.cluster_cidrs) | set(self.pod_cidrs)
+        parsed: dict[tuple, tuple] = {}
+        for key, obj in list(self.cluster.items()):
+            if key[0] == "Node":
+                node_addrs |= {*obj.addresses, *obj.internal_ips}
+                pod_cidrs |= set(obj.pod_cidrs)
+                continue
+            if key[0] != "Service":
+                continue
+            hit = self._parse_cache.get(key)
+            if hit is None or hit[0] != obj:
+                try:
+                    body = obj.obj()
+                    svc = services.parse_service(body)
+                    created = str((body.get("metadata") or {}).get("creationTimestamp") or "")
+                    hit = (obj, svc, created)
+                except Exception:  # noqa: BLE001 - _compute logs it
+                    hit = (obj, None, "")
+            parsed[key] = hit
+            if hit[1] is None:
+                continue
+            svc = hit[1]
+            cips |= set(svc.cluster_ips)
+            if self._assigned.get(svc.key):
+                svc = dataclasses.replace(svc, lb_ingress=self._assigned[svc.key])
+            pairs.append((svc, hit[2]))
+        self._parse_cache = parsed
+        facts = service_guard.Facts(
+            tuple(sorted(pod_cidrs)),
+            frozenset(cips),
+            frozenset(node_addrs),
+            tuple(self.external_ip_cidrs),
+        )
+        return service_guard.screen(pairs, facts)
+
+
+def _unique(flows, ref: str) -> None:
+    """Two different flows of one Service with the same table, priority and match would make
+    the flow sync refuse the whole owner: refuse the Service here, naming it."""
+    seen: dict[tuple, object] = {}
+    for f in flows:
+        if f.key in seen:
+            raise services.ServiceError(
+                f"Service {ref}: two different flows with the same match in table "
+                f"{f.key[0]} priority {f.key[1]} (e.g. an externalIP that is also its "
+                "ClusterIP): not programmed"
+            )
+        seen[f.key] = f
