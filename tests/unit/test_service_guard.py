@@ -341,3 +341,22 @@ def test_config_external_ip_cidrs():
     assert from_mapping({"pod_cidr": "10.244.0.0/24"}).validate().external_ip_cidrs == []
     with pytest.raises(ConfigError, match="external_ip_cidrs: 'nope' is not a CIDR"):
         from_mapping({"pod_cidr": "10.244.0.0/24", "external_ip_cidrs": ["nope"]}).validate()
+
+
+@pytest.mark.parametrize("tracked", [False, True], ids=["dict", "Objects"])
+def test_incremental_a_node_taking_the_address_refuses_it_without_a_service_event(tracked):
+    from ovsctl.agent.reconcile.changes import Objects
+
+    c = cluster_of(obj("x", ["192.168.60.9"]), slices=[slice_obj("x", "10.244.0.2")])
+    c = Objects(c) if tracked else c
+    rec = ServiceReconciler(c, LOCAL, SkipLog())
+    owners, _ = rec.owners(view())
+    assert "192.168.60.9" in dsts(owners["service/shop/x"])
+    c[("Node", "", "node-c")] = Node("node-c", internal_ip="192.168.60.9")
+    owners, _ = rec.owners(view(), everything=False)
+    assert "192.168.60.9" not in dsts(owners["service/shop/x"])
+    assert rec.external_addrs == frozenset()
+    del c[("Node", "", "node-c")]
+    owners, _ = rec.owners(view(), everything=False)
+    assert "192.168.60.9" in dsts(owners["service/shop/x"])
+    assert rec.external_addrs == {"192.168.60.9"}
