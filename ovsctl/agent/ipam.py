@@ -514,11 +514,24 @@ class IPAM:
             }
         self._forget()
         try:
-            atomic_write(self.path, json.dumps(data, indent=1, sort_keys=True) + "\n")
+            atomic_write(self.path, _dumps(data))
             fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
             self._remember(fd, _identity(os.fstat(fd)), state)
         except OSError as e:
             raise IPAMError(f"cannot write IPAM state file {self.path}: {e}") from e
+
+
+def _dumps(data: dict) -> str:
+    """The state file's text: one allocation per line (readable, diffable), each encoded by the
+    json module's C encoder (`indent` would select its pure-Python one: 2.5x the time, on every
+    ADD and DEL, growing with the pods)."""
+    head = json.dumps({k: v for k, v in data.items() if k != "allocations"}, sort_keys=True)
+    rows = ",\n".join(json.dumps(a, sort_keys=True) for a in data["allocations"])
+    return (
+        f'{head[:-1]}, "allocations": [\n{rows}\n]}}\n'
+        if rows
+        else f'{head[:-1]}, "allocations": []}}\n'
+    )
 
 
 def _identity(st: os.stat_result) -> tuple:

@@ -206,6 +206,21 @@ def test_atomic_write_leaves_no_temp_files(tmp_path):
     assert len(data["allocations"]) == 9
 
 
+def test_state_file_one_allocation_per_line_and_read_back(tmp_path):
+    ipam = IPAM("10.244.0.0/24", str(tmp_path))
+    text = state_file(tmp_path)
+    ipam.allocate("c0", "eth0")
+    ipam.release("c0", "eth0")
+    assert json.loads(text.read_text())["allocations"] == []  # none: still JSON
+    for i in range(3):
+        ipam.allocate(f"c{i}", "eth0", {"namespace": "n", "name": f"p{i}", "network": "x"})
+    lines = text.read_text().splitlines()
+    assert len(lines) == 5 and all('"container_id": "c' in ln for ln in lines[1:4]), lines
+    again = IPAM("10.244.0.0/24", str(tmp_path))  # another instance reads it back
+    assert again.get("c2", "eth0").owner["name"] == "p2"
+    assert again.allocate("c9", "eth0").ip == "10.244.0.6"  # after the cursor it kept
+
+
 def test_threads_get_distinct_ips(tmp_path):
     ipams = [IPAM("10.244.0.0/24", str(tmp_path)), IPAM("10.244.0.0/24", str(tmp_path))]
     results: list[str] = []
