@@ -19,12 +19,13 @@ compares the three kinds' p50 with and without the ClusterNetworkPolicies.
 from __future__ import annotations
 
 import copy
+import os
 import random
 import re
 import time
 
 from bench import cluster
-from bench.common import BenchNode, FlowMonitor, in_ns, save, sh, summary, uid
+from bench.common import BenchNode, FlowMonitor, in_ns, save, sh, summary, uid, wait_until
 
 NODES, PODS, LOCAL, POLICIES, CHANGES = 50, 1000, 100, 200, 50
 CNPS = 50  # the second run's ClusterNetworkPolicies (bench/cluster.py's mix)
@@ -41,6 +42,23 @@ def _link(node: BenchNode) -> str:
     in_ns(node.ns, "ip", "addr", "add", f"{NODE_IP}/30", "dev", "api0")
     in_ns(node.ns, "ip", "link", "set", "api0", "up")
     return host
+
+
+def _proc(pid: int) -> tuple[float, float]:
+    """(RSS in MiB, CPU seconds user+system) of a process."""
+    with open(f"/proc/{pid}/status") as fh:
+        rss = next(int(line.split()[1]) for line in fh if line.startswith("VmRSS:")) / 1024
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(") ", 1)[1].split()
+    return rss, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _settled(node: BenchNode) -> int | None:
+    """The flow count once it stayed the same for a second, else None."""
+    a = node.flow_count()
+    time.sleep(1.0)
+    b = node.flow_count()
+    return b if a == b else None
 
 
 def _dump(node: BenchNode, *filt: str) -> str:
@@ -123,19 +141,26 @@ def _cluster_policy(n: int) -> dict:
 
 
 def _measure(
-    cnps: list[dict], kinds: tuple[str, ...]
+    cnps: list[dict],
+    kinds: tuple[str, ...],
+    size: tuple[int, int, int, int] = (NODES, PODS, LOCAL, POLICIES),
+    stats: dict | None = None,
 ) -> tuple[dict[str, list[float]], list[float]]:
-    """CHANGES changes cycling through `kinds` against a cluster that also holds `cnps`:
-    the samples per kind and the floor (ovs-ofctl add-flow) measured after each."""
+    """CHANGES changes cycling through `kinds` against a cluster of `size` (nodes, pods, pods
+    on this node, policies) that also holds `cnps`: the samples per kind and the floor
+    (ovs-ofctl add-flow) measured after each. `stats`, if given, gets the agent's CPU seconds
+    over the changes, its RSS after them and the set-up times (bench/scale.py)."""
     from flows import cookie
     from ovsctl.lab.apiserver import FakeAPI
 
+    n_nodes, n_pods, local, n_policies = size
+    t_setup = time.monotonic()
     api = FakeAPI()
     docs = (
-        cluster.nodes(NODES)
-        + cluster.namespaces(PODS)
-        + cluster.pods(PODS, LOCAL, NODES)
-        + cluster.policies(POLICIES, PODS)
+        cluster.nodes(n_nodes)
+        + cluster.namespaces(n_pods)
+        + cluster.pods(n_pods, local, n_nodes)
+        + cluster.policies(n_policies, n_pods)
         + cnps
     )
     remote_ips = [d["status"]["podIP"] for d in docs if d["kind"] == "Pod" and "status" in d]
@@ -153,8 +178,15 @@ def _measure(
                 "--source", "api", "--api-server", api.url, "--node-name", "node0",
                 "--cluster-cidr", "10.64.0.0/10",
             ]  # fmt: skip
-            node.start_agent()
-            node.add_local_pods(LOCAL, cluster.n_namespaces(PODS))
+            t_agent = time.monotonic()
+            node.start_agent(wait=False)
+            wait_until(node.ready, 900, f"agent ready ({node.log})", interval=0.05)
+            node.add_local_pods(local, cluster.n_namespaces(n_pods))
+            if stats is not None:  # the initial computation done before the first change
+                wait_until(lambda: _settled(node), 900, "flows to settle", 0.5)
+                stats["seconds_to_ready"] = time.monotonic() - t_agent
+                stats["seconds_setup"] = time.monotonic() - t_setup
+                cpu0 = _proc(node.proc.pid)[1]
             eps = list(endpoints)
             with FlowMonitor(node) as mon:
                 for n in range(CHANGES):
@@ -173,8 +205,10 @@ def _measure(
                         assert _dump(node, _cookie_filter(ck)).count("cookie=") > 0
                     elif kind == "pod":
                         # a peer of the "role: r{n-1}" policy made just before, on another node
-                        ip = f"10.64.200.{n + 2}"
-                        pod = copy.deepcopy(cluster.pod(5000 + n, 7, ip, random.Random(n), 1))
+                        # (an address and a name no pod of the cluster has)
+                        ip = f"10.{64 if n_nodes <= 200 else 127}.200.{n + 2}"
+                        i = max(5000, n_pods) + n
+                        pod = copy.deepcopy(cluster.pod(i, 7, ip, random.Random(n), 1))
                         pod["metadata"].update(
                             namespace="ns0", labels={"app": "x", "role": f"r{n - 1}"}
                         )
@@ -216,6 +250,9 @@ def _measure(
                         - t1
                     )
                     node.ovs.ofctl("del-flows", "br-int", "cookie=0x77/-1")
+            if stats is not None:
+                rss, cpu1 = _proc(node.proc.pid)
+                stats.update(rss_mb=rss, cpu_s_per_event=(cpu1 - cpu0) / CHANGES)
     finally:
         api.stop()
         if host:

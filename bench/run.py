@@ -39,6 +39,12 @@ KEYS = {
     "datapath_ratio_v6": ("iperf3 pod-pod across nodes over IPv6 / NORMAL bridges", ">= 0.9"),
     "agent_rss_mb": ("agent RSS at 10k pods / 5k policies (MiB)", ""),
     "agent_rss_vs_idle_ratio": ("agent RSS loaded / idle", ""),
+    "reaction_p99_ms_5k": ("reaction p99 at 5k pods / 1k policies / 50 nodes (ms)", ""),
+    "reaction_p99_ms_50k": ("reaction p99 at 50k pods / 10k policies / 500 nodes (ms)", "< 100"),
+    "reaction_scale_ratio": ("reaction p99 at 50k pods / at 5k pods", "<= 1.5"),
+    "agent_rss_mb_50k": ("agent RSS at 50k pods / 10k policies (MiB)", "<= 250"),
+    "cpu_ms_per_event_5k": ("agent CPU per change at 5k pods (ms)", ""),
+    "cpu_ms_per_event_50k": ("agent CPU per change at 50k pods (ms)", ""),
 }
 
 

@@ -2,6 +2,13 @@
 pods (50 on this node) on 100 nodes and 5,000 NetworkPolicies, once its flows are on the switch;
 against the same agent with an empty cluster (only its own node) in the same run, and
 ovs-vswitchd's RSS beside it for scale.
+
+Then reaction at scale: bench/reaction.py's changes (a NetworkPolicy added, a peer pod added on
+another node, an endpoint removed), the agent watching the lab's API server, at 5,000 pods /
+1,000 policies / 50 nodes and at 50,000 pods / 10,000 policies / 500 nodes (50 pods on this
+node in both): p99 of each, their ratio, the agent's CPU seconds per change and its RSS at
+50k. `BENCH_SCALE_50K=0` leaves the 50k run out (it takes minutes to set up: the times are in
+raw).
 """
 
 from __future__ import annotations
@@ -13,9 +20,10 @@ import time
 import yaml
 
 from bench import cluster
-from bench.common import BenchNode, save, sh, wait_until
+from bench.common import BenchNode, save, sh, summary, wait_until
 
 NODES, PODS, LOCAL, POLICIES = 100, 10_000, 50, 5_000
+SMALL, LARGE = (50, 5_000, 50, 1_000), (500, 50_000, 50, 10_000)  # reaction at scale
 
 
 def _proc(pid: int) -> tuple[float, float]:
@@ -67,14 +75,52 @@ def _settled(node: BenchNode) -> int | None:
     return b if a == b else None
 
 
+def reaction_at(size: tuple[int, int, int, int]) -> dict:
+    """bench/reaction.py's changes against a cluster of `size` (nodes, pods, local, policies):
+    p50/p99 in seconds, the agent's CPU seconds per change, RSS, set-up times."""
+    from bench import reaction
+
+    stats: dict = {}
+    samples, floor = reaction._measure([], reaction.KINDS, size, stats)
+    every = summary([x for v in samples.values() for x in v])
+    return {
+        **stats,
+        "p50_s": every["p50"],
+        "p99_s": every["p99"],
+        "by_kind_s": {k: summary(v) for k, v in samples.items()},
+        "floor_p50_s": summary(floor)["p50"],
+        "size": dict(zip(("nodes", "pods", "local_pods", "policies"), size, strict=True)),
+    }
+
+
+def reaction_keys(small: dict, large: dict | None) -> dict:
+    out = {
+        "reaction_p99_ms_5k": small["p99_s"] * 1000,
+        "cpu_ms_per_event_5k": small["cpu_s_per_event"] * 1000,
+    }
+    if large is not None:
+        out.update(
+            reaction_p99_ms_50k=large["p99_s"] * 1000,
+            reaction_scale_ratio=large["p99_s"] / small["p99_s"],
+            agent_rss_mb_50k=large["rss_mb"],
+            cpu_ms_per_event_50k=large["cpu_s_per_event"] * 1000,
+        )
+    return out
+
+
 def run() -> dict:
     idle = measure(1, 0, 0, 0)
     big = measure(NODES, PODS, LOCAL, POLICIES)
+    small = reaction_at(SMALL)
+    large = reaction_at(LARGE) if os.environ.get("BENCH_SCALE_50K", "1") != "0" else None
     result = {
         "agent_rss_mb": big["rss_mb"],
         "agent_rss_vs_idle_ratio": big["rss_mb"] / idle["rss_mb"],
         "agent_cpu_s": big["cpu_s"],
+        **reaction_keys(small, large),
         "raw": {
+            "reaction_5k": small,
+            "reaction_50k": large,
             "loaded": big,
             "idle": idle,
             "nodes": NODES,
@@ -91,6 +137,15 @@ def run() -> dict:
         f"{big['flows']} flows in {big['seconds_to_settle']:.0f} s; ovs-vswitchd "
         f"{big['vswitchd_rss_mb']:.0f} MiB"
     )
+    for name, r in (("5k", small), ("50k", large)):
+        if r is not None:
+            print(
+                f"reaction at {name} ({r['size']}): p50 {r['p50_s'] * 1000:.1f} ms, p99 "
+                f"{r['p99_s'] * 1000:.1f} ms, {r['cpu_s_per_event'] * 1000:.1f} ms CPU per change, "
+                f"RSS {r['rss_mb']:.0f} MiB; set up in {r['seconds_setup']:.0f} s"
+            )
+    if large is not None:
+        print(f"reaction p99 50k / 5k: {result['reaction_scale_ratio']:.2f}")
     return result
 
 

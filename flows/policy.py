@@ -107,6 +107,22 @@ class View:
     _verdicts: dict = field(default_factory=dict, compare=False, repr=False)
     _selected: dict = field(default_factory=dict, compare=False, repr=False)  # see selected()
 
+    @classmethod
+    def indexed(cls, namespaces: dict, by_ns: dict[str, list[PodInfo]], nodes: dict) -> View:
+        """A View from pods already grouped by namespace (namespaces in order, each's pods by
+        name: the agent keeps them so per changed pod); `pods` is then built on first use."""
+        view = cls(namespaces, [], nodes)
+        view._by_ns = by_ns
+        del view.pods  # -> __getattr__
+        return view
+
+    def __getattr__(self, name: str):
+        # only reached for `pods` of an indexed View that nobody read yet
+        if name != "pods" or "_by_ns" not in self.__dict__:
+            raise AttributeError(name)
+        self.pods = [p for pods in self._by_ns.values() for p in pods]
+        return self.pods
+
     def ns_labels(self, ns: str) -> dict:
         return self.namespaces.get(ns, {"kubernetes.io/metadata.name": ns})
 

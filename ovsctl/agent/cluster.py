@@ -11,6 +11,7 @@ import netaddr
 
 from ovsctl.agent import LOGGER
 from ovsctl.agent.reconcile import SkipLog
+from ovsctl.agent.reconcile.changes import Objects
 
 log = logging.getLogger(LOGGER)
 
@@ -31,7 +32,8 @@ class Cluster:
         self.source = source  # None: static (no cluster state)
         self.node_name = node_name
         self.skip = skip
-        self.objects: dict[tuple, object] = {}  # the source's objects by key
+        # the source's objects by key; the reconcilers learn from it which keys changed
+        self.objects: Objects = Objects()
         self.events_total: collections.Counter = collections.Counter()  # by kind
         self.pod_cidr = ""
         self.pod_cidrs: tuple[str, ...] = ()

@@ -5,6 +5,7 @@ path and the problem."""
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -229,6 +230,22 @@ def _parse_node(ctx: _Ctx, obj: Mapping, name: str, labels: dict[str, str]) -> N
     )
 
 
+# Pods share few label sets and container port lists: each pod keeps the one instance of its
+# value (an agent holds every pod of the cluster; at 50,000 pods this is tens of MiB). Bounded:
+# the table starts over once it holds _SHARED_MAX values.
+_SHARED: dict = {}
+_SHARED_MAX = 1 << 16
+
+
+def _shared(value):
+    hit = _SHARED.get(value)
+    if hit is None:
+        if len(_SHARED) >= _SHARED_MAX:
+            _SHARED.clear()
+        hit = _SHARED[value] = value
+    return hit
+
+
 def _parse_pod(
     ctx: _Ctx, obj: Mapping, meta: Mapping, namespace: str, name: str, labels: dict[str, str]
 ) -> Pod:
@@ -315,14 +332,14 @@ def _parse_pod(
         static_ip = note.strip() if isinstance(note, str) else ""
 
     return Pod(
-        namespace=namespace,
+        namespace=sys.intern(namespace),
         name=name,
         uid=uid,
-        labels=labels,
-        node_name=node_name,
+        labels=_shared(Labels(labels)),
+        node_name=sys.intern(node_name),
         ip=ip,
         ips=_per_family(more or ips),
-        ports=tuple(ports),
+        ports=_shared(tuple(ports)),
         host_network=host_network,
         phase=phase,
         ready=ready,

@@ -14,6 +14,7 @@ import pytest
 from flows import netpol, policy
 from ovsctl.agent.pods import Attachment, PodStore
 from ovsctl.agent.reconcile import SkipLog
+from ovsctl.agent.reconcile.changes import Objects
 from ovsctl.agent.reconcile.policy import PolicyReconciler
 from ovsctl.agent.reconcile.services import ServiceReconciler
 from ovsctl.k8s import model
@@ -49,6 +50,16 @@ def _full(cluster: dict, store: PodStore, slots: dict) -> dict:
     return {o: f for o, f in fresh.owners().items() if f}
 
 
+def _attach(store: PodStore, pod, n: int) -> None:
+    """Pod `pod` attached on this node (its addresses as IPAM gave them)."""
+    att = Attachment(
+        f"c{n}", "eth0", pod.namespace, pod.name, "", "/x", f"ovs{n}", pod.ip, "0a:58:00:00:00:01"
+    )
+    att.ips = tuple(pod.ips)
+    att.ofport = n + 10
+    store.put(att)
+
+
 def _dual(d: dict, on: bool) -> dict:
     """The pod dict dual-stack (status.podIPs with an IPv6 twin of its IPv4 address)."""
     if on:
@@ -57,24 +68,46 @@ def _dual(d: dict, on: bool) -> dict:
     return d
 
 
+def _slice(name: str, svc: str, ips: list[str]):
+    return _obj(
+        {
+            "metadata": {
+                "name": name,
+                "namespace": "x",
+                "labels": {"kubernetes.io/service-name": svc},
+            },
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [ip], "conditions": {"ready": True}} for ip in ips],
+            "ports": [{"name": "", "port": 8080, "protocol": "TCP"}],
+        },
+        "EndpointSlice",
+        "discovery.k8s.io/v1",
+    )
+
+
+# tracked: the agent's cluster dict, which records the keys written (changes.Objects); a plain
+# dict makes the reconcilers find the changes by comparing (the same answer, walking)
+@pytest.mark.parametrize("tracked", [False, True], ids=["dict", "tracked"])
 @pytest.mark.parametrize("dual", [False, True], ids=["ipv4", "dual-stack"])
 @pytest.mark.parametrize("seed", range(40))
-def test_incremental_caches_equal_a_full_recomputation(seed, dual):
+def test_incremental_caches_equal_a_full_recomputation(seed, dual, tracked):
     rng = random.Random(seed)
     dicts = [
         _dual(pod_dict(ns, f"p{i}", rng.choice(LABELS), f"10.0.{j}.{i + 2}"), dual)
         for j, ns in enumerate(("x", "y", "z"))
         for i in range(3)
     ]
-    cluster: dict = {}
+    cluster: dict = Objects() if tracked else {}
     store = PodStore()
     for n in NS:
         o = _obj(copy.deepcopy(n), "Namespace")
         cluster[o.key] = o
     bodies: dict = {}  # each Pod's dict, to change it
-    for d in dicts:
+    for i, d in enumerate(dicts):
         o = _obj(copy.deepcopy(d), "Pod")
         cluster[o.key], bodies[o.key] = o, d
+        if i % 3 == 0:  # one pod of each namespace on this node from the start
+            _attach(store, o, 100 + i)
     pols = [_obj(p, "NetworkPolicy", "networking.k8s.io/v1") for p in random_case(seed, NS, dicts)]
     for p in pols:
         cluster[p.key] = p
@@ -92,9 +125,7 @@ def test_incremental_caches_equal_a_full_recomputation(seed, dual):
                 state.pop(owner, None)
         assert state == _full(cluster, store, inc.slots), f"seed {seed}: caches went stale"
 
-    step()
-    for n in range(12):
-        kind = rng.choice(["labels", "ip", "gone", "new", "local", "unplug", "ns", "policy", "svc"])
+    def change(n: int, kind: str) -> None:
         pods = [k for k in cluster if k[0] == "Pod"]
         if kind in ("labels", "ip") and pods:
             d = copy.deepcopy(bodies[rng.choice(pods)])
@@ -115,13 +146,7 @@ def test_incremental_caches_equal_a_full_recomputation(seed, dual):
             o = _obj(d, "Pod")
             cluster[o.key], bodies[o.key] = o, d
         elif kind == "local" and pods:
-            p = cluster[rng.choice(pods)]
-            att = Attachment(
-                f"c{n}", "eth0", p.namespace, p.name, "", "/x", f"ovs{n}", p.ip, "0a:58:00:00:00:01"
-            )
-            att.ips = tuple(p.ips)
-            att.ofport = n + 10
-            store.put(att)
+            _attach(store, cluster[rng.choice(pods)], n)
         elif kind == "unplug" and store.pods:
             store.forget(rng.choice(sorted(store.pods)))
         elif kind == "ns":
@@ -142,6 +167,20 @@ def test_incremental_caches_equal_a_full_recomputation(seed, dual):
             else:
                 s = _svc("sa", "x", "a", "10.96.0.10")
                 cluster[s.key] = s
+        elif kind == "slice":  # sb's endpoints from a slice, changed, or from its selector
+            if ("EndpointSlice", "x", "sb-1") in cluster and rng.random() < 0.3:
+                cluster.pop(("EndpointSlice", "x", "sb-1"))
+            else:
+                ips = rng.sample([f"10.0.{j}.{i + 2}" for j in range(3) for i in range(3)], 2)
+                o = _slice("sb-1", "sb", ips)
+                cluster[o.key] = o
+
+    step()
+    kinds = ["labels", "ip", "gone", "new", "local", "unplug", "ns", "policy", "svc", "slice"]
+    for n in range(12):
+        # one change, or several seen by one computation (as one event batch is)
+        for kind in rng.choices(kinds, k=rng.choice([1, 1, 3])):
+            change(n, kind)
         step()
 
 

@@ -11,9 +11,10 @@ import random
 
 import pytest
 
-from ovsctl.agent.pods import Attachment, PodStore
+from ovsctl.agent.pods import PodStore
+from ovsctl.agent.reconcile.changes import Objects
 from tests.cnp_reference import random_case
-from tests.unit.test_agent_reconcile import _full, _obj, _reconciler
+from tests.unit.test_agent_reconcile import _attach, _full, _obj, _reconciler
 from tests.unit.test_incremental import NS, pod_dict
 
 API = "policy.networking.k8s.io/v1alpha2"
@@ -35,24 +36,16 @@ def _cnp(d: dict):
     return _obj(d, "ClusterNetworkPolicy", API)
 
 
-def _attach(store: PodStore, pod, n: int) -> None:
-    att = Attachment(
-        f"c{n}", "eth0", pod.namespace, pod.name, "", "/x", f"ovs{n}", pod.ip, "0a:58:00:00:00:01"
-    )
-    att.ips = tuple(pod.ips)
-    att.ofport = n + 10
-    store.put(att)
-
-
+@pytest.mark.parametrize("tracked", [False, True], ids=["dict", "tracked"])
 @pytest.mark.parametrize("seed", range(30))
-def test_cluster_policy_cache_equals_a_full_recomputation(seed):
+def test_cluster_policy_cache_equals_a_full_recomputation(seed, tracked):
     rng = random.Random(seed)
     dicts = [
         pod_dict(ns, f"p{i}", rng.choice(LABELS), f"10.0.{j}.{i + 2}")
         for j, ns in enumerate(("x", "y", "z"))
         for i in range(3)
     ]
-    cluster: dict = {}
+    cluster: dict = Objects() if tracked else {}  # see test_agent_reconcile.py
     store = PodStore()
     for n in NS:
         o = _obj(copy.deepcopy(n), "Namespace")

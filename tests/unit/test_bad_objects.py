@@ -356,9 +356,7 @@ _service = st.fixed_dictionaries(
 )
 def test_random_objects_never_stop_the_others(agent, pols, slices, svcs):
     agent.cluster.clear()
-    agent.policy.cache.clear()
-    agent.services.cache.clear()
-    agent.policy._view_ns = None
+    agent.policy.reset()
     _add(agent, _ns("x"))
     _add(agent, _pod("x", "web", "10.244.0.5", {"app": "web"}))
     _add(agent, _pod("x", "db", "10.244.0.6", {"app": "db"}))

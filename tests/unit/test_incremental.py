@@ -71,16 +71,23 @@ def _strip_slots(owner_flows: dict) -> dict:
     return out
 
 
-@pytest.mark.parametrize("seed", range(300))
-def test_unaffected_policies_keep_exactly_their_flows(seed):
+LABELS = [{"app": "a"}, {"app": "b"}, {"app": "a", "tier": "t"}, {}]
+
+
+def _case(seed: int) -> tuple:
+    """(rng, label sets, nine pod dicts in x/y/z, random parsed policies) for a seed."""
     rng = random.Random(seed)
-    labels = [{"app": "a"}, {"app": "b"}, {"app": "a", "tier": "t"}, {}]
     dicts = [
-        pod_dict(ns, f"p{i}", rng.choice(labels), f"10.0.{j}.{i + 2}")
+        pod_dict(ns, f"p{i}", rng.choice(LABELS), f"10.0.{j}.{i + 2}")
         for j, ns in enumerate(("x", "y", "z"))
         for i in range(3)
     ]
-    pols = [netpol.parse(d) for d in random_case(seed, NS, dicts)]
+    return rng, LABELS, dicts, [netpol.parse(d) for d in random_case(seed, NS, dicts)]
+
+
+@pytest.mark.parametrize("seed", range(300))
+def test_unaffected_policies_keep_exactly_their_flows(seed):
+    rng, labels, dicts, pols = _case(seed)
     before = [info(d, local=rng.random() < 0.5) for d in dicts]
     # one pod changes: labels, IP, locality, or it goes away / a new one comes
     i = rng.randrange(len(before))
@@ -126,3 +133,29 @@ def test_a_pod_elsewhere_does_not_affect_a_namespace_local_policy():
     assert not incremental.affects(pol, other, lambda ns: {})
     assert incremental.affects(pol, same, lambda ns: {})
     assert not incremental.affects(pol, None, lambda ns: {})
+
+
+@pytest.mark.parametrize("seed", range(200))
+def test_the_index_names_every_policy_a_pod_affects(seed):
+    """incremental.Index.candidates is a superset of the policies `affects` says yes for, as
+    policies come, change and go (what lets the agent ask only those)."""
+    rng, labels, dicts, pols = _case(seed)
+    pods = [info(d, local=rng.random() < 0.5) for d in dicts]
+    pods.append(policy.PodInfo("w", "elsewhere", (("app", "a"),), "10.7.7.7", local=True))
+    index = incremental.Index()
+    filed: dict = {}
+    ns_labels = view_of(pods).ns_labels
+    for _ in range(6):
+        for pol in rng.sample(pols, k=min(len(pols), 3)):  # filed, or filed again
+            index.add(pol.key, pol)
+            filed[pol.key] = pol
+        if filed and rng.random() < 0.3:
+            gone = rng.choice(sorted(filed))
+            index.remove(gone)
+            del filed[gone]
+        assert len(index) == len(filed)
+        for pod in pods:
+            want = {k for k, pol in filed.items() if incremental.affects(pol, pod, ns_labels)}
+            assert want <= index.candidates(pod, ns_labels), (seed, pod)
+        # no pod (a pair's absent side) affects nothing
+        assert index.candidates(None, ns_labels) == set()

@@ -11,15 +11,17 @@ import threading
 import time
 
 from flows import cnp, incremental, netpol, policy, tiers
-from flows.family import ordered
-from flows.policy import PodInfo, View
+from flows.policy import View
 from ovsctl.agent import LOGGER
-from ovsctl.agent.reconcile import SkipLog, finished
+from ovsctl.agent.reconcile import SkipLog
+from ovsctl.agent.reconcile.changes import Changes
 from ovsctl.agent.reconcile.services import ServiceReconciler
+from ovsctl.agent.reconcile.viewindex import ViewIndex
 from ovsctl.openflow import encode as ofconv
 from ovsctl.openflow.controller import SyncError
 
 log = logging.getLogger(LOGGER)
+NS_NAME = "kubernetes.io/metadata.name"  # the labels of a namespace with no object (View)
 
 
 class PolicyReconciler:
@@ -36,123 +38,112 @@ class PolicyReconciler:
         self.lock = threading.RLock()
         self.slots: dict[str, int] = {}
         self._free_slots: list[int] = []
-        self._view_pods: dict = {}
-        self._pod_infos: dict[tuple, tuple] = {}
-        self._view_ns: dict | None = None
-        self.cache: dict[tuple, tuple] = {}
+        self.changes = Changes(cluster)
+        self.index = ViewIndex(cluster, store)
+        self.np_index = incremental.Index()  # which NetworkPolicies a pod may affect
+        self.cache: dict[tuple, tuple] = {}  # NetworkPolicy key -> (object, parsed, owners)
         # ClusterNetworkPolicy key -> (object, parsed or None, base priority, owners)
         self.cnp_cache: dict[tuple, tuple] = {}
-        self._view_nodes: dict | None = None
+        self._cnp_keys: dict[tuple, None] = {}  # the ClusterNetworkPolicies, in arrival order
+        self._live: set[str] = set()  # every policy owner there is
+        self._fresh: list[str] = []  # owners given a slot in this computation
         self.sync = None
         self.controller = None
         self.settle = lambda: None
 
+    def reset(self) -> None:
+        """Forget every cache: the next computation starts from the whole cluster."""
+        self.changes = Changes(self.cluster)
+        self.index = ViewIndex(self.cluster, self.store)
+        self.np_index = incremental.Index()
+        self.cache, self.cnp_cache, self._cnp_keys = {}, {}, {}
+        self._live = set()
+        self.svc.reset()
+
     def view(self) -> View:
-        namespaces, pods, nodes = {}, {}, {}
-        infos = {}  # PodInfo per cluster Pod object, kept while the object is the same
-        for key, obj in list(self.cluster.items()):
-            if key[0] == "Namespace":
-                namespaces[obj.name] = obj.labels_dict()
-            elif key[0] == "Node":
-                nodes[obj.name] = (tuple(sorted(obj.labels_dict().items())), obj.addresses)
-            elif key[0] == "Pod" and not obj.host_network and obj.ip and not finished(obj):
-                hit = self._pod_infos.get(key)
-                if hit is not None and hit[0] is obj:
-                    info = hit[1]
-                else:
-                    info = PodInfo(
-                        obj.namespace,
-                        obj.name,
-                        tuple(sorted(obj.labels_dict().items())),
-                        obj.ip,
-                        tuple((cp.name, cp.port, cp.protocol) for cp in obj.ports),
-                        ready=obj.ready,
-                        terminating=obj.terminating,
-                        ips=ordered(obj.ips),  # both addresses of a dual-stack pod
-                    )
-                infos[key] = (obj, info)
-                pods[(obj.namespace, obj.name)] = info
-        self._pod_infos = infos
-        # a pod with several interfaces is one peer: its primary one (the default route's)
-        # comes last and wins
-        atts = list(self.store.pods.values())
-        for att in sorted(atts, key=lambda a: (a.default_route, a.ifname == "eth0")):
-            if att.ofport <= 0:
-                continue
-            obj = self.cluster.get(("Pod", att.namespace, att.name))
-            if obj is not None and finished(obj):
-                continue  # its sandbox goes soon; its IP is nobody's peer meanwhile
-            labels = tuple(sorted(obj.labels_dict().items())) if obj is not None else ()
-            ports = (
-                tuple((cp.name, cp.port, cp.protocol) for cp in obj.ports)
-                if obj is not None
-                else ()
-            )
-            pods[(att.namespace, att.name)] = PodInfo(
-                att.namespace,
-                att.name,
-                labels,
-                att.ip,
-                ports,
-                local=True,
-                ready=obj.ready if obj is not None else True,
-                terminating=obj.terminating if obj is not None else False,
-                # every address IPAM gave the interface (IPv4 first): policies select both
-                ips=ordered(att.ips),
-            )
-        return View(namespaces, sorted(pods.values(), key=lambda p: (p.namespace, p.name)), nodes)
+        """The View of the cluster as it is now (the changes that made it are kept for the
+        next `owners`)."""
+        return self.index.update(self.changes.take())
 
     def owners(self) -> dict:
         """Desired flows of the policy owners (rules and isolation) and Services that were
         recomputed; owners that are gone map to an empty set; unchanged owners are left out
         (the flow sync already holds them). Slots (priority + conjunction ids) stay with an owner
-        while it lives. A Service is recomputed only when it, its EndpointSlices or (derived
-        endpoints) its namespace's pods changed."""
+        while it lives. The cost follows what changed: the View is updated per changed object,
+        and only the policies a changed pod may affect (incremental.Index, then
+        incremental.affects) are asked. A Service is recomputed only when it, its
+        EndpointSlices or (derived endpoints) its namespace's pods changed."""
         view = self.view()
-        pods_now = {(p.namespace, p.name): p for p in view.pods}
-        prev = self._view_pods
-        changed = [
-            (prev.get(k), pods_now.get(k))
-            for k in set(prev) | set(pods_now)
-            if prev.get(k) is not pods_now.get(k) and prev.get(k) != pods_now.get(k)
-        ]
-        everything = view.namespaces != self._view_ns
+        delta = self.index.take()
+        changed, everything = delta.changed, delta.namespaces
         want: dict[str, frozenset] = {}  # owners recomputed or gone (unchanged ones left out)
-        live: dict[str, frozenset] = {}  # every policy owner there is
-        cache: dict[tuple, tuple] = {}
-        for key, obj in list(self.cluster.items()):
-            if key[0] != "NetworkPolicy":
-                continue
-            hit = self.cache.get(key)
-            if hit is not None and hit[0] == obj and not everything:
-                pol = hit[1]
-                if pol is None or not any(
-                    incremental.affects(pol, p, view.ns_labels) for pair in changed for p in pair
-                ):
-                    cache[key] = hit
-                    live.update(hit[2])  # unchanged: already in the flow sync as they are
-                    continue
+        todo = {k for k in delta.keys if k[0] == "NetworkPolicy"}
+        if everything and not delta.ns_before:
+            todo |= self.cache.keys()
+        else:
+            for ns, before in delta.ns_before.items():  # only namespace selectors read labels
+                after = view.namespaces.get(ns)
+                todo |= self.np_index.namespace_moved(
+                    before or {NS_NAME: ns}, after or {NS_NAME: ns}
+                )
+            for pod in {p for pair in changed for p in pair if p is not None}:
+                for key in self.np_index.candidates(pod, view.ns_labels) - todo:
+                    if incremental.affects(self.cache[key][1], pod, view.ns_labels):
+                        todo.add(key)
+        for key in todo:
+            self._network_policy(key, view, want)
+        self._cluster_policies(view, delta, want)
+        for owner in self._fresh:  # given a slot, then left out (a rule that failed)
+            if owner not in self._live and owner in self.slots:
+                self._release(owner, want)
+        self._fresh = []
+        svc_owners, self.node_ports = self.svc.owners(view, changed, everything)
+        want.update(svc_owners)
+        return want
+
+    def _network_policy(self, key: tuple, view: View, want: dict) -> None:
+        """Recompute one NetworkPolicy (changed, gone, or a pod it may select changed)."""
+        obj = self.cluster.get(key)
+        hit = self.cache.get(key)
+        old = hit[2] if hit is not None else {}
+        if obj is None:
+            self.cache.pop(key, None)
+            self.np_index.remove(key)
+            self._replace(old, {}, want)
+            return
+        if hit is not None and hit[0] == obj:
+            pol = hit[1]
+            if pol is None:
+                return  # unreadable, and still the same object
+        else:
             try:
                 pol = netpol.parse(obj.obj())
             except netpol.PolicyError as e:
                 self.skip(key, obj, f"ignoring {e}")
-                cache[key] = (obj, None, {})
-                continue
+                self.cache[key] = (obj, None, {})
+                self.np_index.remove(key)
+                self._replace(old, {}, want)
+                return
             for why in pol.skipped:
                 self.skip(key, obj, why)
-            owners = self._programmable(key, obj, pol, view)
-            cache[key] = (obj, pol, owners)
-            want.update(owners)
-            live.update(owners)
-        self.cache = cache
-        self._cluster_policies(view, changed, everything, want, live)
-        for owner in set(self.slots) - set(live):
-            want[owner] = frozenset()
+        owners = self._programmable(key, obj, pol, view)
+        self.cache[key] = (obj, pol, owners)
+        self.np_index.add(key, pol)
+        self._replace(old, owners, want)
+
+    def _replace(self, old: dict, new: dict, want: dict) -> None:
+        """A policy's owners were `old` and are now `new`: the new ones go into `want`, the
+        ones gone get an empty set and give their slot back."""
+        for owner in old.keys() - new.keys():
+            self._live.discard(owner)
+            self._release(owner, want)
+        self._live.update(new)
+        want.update(new)
+
+    def _release(self, owner: str, want: dict) -> None:
+        want[owner] = frozenset()
+        if owner in self.slots:
             self._free_slots.append(self.slots.pop(owner))
-        svc_owners, self.node_ports = self.svc.owners(view, changed, everything)
-        want.update(svc_owners)
-        self._view_pods, self._view_ns = pods_now, view.namespaces
-        return want
 
     def _programmable(self, key: tuple, obj, pol, view: View) -> dict:
         """A policy's owners and flows, each checked to encode. A rule whose flows cannot be
@@ -166,12 +157,21 @@ class PolicyReconciler:
             computed = {iso: policy.isolation_flows(pol, view, self.slot(iso))}
         return self._encodable(key, obj, computed)
 
-    def _cluster_policies(self, view: View, changed, everything: bool, want, live) -> None:
-        """The ClusterNetworkPolicy owners into `want` (recomputed) and `live` (all). An
-        invalid policy installs nothing (logged once, naming the field); the others go on."""
+    def _cluster_policies(self, view: View, delta, want: dict) -> None:
+        """The ClusterNetworkPolicy owners recomputed (or gone) into `want`. An invalid policy
+        installs nothing (logged once, naming the field); the others go on. Every policy is
+        looked at per computation (their flow priorities depend on each other): there are
+        few of them."""
+        for key in delta.keys:
+            if key[0] == "ClusterNetworkPolicy":
+                if key in self.cluster:
+                    self._cnp_keys.setdefault(key)
+                else:
+                    self._cnp_keys.pop(key, None)
         parsed = {}
-        for key, obj in list(self.cluster.items()):
-            if key[0] != "ClusterNetworkPolicy":
+        for key in self._cnp_keys:
+            obj = self.cluster.get(key)
+            if obj is None:  # gone since its key was taken: the next change says so
                 continue
             hit = self.cnp_cache.get(key)
             if hit is not None and hit[0] == obj:
@@ -186,33 +186,35 @@ class PolicyReconciler:
                 self.skip(key, obj, f"ignoring {e}; nothing of it is installed")
                 parsed[key] = (obj, None)
         bases = tiers.base_priorities([p for _, p in parsed.values() if p is not None])
-        nodes_changed = view.nodes != self._view_nodes
-        self._view_nodes = view.nodes
+        everything, nodes_changed = delta.namespaces, delta.nodes
+        pods = {p for pair in delta.changed for p in pair if p is not None}
         cache: dict[tuple, tuple] = {}
         for key, (obj, pol) in parsed.items():
             base = bases.get(pol.name) if pol is not None else None
+            hit = self.cnp_cache.get(key)
+            old = hit[3] if hit is not None else {}
             if pol is not None and base is None:
                 self.skip(key, obj, f"ClusterNetworkPolicy {pol.name}: not installed: more "
                           f"than {tiers.MAX_POLICIES} policies in the {pol.tier} tier")  # fmt: skip
             if base is None:
                 cache[key] = (obj, pol, None, {})
+                self._replace(old, {}, want)
                 continue
-            hit = self.cnp_cache.get(key)
             if (
                 hit is not None
                 and hit[0] == obj
                 and hit[2] == base
                 and not everything
                 and not (nodes_changed and _has_node_peers(pol))
-                and not any(tiers.affects(pol, p, view) for pair in changed for p in pair)
+                and not any(tiers.affects(pol, p, view) for p in pods)
             ):
                 cache[key] = hit
-                live.update(hit[3])
                 continue
             owners = self._programmable_cnp(key, obj, pol, view, base)
             cache[key] = (obj, pol, base, owners)
-            want.update(owners)
-            live.update(owners)
+            self._replace(old, owners, want)
+        for key in self.cnp_cache.keys() - cache.keys():  # gone
+            self._replace(self.cnp_cache[key][3], {}, want)
         self.cnp_cache = cache
 
     def _programmable_cnp(self, key, obj, pol, view: View, base: int) -> dict:
@@ -240,6 +242,7 @@ class PolicyReconciler:
 
     def slot(self, owner: str) -> int:
         if owner not in self.slots:
+            self._fresh.append(owner)
             if self._free_slots:
                 self.slots[owner] = self._free_slots.pop()
             else:

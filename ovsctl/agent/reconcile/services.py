@@ -12,6 +12,7 @@ import json
 from flows import services
 from flows.policy import View
 from ovsctl.agent.reconcile import SkipLog
+from ovsctl.agent.reconcile.changes import Changes
 from ovsctl.openflow import encode as ofconv
 
 
@@ -43,73 +44,127 @@ class ServiceReconciler:
         # status lacks them (a source that cannot be written: every agent computes the same)
         self.lb_assignments = None
         self._assigned: dict[str, tuple[str, ...]] = {}
+        self.changes = Changes(cluster)
+        # kept per changed object (see _take): (namespace, Service name) -> {EndpointSlice
+        # key: body}; each slice's Service; the Services (in arrival order); node -> zone;
+        # (namespace, pod) -> node; Services whose object or slices changed since owners()
+        self._slices: dict[tuple, dict] = {}
+        self._slice_of: dict[tuple, tuple] = {}
+        self._services: dict[tuple, None] = {}
+        self._zones: dict[str, str] = {}
+        self._pod_nodes: dict[tuple[str, str], str] = {}
+        self._dirty: set[tuple] = set()
+
+    def reset(self) -> None:
+        """Forget every cache: the next computation starts from the whole cluster."""
+        self.changes = Changes(self.cluster)
+        self.cache, self.services, self._topology = {}, set(), None
+        self._slices, self._services, self._zones, self._pod_nodes = {}, {}, {}, {}
+        self._slice_of, self._dirty = {}, set()
 
     def topology(self) -> tuple[dict[str, str], dict[tuple[str, str], str]]:
         """(node name -> zone, (namespace, pod) -> node name) from the cluster objects."""
-        zones, pod_nodes = {}, {}
-        for key, obj in list(self.cluster.items()):
-            if key[0] == "Node":
-                zones[key[2]] = obj.zone
-            elif key[0] == "Pod" and obj.node_name:
-                pod_nodes[(key[1], key[2])] = obj.node_name
-        return zones, pod_nodes
+        self._take()
+        return dict(self._zones), dict(self._pod_nodes)
+
+    def _take(self) -> set:
+        """Bring the indexes up to date with the changed keys: EndpointSlices by Service,
+        the Services, zones, pods' nodes. Returns the Services whose inputs may have changed
+        (their object or their EndpointSlices); they pile up until `owners` takes them."""
+        for key in self.changes.take():
+            kind, obj = key[0], self.cluster.get(key)
+            if kind == "EndpointSlice":
+                for owner in self._slice_of.pop(key, ()):
+                    self._slices[owner].pop(key, None)
+                    if not self._slices[owner]:
+                        del self._slices[owner]
+                    self._dirty.add(("Service", *owner))
+                if obj is not None:
+                    body = obj.obj()
+                    svc = ((body.get("metadata") or {}).get("labels") or {}).get(
+                        "kubernetes.io/service-name"
+                    )
+                    if svc:
+                        self._slices.setdefault((key[1], svc), {})[key] = body
+                        self._slice_of[key] = ((key[1], svc),)
+                        self._dirty.add(("Service", key[1], svc))
+            elif kind == "Service":
+                if obj is None:
+                    self._services.pop(key, None)
+                else:
+                    self._services.setdefault(key)
+                self._dirty.add(key)
+            elif kind == "Node":
+                if obj is None:
+                    self._zones.pop(key[2], None)
+                else:
+                    self._zones[key[2]] = obj.zone
+            elif kind == "Pod":
+                if obj is not None and obj.node_name:
+                    self._pod_nodes[(key[1], key[2])] = obj.node_name
+                else:
+                    self._pod_nodes.pop((key[1], key[2]), None)
+        return self._dirty
 
     def owners(self, view: View, changed=(), everything: bool = True) -> tuple[dict, set]:
         """Flows of every Service (recomputed ones; Services that are gone map to an empty
         set), and the NodePort host rules every Service wants; `external_addrs` and `parsed`
         are updated too. Endpoints come from EndpointSlices, or from the selector when there
-        are none (as the EndpointSlice controller would make them)."""
+        are none (as the EndpointSlice controller would make them). A Service is recomputed
+        when it or its EndpointSlices changed, when its LB pool addresses did, or (no
+        EndpointSlices: endpoints from pods) when a pod of its namespace changed."""
+        assigned = self._assigned
         if self.lb_assignments is not None:
             self._assigned = self.lb_assignments()
-        slices: dict[tuple[str, str], list[dict]] = {}
-        for key, obj in list(self.cluster.items()):
-            if key[0] == "EndpointSlice":
-                body = obj.obj()
-                svc = ((body.get("metadata") or {}).get("labels") or {}).get(
-                    "kubernetes.io/service-name"
-                )
-                if svc:
-                    slices.setdefault((key[1], svc), []).append(body)
+        dirty = set(self._take())
+        self._dirty.clear()
         local = self.pod_cidrs or ((self.pod_cidr,) if self.pod_cidr else ())
-        zones, pod_nodes = self.topology()
+        zones, pod_nodes = self._zones, self._pod_nodes
         if zones != self._topology:  # a zone label changed: trafficDistribution may move
-            everything, self._topology = True, zones
+            everything, self._topology = True, dict(zones)
         here = {"node_name": self.node_name, "zone": zones.get(self.node_name, "")}
         want: dict[str, frozenset] = {}
-        node_ports: set[tuple[str, int, str]] = set()
-        addrs: set[str] = set()
-        parsed: dict[str, tuple] = {}
         changed_ns = {p.namespace for pair in changed for p in pair if p is not None}
-        live: dict[str, frozenset] = {}
-        cache: dict[tuple, tuple] = {}
-        for key, obj in list(self.cluster.items()):
-            if key[0] != "Service":
+        # recomputed whatever their inputs: every Service (everything), those whose
+        # endpoints come from the pods of a namespace where a pod changed
+        forced = set(self._services) if everything else set()
+        for key in self._services:
+            name = f"{key[1]}/{key[2]}"
+            if assigned.get(name) != self._assigned.get(name):
+                dirty.add(key)
+            elif key[1] in changed_ns and (key[1], key[2]) not in self._slices:
+                forced.add(key)
+        dirty |= forced | (self.cache.keys() if everything else set())
+        for key in dirty:
+            obj = self.cluster.get(key) if key in self._services else None
+            old = self.cache.pop(key, None)
+            if obj is None:
+                if old is not None:
+                    want.update({o: frozenset() for o in old[1]})
                 continue
-            mine = slices.get((key[1], key[2]))
+            mine = self._slices.get((key[1], key[2]))
+            mine = None if mine is None else list(mine.values())
             inputs = (obj, None if mine is None else json.dumps(mine, sort_keys=True))
             if self._assigned.get(f"{key[1]}/{key[2]}"):
                 inputs = (*inputs, self._assigned[f"{key[1]}/{key[2]}"])
-            hit = self.cache.get(key)
-            if (
-                hit is not None
-                and hit[0] == inputs
-                and not everything
-                and (mine is not None or key[1] not in changed_ns)
-            ):
-                cache[key] = hit
-            else:
-                topo = (local, here, zones, pod_nodes)
-                hit = cache[key] = self._compute(key, inputs, mine, view, topo)
-                want.update(hit[1])
-            live.update(hit[1])
+            if old is not None and old[0] == inputs and key not in forced:
+                self.cache[key] = old
+                continue
+            topo = (local, here, zones, pod_nodes)
+            hit = self.cache[key] = self._compute(key, inputs, mine, view, topo)
+            want.update(hit[1])
+            for o in old[1].keys() - hit[1].keys() if old is not None else ():
+                want[o] = frozenset()
+        node_ports: set[tuple[str, int, str]] = set()
+        addrs: set[str] = set()
+        parsed: dict[str, tuple] = {}
+        for key in self._services:  # every Service's host rules (cheap: already computed)
+            hit = self.cache[key]
             node_ports |= hit[2]
             addrs |= hit[3]
             if hit[4] is not None:
                 parsed[f"{key[1]}/{key[2]}"] = hit[4]
-        self.cache = cache
-        for owner in self.services - set(live):
-            want[owner] = frozenset()
-        self.services = {o for o, f in live.items() if f}
+        self.services = {o for hit in self.cache.values() for o, f in hit[1].items() if f}
         self.external_addrs, self.parsed = frozenset(addrs), parsed
         return want, node_ports
 
