@@ -69,7 +69,7 @@ from flows.flow import (
     flow,
     nat_target,
 )
-from flows.model import SNAT_MARK, nodeport_ips
+from flows.model import SNAT_MARK, first_host, nodeport_ips
 from flows.pipeline import CT_ZONE
 from flows.service_model import (
     DEFAULT_AFFINITY_TIMEOUT,
@@ -104,6 +104,11 @@ PRIO_AFFINITY = 210
 PRIO_EXTERNAL = 210
 PRIO_EXTERNAL_DNAT = 220
 PRIO_EXTERNAL_AFFINITY = 230
+# externalTrafficPolicy Local: the node's own processes (and hostNetwork pods) reach an external
+# address through the gateway with the gateway's address as their source; they are in-cluster
+# clients (kube-proxy sends node-local traffic cluster-wide): their frontend, above the
+# gateway's, matches that source (PRIO_EXTERNAL + PRIO_HOST_BUMP, and so on)
+PRIO_HOST_BUMP = 5
 # loadBalancerSourceRanges: the frontends match each range's sources; below them, the rest of
 # the address:port is dropped
 PRIO_SOURCE_DROP = 190
@@ -198,12 +203,14 @@ def service_flows(
     local_cidr: str | tuple[str, ...] | None = None,
     node_name: str = "",
     zone: str = "",
+    excluded: frozenset = frozenset(),
 ) -> frozenset[Flow]:
     """The flows of one Service (all its ports and frontends) on a node whose pods are in
     `local_cidr` (one CIDR, or one per family: which endpoints are local, which families'
     node ports and external addresses the node serves), named `node_name` (EndpointSlice
     nodeName: local endpoints) in zone `zone` (trafficDistribution). Each ClusterIP and
-    external address is load-balanced to the endpoints of its own family."""
+    external address is load-balanced to the endpoints of its own family. `excluded`:
+    external frontends (address, port, protocol) left out (another Service owns them)."""
     ck = cookie.make("service", service_owner(svc))
     nets = _nets(local_cidr)
     here = Here(tuple(nets), node_name, zone)
@@ -216,7 +223,7 @@ def service_flows(
             chosen = internal(svc, by_fam[family(cip)], here)
             out |= _frontend(svc, sp, cip, sp.port, _backends(sp, chosen), ck)
         for addr in svc.external_addrs:
-            if family(addr) in fams:
+            if family(addr) in fams and (addr, sp.port, sp.protocol) not in excluded:
                 out |= _external(svc, sp, addr, by_fam[family(addr)], here, ck)
         if not (sp.node_port and svc.has_node_ports):
             continue
@@ -270,7 +277,19 @@ def _external(
         out |= _frontend(
             svc, sp, addr, sp.port, gw, ck, mark, none_drops=bool(every), src=src, gateway=True
         )
+    if svc.external_local and src_ok(srcs, here, fam):
+        for host in (first_host(str(n)) for n in here.nets if of_version(n.version) is fam):
+            out |= _frontend(svc, sp, addr, sp.port, pods, ck, gateway=True, host=host)
     return out
+
+
+def src_ok(srcs, here: Here, fam: Family) -> bool:
+    """Whether the node's own (gateway) source may use the frontend: always without
+    loadBalancerSourceRanges, else only when a range holds it."""
+    if srcs == (None,):
+        return True
+    hosts = [first_host(str(n)) for n in here.nets if of_version(n.version) is fam]
+    return any(h in netaddr.IPNetwork(r) for r in srcs if r for h in hosts)
 
 
 def _affinity_loads(ep_ip: str) -> tuple[tuple[int, str, int], ...]:
@@ -311,6 +330,7 @@ def _frontend(
     none_drops: bool = False,
     src: str | None = None,
     gateway: bool = False,
+    host: str | None = None,
 ) -> set[Flow]:
     """ServiceLB and EndpointDNAT flows of one frontend (address:port): for every client, or,
     `gateway`, for those that came in through the gateway (their flows above the others';
@@ -323,6 +343,11 @@ def _frontend(
         gw_reg, gw_val = regs.PKT_SOURCE.match(regs.FROM_GATEWAY)
         base[gw_reg] = gw_val
         prio_lb, prio_dnat, prio_aff = PRIO_EXTERNAL, PRIO_EXTERNAL_DNAT, PRIO_EXTERNAL_AFFINITY
+        if host is not None:  # the node's own source: its own frontend above the gateway's
+            base[fam.src] = host
+            prio_lb, prio_dnat, prio_aff = (
+                p + PRIO_HOST_BUMP for p in (prio_lb, prio_dnat, prio_aff)
+            )
     lb_match = base if src is None else {**base, fam.src: src}
     if not backends:
         # No endpoint: the agent answers as kube-proxy's REJECT does (TCP RST, ICMP port

@@ -99,6 +99,9 @@ class AgentConfig:
     # ovsctl's own LoadBalancer pool (Services of loadBalancerClass ovsctl.io/lb): ranges
     # "A-B" and CIDRs, both families, e.g. [172.30.0.192/28, fd00:172:30::c0/124]
     lb_pool: list = field(default_factory=list)
+    # the addresses Services may use as spec.externalIPs (CIDRs, both families); empty: any
+    # address ovsctl does not refuse anyway (pod CIDRs, ClusterIPs, node addresses, ...)
+    external_ip_cidrs: list = field(default_factory=list)
 
     def validate(self) -> AgentConfig:
         if not self.source:
@@ -147,6 +150,9 @@ class AgentConfig:
         if not 1 <= self.audit_rate <= 100000:
             raise ConfigError(f"audit_rate: {self.audit_rate} out of range 1..100000 (per second)")
         self._validate_lb_pool()
+        self.external_ip_cidrs = [
+            _cidr("external_ip_cidrs", c) for c in dict.fromkeys(self.external_ip_cidrs)
+        ]
         self.log_level = self.log_level.lower()
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise ConfigError(f"log_level: {self.log_level!r} is not debug/info/warning/error")
@@ -336,6 +342,9 @@ HELP = {
     "lb_pool": "addresses for Services of loadBalancerClass ovsctl.io/lb, comma-separated ranges "
     "A-B and CIDRs, both families (172.30.0.192/28,fd00:172:30::c0/124); every agent needs "
     "the same pool",
+    "external_ip_cidrs": "CIDRs Services may use as spec.externalIPs, comma-separated, both "
+    "families; empty = any address not refused anyway (pod CIDRs, ClusterIPs, node "
+    "addresses, reserved, link-local, loopback, multicast)",
 }
 
 

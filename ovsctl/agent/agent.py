@@ -70,6 +70,8 @@ class Agent:
         self.services = ServiceReconciler(
             self.cluster, cfg.pod_cidr, self.skip, node_name=cfg.node_name
         )
+        self.services.cluster_cidrs = tuple(cfg.cluster_cidrs)  # refused as external addresses
+        self.services.external_ip_cidrs = tuple(cfg.external_ip_cidrs)
         self.policy = PolicyReconciler(self.cluster, self.store, self.services, self.skip)
         # external addresses: routes, the announcement and allocation of the LB pool
         self.lb = LBAnnouncer(

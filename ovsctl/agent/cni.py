@@ -216,6 +216,24 @@ class CNI:
             )
             step = "veth"
             more = tuple((ip, self._plen(ip), self._gw(ip)) for ip in att.ips[1:])
+            # The OVS port is added once the host end is up, while the pod end is configured
+            # in its namespace (OVS opening the port and netlink overlap). Undone first, even
+            # when the veth step fails after the port went in.
+            undo.append(lambda: self.ports.delete(att.host_if))
+            plugged: list[float] = []
+            ids: list[dict] = []
+
+            def plug():
+                nonlocal step
+                step = "OVS port"
+                plugged.append(time.monotonic())
+                ids.append(att.external_ids())  # default routes assumed: the usual case
+                att.ofport = self.ports.add(
+                    att.host_if, external_ids=ids[0], wait_ofport=self.timeout
+                )
+                plugged.append(time.monotonic())
+                step = "veth"
+
             att.host_mac, routed = self.ifaces.create(
                 att.host_if,
                 netns,
@@ -226,19 +244,22 @@ class CNI:
                 gateway=self._gw(att.ip),
                 mtu=self.mtu,
                 tx_off=self.datapath_type == "netdev",
+                during=plug,
                 **({"more": more} if more else {}),
             )
             if more:
                 att.default_route, att.default_route6 = routed[0], routed[1]
             else:
                 att.default_route = routed
-            steps.append(time.monotonic())
             undo.append(lambda: self.ifaces.delete(att.host_if))
-            undo.append(lambda: self.ports.delete(att.host_if))
-            step = "OVS port"
-            att.ofport = self.ports.add(
-                att.host_if, external_ids=att.external_ids(), wait_ofport=self.timeout
-            )
+            if att.external_ids() != ids[0]:  # the pod had a default route (a 2nd interface)
+                step = "OVS port"
+                att.ofport = self.ports.add(
+                    att.host_if, external_ids=att.external_ids(), wait_ofport=self.timeout
+                )
+            # veth: from the start to the host end up, and the pod end's wait after the port;
+            # OVS port: its transaction and the wait for its ofport (overlapping the pod end)
+            steps += [plugged[0], plugged[1]]
             steps.append(time.monotonic())
             step = "flows"
             owner = pipeline.pod_owner(att.pod_port())
@@ -253,8 +274,8 @@ class CNI:
             steps.append(time.monotonic())
             ms = [(b - a) * 1000 for a, b in zip(steps, steps[1:], strict=False)]
             log.info(
-                "pod %s (%s): %s %s on ofport %d via %s%s "
-                "(ipam %.1f ms, veth %.1f ms, OVS port %.1f ms, flows %.1f ms)",
+                "pod %s (%s): %s %s on ofport %d via %s%s (ipam %.1f ms, veth %.1f ms, "
+                "OVS port %.1f ms while the pod end is set up, then %.1f ms, flows %.1f ms)",
                 att.ref,
                 att.key,
                 " ".join(att.ips),

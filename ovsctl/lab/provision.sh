@@ -614,6 +614,8 @@ RestartSec=2
 WantedBy=multi-user.target
 "
   units+=(ovsctl-agent.service)
+  # the plugin module beside its launcher, the module first (the launcher runs it)
+  install_file "$repo/cni-shim/ovsctl_cni.py" "$root/opt/cni/bin/ovsctl_cni.py" 0644
   install_file "$repo/cni-shim/ovsctl-cni" "$root/opt/cni/bin/ovsctl-cni" 0755
   local conflist
   conflist=$(mktemp)

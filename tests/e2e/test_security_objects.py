@@ -184,3 +184,42 @@ def test_a_finished_pods_labels_open_nothing_for_the_next_owner_of_its_ip(make_l
     wait_for(lambda: not lab.probe()[key], 30, what="a Succeeded pod's IP admitted no more")
     lab.write_object(old_admin("Failed"))
     assert not lab.probe()[key]
+
+
+def test_external_ips_naming_a_node_or_a_pod_take_nothing(make_lab, tmp_path):
+    """Issue 18 review, P0-1 (CVE-2020-8554 and worse): a Service whose externalIPs are another
+    node's IP (its tunnel endpoint) and a pod's IP, on that pod's port and the tunnel's, with no
+    endpoints (were it programmed, the packets would be refused). The agents refuse both
+    addresses (one log line each), the tunnel keeps working, and the pod is still reached
+    directly."""
+    lab = make_lab(2)
+    lab.apply([_write(tmp_path, "good.yaml", OBJECTS)], log=lambda *_: None)
+    key = f"{NS}/intruder->{NS}/db:80/TCP"  # node1 -> node0, through the tunnel
+    wait_for(lambda: lab.probe().get(key), 30, what="db reached across the tunnel")
+    node1 = next(n["ip"] for n in lab.status()["nodes"] if n["name"] == "node1")
+    db = next(p["ip"] for p in lab.status()["pods"] if p["name"] == "db")
+    grab = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "grab", "namespace": NS},
+        "spec": {
+            "clusterIP": "10.96.7.9",
+            "selector": {"app": "nobody"},
+            "externalIPs": [node1, db],
+            "ports": [
+                {"name": "http", "port": 80},
+                {"name": "vxlan", "port": 4789, "protocol": "UDP"},
+            ],
+        },
+    }
+    lab.write_object(model.parse(grab))
+    for node in ("node0", "node1"):
+        for line in (
+            f"Service {NS}/grab: spec.externalIPs {node1} refused (a Node's address)",
+            f"Service {NS}/grab: spec.externalIPs {db} refused (inside the pod CIDRs)",
+        ):
+            wait_for(lambda n=node, ln=line: ln in _log(lab, n), 30, what=f"{node}: {line}")
+    assert lab.probe()[key], "db still reached directly, through the tunnel"
+    assert _healthy(lab)
+    for node in ("node0", "node1"):
+        assert _log(lab, node).count(f"Service {NS}/grab: spec.externalIPs {db} refused") == 1

@@ -36,9 +36,18 @@ class FakeInterfaces:
         return "ovs" + hashlib.sha256(f"{container_id}/{ifname}".encode()).hexdigest()[:11]
 
     def create(
-        self, host_if, netns, ifname, *, mac, ip, prefixlen, gateway, mtu, tx_off=False, more=()
-    ):
+        self, host_if, netns, ifname, *, mac, ip, prefixlen, gateway, mtu, tx_off=False, more=(),
+        during=None,
+    ):  # fmt: skip
         self._check("create")
+        if during is not None:  # the host end is up (as netlink's): the caller plugs it now
+            self.links[host_if] = {"netns": netns, "ifname": ifname, "mac": mac, "ip": ip}
+            try:
+                during()
+                self._check("configure")  # the pod end, set up meanwhile, failed
+            except BaseException:
+                self.links.pop(host_if, None)  # the pair goes (as netlink's create)
+                raise
         self.links[host_if] = {
             "netns": netns, "ifname": ifname, "mac": mac, "ip": ip, "prefixlen": prefixlen,
             "more": [(a, p) for a, p, _gw in more],

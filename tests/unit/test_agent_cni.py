@@ -84,6 +84,8 @@ def _fail_ipam(env):
         ("IPAM", _fail_ipam, "IPAM failed"),
         ("veth", lambda env: env.ifaces.fail.add("create"), "interface setup failed"),
         ("OVS port", lambda env: env.ports.fail.add("add"), "OVSDB operation failed"),
+        # the pod end fails in its namespace after the host end went into OVS: the port goes
+        ("veth", lambda env: env.ifaces.fail.add("configure"), "interface setup failed"),
         ("flows", lambda env: env.ctl.fail.add("push"), "installing the pod's flows failed"),
     ],
 )
@@ -284,6 +286,7 @@ def test_dual_stack_no_default_route_per_family(dual):
     def create(host_if, netns, ifname, **kw):
         dual.ifaces.links[host_if] = {"netns": netns, "ifname": ifname, "mac": kw["mac"],
                                       "ip": kw["ip"], "prefixlen": kw["prefixlen"]}  # fmt: skip
+        kw["during"]()  # the OVS port, while the pod end is configured
         return "02:00:00:00:00:01", (True, False)  # the pod had an IPv6 default route
 
     dual.ifaces.create = create

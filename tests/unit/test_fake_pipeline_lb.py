@@ -197,7 +197,23 @@ def test_lb_local_with_node_name_only_endpoints():
     dnat = {f.text() for f in flows if f.table == "EndpointDNAT"}
     assert any("reg0=0x1/0xf" in t and "nat(dst=192.168.50.10:8080)" in t for t in dnat)
     other = services.service_flows(svc(external_local=True), [ep], CIDRS, "node-x", "")
-    assert not any("reg0=0x1/0xf" in f.text() for f in other if f.table == "EndpointDNAT")
+    gateway = [f.text() for f in other if f.table == "EndpointDNAT" and "reg0=0x1/0xf" in f.text()]
+    # only the node's own source (its gateway address) reaches it: an in-cluster client
+    assert gateway and all(f"nw_src={NODE.gw_ips[0]}," in t for t in gateway)
+
+
+@pytest.mark.parametrize("lb, fam", [(LB4, 0), (LB6, 1)])
+def test_lb_local_from_the_node_itself_reaches_remote_endpoints(lb, fam):
+    """A host process (or hostNetwork pod) reaches an external address through the gateway
+    with the gateway's address as its source: an in-cluster client, so externalTrafficPolicy
+    Local without a local endpoint still reaches the remote one, source kept (issue 18 review,
+    P2-12); a client from outside is still dropped."""
+    sw = fake(svc(external_local=True), eps(FAR))
+    res = sw.run(from_outside(lb, client=NODE.gw_ips[fam]))
+    assert res.output_ports == [OVERLAY.tun_ofport]
+    out = res.out(OVERLAY.tun_ofport)
+    assert (out.ip_src, out.ip_dst) == (NODE.gw_ips[fam], FAR.ips[fam])
+    assert sw.run(from_outside(lb)).output_ports == []
 
 
 # -- loadBalancerSourceRanges -----------------------------------------------------------------

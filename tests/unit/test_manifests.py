@@ -164,7 +164,8 @@ def _plugin_conf(conflist: dict, plugin_type: str = "ovsctl-cni", libcni: str = 
 
 
 def _load_shim():
-    loader = importlib.machinery.SourceFileLoader("ovsctl_cni_for_manifests", str(SHIM_PATH))
+    module_path = str(SHIM_PATH.with_name("ovsctl_cni.py"))
+    loader = importlib.machinery.SourceFileLoader("ovsctl_cni_for_manifests", module_path)
     spec = importlib.util.spec_from_loader(loader.name, loader)
     module = importlib.util.module_from_spec(spec)
     saved = sys.dont_write_bytecode
@@ -564,7 +565,10 @@ def _run_install(node: Path, host_python: bool = True) -> subprocess.CompletedPr
 
     run_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
     for key, value in env.items():
-        run_env[key] = str(SHIM_PATH) if key == "SHIM_SRC" else mapped(value)
+        run_env[key] = {
+            "SHIM_SRC": str(SHIM_PATH),
+            "SHIM_MODULE_SRC": str(SHIM_PATH.with_name("ovsctl_cni.py")),
+        }.get(key) or mapped(value)
     assert init["command"] == ["/bin/sh", "-c"]
     return subprocess.run(
         ["/bin/sh", "-c", init["args"][0]],
@@ -594,6 +598,8 @@ def test_install_cni_writes_into_the_nodes_cni_directories():
     workdir = re.search(r"^WORKDIR\s+(\S+)$", CONTAINERFILE.read_text(), re.M).group(1)
     assert re.search(r"^COPY\s+cni-shim\s+\./cni-shim/?$", CONTAINERFILE.read_text(), re.M)
     assert env["SHIM_SRC"] == f"{workdir}/cni-shim/ovsctl-cni"
+    assert env["SHIM_MODULE_SRC"] == f"{workdir}/cni-shim/ovsctl_cni.py"
+    assert _host_path(ds, init, env["SHIM_MODULE_SRC"]) is None
 
 
 def test_install_cni_script_installs_files_kubelet_can_use(node_dirs):
@@ -603,12 +609,17 @@ def test_install_cni_script_installs_files_kubelet_can_use(node_dirs):
     conf = node_dirs / "etc/cni/net.d/10-ovsctl.conflist"
     assert shim.read_bytes() == SHIM_PATH.read_bytes()
     assert os.stat(shim).st_mode & 0o777 == 0o755
+    module = shim.with_name("ovsctl_cni.py")  # what the launcher runs, beside it
+    assert module.read_bytes() == SHIM_PATH.with_name("ovsctl_cni.py").read_bytes()
+    assert os.stat(module).st_mode & 0o777 == 0o644
     assert shim.read_text().startswith("#!/usr/bin/python3 ")
     assert json.loads(conf.read_text()) == _conflist()
     assert os.stat(conf).st_mode & 0o777 == 0o644
     # Nothing else left behind (no temporary files a runtime might pick up).
     assert sorted(p.name for p in (node_dirs / "etc/cni/net.d").iterdir()) == [conf.name]
-    assert sorted(p.name for p in (node_dirs / "opt/cni/bin").iterdir()) == [shim.name]
+    assert sorted(p.name for p in (node_dirs / "opt/cni/bin").iterdir()) == sorted(
+        [shim.name, "ovsctl_cni.py"]
+    )
     # Idempotent: a restarted init container replaces both (python3 is still there).
     assert _run_install(node_dirs, host_python=False).returncode == 0
     assert sorted(p.name for p in (node_dirs / "etc/cni/net.d").iterdir()) == [conf.name]

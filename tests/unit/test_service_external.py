@@ -296,6 +296,14 @@ GOLDEN_LB_LOCAL_GATEWAY = {
     "cookie=0x541c337e7a4, table=36, priority=220,tcp,reg0=0x1/0xf,reg3=0/0xffff,nw_dst=172.30.0.200,tp_dst=80 actions=ct(commit,table=37,zone=65000,nat(dst=10.244.0.2:8080))",
 }
 
+# externalTrafficPolicy Local, from the node itself (source: its gateway address): every
+# endpoint, as from a pod, above the gateway's frontend (issue 18 review, P2-12)
+GOLDEN_LB_LOCAL_HOST = {
+    "cookie=0x541c337e7a4, table=35, priority=215,tcp,reg0=0x1/0xf,nw_src=10.244.0.1,nw_dst=172.30.0.200,tp_dst=80 actions=multipath(symmetric_l4,0,hrw,2,0,NXM_NX_REG3[0..15]),goto_table:36",
+    "cookie=0x541c337e7a4, table=36, priority=225,tcp,reg0=0x1/0xf,reg3=0/0xffff,nw_src=10.244.0.1,nw_dst=172.30.0.200,tp_dst=80 actions=ct(commit,table=37,zone=65000,nat(dst=10.244.0.2:8080))",
+    "cookie=0x541c337e7a4, table=36, priority=225,tcp,reg0=0x1/0xf,reg3=0x1/0xffff,nw_src=10.244.0.1,nw_dst=172.30.0.200,tp_dst=80 actions=ct(commit,table=37,zone=65000,nat(dst=10.244.1.3:8080))",
+}
+
 # externalTrafficPolicy Local on a node without a local endpoint: from the gateway dropped
 GOLDEN_LB_LOCAL_NONE_HERE = {
     "cookie=0x541c337e7a4, table=35, priority=210,tcp,reg0=0x1/0xf,nw_dst=172.30.0.200,tp_dst=80 actions=drop",
@@ -328,9 +336,12 @@ def test_lb_cluster_with_source_ranges_golden():
 
 def test_lb_local_golden():
     flows = service_flows(lb(external_local=True), [EP_A, EP_B], LOCAL_CIDR)
-    assert texts(flows, lambda t: "reg0=0x1/0xf" in t) == GOLDEN_LB_LOCAL_GATEWAY
+    outside = lambda t: "reg0=0x1/0xf" in t and "nw_src=10.244.0.1" not in t  # noqa: E731
+    assert texts(flows, outside) == GOLDEN_LB_LOCAL_GATEWAY
+    # the node's own processes (source: the gateway's address) are in-cluster clients
+    assert texts(flows, lambda t: "nw_src=10.244.0.1" in t) == GOLDEN_LB_LOCAL_HOST
     elsewhere = service_flows(lb(external_local=True), [EP_B], LOCAL_CIDR)
-    assert texts(elsewhere, lambda t: "reg0=0x1/0xf" in t) == GOLDEN_LB_LOCAL_NONE_HERE
+    assert texts(elsewhere, outside) == GOLDEN_LB_LOCAL_NONE_HERE
 
 
 def test_external_ipv6_affinity_golden():

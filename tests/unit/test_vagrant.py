@@ -384,6 +384,8 @@ def test_service_writes_units_shim_and_conflist(tmp_path):
     assert (root / "var/lib/ovsctl-lab/cluster").is_dir()
     shim = root / "opt" / "cni" / "bin" / "ovsctl-cni"
     assert shim.read_bytes() == (ROOT / "cni-shim" / "ovsctl-cni").read_bytes()
+    module = shim.with_name("ovsctl_cni.py")  # the plugin the launcher runs
+    assert module.read_bytes() == (ROOT / "cni-shim" / "ovsctl_cni.py").read_bytes()
     assert os.access(shim, os.X_OK)
     conflist = yaml.safe_load((root / "etc/cni/net.d/10-ovsctl.conflist").read_text())
     assert conflist["name"] == "ovsctl" and conflist["cniVersion"] == "1.0.0"

@@ -37,6 +37,12 @@ def host_ifname(container_id: str, ifname: str) -> str:
 
 def in_netns(path: str, fn, *args):
     """Run fn(*args) in a thread that has entered the network namespace at `path`."""
+    return _finish(*_start_in_netns(path, fn, *args))
+
+
+def _start_in_netns(path: str, fn, *args) -> tuple[threading.Thread, dict]:
+    """Start fn(*args) in a thread that enters the network namespace at `path`; _finish()
+    joins it and returns fn's value (or raises its exception)."""
     out: dict = {}
 
     def run():
@@ -59,6 +65,10 @@ def in_netns(path: str, fn, *args):
 
     t = threading.Thread(target=run, name="netns-worker")
     t.start()
+    return t, out
+
+
+def _finish(t: threading.Thread, out: dict):
     t.join()
     if "e" in out:
         raise out["e"]
@@ -185,6 +195,7 @@ def create_pod_interface(
     mtu: int,
     tx_off: bool,
     more: tuple = (),
+    during=None,
 ) -> tuple[str, bool] | tuple[str, tuple[bool, ...]]:
     """Make a veth pair: `host_if` in this namespace, `ifname` inside `netns`, configured with
     MAC, MTU, address, default route via the gateway (unless the pod already has one of that
@@ -193,7 +204,10 @@ def create_pod_interface(
     address is added without DAD, with accept_dad=0 on the interface, so that it and the
     MAC-derived link-local are usable at once. Returns the host MAC (chosen: host_side_mac) and
     whether the default route was added (with `more`: a tuple, one per address). On failure the
-    pair is removed again; the NetlinkFailure says which step failed."""
+    pair is removed again; the NetlinkFailure says which step failed.
+    `during`: called (in this thread) once the host end is up, while the pod end is configured
+    in its namespace's thread (the CNI ADD plugs the host end into OVS meanwhile); what it raises
+    is raised (after the pod side's thread has ended, the pair removed)."""
     host_mac = host_side_mac(host_if)
     with IPRoute() as ipr:
         try:
@@ -219,7 +233,14 @@ def create_pod_interface(
             except (OSError, NetlinkError) as e:
                 raise NetlinkFailure(f"bringing up host end {host_if}: {e}") from e
             addrs = ((ip, prefixlen, gateway), *more)
-            routed = in_netns(netns, _configure_pod_side, ifname, addrs, tx_off)
+            job = _start_in_netns(netns, _configure_pod_side, ifname, addrs, tx_off)
+            if during is not None:
+                try:
+                    during()
+                except BaseException:
+                    job[0].join()  # the pod side's thread never outlives the call
+                    raise
+            routed = _finish(*job)
             return host_mac, (routed if more else routed[0])
         except BaseException:
             _delete(ipr, host_if)

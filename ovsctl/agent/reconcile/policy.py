@@ -255,8 +255,22 @@ class PolicyReconciler:
         with self.lock:
             owners = self.owners()
             owners.update(extra)
-            keys = self.controller.stage(owners)
+            keys = self._stage(owners)
             self._host(self.node_ports)  # under the lock: the host sees the sets in order
+        return keys
+
+    def _stage(self, owners: dict, set_owner=None) -> set:
+        """Stage owner by owner: one the flow sync refuses (two different flows with the same
+        match: ValueError) keeps its old flows and is logged once; the others still go."""
+        keys: set = set()
+        for owner, flows in owners.items():
+            try:
+                if set_owner is None:
+                    keys |= self.controller.stage({owner: flows})
+                else:
+                    set_owner(owner, flows)
+            except ValueError as e:
+                self.skip(("owner", owner), frozenset(flows), f"{owner}: not programmed: {e}")
         return keys
 
     def _host(self, node_ports: set) -> None:
@@ -272,10 +286,9 @@ class PolicyReconciler:
         with self.lock:
             owners = self.owners()
             if push:
-                keys = self.controller.stage(owners)
+                keys = self._stage(owners)
             else:
-                for owner, flows in owners.items():
-                    self.sync.set_owner(owner, flows)
+                self._stage(owners, self.sync.set_owner)
             self._host(self.node_ports)  # under the lock: the host sees the sets in order
         if not push:
             return

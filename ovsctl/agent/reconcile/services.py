@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from flows import services
+from flows import service_guard, services
 from flows.policy import View
 from ovsctl.agent.reconcile import SkipLog
 from ovsctl.agent.reconcile.changes import Changes
@@ -54,6 +54,17 @@ class ServiceReconciler:
         self._zones: dict[str, str] = {}
         self._pod_nodes: dict[tuple[str, str], str] = {}
         self._dirty: set[tuple] = set()
+        # the cluster CIDRs (config cluster_cidrs) and the operator's externalIPs allowlist
+        # (config external_ip_cidrs; empty: any address service_guard does not refuse)
+        self.cluster_cidrs: tuple[str, ...] = ()
+        self.external_ip_cidrs: tuple[str, ...] = ()
+        # service_guard's inputs and verdicts: the Nodes (addresses, pod CIDRs), each
+        # Service parsed once per version, whether a Service or Node changed since
+        self._nodes: dict[str, object] = {}
+        self._parse_cache: dict[tuple, tuple] = {}
+        self._verdicts: dict[str, service_guard.Verdict] = {}
+        self._guard_dirty = True
+        self._conf: tuple = ()
 
     def reset(self) -> None:
         """Forget every cache: the next computation starts from the whole cluster."""
@@ -61,6 +72,7 @@ class ServiceReconciler:
         self.cache, self.services, self._topology = {}, set(), None
         self._slices, self._services, self._zones, self._pod_nodes = {}, {}, {}, {}
         self._slice_of, self._dirty = {}, set()
+        self._nodes, self._parse_cache, self._verdicts, self._guard_dirty = {}, {}, {}, True
 
     def topology(self) -> tuple[dict[str, str], dict[tuple[str, str], str]]:
         """(node name -> zone, (namespace, pod) -> node name) from the cluster objects."""
@@ -89,16 +101,20 @@ class ServiceReconciler:
                         self._slice_of[key] = ((key[1], svc),)
                         self._dirty.add(("Service", key[1], svc))
             elif kind == "Service":
+                self._guard_dirty = True
                 if obj is None:
                     self._services.pop(key, None)
                 else:
                     self._services.setdefault(key)
                 self._dirty.add(key)
             elif kind == "Node":
+                self._guard_dirty = True
                 if obj is None:
                     self._zones.pop(key[2], None)
+                    self._nodes.pop(key[2], None)
                 else:
                     self._zones[key[2]] = obj.zone
+                    self._nodes[key[2]] = obj
             elif kind == "Pod":
                 if obj is not None and obj.node_name:
                     self._pod_nodes[(key[1], key[2])] = obj.node_name
@@ -135,6 +151,14 @@ class ServiceReconciler:
             elif key[1] in changed_ns and (key[1], key[2]) not in self._slices:
                 forced.add(key)
         dirty |= forced | (self.cache.keys() if everything else set())
+        conf = (self.cluster_cidrs, self.external_ip_cidrs, local)
+        if self._guard_dirty or everything or assigned != self._assigned or conf != self._conf:
+            verdicts, self._guard_dirty, self._conf = self.screen(), False, conf
+            for key in self._services:
+                name = f"{key[1]}/{key[2]}"
+                if verdicts.get(name) != self._verdicts.get(name):
+                    dirty.add(key)
+            self._verdicts = verdicts
         for key in dirty:
             obj = self.cluster.get(key) if key in self._services else None
             old = self.cache.pop(key, None)
@@ -145,8 +169,8 @@ class ServiceReconciler:
             mine = self._slices.get((key[1], key[2]))
             mine = None if mine is None else list(mine.values())
             inputs = (obj, None if mine is None else json.dumps(mine, sort_keys=True))
-            if self._assigned.get(f"{key[1]}/{key[2]}"):
-                inputs = (*inputs, self._assigned[f"{key[1]}/{key[2]}"])
+            inputs = (*inputs, self._assigned.get(f"{key[1]}/{key[2]}"))
+            inputs = (*inputs, self._verdicts.get(f"{key[1]}/{key[2]}"))
             if old is not None and old[0] == inputs and key not in forced:
                 self.cache[key] = old
                 continue
@@ -175,10 +199,15 @@ class ServiceReconciler:
         local, here, zones, pod_nodes = topo
         try:
             svc = services.parse_service(inputs[0].obj())
-            if len(inputs) > 2:  # the LB pool's computed addresses (its status's kept)
+            if inputs[2]:  # the LB pool's computed addresses (its status's kept)
                 svc = dataclasses.replace(svc, lb_ingress=inputs[2])
             for note in svc.notes:
                 self.skip(key, inputs, note)
+            verdict = inputs[3]
+            if verdict is not None:
+                for why in verdict.messages(f"{key[1]}/{key[2]}"):
+                    self.skip(key, inputs, why)
+                svc = service_guard.apply(svc, verdict)
             skipped: list[str] = []
             if mine is not None:
                 eps = services.endpoints_from_slices(mine, skipped)
@@ -186,7 +215,9 @@ class ServiceReconciler:
                 eps = services.endpoints_from_pods(svc, view.pods, pod_nodes, zones)
             for why in skipped:
                 self.skip(key, inputs, f"Service {key[1]}/{key[2]}: {why}")
-            sflows = services.service_flows(svc, eps, local, **here)
+            lost = verdict.lost_frontends if verdict is not None else frozenset()
+            sflows = services.service_flows(svc, eps, local, **here, excluded=lost)
+            _unique(sflows, f"{key[1]}/{key[2]}")
             ofconv.check_encodable(sflows)
             return (
                 inputs,
@@ -198,3 +229,56 @@ class ServiceReconciler:
         except Exception as e:  # noqa: BLE001 - one Service never stops the others
             self.skip(key, inputs, f"ignoring Service {key[1]}/{key[2]}: {e}")
             return (inputs, {}, set(), set(), None)
+
+    def screen(self) -> dict[str, service_guard.Verdict]:
+        """What each Service may not have of its external addresses (service_guard): from
+        every Service (parsed once per version), every Node and the config."""
+        pairs, cips, node_addrs = [], set(), set()
+        pod_cidrs = set(self.cluster_cidrs) | set(self.pod_cidrs)
+        parsed: dict[tuple, tuple] = {}
+        for node in self._nodes.values():
+            node_addrs |= {*node.addresses, *node.internal_ips}
+            pod_cidrs |= set(node.pod_cidrs)
+        for key in self._services:
+            obj = self.cluster.get(key)
+            if obj is None:
+                continue
+            hit = self._parse_cache.get(key)
+            if hit is None or hit[0] != obj:
+                try:
+                    body = obj.obj()
+                    svc = services.parse_service(body)
+                    created = str((body.get("metadata") or {}).get("creationTimestamp") or "")
+                    hit = (obj, svc, created)
+                except Exception:  # noqa: BLE001 - _compute logs it
+                    hit = (obj, None, "")
+            parsed[key] = hit
+            if hit[1] is None:
+                continue
+            svc = hit[1]
+            cips |= set(svc.cluster_ips)
+            if self._assigned.get(svc.key):
+                svc = dataclasses.replace(svc, lb_ingress=self._assigned[svc.key])
+            pairs.append((svc, hit[2]))
+        self._parse_cache = parsed
+        facts = service_guard.Facts(
+            tuple(sorted(pod_cidrs)),
+            frozenset(cips),
+            frozenset(node_addrs),
+            tuple(self.external_ip_cidrs),
+        )
+        return service_guard.screen(pairs, facts)
+
+
+def _unique(flows, ref: str) -> None:
+    """Two different flows of one Service with the same table, priority and match would make
+    the flow sync refuse the whole owner: refuse the Service here, naming it."""
+    seen: dict[tuple, object] = {}
+    for f in flows:
+        if f.key in seen:
+            raise services.ServiceError(
+                f"Service {ref}: two different flows with the same match in table "
+                f"{f.key[0]} priority {f.key[1]} (e.g. an externalIP that is also its "
+                "ClusterIP): not programmed"
+            )
+        seen[f.key] = f
