@@ -106,13 +106,18 @@ class View:
     _by_ns: dict[str, list[PodInfo]] | None = field(default=None, compare=False, repr=False)
     _verdicts: dict = field(default_factory=dict, compare=False, repr=False)
     _selected: dict = field(default_factory=dict, compare=False, repr=False)  # see selected()
+    _ns_items: dict = field(default_factory=dict, compare=False, repr=False)  # ns_label_items
+    _ns_selected: dict = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
-    def indexed(cls, namespaces: dict, by_ns: dict[str, list[PodInfo]], nodes: dict) -> View:
+    def indexed(
+        cls, namespaces: dict, by_ns: dict[str, list[PodInfo]], nodes: dict, ns_selected: dict
+    ) -> View:
         """A View from pods already grouped by namespace (namespaces in order, each's pods by
-        name: the agent keeps them so per changed pod); `pods` is then built on first use."""
+        name: the agent keeps them so per changed pod); `pods` is then built on first use.
+        `ns_selected` (see namespaces_selected) is the caller's, kept across Views."""
         view = cls(namespaces, [], nodes)
-        view._by_ns = by_ns
+        view._by_ns, view._ns_selected = by_ns, ns_selected
         del view.pods  # -> __getattr__
         return view
 
@@ -145,8 +150,22 @@ class View:
     def ns_selects(self, selector, ns: str) -> bool:
         return self.selects(selector, self.ns_label_items(ns))
 
+    def namespaces_selected(self, selector) -> list[str]:
+        """The namespaces with pods whose labels `selector` matches, in `by_namespace` order;
+        remembered per selector (an indexed View shares this with the next Views while no
+        namespace's labels and no namespace's having pods change)."""
+        hit = self._ns_selected.get(selector)
+        if hit is None:
+            hit = self._ns_selected[selector] = [
+                ns for ns in self.by_namespace() if self.ns_selects(selector, ns)
+            ]
+        return hit
+
     def ns_label_items(self, ns: str) -> tuple:
-        return tuple(sorted(self.ns_labels(ns).items()))
+        hit = self._ns_items.get(ns)
+        if hit is None:
+            hit = self._ns_items[ns] = tuple(sorted(self.ns_labels(ns).items()))
+        return hit
 
 
 def selected(policy: Policy, view: View) -> list[PodInfo]:
@@ -165,11 +184,12 @@ def peer_pods(peer: Peer, policy_ns: str, view: View) -> list[PodInfo]:
     """The pods a selector peer selects (netpol.Peer decides; namespaces are asked first so
     that only their pods are looked at)."""
     by_ns = view.by_namespace()
-    groups = [
-        pods
-        for ns, pods in by_ns.items()
-        if peer.selects_namespace(policy_ns, ns, view.ns_label_items(ns), view.selects)
-    ]
+    if peer.ip_block is not None:
+        return []
+    if peer.namespace_selector is None:  # the policy's own namespace only: ask no other
+        groups = [by_ns.get(policy_ns, [])]
+    else:
+        groups = [by_ns[ns] for ns in view.namespaces_selected(peer.namespace_selector)]
     return [p for pods in groups for p in pods if peer.selects_labels(p.labels, view.selects)]
 
 

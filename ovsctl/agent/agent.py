@@ -75,7 +75,11 @@ class Agent:
         self.policy = PolicyReconciler(self.cluster, self.store, self.services, self.skip)
         # external addresses: routes, the announcement and allocation of the LB pool
         self.lb = LBAnnouncer(
-            self.cluster, cfg.node_name, parse_pool(cfg.lb_pool), self._status_writer(source)
+            self.cluster,
+            cfg.node_name,
+            parse_pool(cfg.lb_pool),
+            self._status_writer(source),
+            state_file=os.path.join(cfg.state_dir, "lb-held.json"),
         )
         self.services.lb_assignments = self.lb.assignments
         self.policy.sync, self.policy.settle = self.sync, self.gc.settle
@@ -238,7 +242,7 @@ class Agent:
         api = getattr(source, "api", None)
         if api is None:
             return None
-        return lambda ns, name, ingress: write_lb_status(api, ns, name, ingress)
+        return lambda ns, name, ingress, expect: write_lb_status(api, ns, name, ingress, expect)
 
     def _attach_lb(self) -> None:
         """External addresses route to the gateway; held pool addresses are answered for on
@@ -251,7 +255,10 @@ class Agent:
         if self.lb.pool and not ifaces:
             log.error("LB pool: no interface holds the node's addresses; nothing is announced")
         self.lb.attach(self.cfg.gateway_name, self.host.net.gw_mac, self.node_ips, ifaces)
-        self.policy.on_external = self.lb.update  # under the policy lock, after each round
+        # recorded under the policy lock after each round, put on the host after its push
+        self.policy.on_external = self.lb.record
+        gc_settle = self.policy.settle
+        self.policy.settle = lambda: (gc_settle(), self.lb.apply())
         self.lb.start()
 
     def _per_family(self, cidrs, ips) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -292,6 +299,7 @@ class Agent:
         if self.controller.last_sync.get("kind") == "full":
             self.gc.settle()
             self.host.synced_full()
+            self.lb.apply()  # the round recorded at start: its flows are in the switch now
 
     def stop(self) -> None:
         self.state.stop()

@@ -150,18 +150,44 @@ def _request(api, method: str, path: str, body=None, timeout: float = 10.0):
     return resp.status, data
 
 
-def write_lb_status(api, namespace: str, name: str, ingress, timeout: float = 10.0) -> None:
-    """Set a Service's status.loadBalancer.ingress to `ingress` (IP addresses; () clears it):
-    a GET for its resourceVersion, then a merge PATCH of services/NAME/status carrying that
-    resourceVersion, so a Service changed in between is not overwritten: the server answers
-    409 and StatusConflict is raised (the caller retries from fresh state). Other failures
-    raise RuntimeError naming the Service and the HTTP status."""
+def _ingress_ips(obj: dict) -> tuple[str, ...]:
+    """status.loadBalancer.ingress[].ip of a Service object, canonical (others left out)."""
+    import ipaddress
+
+    status = obj.get("status") if isinstance(obj.get("status"), dict) else {}
+    lb = status.get("loadBalancer") if isinstance(status.get("loadBalancer"), dict) else {}
+    out = []
+    for e in lb.get("ingress") if isinstance(lb.get("ingress"), list) else ():
+        try:
+            out.append(str(ipaddress.ip_address(e.get("ip"))))
+        except (AttributeError, TypeError, ValueError):
+            continue
+    return tuple(out)
+
+
+def write_lb_status(
+    api, namespace: str, name: str, ingress, expect=None, timeout: float = 10.0
+) -> None:
+    """Set a Service's status.loadBalancer.ingress to `ingress` (IP addresses; () clears it).
+    `expect`: the ingress addresses the caller computed `ingress` from (its cache's view);
+    the GET must still show them, else StatusConflict is raised without writing (the caller's
+    view was stale: it computes again once its cache has the newer object). The merge PATCH
+    of services/NAME/status carries the GET's resourceVersion, so a Service changed between
+    the GET and the PATCH is not overwritten either: the server answers 409, raised as
+    StatusConflict. Other failures raise RuntimeError naming the Service and the HTTP
+    status. A Service that is gone: nothing to write."""
     path = f"/api/v1/namespaces/{namespace}/services/{name}"
     status, obj = _request(api, "GET", path, timeout=timeout)
     if status == 404:
         return  # gone: nothing to write
     if status != 200 or not isinstance(obj, dict):
         raise RuntimeError(f"GET Service {namespace}/{name}: HTTP {status}")
+    if expect is not None and _ingress_ips(obj) != tuple(expect):
+        raise StatusConflict(
+            f"Service {namespace}/{name}: status.loadBalancer.ingress is "
+            f"[{', '.join(_ingress_ips(obj))}], not [{', '.join(expect)}] as computed: "
+            "recomputed from fresh state"
+        )
     rv = (obj.get("metadata") or {}).get("resourceVersion")
     body = {
         "metadata": {"resourceVersion": rv} if rv else {},

@@ -333,6 +333,8 @@ def test_pool_failover_when_holder_stops(lab):
     e = ext(lab)
     assert connect(e, addr, n=5)["failed"] == 0
     holder = _holder(lab, addr)
+    # exactly one node answers for it: the one the external host resolved it to
+    assert _proxy_nodes(lab, addr) == {holder}
     t0 = time.monotonic()
     lab.node_stop(holder, log=lambda *_: None)
     try:
@@ -345,9 +347,26 @@ def test_pool_failover_when_holder_stops(lab):
                  what=f"{addr} answering again after {holder} stopped")  # fmt: skip
         recovered = time.monotonic() - t0
         print(f"\nfailover of {addr} from {holder}: {recovered:.2f} s to the first answer")
-        assert _holder(lab, addr) != holder
+        new = _holder(lab, addr)
+        assert new != holder
+        # among the running nodes exactly the new holder answers (the stopped node's agent
+        # was killed: its kernel keeps its entry, but its uplink is down)
+        assert _proxy_nodes(lab, addr) - {holder} == {new}
     finally:
         lab.node_start(holder, log=lambda *_: None)
+    # the restarted agent releases the entry it left: exactly one node answers again
+    wait_for(lambda: len(_proxy_nodes(lab, addr)) == 1, 30,
+             what=f"one proxy entry for {addr} after {holder} restarted")  # fmt: skip
+
+
+def _proxy_nodes(lab, addr) -> set[str]:
+    """The nodes with a proxy neighbour entry (`ip neigh show proxy`) for `addr`."""
+    out = set()
+    for name, info in lab.meta()["nodes"].items():
+        rows = json.loads(in_ns(info["netns"], "ip", "-j", "neigh", "show", "proxy").stdout or "[]")
+        if any(r.get("dst") == addr for r in rows):
+            out.add(name)
+    return out
 
 
 def _holder(lab, addr) -> str:

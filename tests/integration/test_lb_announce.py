@@ -94,12 +94,19 @@ def lb_service(addrs, local=False, name="web") -> Service:
                    external_local=local)  # fmt: skip
 
 
-def announcer(nodes: dict[str, bool]) -> LBAnnouncer:
+def announcer(nodes: dict[str, bool], pool=POOL, state_file=None) -> LBAnnouncer:
     cluster = {("Node", "", n): Node(n, internal_ips=(f"10.0.0.{i + 1}", f"fd00::{i + 1}"),
                                      ready=r) for i, (n, r) in enumerate(sorted(nodes.items()))}  # fmt: skip
-    lb = LBAnnouncer(cluster, "node1", POOL)
+    lb = LBAnnouncer(cluster, "node1", pool, state_file=state_file)
     in_node(lb.attach, GW_IF, GW_MAC, (NODE_IP, NODE_IP6), {4: NODE_IF, 6: NODE_IF})
     return lb
+
+
+def update(lb: LBAnnouncer, addrs, parsed: dict) -> None:
+    """One round: the allocation (computed from the cluster in the agent; here the Services'
+    own ingress) and the host."""
+    lb.allocation = {k: svc.lb_ingress for k, (svc, _) in parsed.items()}
+    in_node(lb.update, addrs, parsed)
 
 
 def set_nodes(lb: LBAnnouncer, nodes: dict[str, bool]) -> None:
@@ -176,7 +183,7 @@ def resolved_by_peer(addr: str) -> str | None:
 def test_routes_and_neighbours_follow_the_external_addresses(net):
     lb = announcer({"node1": True})
     sh("ip", "route", "add", "192.168.77.250/32", "dev", GW_IF, ns=NODE_NS)  # not ovsctl's
-    in_node(lb.update, {"198.51.100.7", "2001:db8::7", NODE_IP}, {})
+    update(lb, {"198.51.100.7", "2001:db8::7", NODE_IP}, {})
     assert "198.51.100.7 proto 243 scope link" in routes(False)
     assert "2001:db8::7 proto 243" in routes(True)
     assert NODE_IP not in routes(False)  # the node's own address is never routed away
@@ -184,13 +191,13 @@ def test_routes_and_neighbours_follow_the_external_addresses(net):
     assert f"198.51.100.7 lladdr {GW_MAC} PERMANENT" in neigh
     assert f"2001:db8::7 lladdr {GW_MAC} PERMANENT" in sh("ip", "-6", "neigh", "show", "dev",
                                                           GW_IF, ns=NODE_NS)  # fmt: skip
-    in_node(lb.update, {"198.51.100.8"}, {})
+    update(lb, {"198.51.100.8"}, {})
     assert "198.51.100.7" not in routes(False) and "2001:db8::7" not in routes(True)
     assert "198.51.100.8 proto 243" in routes(False)
     assert "198.51.100.7" not in sh("ip", "neigh", "show", "dev", GW_IF, ns=NODE_NS)
     # a restarted agent (a new announcer) with no external addresses removes what it made,
     # and only that
-    in_node(announcer({"node1": True}).update, set(), {})
+    update(announcer({"node1": True}), set(), {})
     assert "198.51.100.8" not in routes(False)
     assert "192.168.77.250" in routes(False)
     sh("ip", "route", "del", "192.168.77.250/32", "dev", GW_IF, ns=NODE_NS)
@@ -209,7 +216,7 @@ def test_holder_answers_announces_and_releases(net, v6, caplog):
        "dev", PEER_IF, ns=PEER_NS)  # fmt: skip
     listener = Listener(0x86DD if v6 else 0x0806)
     try:
-        in_node(lb.update, {addr}, parsed)  # node1, the only Ready node, takes it over
+        update(lb, {addr}, parsed)  # node1, the only Ready node, takes it over
         assert lb.holders == {addr: "node1"}
         assert (na_seen if v6 else garp_seen)(listener, addr, node_mac()), "no announcement"
     finally:
@@ -221,7 +228,7 @@ def test_holder_answers_announces_and_releases(net, v6, caplog):
     assert resolved_by_peer(addr) == node_mac()
     # node1 NotReady, node2 Ready: node2 holds it; node1 stops answering at once
     set_nodes(lb, {"node1": False, "node2": True})
-    in_node(lb.update, {addr}, parsed)
+    update(lb, {addr}, parsed)
     assert lb.holders == {addr: "node2"}
     assert addr not in in_node(announce.proxies, NODE_IF)
     assert resolved_by_peer(addr) is None
@@ -230,10 +237,10 @@ def test_holder_answers_announces_and_releases(net, v6, caplog):
     assert f"LB address {addr}: released by node1 (holder now node2)" in logged
     # back again; then a restarted agent whose Service is gone releases the stale entry
     set_nodes(lb, {"node1": True})
-    in_node(lb.update, {addr}, parsed)
+    update(lb, {addr}, parsed)
     assert addr in in_node(announce.proxies, NODE_IF)
     fresh = announcer({"node1": True})
-    in_node(fresh.update, set(), {})
+    update(fresh, set(), {})
     assert addr not in in_node(announce.proxies, NODE_IF)
 
 
@@ -243,10 +250,10 @@ def test_local_service_without_a_local_endpoint_is_not_held_here(net):
 
     eps = (Endpoint("10.244.1.5", (("http", 80, "TCP"),), node_name="node2"),)
     parsed = {"default/loc": (lb_service([VIP], local=True, name="loc"), eps)}
-    in_node(lb.update, {VIP}, parsed)
+    update(lb, {VIP}, parsed)
     assert lb.holders == {VIP: "node2"}
     assert VIP not in in_node(announce.proxies, NODE_IF)
-    in_node(lb.update, set(), {})
+    update(lb, set(), {})
 
 
 def test_one_bad_address_never_stops_the_others(net):
@@ -255,8 +262,76 @@ def test_one_bad_address_never_stops_the_others(net):
     lb.ifaces = {4: NODE_IF}
     parsed = {"default/a": (lb_service(["fd77::c1"], name="a"), ()),
               "default/b": (lb_service([VIP], name="b"), ())}  # fmt: skip
-    in_node(lb.update, {"fd77::c1", VIP}, parsed)
+    update(lb, {"fd77::c1", VIP}, parsed)
     assert VIP in in_node(announce.proxies, NODE_IF)
     assert lb.held == {VIP}
-    in_node(lb.update, set(), {})
+    update(lb, set(), {})
     assert in_node(announce.proxies, NODE_IF) == set()
+
+
+def test_a_foreign_route_or_neighbour_entry_is_never_taken_over_nor_removed(net, caplog):
+    caplog.set_level("WARNING", logger="ovsctl.agent.host.announce")
+    lb = announcer({"node1": True})
+    # a wanted address already routed by someone else (a BGP /32, the node-port route)
+    sh("ip", "route", "add", "198.51.100.20/32", "dev", NODE_IF, "proto", "static", ns=NODE_NS)
+    try:
+        update(lb, {"198.51.100.20", "198.51.100.21"}, {})
+        got = sh("ip", "-4", "route", "show", "198.51.100.20/32", ns=NODE_NS)
+        assert f"dev {NODE_IF} proto static" in got and "243" not in got  # not overwritten
+        assert "198.51.100.20" not in routes(False)
+        assert "198.51.100.21 proto 243" in routes(False)
+        assert "198.51.100.20" not in sh("ip", "neigh", "show", "dev", GW_IF, ns=NODE_NS)
+        assert any("198.51.100.20: a route of protocol 4 is there already" in r.getMessage()
+                   for r in caplog.records)  # fmt: skip
+        # a neighbour entry on the gateway that is not ours (another MAC) survives our route
+        sh("ip", "neigh", "replace", "198.51.100.21", "lladdr", "02:00:00:00:00:42", "nud",
+           "permanent", "dev", GW_IF, ns=NODE_NS)  # fmt: skip
+        update(lb, set(), {})  # neither is wanted any more
+        got = sh("ip", "-4", "route", "show", "198.51.100.20/32", ns=NODE_NS)
+        assert f"dev {NODE_IF} proto static" in got  # not removed
+        assert "198.51.100.21" not in routes(False)
+        assert "02:00:00:00:00:42" in sh("ip", "neigh", "show", "198.51.100.21", "dev", GW_IF,
+                                         ns=NODE_NS)  # fmt: skip
+    finally:
+        sh("ip", "route", "del", "198.51.100.20/32", ns=NODE_NS, check=False)
+        sh("ip", "neigh", "del", "198.51.100.21", "dev", GW_IF, ns=NODE_NS, check=False)
+
+
+def test_every_round_repairs_what_someone_removed(net):
+    lb = announcer({"node1": True})
+    parsed = {"default/web": (lb_service([VIP]), ())}
+    update(lb, {VIP}, parsed)
+    sh("ip", "route", "del", f"{VIP}/32", "dev", GW_IF, ns=NODE_NS)
+    sh("ip", "neigh", "del", "proxy", VIP, "dev", NODE_IF, ns=NODE_NS)
+    update(lb, {VIP}, parsed)  # the same set: checked against the kernel anyway
+    assert f"{VIP} proto 243" in routes(False)
+    assert f"{VIP} lladdr {GW_MAC} PERMANENT" in sh("ip", "neigh", "show", "dev", GW_IF,
+                                                    ns=NODE_NS)  # fmt: skip
+    assert VIP in in_node(announce.proxies, NODE_IF)
+    update(lb, set(), {})
+    assert VIP not in in_node(announce.proxies, NODE_IF)
+
+
+def test_a_restart_releases_what_the_state_file_held_even_outside_the_pool(net, tmp_path):
+    state = str(tmp_path / "lb-held.json")
+    lb = announcer({"node1": True}, state_file=state)
+    update(lb, {VIP}, {"default/web": (lb_service([VIP]), ())})
+    assert VIP in in_node(announce.proxies, NODE_IF)
+    # restarted with a pool that no longer has the address: the state file names it
+    fresh = announcer({"node1": True}, pool=lbpool.parse_pool(["192.168.77.240/29"]),
+                      state_file=state)  # fmt: skip
+    update(fresh, set(), {})
+    assert VIP not in in_node(announce.proxies, NODE_IF)
+
+
+def test_proxy_arp_on_the_uplink_is_warned_about(net, caplog):
+    caplog.set_level("WARNING", logger="ovsctl.agent")
+    sh("sysctl", "-qw", f"net.ipv4.conf.{NODE_IF}.proxy_arp=1", ns=NODE_NS)
+    try:
+        announcer({"node1": True})
+    finally:
+        sh("sysctl", "-qw", f"net.ipv4.conf.{NODE_IF}.proxy_arp=0", ns=NODE_NS)
+    assert any(f"proxy_arp=1 on {NODE_IF}" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    announcer({"node1": True})
+    assert not any("proxy_arp" in r.getMessage() for r in caplog.records)

@@ -13,8 +13,9 @@ from ovsctl.config import AgentConfig, ConfigError, from_mapping
 POOL = parse_pool(["172.30.0.192/28", "fd00:172:30::c0/124"])
 
 
-def svc(key, ingress=(), versions=(4,), cls=lbpool.LB_CLASS, type_="LoadBalancer", ext=()):
-    return LBService(key, type_, cls, tuple(ingress), tuple(versions), tuple(ext))
+def svc(key, ingress=(), versions=(4,), cls=lbpool.LB_CLASS, type_="LoadBalancer", ext=(),
+        created=""):  # fmt: skip
+    return LBService(key, type_, cls, tuple(ingress), tuple(versions), tuple(ext), created)
 
 
 # -- the pool ---------------------------------------------------------------------------------
@@ -87,8 +88,37 @@ def test_allocation_keeps_status_addresses_and_skips_used_ones():
         svc("x/other", ingress=["172.30.0.192"], cls=None),  # someone else's, still used
         svc("x/ext", type_="ClusterIP", cls=None, ext=["172.30.0.193"]),  # an externalIP
     ]
-    got = allocate(svcs, POOL)
-    assert got == {"a/kept": ("172.30.0.195",), "a/new": ("172.30.0.194",)}
+    notes = []
+    got = allocate(svcs, POOL, notes)
+    # externalIPs inside the pool reserve nothing (noted, for the log)
+    assert got == {"a/kept": ("172.30.0.195",), "a/new": ("172.30.0.193",)}
+    assert notes == [("x/ext", "spec.externalIPs 172.30.0.193 inside lb_pool reserve nothing")]
+
+
+def test_one_service_listing_the_whole_pool_in_external_ips_starves_nobody():
+    small = parse_pool(["172.30.0.192/31"])
+    hog = svc("a/hog", type_="ClusterIP", cls=None, ext=["172.30.0.192", "172.30.0.193"])
+    got = allocate([hog, svc("b/1"), svc("b/2"), svc("b/3")], small, notes := [])
+    assert got == {"b/1": ("172.30.0.192",), "b/2": ("172.30.0.193",), "b/3": ()}
+    assert ("b/3", "lb_pool has no free IPv4 address left") in notes
+
+
+def test_only_pool_addresses_are_kept_and_the_first_claimant_keeps_a_shared_one():
+    svcs = [
+        # the subnet router's address in a status: not ours to keep (nor to announce)
+        svc("a/router", ingress=["10.0.0.1", "172.30.0.199"]),
+        # two Services claim .192: the older keeps it, whatever the names
+        svc("z/old", ingress=["172.30.0.192"], created="2026-01-01T00:00:00Z"),
+        svc("b/young", ingress=["172.30.0.192"], created="2026-02-01T00:00:00Z"),
+    ]
+    got = allocate(svcs, POOL, notes := [])
+    assert got == {"a/router": ("172.30.0.199",), "z/old": ("172.30.0.192",),
+                   "b/young": ("172.30.0.193",)}  # fmt: skip
+    assert ("a/router", "status.loadBalancer.ingress 10.0.0.1 is outside lb_pool: dropped") in notes
+    assert ("b/young", "status.loadBalancer.ingress 172.30.0.192 is held by an older Service: "
+                       "reallocated") in notes  # fmt: skip
+    patches = lbpool.status_patches(svcs, POOL)
+    assert patches == {"a/router": ("172.30.0.199",), "b/young": ("172.30.0.193",)}
 
 
 def test_allocation_only_the_class_and_type_loadbalancer_and_families_the_pool_has():
@@ -108,10 +138,21 @@ def test_status_patches_fill_missing_and_clear_services_gone_from_the_class():
     svcs = [
         svc("a/done", ingress=["172.30.0.192"]),
         svc("a/new"),
-        svc("a/was", ingress=["172.30.0.200"], type_="ClusterIP", cls=None),  # class gone
+        svc("a/was", ingress=["172.30.0.200"], type_="ClusterIP", cls=None),  # type gone
+        # type gone: only the pool's address goes back; the other is not ours to clear
+        svc("a/mixed", ingress=["203.0.113.7", "172.30.0.201"], type_="NodePort", cls=None),
         svc("a/cloud", ingress=["203.0.113.9"], cls="example.com/lb"),  # not ours: untouched
+        # MetalLB or a cloud with a pool overlapping ours: its status is its own (no war)
+        svc("a/metallb", ingress=["172.30.0.202"], cls="metallb.io/lb"),
+        svc("a/noclass", ingress=["172.30.0.203"], cls=None),
     ]
-    assert lbpool.status_patches(svcs, POOL) == {"a/new": ("172.30.0.193",), "a/was": ()}
+    assert lbpool.status_patches(svcs, POOL) == {
+        "a/new": ("172.30.0.193",),
+        "a/was": (),
+        "a/mixed": ("203.0.113.7",),
+    }
+    # and the other allocators' pool addresses stay used
+    assert allocate([*svcs, svc("b/more"), svc("b/most")], POOL)["b/most"] == ("172.30.0.195",)
 
 
 def test_lb_service_reads_raw_objects_and_tolerates_garbage():

@@ -18,6 +18,7 @@ kernel join the address's solicited-node multicast group, so the solicitations a
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import json
 import logging
@@ -59,16 +60,48 @@ def external_routes(gateway_if: str) -> set[str]:
     return out
 
 
+_foreign_logged: set[str] = set()  # addresses whose foreign route was logged (once each)
+
+
+def _route_of(ipr, addr: str):
+    """The main table's host route (/32, /128) for `addr`, or None."""
+    fam = _fam(addr)
+    plen = 128 if fam == socket.AF_INET6 else 32
+    for r in ipr.get_routes(family=fam, table=254):
+        dst = r.get_attr("RTA_DST")
+        if r["dst_len"] == plen and dst and ipaddress.ip_address(dst) == ipaddress.ip_address(addr):
+            return r
+    return None
+
+
+def _our_neighbours(ipr, ifindex: int, gw_mac: str) -> set[str]:
+    """The addresses with a PERMANENT neighbour entry holding the gateway's MAC on the
+    gateway: the ones ovsctl makes (any other entry there is someone else's)."""
+    out = set()
+    for fam in (socket.AF_INET, socket.AF_INET6):
+        for n in ipr.get_neighbours(family=fam, ifindex=ifindex):
+            mac = (n.get_attr("NDA_LLADDR") or "").lower()
+            if n["state"] & NUD_PERMANENT and mac == gw_mac.lower() and n.get_attr("NDA_DST"):
+                out.add(str(ipaddress.ip_address(n.get_attr("NDA_DST"))))
+    return out
+
+
 def sync_external_routes(gateway_if: str, gw_mac: str, want: set[str]) -> set[str]:
     """Make the routes of protocol RTPROT_OVSCTL to the gateway exactly `want` (each with its
-    permanent neighbour entry); the stale ones go with their neighbour entries. Returns the
-    addresses routed now; one address that fails is logged and left out (the others go on)."""
+    permanent neighbour entry); the stale ones go with their neighbour entries. A route is
+    created exclusively: an address that already has a host route of another protocol (the
+    node-port route, a BGP /32, one an administrator made) is left alone and logged once,
+    never taken over nor removed later. A neighbour entry is removed only if it is
+    PERMANENT with the gateway's MAC (ours). Every call checks all of them against the
+    kernel's and repairs what is missing. Returns the addresses routed now; one address that
+    fails is logged and left out (the others go on)."""
     have = external_routes(gateway_if)
     done = set(have)
     with IPRoute() as ipr:
         idx = ipr.link_lookup(ifname=gateway_if)
         if not idx:
             raise HostNetError(f"gateway {gateway_if} missing")
+        ours = _our_neighbours(ipr, idx[0], gw_mac)
         for addr in sorted(have - want):
             fam = _fam(addr)
             try:
@@ -78,40 +111,74 @@ def sync_external_routes(gateway_if: str, gw_mac: str, want: set[str]) -> set[st
             except NetlinkError as e:
                 log.error("external address %s: route not removed: %s", addr, e)
                 continue
-            try:
-                ipr.neigh("del", dst=addr, ifindex=idx[0], family=fam)
-            except NetlinkError as e:
-                if e.code != 2:  # ENOENT: gone already
-                    log.error("external address %s: neighbour entry not removed: %s", addr, e)
+            _del_neigh(ipr, idx[0], addr, ours)
             log.info("external address %s: route to %s removed", addr, gateway_if)
         # every wanted address gets its neighbour entry again, not only the new ones: the routes
         # outlive an agent restart but the gateway's set-up flushes its neighbour entries
         for addr in sorted(want):
             fam = _fam(addr)
             try:
-                if addr not in have:
-                    ipr.route(
-                        "replace",
-                        dst=_host(addr),
-                        oif=idx[0],
-                        family=fam,
-                        proto=RTPROT_OVSCTL,
-                        **({} if fam == socket.AF_INET6 else {"scope": 253}),
-                    )
-                ipr.neigh(
-                    "replace",
-                    dst=addr,
-                    lladdr=gw_mac,
-                    ifindex=idx[0],
-                    state=NUD_PERMANENT,
-                    family=fam,
-                )
+                if addr not in have and not _add_route(ipr, idx[0], addr):
+                    continue  # someone else's route: not ours to change
+                if addr not in ours:
+                    ipr.neigh("replace", dst=addr, lladdr=gw_mac, ifindex=idx[0],
+                              state=NUD_PERMANENT, family=fam)  # fmt: skip
                 if addr not in done:
                     log.info("external address %s: routed into br-int through %s", addr, gateway_if)
                 done.add(addr)
             except NetlinkError as e:
                 log.error("external address %s: route to %s not added: %s", addr, gateway_if, e)
+    for addr in list(_foreign_logged - want):
+        _foreign_logged.discard(addr)  # logged again if it is wanted again
     return done
+
+
+def _add_route(ipr, ifindex: int, addr: str) -> bool:
+    """Add ovsctl's route for `addr` (exclusive: never replacing). False: a route of another
+    protocol is there (logged once; left alone)."""
+    fam = _fam(addr)
+    try:
+        ipr.route("add", dst=_host(addr), oif=ifindex, family=fam, proto=RTPROT_OVSCTL,
+                  **({} if fam == socket.AF_INET6 else {"scope": 253}))  # fmt: skip
+        return True
+    except NetlinkError as e:
+        if e.code != errno.EEXIST:
+            raise
+    r = _route_of(ipr, addr)
+    if r is not None and r["proto"] == RTPROT_OVSCTL:
+        # ours through another interface (the gateway renamed, re-created): point it here
+        ipr.route("replace", dst=_host(addr), oif=ifindex, family=fam, proto=RTPROT_OVSCTL,
+                  **({} if fam == socket.AF_INET6 else {"scope": 253}))  # fmt: skip
+        return True
+    if addr not in _foreign_logged:
+        _foreign_logged.add(addr)
+        log.warning("external address %s: a route of protocol %s is there already: left "
+                    "alone (not routed into br-int by ovsctl)", addr,
+                    r["proto"] if r is not None else "?")  # fmt: skip
+    return False
+
+
+def _del_neigh(ipr, ifindex: int, addr: str, ours: set[str]) -> None:
+    if addr not in ours:
+        return  # not a PERMANENT entry with the gateway's MAC: someone else's
+    try:
+        ipr.neigh("del", dst=addr, ifindex=ifindex, family=_fam(addr))
+    except NetlinkError as e:
+        if e.code != errno.ENOENT:
+            log.error("external address %s: neighbour entry not removed: %s", addr, e)
+
+
+def proxy_arp_on(ifname: str) -> bool:
+    """net.ipv4.conf.IF.proxy_arp is on (or all's): then the kernel answers ARP for every
+    address routed through another interface, on every node."""
+    for conf in (ifname, "all"):
+        try:
+            with open(f"/proc/sys/net/ipv4/conf/{conf}/proxy_arp") as fh:
+                if fh.read().strip() not in ("", "0"):
+                    return True
+        except OSError:
+            continue
+    return False
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:

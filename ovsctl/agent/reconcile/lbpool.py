@@ -2,8 +2,9 @@
 functions every agent computes alike from the same cluster state:
 
 - the pool (`lb_pool` in the agent config: ranges "A-B" and CIDRs, both families);
-- the allocation of pool addresses to Services (Services sorted by namespace/name, each given
-  the lowest free address of each family it has, keeping the addresses already in its status);
+- the allocation of pool addresses to Services (each Service of the class keeps the pool
+  addresses already in its status, the oldest claimant of an address winning; then, in
+  namespace/name order, each gets the lowest free address of each family it still lacks);
 - the writer of the allocation (the lowest-named Ready node's agent);
 - the holder of each address (rendezvous hash of (address, node name) over the eligible nodes:
   Ready ones of the address's family, and with externalTrafficPolicy Local only those with a
@@ -44,6 +45,7 @@ class LBService:
     ingress: tuple[str, ...]  # status.loadBalancer.ingress[].ip, canonical
     versions: tuple[int, ...]  # its IP families (4, 6), primary first
     external_ips: tuple[str, ...] = ()
+    created: str = ""  # metadata.creationTimestamp (RFC 3339: sorts as it reads)
 
     @property
     def ours(self) -> bool:
@@ -83,22 +85,50 @@ def lb_service(body: dict) -> LBService:
         ingress=ingress,
         versions=versions,
         external_ips=_canonical(spec.get("externalIPs")),
+        created=str(meta.get("creationTimestamp") or ""),
     )
 
 
-def allocate(svcs, pool) -> dict[str, tuple[str, ...]]:
+def _claim_order(s: LBService):
+    # the oldest first (no timestamp: last), then namespace/name
+    return (s.created or "~", s.key)
+
+
+def allocate(svcs, pool, notes: list | None = None) -> dict[str, tuple[str, ...]]:
     """The addresses of every Service of the class `ovsctl.io/lb` (type LoadBalancer), by
-    "namespace/name": the ones in its status, plus, for each of its families without one that
-    the pool has, the lowest pool address nobody uses (in any Service's status or
-    externalIPs, or given earlier in this pass). Services are taken in namespace/name order,
-    so every agent computes the same answer; a Service whose family the pool lacks, or a pool
-    that ran out, leaves that family without an address."""
+    "namespace/name". First each keeps the addresses of its status that are inside the pool
+    (an address outside it is not ours to give: dropped), oldest Service first
+    (creationTimestamp, then namespace/name), so of two Services claiming one address the
+    first claimant keeps it and the other gets a new one; pool addresses in the status of
+    Services of other classes stay used too. Then, in namespace/name order, each family of a
+    Service without an address gets the lowest free pool address. spec.externalIPs reserve
+    nothing (one Service listing the whole pool would starve every other). Every agent
+    computes the same answer. A family the pool lacks, or a pool that ran out, leaves that
+    family without an address. `notes` (if given) collects ("namespace/name", message) for
+    what the allocation dropped or could not give (the caller logs them)."""
+    note = notes.append if notes is not None else (lambda _: None)
     used: set[int] = set()
+    kept: dict[str, list[str]] = {}
+    for s in sorted((s for s in svcs if s.ours), key=_claim_order):
+        kept[s.key] = []
+        for a in s.ingress:
+            if not in_pool(pool, a):
+                note((s.key, f"status.loadBalancer.ingress {a} is outside lb_pool: dropped"))
+            elif int(netaddr.IPAddress(a)) in used:
+                note((s.key, f"status.loadBalancer.ingress {a} is held by an older Service: "
+                             "reallocated"))  # fmt: skip
+            else:
+                used.add(int(netaddr.IPAddress(a)))
+                kept[s.key].append(a)
     for s in svcs:
-        used.update(int(netaddr.IPAddress(a)) for a in (*s.ingress, *s.external_ips))
+        inside = [a for a in s.external_ips if in_pool(pool, a)]
+        if inside:
+            note((s.key, f"spec.externalIPs {', '.join(inside)} inside lb_pool reserve nothing"))
+        if not s.ours:
+            used.update(int(netaddr.IPAddress(a)) for a in s.ingress if in_pool(pool, a))
     out: dict[str, tuple[str, ...]] = {}
     for s in sorted((s for s in svcs if s.ours), key=lambda s: s.key):
-        addrs = list(s.ingress)
+        addrs = kept[s.key]
         have = {netaddr.IPAddress(a).version for a in addrs}
         for v in s.versions:
             if v in have:
@@ -107,6 +137,8 @@ def allocate(svcs, pool) -> dict[str, tuple[str, ...]]:
             if free is not None:
                 used.add(int(free))
                 addrs.append(str(free))
+            elif any(r.version == v for r in pool):
+                note((s.key, f"lb_pool has no free IPv{v} address left"))
         out[s.key] = tuple(addrs)
     return out
 
@@ -123,21 +155,20 @@ def _lowest_free(pool, version: int, used: set[int]) -> netaddr.IPAddress | None
     return None
 
 
-def status_patches(svcs, pool) -> dict[str, tuple[str, ...]]:
+def status_patches(svcs, pool, notes: list | None = None) -> dict[str, tuple[str, ...]]:
     """What the writer must put in status.loadBalancer.ingress, by "namespace/name": the
-    allocation of each Service of the class whose status lacks an address it should have,
-    and () for a Service no longer of the class (type or class changed) whose status still
-    holds addresses of the pool (they go back to it)."""
-    alloc = allocate(svcs, pool)
-    out = {k: a for k, a in alloc.items() if a and set(a) != set(_by_key(svcs)[k].ingress)}
+    allocation of each Service of the class whose status differs from it, and, for a Service
+    whose type is no longer LoadBalancer but whose status still holds pool addresses, its
+    status without them (they go back to the pool). A Service of type LoadBalancer of
+    another class is never written (its loadBalancerClass cannot change while it is of that
+    type; its status is its own allocator's, even with addresses inside our pool)."""
+    by_key = {s.key: s for s in svcs}
+    alloc = allocate(svcs, pool, notes)
+    out = {k: a for k, a in alloc.items() if a != by_key[k].ingress}
     for s in svcs:
-        if not s.ours and s.ingress and all(in_pool(pool, a) for a in s.ingress):
-            out[s.key] = ()
+        if s.type != "LoadBalancer" and any(in_pool(pool, a) for a in s.ingress):
+            out[s.key] = tuple(a for a in s.ingress if not in_pool(pool, a))
     return out
-
-
-def _by_key(svcs) -> dict:
-    return {s.key: s for s in svcs}
 
 
 def writer(ready_nodes) -> str | None:

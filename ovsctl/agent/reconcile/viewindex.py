@@ -61,6 +61,9 @@ class ViewIndex:
         self._pods: dict[tuple, PodInfo] = {}  # the two together (an attachment wins)
         self._by_ns: dict[str, dict[str, PodInfo]] = {}
         self._lists: dict[str, list[PodInfo]] = {}  # ns -> its pods by name, built on use
+        # namespace selector -> the namespaces with pods it selects (View.namespaces_selected),
+        # new whenever a namespace's labels change or a namespace gains or loses its pods
+        self._ns_selected: dict = {}
 
     def update(self, keys) -> View:
         """Take in the changed `keys` (and this node's attachments as they are now); the
@@ -106,10 +109,16 @@ class ViewIndex:
                 del self._by_ns[ns][name]
                 if not self._by_ns[ns]:
                     del self._by_ns[ns]
+                    self._ns_selected = {}
             else:
                 self._pods[pk] = now
-                self._by_ns.setdefault(ns, {})[name] = now
+                if ns not in self._by_ns:
+                    self._by_ns[ns] = {}
+                    self._ns_selected = {}
+                self._by_ns[ns][name] = now
             self._lists.pop(ns, None)
+        if d.namespaces:
+            self._ns_selected = {}
         return self.view()
 
     def take(self) -> Delta:
@@ -124,7 +133,7 @@ class ViewIndex:
                 members = self._by_ns[ns]
                 pods = self._lists[ns] = [members[n] for n in sorted(members)]
             by_ns[ns] = pods
-        return View.indexed(dict(self._ns), by_ns, dict(self._nodes))
+        return View.indexed(dict(self._ns), by_ns, dict(self._nodes), self._ns_selected)
 
     def _attachments(self) -> dict[tuple, PodInfo]:
         """This node's attached pods as peers. A pod with several interfaces is one peer: its
