@@ -29,6 +29,7 @@ from ovsctl.agent import LOGGER
 from ovsctl.agent.host import announce as host
 from ovsctl.agent.host.hostnet import HostNetError
 from ovsctl.agent.reconcile import lbpool
+from ovsctl.agent.reconcile.changes import Changes
 from ovsctl.k8s.apiclient import StatusConflict
 
 log = logging.getLogger(LOGGER)
@@ -69,19 +70,43 @@ class LBAnnouncer:
         self._dirty = False
         self._stop = False
         self._thread: threading.Thread | None = None
+        # the Nodes and Services, kept per changed key (every round asks for them: a walk of
+        # the whole cluster per round would grow with the pods), with each Service's parse
+        self._changes = Changes(cluster)
+        self._index_lock = threading.Lock()
+        self._nodes: dict[tuple, object] = {}
+        self._svcs: dict[tuple, tuple] = {}  # key -> (object, LBService or None)
 
     # -- the allocation -------------------------------------------------------------------
 
+    def _index(self) -> tuple[list, list]:
+        """(Node objects, LBServices) as the cluster is now, updated for the changed keys
+        only (any thread)."""
+        with self._index_lock:
+            for key in self._changes.take():
+                if key[0] not in ("Node", "Service"):
+                    continue
+                obj = self.cluster.get(key)
+                if obj is None:
+                    self._nodes.pop(key, None)
+                    self._svcs.pop(key, None)
+                elif key[0] == "Node":
+                    self._nodes[key] = obj
+                else:
+                    self._svcs[key] = (obj, self._parse(key, obj))
+            svcs = [s for _, s in self._svcs.values() if s is not None]
+            return list(self._nodes.values()), svcs
+
+    @staticmethod
+    def _parse(key: tuple, obj) -> lbpool.LBService | None:
+        try:
+            return lbpool.lb_service(obj.obj())
+        except Exception as e:  # noqa: BLE001 - one Service never stops the others
+            log.warning("Service %s/%s: left out of the LB pool allocation: %s", key[1], key[2], e)
+            return None
+
     def lb_services(self) -> list[lbpool.LBService]:
-        out = []
-        for key, obj in list(self.cluster.items()):
-            if key[0] == "Service":
-                try:
-                    out.append(lbpool.lb_service(obj.obj()))
-                except Exception as e:  # noqa: BLE001 - one Service never stops the others
-                    log.warning("Service %s/%s: left out of the LB pool allocation: %s",
-                                key[1], key[2], e)  # fmt: skip
-        return out
+        return self._index()[1]
 
     def assignments(self) -> dict[str, tuple[str, ...]]:
         """The ServiceReconciler's hook (before each computation): with a source that cannot be
@@ -189,8 +214,8 @@ class LBAnnouncer:
         agent (nothing checks the agent itself: a Ready node whose agent is down still
         writes and holds; docs/pipeline.md)."""
         out = {}
-        for key, obj in list(self.cluster.items()):
-            if key[0] == "Node" and obj.ready:
+        for obj in self._index()[0]:
+            if obj.ready:
                 addrs = obj.pod_cidrs or obj.internal_ips
                 out[obj.name] = {netaddr.IPNetwork(a).version for a in addrs} or {4, 6}
         return out
@@ -198,11 +223,7 @@ class LBAnnouncer:
     def eligible_nodes(self) -> dict[str, set[int]]:
         """The Ready nodes that may hold addresses: without the label
         node.kubernetes.io/exclude-from-external-load-balancers."""
-        excluded = {
-            obj.name
-            for key, obj in list(self.cluster.items())
-            if key[0] == "Node" and self.EXCLUDE_LABEL in obj.labels_dict()
-        }
+        excluded = {o.name for o in self._index()[0] if self.EXCLUDE_LABEL in o.labels_dict()}
         return {n: vs for n, vs in self.ready_nodes().items() if n not in excluded}
 
     def announced(self, parsed: dict) -> list[tuple[str, set | None]]:
