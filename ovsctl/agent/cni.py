@@ -106,35 +106,8 @@ class CNI:
     def _gw(self, ip: str) -> str:
         return self.host.net.gw_ip_of(family(ip)) or self.host.net.gw_ip
 
-    def _routed(self, att: Attachment, ip: str) -> bool:
-        """Whether ADD gave the pod its default route of `ip`'s family through this one."""
-        return att.default_route if ip == att.ip else att.default_route6
-
     def _result(self, att: Attachment, prev: dict | None = None) -> dict:
-        """The CNI result of an attachment. Chained after other plugins, the previous result's
-        interfaces, IPs, routes and DNS come first and are kept; ours are added (our IPs'
-        interface index counts the interfaces before ours). A dual-stack pod's addresses and
-        default routes come IPv4 first."""
-        prev = prev or {}
-        interfaces = list(prev.get("interfaces") or [])
-        base = len(interfaces)
-        interfaces += [
-            {"name": att.host_if, "mac": att.host_mac},
-            {"name": att.ifname, "mac": att.mac, "sandbox": att.netns},
-        ]
-        ips = list(prev.get("ips") or [])
-        routes = list(prev.get("routes") or [])
-        for ip in att.ips:
-            gw = self._gw(ip)
-            ips.append({"address": f"{ip}/{self._plen(ip)}", "gateway": gw, "interface": base + 1})
-            if self._routed(att, ip):
-                routes.append({"dst": family(ip).any, "gw": gw})
-        return {
-            "interfaces": interfaces,
-            "ips": ips,
-            "routes": routes,
-            "dns": prev.get("dns") or {},
-        }
+        return cni_result(att, self._gw, self._plen, prev)
 
     def cni_add(self, req: dict) -> dict:
         cid, ifname, netns, args = ids(req)
@@ -380,7 +353,7 @@ class CNI:
                 want = f"{ip}/{self._plen(ip)}"
                 if want not in iface["addresses"]:
                     problems.append(f"{ifname} lacks {want} (has {iface['addresses']})")
-                if family(ip) is V6 and self._routed(att, ip):
+                if family(ip) is V6 and _routed(att, ip):
                     gw = self._gw(ip)
                     if gw not in iface.get("gateways6", [gw]):
                         problems.append(f"{ifname} has no IPv6 default route via {gw}")
@@ -409,25 +382,7 @@ class CNI:
         """Remove what the runtime no longer knows, of this network only. An attachment is
         kept when it is in the runtime's list, belongs to another network (or its network was
         not recorded), is being added right now, or its port is live; each is logged."""
-        cfg_ = req.get("config") or {}
-        network = cfg_.get("name") or ""
-        if not isinstance(network, str) or not network:
-            raise CNIError(ERR_INVALID_CONFIG, "GC needs the network's name")
-        valid_list = cfg_.get("cni.dev/valid-attachments")
-        if not isinstance(valid_list, list):
-            raise CNIError(ERR_INVALID_CONFIG, "GC needs cni.dev/valid-attachments (a list)")
-        valid = set()
-        for v in valid_list:
-            if (
-                not isinstance(v, dict)
-                or not isinstance(v.get("containerID"), str)
-                or not isinstance(v.get("ifname"), str)
-            ):
-                raise CNIError(
-                    ERR_INVALID_CONFIG,
-                    "each valid attachment needs containerID and ifname (strings)",
-                )
-            valid.add((v["containerID"], v["ifname"]))
+        network, valid = gc_request(req)
         inflight = self.store.in_flight()  # an ADD under way is not yet in the runtime's list
         live_ips = set()
         for att in list(self.store.pods.values()):
@@ -472,6 +427,58 @@ class CNI:
                 alloc.ifname,
             )
         return None
+
+
+def _routed(att: Attachment, ip: str) -> bool:
+    """Whether ADD gave the pod its default route of `ip`'s family through this one."""
+    return att.default_route if ip == att.ip else att.default_route6
+
+
+def cni_result(att: Attachment, gw_of, plen_of, prev: dict | None = None) -> dict:
+    """The CNI result of an attachment (`gw_of(ip)`, `plen_of(ip)`: the gateway and prefix
+    length of the pod CIDR an address is in). Chained after other plugins, the previous
+    result's interfaces, IPs, routes and DNS come first and are kept; ours are added (our IPs'
+    interface index counts the interfaces before ours). A dual-stack pod's addresses and
+    default routes come IPv4 first."""
+    prev = prev or {}
+    interfaces = list(prev.get("interfaces") or [])
+    base = len(interfaces)
+    interfaces += [
+        {"name": att.host_if, "mac": att.host_mac},
+        {"name": att.ifname, "mac": att.mac, "sandbox": att.netns},
+    ]
+    ips = list(prev.get("ips") or [])
+    routes = list(prev.get("routes") or [])
+    for ip in att.ips:
+        gw = gw_of(ip)
+        ips.append({"address": f"{ip}/{plen_of(ip)}", "gateway": gw, "interface": base + 1})
+        if _routed(att, ip):
+            routes.append({"dst": family(ip).any, "gw": gw})
+    return {"interfaces": interfaces, "ips": ips, "routes": routes, "dns": prev.get("dns") or {}}
+
+
+def gc_request(req: dict) -> tuple[str, set[tuple[str, str]]]:
+    """(network name, {(containerID, ifname)} the runtime still has) of a GC request; a
+    CNIError for a request without them."""
+    cfg_ = req.get("config") or {}
+    network = cfg_.get("name") or ""
+    if not isinstance(network, str) or not network:
+        raise CNIError(ERR_INVALID_CONFIG, "GC needs the network's name")
+    valid_list = cfg_.get("cni.dev/valid-attachments")
+    if not isinstance(valid_list, list):
+        raise CNIError(ERR_INVALID_CONFIG, "GC needs cni.dev/valid-attachments (a list)")
+    valid = set()
+    for v in valid_list:
+        if (
+            not isinstance(v, dict)
+            or not isinstance(v.get("containerID"), str)
+            or not isinstance(v.get("ifname"), str)
+        ):
+            raise CNIError(
+                ERR_INVALID_CONFIG, "each valid attachment needs containerID and ifname (strings)"
+            )
+        valid.add((v["containerID"], v["ifname"]))
+    return network, valid
 
 
 def as_cni_error(e: BaseException, step: str = "") -> CNIError:

@@ -486,32 +486,7 @@ class IPAM:
         )
 
     def _save(self, state: _State) -> None:
-        allocs = sorted(state.allocs.values(), key=_order)
-        cursors = [
-            None if c is None else self.pools[i].addr(c) for i, c in enumerate(state.cursors)
-        ]
-        if len(self.pools) == 1:
-            data = {
-                "version": STATE_VERSION,
-                "cidr": self.cidrs[0],
-                "cursor": cursors[0],
-                "allocations": [a.to_json() for a in allocs],
-            }
-        else:
-            data = {
-                "version": STATE_VERSION_MULTI,
-                "cidrs": list(self.cidrs),
-                "cursors": cursors,
-                "allocations": [
-                    {
-                        "ips": list(a.ips),
-                        "container_id": a.container_id,
-                        "ifname": a.ifname,
-                        "owner": a.owner,
-                    }
-                    for a in allocs
-                ],
-            }
+        data = _state_doc(self.pools, self.cidrs, state)
         self._forget()
         try:
             atomic_write(self.path, _dumps(data))
@@ -519,6 +494,29 @@ class IPAM:
             self._remember(fd, _identity(os.fstat(fd)), state)
         except OSError as e:
             raise IPAMError(f"cannot write IPAM state file {self.path}: {e}") from e
+
+
+def _state_doc(pools, cidrs, state: _State) -> dict:
+    """The state file's document: version 1 for one pod CIDR, version 2 for one per family."""
+    allocs = sorted(state.allocs.values(), key=_order)
+    cursors = [None if c is None else pools[i].addr(c) for i, c in enumerate(state.cursors)]
+    if len(pools) == 1:
+        return {
+            "version": STATE_VERSION,
+            "cidr": cidrs[0],
+            "cursor": cursors[0],
+            "allocations": [a.to_json() for a in allocs],
+        }
+    return {
+        "version": STATE_VERSION_MULTI,
+        "cidrs": list(cidrs),
+        "cursors": cursors,
+        "allocations": [
+            {"ips": list(a.ips), "container_id": a.container_id, "ifname": a.ifname,
+             "owner": a.owner}
+            for a in allocs
+        ],
+    }  # fmt: skip
 
 
 def _dumps(data: dict) -> str:
