@@ -521,17 +521,10 @@ def test_ovs_decodes_the_ipv6_policy_flows_as_their_text():
     """Every kind of IPv6 policy flow (conjunction clauses per family, conj_id per family,
     ranges in tcp6/udp6, IPv6 CIDRs, audited allows and drops, the ICMPv6 always allowed),
     encoded as the agent sends it and decoded by ovs-ofctl: the text OVS prints is ours."""
-    import subprocess
-    import types
-
-    import os_ken.base.app_manager  # noqa: F401 - os-ken's import order
-    from os_ken.ofproto import ofproto_v1_4, ofproto_v1_4_parser
-
-    from ovsctl.openflow import encode as ofconv
     from ovsctl.openflow import osken_compat
+    from tests.ofparse import assert_ovs_decodes_as_text
 
     osken_compat.register_extensions()
-    dp = types.SimpleNamespace(ofproto=ofproto_v1_4, ofproto_parser=ofproto_v1_4_parser, id=1)
     pods = dworld(local=lambda ns, p: p == "a", ports=PORTS)
     specs = [
         {
@@ -557,19 +550,6 @@ def test_ovs_decodes_the_ipv6_policy_flows_as_their_text():
         if i == 1:
             obj["metadata"]["annotations"] = {netpol.AUDIT_ANNOTATION: "true"}
         flows |= all_flows(policy.policy_flows(netpol.parse(obj), view(pods), slots))
-    flows = sorted(flows, key=lambda f: (f.table_id, -f.priority, f.match))
     assert any(("protocol", "ipv6") in f.match for f in flows)
     assert any(dict(f.match).get("protocol") == "udp6" for f in flows)
-    data = b""
-    for f in flows:
-        msg = ofconv.flow_add(dp, f, 3)
-        msg.serialize()
-        data += bytes(msg.buf)
-    out = subprocess.run(
-        ["ovs-ofctl", "ofp-parse", "-"], input=data, capture_output=True, check=True, timeout=10
-    ).stdout.decode()
-    lines = out.splitlines()
-    assert len(lines) == len(flows)
-    for f, line in zip(flows, lines, strict=True):
-        assert f" {f.match_text()} " in line, (str(f), line)
-        assert line.endswith(f" actions={f.actions_text()}"), (str(f), line)
+    assert_ovs_decodes_as_text(flows, 3)
