@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from flows import cookie, owners
+from flows import cookie, owners, tables
 from flows.cnp import TIERS, ClusterPolicy, CRule
 from flows.flow import Flow, Goto
 from flows.policy import (
@@ -52,12 +52,7 @@ BAND = 60  # flow priorities per API priority (0..1000): its policies' rules, ti
 BLOCK = 26  # flow priorities per policy when ranked: one per rule (at most 25 each way), a gap
 MAX_POLICIES = (PRIO_TOP - PRIO_FLOOR) // BLOCK  # per tier, when ranked
 
-TABLES = {
-    ("Admin", "egress"): "AdminEgressRule",
-    ("Admin", "ingress"): "AdminIngressRule",
-    ("Baseline", "egress"): "BaselineEgressRule",
-    ("Baseline", "ingress"): "BaselineIngressRule",
-}
+TABLES = tables.TIER_TABLES
 ALLOW_TO = {"egress": "L3Forwarding", "ingress": "L2Forwarding"}
 NP_TABLE = {"egress": "EgressRule", "ingress": "IngressRule"}
 
