@@ -352,6 +352,13 @@ def fake_matrix(pods, policies) -> dict[str, bool]:
         mine = [p for n, p, _ in pods if n == k]
         flows = node_flows(node, mine, (REMOTES[k],), policy_set(parsed, view))
         net.add_node(node.node_ip, FakeOFTable(flows, tunnel_ports={1}), 1)
+    return probe_matrix(net, pods)
+
+
+def probe_matrix(net: FakeNetwork, pods) -> dict[str, bool]:
+    """`pods` ((node index, PodPort, ports) each) probed through `net`, the nodes' fake
+    switches: a SYN (or UDP datagram) to each declared port of every other pod, delivered or
+    not, keyed "ns/src->ns/dst:port/PROTO"; every delivered one also has its reply delivered."""
     got = {}
     for (sn, src, _), (dn, dst, ports) in itertools.permutations(pods, 2):
         for port, proto in sorted({(c, pr) for _, c, pr in ports}):
