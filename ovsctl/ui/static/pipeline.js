@@ -34,6 +34,7 @@
   async function draw(doc) {
     const text = await UI.get("/svg/pipeline?" + UI.query({ node: st.node }), "text");
     st.svg = UI.placeSvg(UI.$("#pipeline-svg"), text);
+    st.svg.dataset.node = doc.node;
     st.drawnKey = layoutKey(doc);
     st.last = {};
     for (const t of doc.tables) {
@@ -180,6 +181,8 @@
         st.node = node;
         st.drawnKey = null;
         closeFlows();
+        st.svg = null;
+        UI.clear(UI.$("#pipeline-svg"));
         await loadOwners().catch((e) => UI.error(`owners: ${e.message}`));
       }
       st.owner = owner;
