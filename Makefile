@@ -18,7 +18,7 @@ STAMP_PIP := $(VENV)/.pip-done
 
 deps: $(STAMP_PIP)
 
-$(STAMP_APT):
+$(STAMP_APT): Makefile
 	@if ! dpkg -s $(APT_PKGS) >/dev/null 2>&1; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PKGS); \
 	fi
