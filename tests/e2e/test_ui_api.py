@@ -244,3 +244,54 @@ def test_read_only_and_local_unless_asked(lab, ui):
     finally:
         err = wide.stop()
     assert "not only this machine" in err and "stopped" in err
+
+
+def test_drawings_are_the_documents_laid_out(ui):
+    doc = ui.get("/api/pipeline?node=node1")
+    c = http.client.HTTPConnection(ui.url.hostname, ui.url.port, timeout=60)
+    try:
+        for path in ("/svg/pipeline?node=node1", "/svg/trace?src=frontend/f1&dst=data/d2&dport=80"):
+            c.request("GET", path)
+            r = c.getresponse()
+            svg = r.read().decode()
+            assert r.status == 200 and r.getheader("Content-Type") == "image/svg+xml", svg[:200]
+            if "pipeline" in path:
+                assert all(f'id="table-{t["id"]}"' in svg for t in doc["tables"])
+            else:
+                assert "verdict-dropped" in svg
+    finally:
+        c.close()
+
+
+def test_one_node_without_the_lab(lab):
+    """`ovsctl ui --agent SOCKET --ovs-rundir DIR`, as on a real node: node1 alone."""
+    one = UI(
+        "--agent", lab.api_socket("node1"), "--ovs-rundir", lab.ovs("node1").rundir,
+        "--listen", "127.0.0.1:0",
+    )  # fmt: skip
+    try:
+        assert one.get("/api/nodes") == {
+            "lab": None,
+            "nodes": [
+                {
+                    "name": "node1",
+                    "ip": "172.30.0.11",
+                    "pod_cidrs": ["10.244.1.0/24"],
+                    "agent": "up",
+                }
+            ],
+        }
+        assert "IngressDefault" in {t["name"] for t in one.get("/api/pipeline")["tables"]}
+        t = one.get("/api/trace?src=frontend/f2&dst=data/d2&dport=80")
+        assert t["verdict"] == "dropped" and t["policy"] == "data/from-backend"
+        remote = one.get("/api/trace?src=backend/b2&dst=data/d1&dport=80")  # on to node0
+        assert remote["continues"]["node"] == "node0" and len(remote["hops"]) == 1
+        cells = {
+            (c["src"], c["dst"], c["port"]): c for c in one.get("/api/matrix?ns=data")["cells"]
+        }
+        assert cells[("frontend/f1", "data/d2", 80)]["scope"] == "ingress"
+        assert cells[("frontend/f1", "data/d2", 80)]["traced"] is False
+        status, err = one.ask("/api/matrix?probe=1")
+        assert status == 400 and "needs a lab" in err["error"]
+    finally:
+        one.stop()
