@@ -229,16 +229,9 @@ def test_hairpin_a_pod_reaches_itself_through_its_service(lab, tmp_path):
     f.write_text(yaml.safe_dump_all([solo, eps]))
     lab.apply([str(f)], log=lambda *_: None)
     try:
-        wait_for(
-            lambda: connect(lab, "frontend/f1", 1, vip="10.96.0.11")["servers"] == {me: 1},
-            20,
-            interval=0.2,
-            what="the solo Service answering",
-        )
-        for port, proto in ((8080, "TCP"), (5353, "UDP")):
-            res = connect(lab, "backend/b1", 20, port=port, proto=proto, vip="10.96.0.11")
-            assert res["failed"] == 0 and res["servers"] == {me: 20}, (proto, res)
-            assert "client=169.254.169.252" in res["peers"], res
+        from_f1 = lambda: connect(lab, "frontend/f1", 1, vip="10.96.0.11")  # noqa: E731
+        wait_for(lambda: from_f1()["servers"] == {me: 1}, 20, 0.2, what="the solo Service")
+        assert_hairpin(lab, me, 20)
         other = connect(lab, "frontend/f1", 5, vip="10.96.0.11")
         assert f"client={pods(lab)['frontend/f1']['ip']}" in other["peers"]
         # An ingress policy that admits only backend pods admits b1 reaching itself through the
@@ -247,20 +240,21 @@ def test_hairpin_a_pod_reaches_itself_through_its_service(lab, tmp_path):
         pol.write_text(yaml.safe_dump(OWN_KIND))
         lab.apply([str(pol)], log=lambda *_: None)
         try:
-            wait_for(
-                lambda: connect(lab, "frontend/f1", 1, vip="10.96.0.11")["failed"] == 1,
-                20,
-                interval=0.2,
-                what="the policy shutting frontend out",
-            )
-            for port, proto in ((8080, "TCP"), (5353, "UDP")):
-                res = connect(lab, "backend/b1", 5, port=port, proto=proto, vip="10.96.0.11")
-                assert res["failed"] == 0 and res["servers"] == {me: 5}, (proto, res)
-                assert "client=169.254.169.252" in res["peers"], res
+            wait_for(lambda: from_f1()["failed"] == 1, 20, 0.2, what="frontend shut out")
+            assert_hairpin(lab, me, 5)
         finally:
             lab.delete([str(pol)], log=lambda *_: None)
     finally:
         lab.delete([str(f)], log=lambda *_: None)
+
+
+def assert_hairpin(lab, me: str, n: int) -> None:
+    """backend/b1 (address `me`) reaches itself through the solo Service n times over TCP and
+    UDP, seen from the hairpin address."""
+    for port, proto in ((8080, "TCP"), (5353, "UDP")):
+        res = connect(lab, "backend/b1", n, port=port, proto=proto, vip="10.96.0.11")
+        assert res["failed"] == 0 and res["servers"] == {me: n}, (proto, res)
+        assert "client=169.254.169.252" in res["peers"], res
 
 
 OWN_KIND = {
