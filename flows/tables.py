@@ -278,6 +278,14 @@ PIPELINE: tuple[Table, ...] = (
 BY_NAME: dict[str, Table] = {t.name: t for t in PIPELINE}
 BY_ID: dict[int, Table] = {t.id: t for t in PIPELINE}
 
+# ClusterNetworkPolicy's tier tables, by (tier, direction): the one place their names are paired
+TIER_TABLES: dict[tuple[str, str], str] = {
+    ("Admin", "egress"): "AdminEgressRule",
+    ("Admin", "ingress"): "AdminIngressRule",
+    ("Baseline", "egress"): "BaselineEgressRule",
+    ("Baseline", "ingress"): "BaselineIngressRule",
+}
+
 
 class UnknownTable(KeyError):
     pass
