@@ -145,15 +145,20 @@ def name_rows(rows: list[dict], flows_view, status, cluster=lambda: None) -> lis
     cnps = {}
     if any(k.startswith("cnp/") for k in owners.values()):
         cnps = flowview.cluster_policies(cluster())
-    flowview.name_rows(rows, owners, pods, cnps)
-    named: dict[tuple, dict] = {}  # one UI owner per distinct (key, feature, id)
+    named: dict[tuple, tuple] = {}  # flowview.name_rows, once per distinct (owner id, feature)
     for r in rows:
         o = r["owner"]
-        k = (r["owner_key"], o["feature"], o["owner"])
-        u = named.get(k)
-        if u is None:
-            u = named[k] = pipeline.owner_of(k[0], k[1], k[2], r["owner_name"], pods)
-        r["ui_owner"] = u
+        k = (o["owner"], o["feature"])
+        hit = named.get(k)
+        if hit is None:
+            key = owners.get(o["owner"]) if o["owner"] else None
+            text = flowview.owner_name(key, o["feature"], o["owner"], pods, cnps)
+            hit = named[k] = (
+                key,
+                text,
+                pipeline.owner_of(key, o["feature"], o["owner"], text, pods),
+            )
+        r["owner_key"], r["owner_name"], r["ui_owner"] = hit
     return rows
 
 

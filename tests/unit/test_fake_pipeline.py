@@ -585,12 +585,6 @@ def test_register_masks_and_output_to_the_in_port_is_skipped():
     assert res.outputs[0].regs[2] == A.ofport
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pipeline: hairpin traffic reaches the pod from HAIRPIN_IP, which no peer selector "
-    "admits, so a pod whose ingress policy admits itself cannot reach itself through its "
-    "Service (Cilium and Kuryr treat this as a bug: cilium/cilium#15709, kuryr-kubernetes#518)",
-)
 def test_hairpin_passes_an_ingress_policy_that_admits_the_pod_itself():
     view = View(
         {"default": {"kubernetes.io/metadata.name": "default"}},

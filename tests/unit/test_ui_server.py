@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import types
 
 import pytest
 
@@ -14,8 +15,9 @@ from ovsctl.ui.api import API, parse_key, trace_link
 from ovsctl.ui.data import BadRequest, NodeSource, NotFound
 
 
-@pytest.fixture
-def srv(tmp_path):
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("ui")
     api = API([NodeSource("n1", str(tmp_path / "agent.sock"), str(tmp_path / "ovs"))])
     s = server.make_server(api, "127.0.0.1", 0)
     import threading
@@ -129,11 +131,21 @@ def test_host_must_be_loopback_while_bound_to_loopback(srv):
         assert ask(srv, "GET", "/api/nodes", {"Host": host})[0] == 200
 
 
-def test_drawing_is_503_or_the_same_error_as_its_document(srv):
+def test_a_drawing_fails_as_its_document_does(srv):
     status, _, body = ask(srv, "GET", "/svg/pipeline?node=n1")
-    assert status in (502, 503) and error_of(body)
+    assert status == 502 and error_of(body).startswith("node n1:")
     status, _, body = ask(srv, "GET", "/svg/pipeline?node=n1&x=1")
     assert status == 400
+
+
+def test_a_drawing_that_cannot_be_made_is_a_503():
+    def broken(doc):
+        raise RuntimeError("Graphviz `dot` is not installed")
+
+    with pytest.raises(server.Unavailable, match="not installed"):
+        server._draw(types.SimpleNamespace(pipeline_svg=broken), "pipeline_svg", {})
+    with pytest.raises(server.Unavailable, match="has no trace_svg"):
+        server._draw(types.SimpleNamespace(), "trace_svg", {})
 
 
 @pytest.mark.parametrize(
