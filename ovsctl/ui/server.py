@@ -137,6 +137,11 @@ def static_path(rel: str, root: str = STATIC) -> str:
 
 class Handler(http.server.BaseHTTPRequestHandler):
     server_version = "ovsctl-ui"
+    sys_version = ""  # the Server header names no Python version
+    timeout = 30  # a connection that sends nothing for this long is closed
+    # what http.server itself answers (a malformed request line, headers too long): JSON too
+    error_content_type = "application/json"
+    error_message_format = '{"error": "%(code)d %(message)s"}'
     api: API  # set on the subclass the server makes
     loopback_only = True
     svg_cache: dict

@@ -295,3 +295,26 @@ def test_one_node_without_the_lab(lab):
         assert status == 400 and "needs a lab" in err["error"]
     finally:
         one.stop()
+
+
+def test_a_node_whose_agent_is_gone(lab, ui):
+    """Last in the module: node2's agent is killed and comes back."""
+    lab.node_stop("node2", log=lambda *_: None)
+    try:
+        deadline = time.monotonic() + 10
+        while ui.get("/api/nodes")["nodes"][2]["agent"] != "down":
+            assert time.monotonic() < deadline, "node2's agent still reported up"
+            time.sleep(0.3)
+        # its switch still forwards and is still read; owners are ids without the agent
+        doc = ui.get("/api/owners?node=node2")
+        assert doc["owners"] and {o["kind"] for o in doc["owners"]} == {"unknown"}
+        topo = ui.get("/api/topology")
+        assert [n["agent"] for n in topo["nodes"]] == ["up", "up", "down"]
+        status, err = ui.ask("/api/trace?src=frontend/f1&dst=data/d3&dport=80")
+        assert status == 502 and "node2" in err["error"] and "agent" in err["error"], err
+    finally:
+        lab.node_start("node2", log=lambda *_: None)
+    deadline = time.monotonic() + 15
+    while ui.get("/api/nodes")["nodes"][2]["agent"] != "up":
+        assert time.monotonic() < deadline, "node2's agent not back"
+        time.sleep(0.3)
