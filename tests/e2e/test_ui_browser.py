@@ -143,8 +143,16 @@ def test_clicking_a_table_lists_its_flows_with_owners(ui):
     owners = [rows.nth(i).locator("td.owner").text_content() for i in range(rows.count())]
     assert any("data/only-backend" in o for o in owners), owners
     assert "pipeline" in owners
-    drop_row = page.locator("#flows-table tbody tr.drop")
-    assert "data/only-backend" in drop_row.first.locator("td.owner").text_content()
+    drop_row = page.locator("#flows-table tbody tr.drop").first
+    assert "data/only-backend" in drop_row.locator("td.owner").text_content()
+    dropped = int(drop_row.locator("td.packets").text_content())
+    ping(ui["lab"], "frontend/f2", "data/d2", count=3)  # node1 to node1, blocked by the policy
+    page.wait_for_function(  # the list refreshes with the counters
+        """(n) => Number(document.querySelector('#flows-table tbody tr.drop td.packets')
+                  .textContent) >= n + 3""",
+        arg=dropped,
+        timeout=WAIT_MS,
+    )
     shot(page, "flows-policy")
     page.click('[id="table-0"]')  # Classifier: the pods' and nodes' flows
     page.wait_for_selector("#flows[data-table='0'] tbody tr", timeout=WAIT_MS)
@@ -168,6 +176,12 @@ def test_the_owner_filter_highlights_the_tables_it_touches(ui):
     assert f"{policy['flows']} flows in {len(policy['tables'])} tables" in page.text_content(
         "#owner-info"
     )
+    page.click('[id="table-65"]')  # the owner's flows only
+    page.wait_for_selector("#flows[data-table='65'] tbody tr", timeout=WAIT_MS)
+    page.wait_for_function("document.querySelectorAll('#flows-table tbody tr').length === 1")
+    assert "(owner policy/data/only-backend)" in page.text_content("#flows-title")
+    shot(page, "pipeline-owner")
+    page.click("#flows-close")
     page.click("#owner-clear")
     page.wait_for_selector("#pipeline-svg svg:not(.filtered)", timeout=WAIT_MS)
     assert page.locator("g.table.hit").count() == 0

@@ -143,8 +143,8 @@
           UI.el("td", { class: `owner kind-${o.kind || "unknown"}`, title: o.id || "" }, o.text || o.name || "?"),
           UI.el("td", { class: "mono" }, f.match),
           UI.el("td", { class: "mono" }, f.actions),
-          UI.el("td", { class: "num" }, f.packets),
-          UI.el("td", { class: "num" }, f.bytes),
+          UI.el("td", { class: "num packets" }, f.packets),
+          UI.el("td", { class: "num bytes" }, f.bytes),
         ),
       );
     }
