@@ -311,12 +311,8 @@ class OVSDB:
             if br is None:
                 br = txn.insert(self.idl.tables["Bridge"])
                 br.name = name
-                iface = txn.insert(self.idl.tables["Interface"])
-                iface.name = name
+                port, iface = self._new_port(txn, name)
                 iface.type = "internal"
-                port = txn.insert(self.idl.tables["Port"])
-                port.name = name
-                port.interfaces = [iface]
                 br.ports = [port]
                 root.verify("bridges")
                 root.bridges = list(root.bridges) + [br]
@@ -432,6 +428,15 @@ class OVSDB:
                 raise OVSDBError(f"timed out after {timeout:.1f}s waiting for the ofport of {name}")
             poller.block()
 
+    def _new_port(self, txn, name: str):
+        """A new Port row with its one Interface (both named `name`), in `txn`."""
+        iface = txn.insert(self.idl.tables["Interface"])
+        iface.name = name
+        port = txn.insert(self.idl.tables["Port"])
+        port.name = name
+        port.interfaces = [iface]
+        return port, iface
+
     def _put_ports(self, ports: list[tuple[str, str, dict]]) -> None:
         """One transaction that adds (or updates) each (bridge, name, columns)."""
 
@@ -442,11 +447,7 @@ class OVSDB:
                     raise OVSDBError(f"bridge {bridge} does not exist")
                 iface = self._find("Interface", name)
                 if iface is None:
-                    iface = txn.insert(self.idl.tables["Interface"])
-                    iface.name = name
-                    port = txn.insert(self.idl.tables["Port"])
-                    port.name = name
-                    port.interfaces = [iface]
+                    port, iface = self._new_port(txn, name)
                     # a mutation ("insert" into the set), not the whole set rewritten: reading
                     # and writing br.ports converts every port's row, ~1 ms of CPU at 100 pods
                     br.addvalue("ports", port)
