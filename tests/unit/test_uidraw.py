@@ -120,6 +120,16 @@ def test_names_from_the_cluster_stay_text():
     assert set(pod[0].get("id")) <= set(
         "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-"
     )
+    t = trace_doc()
+    t["src"], t["policy"] = EVIL, f"x/{EVIL}"
+    t["hops"][0]["node"] = EVIL
+    t["hops"][0]["passes"][0]["steps"][0]["owner"] = EVIL
+    svg = draw.trace_svg(t)
+    assert "<script" not in svg
+    root = parse(svg)
+    assert texts(by_id(root, "trace-src")) == [EVIL]
+    assert by_id(root, "step-0-0-0-flow").text == f"prio 200 · {EVIL}"
+    assert texts(by_id(root, "verdict"))[-1] == f"NetworkPolicy x/{EVIL}"
 
 
 def step(tid, name, prio=0, owner="pipeline", actions=("goto_table:1",)):
