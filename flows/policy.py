@@ -60,7 +60,7 @@ def _audit(meter_id: int) -> MeteredController:
     return MeteredController(meter_id, AUDIT_MAX_LEN)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per pod of the cluster: no __dict__ each
 class PodInfo:
     namespace: str
     name: str

@@ -300,11 +300,20 @@ def table(name: str) -> Table:
 
 def next_table(name: str) -> Table:
     """The table after `name` in pipeline order (side tables skipped)."""
-    idx = PIPELINE.index(table(name))
-    for t in PIPELINE[idx + 1 :]:
-        if not t.side:
-            return t
-    raise UnknownTable(f"table {name!r} is the last one")
+    try:
+        return _NEXT[name]
+    except KeyError:
+        table(name)  # an unknown name says so
+        raise UnknownTable(f"table {name!r} is the last one") from None
+
+
+# every flow built asks this: a lookup, not a walk comparing Tables field by field
+_NEXT: dict[str, Table] = {
+    t.name: nxt
+    for i, t in enumerate(PIPELINE)
+    for nxt in [next((u for u in PIPELINE[i + 1 :] if not u.side), None)]
+    if nxt is not None
+}
 
 
 def name_of(table_id: int) -> str:
