@@ -8,6 +8,9 @@ APT_PKGS := openvswitch-switch iproute2 iptables ethtool iputils-ping procps pyt
 APT_PKGS += containerd runc podman busybox-static containernetworking-plugins
 # the Vagrant lab's checks (shellcheck, ruby -c, vagrant validate, systemd-analyze)
 APT_PKGS += shellcheck ruby vagrant vagrant-libvirt systemd
+# `ovsctl ui`: Graphviz lays the pictures out; its browser tests drive Debian's Chromium
+# (Playwright from PyPI, never `playwright install`: no browser is downloaded)
+APT_PKGS += graphviz chromium fonts-dejavu-core
 STAMP_APT := $(VENV)/.apt-done
 STAMP_PIP := $(VENV)/.pip-done
 
@@ -15,7 +18,7 @@ STAMP_PIP := $(VENV)/.pip-done
 
 deps: $(STAMP_PIP)
 
-$(STAMP_APT):
+$(STAMP_APT): Makefile
 	@if ! dpkg -s $(APT_PKGS) >/dev/null 2>&1; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PKGS); \
 	fi

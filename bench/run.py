@@ -1,7 +1,7 @@
 """`make bench`: run every benchmark (or those named), write bench/results/*.json and
 bench/results/summary.json, print the table that README.md keeps.
 
-    python -m bench.run [cni cri flood flows reaction datapath scale]
+    python -m bench.run [cni cri flood flows reaction datapath scale ui]
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import time
 from bench.common import RESULTS
 from ovsctl.util import atomic_write
 
-ORDER = ("cni", "cri", "flood", "flows", "reaction", "datapath", "scale")
+ORDER = ("cni", "cri", "flood", "flows", "reaction", "datapath", "scale", "ui")
 
 # key -> (what, goal, how to read it)
 KEYS = {
@@ -46,6 +46,12 @@ KEYS = {
     "agent_rss_mb_50k": ("agent RSS at 50k pods / 10k policies (MiB)", "<= 250"),
     "cpu_ms_per_event_5k": ("agent CPU per change at 5k pods (ms)", ""),
     "cpu_ms_per_event_50k": ("agent CPU per change at 50k pods (ms)", ""),
+    "ui_render_s": (
+        "ovsctl ui: 20 tables / 30k flows, navigation to drawn with counters (s)",
+        "< 2",
+    ),
+    "ui_render_ratio": ("that / Chromium showing the same bridge's dump-flows text", ""),
+    "ui_flows_s": ("ovsctl ui: click on the 12k-flow table to its flows listed (s)", ""),
 }
 
 

@@ -58,7 +58,8 @@ def ordered(addrs) -> tuple[str, ...]:
     """Addresses (or CIDRs) with IPv4 first, each family's order kept: how CNI results, pod
     status and the pipeline list a dual-stack pod's addresses."""
     addrs = tuple(addrs)
-    return tuple(a for a in addrs if family(a) is V4) + tuple(a for a in addrs if family(a) is V6)
+    out = tuple(a for a in addrs if family(a) is V4) + tuple(a for a in addrs if family(a) is V6)
+    return addrs if out == addrs else out  # mostly already so: no second copy kept
 
 
 def of(addrs, fam: Family) -> str:

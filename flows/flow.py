@@ -521,10 +521,15 @@ def any_table_flow(
     return _checked(table, priority, _items(table, priority, match, cookie), tuple(actions), cookie)
 
 
-@functools.lru_cache(maxsize=1 << 15)
 def _declared(f: Flow) -> None:
-    t = tables.table(f.table)
-    _check_against_table(t, list(f.match), f.actions)
+    _declared_shape(f.table, tuple(k for k, _ in f.match), f.actions)
+
+
+@functools.lru_cache(maxsize=1 << 15)
+def _declared_shape(table: str, fields: tuple, actions: tuple) -> None:
+    """The table's declarations read only the match's field names and the actions: flows of
+    one shape (a rule's peer addresses, each pod's flows of one kind) are checked once."""
+    _check_against_table(tables.table(table), [(f, None) for f in fields], actions)
 
 
 @functools.lru_cache(maxsize=1 << 15)

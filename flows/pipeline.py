@@ -41,8 +41,8 @@ PRIO_ALWAYS = 65000  # policy tables: what no NetworkPolicy may block (replies, 
 CT_ZONE = 65000
 # The first policy table of each direction (ClusterNetworkPolicy's Admin tier): where a packet
 # enters policy evaluation, and where what no policy may block is let through first.
-EGRESS_FIRST = "AdminEgressRule"
-INGRESS_FIRST = "AdminIngressRule"
+EGRESS_FIRST = tables.TIER_TABLES[("Admin", "egress")]
+INGRESS_FIRST = tables.TIER_TABLES[("Admin", "ingress")]
 HAIRPIN_ZONE = 65001
 
 

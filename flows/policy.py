@@ -35,6 +35,7 @@ import netaddr
 from flows import cookie, owners
 from flows.family import V4, V6, Family, of
 from flows.flow import Conjunction, Flow, Goto, MeteredController, flow
+from flows.model import hairpin_ip
 from flows.netpol import Peer, Policy, Rule, port_masks
 
 PRIO_BASE = 1000
@@ -59,7 +60,7 @@ def _audit(meter_id: int) -> MeteredController:
     return MeteredController(meter_id, AUDIT_MAX_LEN)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per pod of the cluster: no __dict__ each
 class PodInfo:
     namespace: str
     name: str
@@ -290,6 +291,17 @@ def _of_fams(addrs: list[str], fams: tuple[Family, ...]) -> list[str]:
     return [a for a in addrs if (":" in a) == v6]
 
 
+def _among(addrs: list[str], peer_ips: list[str]) -> list[str]:
+    """Those of `addrs` that are one of `peer_ips` (addresses and CIDRs) or inside a CIDR."""
+    peers = set(peer_ips)
+    nets = [netaddr.IPNetwork(c) for c in peers if "/" in c]
+    return [a for a in addrs if a in peers or any(a in n for n in nets if n.version == _ver(a))]
+
+
+def _ver(addr: str) -> int:
+    return 6 if ":" in addr else 4
+
+
 def _addr_match(addr: str, end: str) -> dict:
     """{"protocol": "ip", "nw_src": addr} (end "src"/"dst") in the address's own family."""
     fam = V6 if ":" in addr else V4
@@ -410,6 +422,8 @@ class Conjunctions:
             own_addrs = _of_fams(own_addrs, fams)
         if not own_addrs or (peer_ips is not None and not peer_ips):
             return
+        if own_end == "dst" and peer_ips is not None:
+            self._hairpin(_among(own_addrs, peer_ips), ports)
         clauses: list[list[dict]] = [[_addr_match(a, own_end) for a in own_addrs]]
         if peer_ips is not None:
             clauses.append([_addr_match(a, peer_end) for a in sorted(set(peer_ips))])
@@ -427,6 +441,20 @@ class Conjunctions:
         for fam in fams:
             match = {"protocol": fam.eth, "conj_id": conj_id}
             self.conj.append(flow(self.table, self.prio, match, self.action, self.ck))
+
+    def _hairpin(self, addrs: list[str], ports) -> None:
+        """Ingress: a pod that is its own peer, reaching itself through a Service, arrives
+        from the hairpin address (pipeline.hairpin_flows SNATs it); match that pair directly
+        (peer any: the conjunction already admits it)."""
+        for a in addrs:
+            fam = V6 if ":" in a else V4
+            pair = {"protocol": fam.eth, fam.src: hairpin_ip(fam), fam.dst: a}
+            if ports is None:
+                self.direct.add(tuple(sorted(pair.items())))
+                continue
+            for proto, lo, hi in ports:
+                for m in _port_matches(proto, lo, hi, (fam,)):
+                    self.direct.add(tuple(sorted({**pair, **m}.items())))
 
     def flows(self) -> frozenset[Flow]:
         t, prio, ck = self.table, self.prio, self.ck

@@ -278,6 +278,14 @@ PIPELINE: tuple[Table, ...] = (
 BY_NAME: dict[str, Table] = {t.name: t for t in PIPELINE}
 BY_ID: dict[int, Table] = {t.id: t for t in PIPELINE}
 
+# ClusterNetworkPolicy's tier tables, by (tier, direction): the one place their names are paired
+TIER_TABLES: dict[tuple[str, str], str] = {
+    ("Admin", "egress"): "AdminEgressRule",
+    ("Admin", "ingress"): "AdminIngressRule",
+    ("Baseline", "egress"): "BaselineEgressRule",
+    ("Baseline", "ingress"): "BaselineIngressRule",
+}
+
 
 class UnknownTable(KeyError):
     pass
@@ -292,11 +300,20 @@ def table(name: str) -> Table:
 
 def next_table(name: str) -> Table:
     """The table after `name` in pipeline order (side tables skipped)."""
-    idx = PIPELINE.index(table(name))
-    for t in PIPELINE[idx + 1 :]:
-        if not t.side:
-            return t
-    raise UnknownTable(f"table {name!r} is the last one")
+    try:
+        return _NEXT[name]
+    except KeyError:
+        table(name)  # an unknown name says so
+        raise UnknownTable(f"table {name!r} is the last one") from None
+
+
+# every flow built asks this: a lookup, not a walk comparing Tables field by field
+_NEXT: dict[str, Table] = {
+    t.name: nxt
+    for i, t in enumerate(PIPELINE)
+    for nxt in [next((u for u in PIPELINE[i + 1 :] if not u.side), None)]
+    if nxt is not None
+}
 
 
 def name_of(table_id: int) -> str:

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from flows import cookie, owners
+from flows import cookie, owners, tables
 from flows.cnp import TIERS, ClusterPolicy, CRule
 from flows.flow import Flow, Goto
 from flows.policy import (
@@ -52,12 +52,7 @@ BAND = 60  # flow priorities per API priority (0..1000): its policies' rules, ti
 BLOCK = 26  # flow priorities per policy when ranked: one per rule (at most 25 each way), a gap
 MAX_POLICIES = (PRIO_TOP - PRIO_FLOOR) // BLOCK  # per tier, when ranked
 
-TABLES = {
-    ("Admin", "egress"): "AdminEgressRule",
-    ("Admin", "ingress"): "AdminIngressRule",
-    ("Baseline", "egress"): "BaselineEgressRule",
-    ("Baseline", "ingress"): "BaselineIngressRule",
-}
+TABLES = tables.TIER_TABLES
 ALLOW_TO = {"egress": "L3Forwarding", "ingress": "L2Forwarding"}
 NP_TABLE = {"egress": "EgressRule", "ingress": "IngressRule"}
 
@@ -125,38 +120,37 @@ def target(pol: ClusterPolicy, direction: str, action: str) -> str | None:
     return ALLOW_TO[direction]
 
 
+def _pods_of(view: View, namespaces, pods) -> list[PodInfo]:
+    """The pods with an address in the namespaces `namespaces` selects (the View's per-selector
+    index) whose labels `pods` selects (None: all of them)."""
+    by_ns = view.by_namespace()
+    return [
+        p
+        for ns in view.namespaces_selected(namespaces)
+        for p in by_ns[ns]
+        if p.ip and (pods is None or view.selects(pods, p.labels))
+    ]
+
+
 def subject_pods(pol: ClusterPolicy, view: View) -> list[PodInfo]:
     """This node's pods (with an address) the policy applies to."""
     key = ("cnp-subject", pol.subject)
     hit = view._selected.get(key)
     if hit is None:
+        subject = pol.subject
         hit = view._selected[key] = [
-            p
-            for ns, pods in view.by_namespace().items()
-            if view.ns_selects(pol.subject.namespaces, ns)
-            for p in pods
-            if p.local
-            and p.ip
-            and (pol.subject.pods is None or view.selects(pol.subject.pods, p.labels))
+            p for p in _pods_of(view, subject.namespaces, subject.pods) if p.local
         ]
     return hit
 
 
 def _peer_pods(rule: CRule, view: View) -> list[PodInfo]:
-    out = []
-    seen = set()
+    out = {}
     for peer in rule.peers:
-        if peer.kind not in ("namespaces", "pods"):
-            continue
-        for ns, pods in view.by_namespace().items():
-            if not view.ns_selects(peer.namespaces, ns):
-                continue
-            for p in pods:
-                if p.ip and (peer.pods is None or view.selects(peer.pods, p.labels)):
-                    if (p.namespace, p.name) not in seen:
-                        seen.add((p.namespace, p.name))
-                        out.append(p)
-    return out
+        if peer.kind in ("namespaces", "pods"):
+            for p in _pods_of(view, peer.namespaces, peer.pods):
+                out.setdefault((p.namespace, p.name), p)
+    return list(out.values())
 
 
 def _peer_addrs(rule: CRule, view: View) -> list[str] | None:

@@ -93,25 +93,68 @@ def _reachability(args) -> int:
     return trace.main_reachability(args)
 
 
+def node_flags(p, json_flag: bool = True) -> None:
+    """--agent, --ovs-rundir, --bridge (and --json): where one node's views and switch are."""
+    p.add_argument(
+        "--agent",
+        metavar="SOCKET",
+        default=default_url(),
+        help="the agent's unix socket (PATH or unix:PATH; an http:// URL also works), "
+        f"for /cluster and /flows (default $OVSCTL_AGENT or {DEFAULT_SOCKET})",
+    )
+    p.add_argument(
+        "--ovs-rundir",
+        default=os.environ.get("OVS_RUNDIR", "/var/run/openvswitch"),
+        help="OVS run directory holding ovs-vswitchd's control socket "
+        "(default $OVS_RUNDIR or /var/run/openvswitch)",
+    )
+    p.add_argument("--bridge", default="br-int", help="the bridge (default br-int)")
+    if json_flag:
+        p.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _ui(args) -> int:
+    from ovsctl.ui import server
+
+    return server.main(args)
+
+
+def _add_ui_parser(sub) -> None:
+    """`ovsctl ui` (ovsctl/ui/, docs/ui.md)."""
+    u = sub.add_parser(
+        "ui",
+        help="a local, read-only web page: the pipeline, reachability, traces, topology",
+        description="Serve a read-only web page (and its JSON API under /api/) of one node or "
+        "every node of a lab: the pipeline's tables with live counters, their flows with "
+        "owners, the reachability matrix, traces drawn across nodes, the topology. Binds "
+        "127.0.0.1:8476 unless --listen says otherwise; answers GET only; every asset ships "
+        "with the package. See docs/ui.md.",
+    )
+    u.add_argument(
+        "--lab",
+        metavar="NAME",
+        help="every node of this lab (ovsctl lab up); without it, the one node that --agent, "
+        "--ovs-rundir and --bridge name",
+    )
+    u.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        default="127.0.0.1:8476",
+        help="address to serve on (default %(default)s; another host than a loopback one "
+        "opens the views of every pod and policy to whoever reaches it)",
+    )
+    node_flags(u, json_flag=False)
+    u.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="log level (debug: every request; default info)",
+    )
+    u.set_defaults(func=_ui)
+
+
 def _add_trace_parsers(sub) -> None:
     """`ovsctl trace` and `ovsctl reachability` (ovsctl/tools/trace/, docs/tools.md)."""
-
-    def node_flags(p):
-        p.add_argument(
-            "--agent",
-            metavar="SOCKET",
-            default=default_url(),
-            help="the agent's unix socket (PATH or unix:PATH; an http:// URL also works), "
-            f"for /cluster and /flows (default $OVSCTL_AGENT or {DEFAULT_SOCKET})",
-        )
-        p.add_argument(
-            "--ovs-rundir",
-            default=os.environ.get("OVS_RUNDIR", "/var/run/openvswitch"),
-            help="OVS run directory holding ovs-vswitchd's control socket "
-            "(default $OVS_RUNDIR or /var/run/openvswitch)",
-        )
-        p.add_argument("--bridge", default="br-int", help="bridge to trace (default br-int)")
-        p.add_argument("--json", action="store_true", help="print JSON")
 
     t = sub.add_parser(
         "trace",
@@ -267,6 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     st.set_defaults(func=_status)
 
     _add_trace_parsers(sub)
+    _add_ui_parser(sub)
 
     from ovsctl.lab import cli as lab_cli
 

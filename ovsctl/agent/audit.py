@@ -64,12 +64,7 @@ VERDICT = {
     "EgressDefault": ("egress", "drop"),
 }
 # ClusterNetworkPolicy tier tables: the direction their flows judge
-CNP_TABLES = {
-    "AdminIngressRule": "ingress",
-    "AdminEgressRule": "egress",
-    "BaselineIngressRule": "ingress",
-    "BaselineEgressRule": "egress",
-}
+CNP_TABLES = {name: direction for (_tier, direction), name in tables.TIER_TABLES.items()}
 # an Admin Pass hands the connection to NetworkPolicy and Baseline (which may still drop it),
 # a Baseline Pass to the default (allowed): "pass" says only what this rule did
 CNP_VERDICT = {"Accept": "allow", "Pass": "pass", "Deny": "drop"}

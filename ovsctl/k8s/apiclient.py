@@ -9,13 +9,33 @@ import math
 import os
 import threading
 import time
+from typing import TYPE_CHECKING
 
-from kubernetes import client as k8s_client
-from kubernetes import config as k8s_config
+if TYPE_CHECKING:
+    from kubernetes import client as k8s_client
 
-__all__ = ["TokenFile", "make_api_client"]
+__all__ = ["TokenFile", "kubernetes_client", "make_api_client"]
 
 log = logging.getLogger("ovsctl.k8s.apisource")  # one logger for all of the API source
+
+
+def kubernetes_client():
+    """The official client's ``kubernetes.client`` module, imported on first use only (an agent
+    reading a YAML directory never needs it). The ``kubernetes`` package's ``__init__`` imports
+    every part of the library (kubeconfig loading with its auth plugins, the dynamic client,
+    pydantic, watch, stream, leader election): 0.1 s and 10 MiB the agent does not use. When
+    nothing has imported the package yet, it is registered from its spec without running that
+    ``__init__``; its submodules (``kubernetes.config`` included) still import as usual."""
+    import importlib.util
+    import sys
+
+    if "kubernetes" not in sys.modules:
+        spec = importlib.util.find_spec("kubernetes")
+        if spec is not None and spec.submodule_search_locations is not None:
+            sys.modules["kubernetes"] = importlib.util.module_from_spec(spec)
+    import kubernetes.client
+
+    return kubernetes.client
 
 
 def make_api_client(
@@ -43,6 +63,7 @@ def make_api_client(
     With none of them: in-cluster when ``KUBERNETES_SERVICE_HOST`` is set, else the default
     kubeconfig.
     """
+    k8s_client = kubernetes_client()
     cfg = k8s_client.Configuration()
     if host:
         cfg.host = host.rstrip("/")
@@ -59,6 +80,8 @@ def make_api_client(
     else:
         if in_cluster is None and kubeconfig is None:
             in_cluster = bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+        from kubernetes import config as k8s_config
+
         if in_cluster:
             k8s_config.load_incluster_config(client_configuration=cfg)
             how = "in-cluster service account"

@@ -65,9 +65,7 @@ import math
 import threading
 import time
 from collections.abc import Iterable
-from typing import Any
-
-from kubernetes import client as k8s_client
+from typing import TYPE_CHECKING, Any
 
 from ovsctl.k8s.apiclient import TokenFile, make_api_client
 from ovsctl.k8s.dispatch import STOP, Changed, Dispatcher, Listed
@@ -91,6 +89,9 @@ from ovsctl.k8s.watchstream import (
     parse_object,
     raw_key,
 )
+
+if TYPE_CHECKING:
+    from kubernetes import client as k8s_client
 
 __all__ = [
     "RESOURCES",

@@ -14,13 +14,14 @@ from ovsctl.k8s.labels import Labels, _canonical_cidr, _canonical_ip, _norm, _sh
 
 
 class _LabelledMixin:
+    __slots__ = ()  # the model classes are slotted: no __dict__ per object
     labels: Labels
 
     def labels_dict(self) -> dict[str, str]:
         return self.labels.to_dict()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Node(_LabelledMixin):
     """A cluster node. ``pod_cidr`` and ``internal_ip`` are None until the node has them.
     A dual-stack node has one pod CIDR and one InternalIP per family in ``pod_cidrs`` and
@@ -79,7 +80,7 @@ class Node(_LabelledMixin):
         return self.name
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Namespace(_LabelledMixin):
     """A namespace. Its labels always include ``kubernetes.io/metadata.name=<name>``."""
 
@@ -105,7 +106,7 @@ class Namespace(_LabelledMixin):
         return self.name
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ContainerPort:
     """A declared container port. ``name`` is "" when the port is unnamed."""
 
@@ -125,7 +126,7 @@ class ContainerPort:
             )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Pod(_LabelledMixin):
     """A pod. ``node_name`` is "" while unscheduled; ``ip`` is None until it has one;
     ``ports`` are the ports of all its containers, in order; ``uid`` is "" when unknown.
@@ -156,7 +157,8 @@ class Pod(_LabelledMixin):
     ips: tuple[str, ...] = ()
 
     def __post_init__(self):
-        object.__setattr__(self, "labels", Labels(self.labels))
+        if type(self.labels) is not Labels:  # parsing shares one Labels per label set: kept
+            object.__setattr__(self, "labels", Labels(self.labels))
         object.__setattr__(self, "ports", tuple(self.ports))
         ref = f"Pod {self.namespace}/{self.name}"
         if self.ip is not None:
@@ -165,6 +167,8 @@ class Pod(_LabelledMixin):
         ips = tuple(_norm(_canonical_ip, a, ref, "ips") for a in self.ips)
         if not ips and self.ip is not None:
             ips = (self.ip,)
+        # status.podIPs repeats status.podIP: one string for both
+        ips = tuple(self.ip if a == self.ip else a for a in ips)
         object.__setattr__(self, "ips", ips)
 
     @property
@@ -176,7 +180,7 @@ class Pod(_LabelledMixin):
         return f"{self.namespace}/{self.name}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Generic:
     """An accepted kind that is not modeled yet (NetworkPolicy, ClusterNetworkPolicy, Service,
     EndpointSlice).

@@ -14,6 +14,7 @@ from ovsctl.lab.lab import Lab, LabError
 from ovsctl.tools.matrix import render_matrix
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+UI_URL = "http://127.0.0.1:8476/"  # `ovsctl ui`'s default --listen
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(HERE)), "examples", "pods.yaml")
 
 
@@ -59,8 +60,13 @@ def main(argv=None) -> int:
                 f"ovsctl lab exec --name {args.name} frontend/f1 -- ping 10.244.1.2; "
                 f"remove it with: ovsctl lab down --name {args.name}"
             )
+            print(f"open it in a browser: .venv/bin/ovsctl ui --lab {args.name}  (then {UI_URL})")
         else:
             lab.down(log=lambda m: print("== " + m))
+            print(
+                "\nto see the lab in a browser: .venv/bin/python -m ovsctl.lab.demo --keep, then "
+                f".venv/bin/ovsctl ui --lab {args.name}  (then {UI_URL})"
+            )
     return 0 if ok else 1
 
 

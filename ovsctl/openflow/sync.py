@@ -61,7 +61,8 @@ class FlowSync:
                 touched.add(f.key)
             for f in flows - old:
                 claims = self._claims.setdefault(f.key, [])
-                claims[:] = [(o, g) for (o, g) in claims if o != owner]
+                if claims:  # mostly a key of this owner alone: nothing to filter
+                    claims[:] = [(o, g) for (o, g) in claims if o != owner]
                 claims.append((owner, f))
                 touched.add(f.key)
             if flows:

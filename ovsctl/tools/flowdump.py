@@ -23,8 +23,13 @@ def dump(bridge: str) -> list[dict]:
     )
     if out.returncode != 0:
         raise RuntimeError(out.stderr.strip() or f"ovs-ofctl dump-flows {bridge} failed")
+    return parse(out.stdout)
+
+
+def parse(text: str) -> list[dict]:
+    """Rows of `ovs-ofctl --no-names dump-flows` output (lines that are no flow skipped)."""
     rows = []
-    for line in out.stdout.splitlines():
+    for line in text.splitlines():
         m = _LINE.search(line)
         if not m:
             continue

@@ -229,20 +229,43 @@ def test_hairpin_a_pod_reaches_itself_through_its_service(lab, tmp_path):
     f.write_text(yaml.safe_dump_all([solo, eps]))
     lab.apply([str(f)], log=lambda *_: None)
     try:
-        wait_for(
-            lambda: connect(lab, "frontend/f1", 1, vip="10.96.0.11")["servers"] == {me: 1},
-            20,
-            interval=0.2,
-            what="the solo Service answering",
-        )
-        for port, proto in ((8080, "TCP"), (5353, "UDP")):
-            res = connect(lab, "backend/b1", 20, port=port, proto=proto, vip="10.96.0.11")
-            assert res["failed"] == 0 and res["servers"] == {me: 20}, (proto, res)
-            assert "client=169.254.169.252" in res["peers"], res
+        from_f1 = lambda: connect(lab, "frontend/f1", 1, vip="10.96.0.11")  # noqa: E731
+        wait_for(lambda: from_f1()["servers"] == {me: 1}, 20, 0.2, what="the solo Service")
+        assert_hairpin(lab, me, 20)
         other = connect(lab, "frontend/f1", 5, vip="10.96.0.11")
         assert f"client={pods(lab)['frontend/f1']['ip']}" in other["peers"]
+        # An ingress policy that admits only backend pods admits b1 reaching itself through the
+        # Service too (it arrives from the hairpin address), and shuts frontend/f1 out.
+        pol = tmp_path / "own-kind.yaml"
+        pol.write_text(yaml.safe_dump(OWN_KIND))
+        lab.apply([str(pol)], log=lambda *_: None)
+        try:
+            wait_for(lambda: from_f1()["failed"] == 1, 20, 0.2, what="frontend shut out")
+            assert_hairpin(lab, me, 5)
+        finally:
+            lab.delete([str(pol)], log=lambda *_: None)
     finally:
         lab.delete([str(f)], log=lambda *_: None)
+
+
+def assert_hairpin(lab, me: str, n: int) -> None:
+    """backend/b1 (address `me`) reaches itself through the solo Service n times over TCP and
+    UDP, seen from the hairpin address."""
+    for port, proto in ((8080, "TCP"), (5353, "UDP")):
+        res = connect(lab, "backend/b1", n, port=port, proto=proto, vip="10.96.0.11")
+        assert res["failed"] == 0 and res["servers"] == {me: n}, (proto, res)
+        assert "client=169.254.169.252" in res["peers"], res
+
+
+OWN_KIND = {
+    "apiVersion": "networking.k8s.io/v1",
+    "kind": "NetworkPolicy",
+    "metadata": {"name": "own-kind", "namespace": "backend"},
+    "spec": {
+        "podSelector": {"matchLabels": {"app": "backend"}},
+        "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "backend"}}}]}],
+    },
+}
 
 
 REFUSE = """

@@ -52,12 +52,14 @@ GW = NODE.gw_mac
 VIP = "10.96.0.10"
 
 
-def node_flows(node=NODE, pods=(A, B, C), remotes=(REMOTE,), extra=()) -> frozenset:
-    out = pipeline.node_flows(node, OVERLAY)
+def node_flows(
+    node=NODE, pods=(A, B, C), remotes=(REMOTE,), extra=(), overlay=OVERLAY
+) -> frozenset:
+    out = pipeline.node_flows(node, overlay)
     for p in pods:
         out |= pipeline.pod_flows(node, p)
     for r in remotes:
-        out |= pipeline.remote_node_flows(node, OVERLAY, r)
+        out |= pipeline.remote_node_flows(node, overlay, r)
     return out | frozenset(extra)
 
 
@@ -302,13 +304,18 @@ NODES = (NODE, NODE2)
 REMOTES = (REMOTE, BACK)
 
 
-def world():
+def world(nodes=NODES):
+    """Nine pods x/a..z/c alternating over the two nodes, an address of each of the node's pod
+    CIDRs (dual-stack nodes give dual-stack pods); y/b declares 8080 where the others have 80."""
     out = []
     for i, (ns, name) in enumerate(itertools.product("xyz", "abc")):
-        node = NODES[i % 2]
-        ip = node.pod_cidr.rsplit(".", 1)[0] + f".{10 + i}"
+        node = nodes[i % 2]
+        ips = tuple(
+            c.rsplit(".", 1)[0] + f".{10 + i}" if ":" not in c else c.split("/")[0] + f"{10 + i:x}"
+            for c in node.pod_cidrs
+        )
         ports = (("http", 8080, "TCP"), ("alt", 81, "TCP"), ("dns", 53, "UDP"))
-        port = PodPort(f"{i:08x}/eth0", 10 + i, ip, mac_from_ip(ip), ns, name)
+        port = PodPort(f"{i:08x}/eth0", 10 + i, ips[0], mac_from_ip(ips[0]), ns, name, ips)
         out.append((i % 2, port, ports if (ns, name) == ("y", "b") else WEB))
     return out
 
@@ -327,46 +334,57 @@ def _dicts(pods):
                     }
                 ]
             },
-            "status": {"podIP": p.ip},
+            "status": {"podIP": p.ip, "podIPs": [{"ip": a} for a in p.ips]},
         }
         for _, p, ports in pods
     ]
     return nss, pod_dicts
 
 
-def fake_matrix(pods, policies) -> dict[str, bool]:
-    """The connection matrix two fake nodes give: a SYN (or UDP datagram) from each pod to each
-    declared port of every other pod, delivered or not; every delivered one also has its reply
-    delivered (conntrack)."""
+def fake_net(pods, policies, nodes=NODES, remotes=REMOTES, overlay=OVERLAY) -> FakeNetwork:
+    """The nodes' fake switches with the pipeline, their pods and the policies' flows."""
     parsed = [netpol.parse(p) for p in policies]
     ns_labels = {n: {"ns": n, NS_LABEL: n} for n in "xyz"}
     net = FakeNetwork()
-    for k, node in enumerate(NODES):
+    for k, node in enumerate(nodes):
         view = View(
             ns_labels,
             [
-                PodInfo(p.namespace, p.name, (("pod", p.name),), p.ip, ports, n == k)
+                PodInfo(p.namespace, p.name, (("pod", p.name),), p.ip, ports, n == k, ips=p.ips)
                 for n, p, ports in pods
             ],
         )
         mine = [p for n, p, _ in pods if n == k]
-        flows = node_flows(node, mine, (REMOTES[k],), policy_set(parsed, view))
+        flows = node_flows(node, mine, (remotes[k],), policy_set(parsed, view), overlay)
         net.add_node(node.node_ip, FakeOFTable(flows, tunnel_ports={1}), 1)
+    return net
+
+
+def fake_matrix(pods, policies) -> dict[str, bool]:
+    """The connection matrix two fake nodes give (see probe_matrix)."""
+    return probe_matrix(fake_net(pods, policies), pods)
+
+
+def probe_matrix(net: FakeNetwork, pods, nodes=NODES, fam: int = 0) -> dict[str, bool]:
+    """`pods` ((node index, PodPort, ports) each) probed through `net`, the nodes' fake
+    switches: a SYN (or UDP datagram) to each declared port of every other pod, from and to
+    their address number `fam` (0: the first family), delivered or not, keyed
+    "ns/src->ns/dst:port/PROTO"; every delivered one also has its reply delivered."""
     got = {}
     for (sn, src, _), (dn, dst, ports) in itertools.permutations(pods, 2):
         for port, proto in sorted({(c, pr) for _, c, pr in ports}):
-            eth_dst = dst.mac if sn == dn else NODES[sn].gw_mac
+            eth_dst = dst.mac if sn == dn else nodes[sn].gw_mac
             make = tcp if proto == "TCP" else udp
-            pkt = make(src.ofport, src.mac, eth_dst, src.ip, dst.ip, next(_sport), port)
-            deliveries, _ = net.send(NODES[sn].node_ip, pkt)
-            ok = [(d.node, d.port) for d in deliveries] == [(NODES[dn].node_ip, dst.ofport)]
+            pkt = make(src.ofport, src.mac, eth_dst, src.ips[fam], dst.ips[fam], next(_sport), port)
+            deliveries, _ = net.send(nodes[sn].node_ip, pkt)
+            ok = [(d.node, d.port) for d in deliveries] == [(nodes[dn].node_ip, dst.ofport)]
             assert ok or not deliveries, deliveries
             if ok:
-                reply_dst = src.mac if sn == dn else NODES[dn].gw_mac
+                reply_dst = src.mac if sn == dn else nodes[dn].gw_mac
                 back, _ = net.send(
-                    NODES[dn].node_ip, pkt.reply(dst.ofport, dst.mac, reply_dst, tcp_flags="SA")
+                    nodes[dn].node_ip, pkt.reply(dst.ofport, dst.mac, reply_dst, tcp_flags="SA")
                 )
-                assert [(d.node, d.port) for d in back] == [(NODES[sn].node_ip, src.ofport)], (
+                assert [(d.node, d.port) for d in back] == [(nodes[sn].node_ip, src.ofport)], (
                     f"reply of {src.name}->{dst.name}:{port} lost"
                 )
             got[f"{src.namespace}/{src.name}->{dst.namespace}/{dst.name}:{port}/{proto}"] = ok
@@ -567,12 +585,6 @@ def test_register_masks_and_output_to_the_in_port_is_skipped():
     assert res.outputs[0].regs[2] == A.ofport
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pipeline: hairpin traffic reaches the pod from HAIRPIN_IP, which no peer selector "
-    "admits, so a pod whose ingress policy admits itself cannot reach itself through its "
-    "Service (Cilium and Kuryr treat this as a bug: cilium/cilium#15709, kuryr-kubernetes#518)",
-)
 def test_hairpin_passes_an_ingress_policy_that_admits_the_pod_itself():
     view = View(
         {"default": {"kubernetes.io/metadata.name": "default"}},

@@ -15,8 +15,9 @@ import pytest
 from flows import netpol, pipeline, policy
 from flows.model import NodeNet, Overlay, PodPort, RemoteNode, link_local, mac_from_ip
 from flows.policy import PodInfo, View
-from tests.fakes.oftable import FakeNetwork, FakeOFTable, icmp6, neighbor_advert, tcp, udp
+from tests.fakes.oftable import FakeOFTable, icmp6, neighbor_advert, tcp, udp
 from tests.netpol_reference import evaluate, random_case
+from tests.unit.test_fake_pipeline import _dicts, fake_net, probe_matrix, world
 
 NODE = NodeNet.for_cidrs(
     ("10.244.0.0/24", "fd00:10:244::/64"), gw_ofport=2, node_ips=("192.168.50.10",)
@@ -208,93 +209,19 @@ def test_a_router_solicitation_from_an_isolated_pod_crosses_the_policy_tables():
 
 # -- two fake nodes against the reference, per family --------------------------------------------
 
-WEB = (("http", 80, "TCP"), ("alt", 81, "TCP"), ("dns", 53, "UDP"))
 NODES = (NODE, NODE2)
 REMOTES = (REMOTE, BACK)
 
 
-def world():
-    out = []
-    for i, (ns, name) in enumerate(itertools.product("xyz", "abc")):
-        node = NODES[i % 2]
-        ip4 = node.pod_cidr.rsplit(".", 1)[0] + f".{10 + i}"
-        ip6 = node.pod_cidrs[1].split("/")[0] + f"{10 + i:x}"
-        ports = (("http", 8080, "TCP"), ("alt", 81, "TCP"), ("dns", 53, "UDP"))
-        port = PodPort(f"{i:08x}/eth0", 10 + i, ip4, mac_from_ip(ip4), ns, name, (ip4, ip6))
-        out.append((i % 2, port, ports if (ns, name) == ("y", "b") else WEB))
-    return out
-
-
-def _dicts(pods):
-    nss = [{"metadata": {"name": n, "labels": {"ns": n}}} for n in "xyz"]
-    pod_dicts = [
-        {
-            "metadata": {"namespace": p.namespace, "name": p.name, "labels": {"pod": p.name}},
-            "spec": {
-                "containers": [
-                    {
-                        "ports": [
-                            {"name": n, "containerPort": c, "protocol": pr} for n, c, pr in ports
-                        ]
-                    }
-                ]
-            },
-            "status": {"podIP": p.ip, "podIPs": [{"ip": a} for a in p.ips]},
-        }
-        for _, p, ports in pods
-    ]
-    return nss, pod_dicts
-
-
-def fake_net(pods, policies) -> FakeNetwork:
-    parsed = [netpol.parse(p) for p in policies]
-    ns_labels = {n: {"ns": n, NS_LABEL: n} for n in "xyz"}
-    net = FakeNetwork()
-    for k, node in enumerate(NODES):
-        view = View(
-            ns_labels,
-            [
-                PodInfo(p.namespace, p.name, (("pod", p.name),), p.ip, ports, n == k, ips=p.ips)
-                for n, p, ports in pods
-            ],
-        )
-        mine = [p for n, p, _ in pods if n == k]
-        flows = node_flows(node, mine, (REMOTES[k],), policy_set(parsed, view))
-        net.add_node(node.node_ip, FakeOFTable(flows, tunnel_ports={1}), 1)
-    return net
-
-
-def fake_matrix(net: FakeNetwork, pods, fam: int) -> dict[str, bool]:
-    """A SYN (or UDP datagram) from each pod to each declared port of every other pod, on one
-    family, delivered or not; every delivered one also has its reply delivered."""
-    got = {}
-    for (sn, src, _), (dn, dst, ports) in itertools.permutations(pods, 2):
-        for port, proto in sorted({(c, pr) for _, c, pr in ports}):
-            eth_dst = dst.mac if sn == dn else NODES[sn].gw_mac
-            make = tcp if proto == "TCP" else udp
-            pkt = make(src.ofport, src.mac, eth_dst, src.ips[fam], dst.ips[fam], next(_sport), port)
-            deliveries, _ = net.send(NODES[sn].node_ip, pkt)
-            ok = [(d.node, d.port) for d in deliveries] == [(NODES[dn].node_ip, dst.ofport)]
-            assert ok or not deliveries, deliveries
-            if ok:
-                reply_dst = src.mac if sn == dn else NODES[dn].gw_mac
-                back, _ = net.send(
-                    NODES[dn].node_ip, pkt.reply(dst.ofport, dst.mac, reply_dst, tcp_flags="SA")
-                )
-                assert [(d.node, d.port) for d in back] == [(NODES[sn].node_ip, src.ofport)]
-            got[f"{src.namespace}/{src.name}->{dst.namespace}/{dst.name}:{port}/{proto}"] = ok
-    return got
-
-
 @pytest.mark.parametrize("seed", [0, 3, 7, 11, 13, 18, 19, 23, 42, 47, 56])
 def test_two_dual_stack_nodes_match_the_reference_on_both_families(seed):
-    pods = world()
+    pods = world(NODES)
     nss, pod_dicts = _dicts(pods)
     policies = random_case(seed, nss, pod_dicts)  # IPv4 and IPv6 ipBlocks
-    net = fake_net(pods, policies)
+    net = fake_net(pods, policies, NODES, REMOTES, OVERLAY)
     for fam, version in ((0, 4), (1, 6)):
         want = evaluate(nss, pod_dicts, policies, family=version)
-        got = fake_matrix(net, pods, fam)
+        got = probe_matrix(net, pods, NODES, fam)
         wrong = sorted(k for k in want if got[k] != want[k])
         assert not wrong, f"seed {seed} IPv{version}: {policies}\n" + ", ".join(
             f"{k}: {'delivered' if got[k] else 'dropped'}" for k in wrong[:10]

@@ -7,6 +7,7 @@ inside functions), and no import circle anywhere in flows/ and ovsctl/.
     ovsctl.agent     flows, ovsctl.openflow, ovsctl.k8s, ovsctl.config
     ovsctl.tools     flows
     ovsctl.lab       ovsctl.tools, ovsctl.k8s, flows
+    ovsctl.ui        ovsctl.tools, ovsctl.lab, flows
     ovsctl.cli       everything (the root parser)
 ovsctl.util (small helpers) and ovsctl.__init__ (the version) may be imported by any room.
 """
@@ -28,6 +29,7 @@ ALLOWED = {
     "ovsctl.tools": {"flows", "ovsctl.tools"},
     "ovsctl.lab": {"flows", "ovsctl.tools", "ovsctl.k8s", "ovsctl.lab"},
     "ovsctl.config": {"ovsctl.config"},
+    "ovsctl.ui": {"flows", "ovsctl.tools", "ovsctl.lab", "ovsctl.ui"},
 }
 
 

@@ -271,6 +271,9 @@ def test_ipv6_only_pods_golden():
             "[IngressRule] priority=1001,ipv6,ipv6_src=fd00::a00:10a actions=conjunction(512,2/3)",
             "[IngressRule] priority=1001,ipv6,ipv6_src=fd00::a00:20a actions=conjunction(512,2/3)",
             "[IngressRule] priority=1001,sctp6 actions=conjunction(512,3/3)",
+            # a is its own peer: reaching itself through a Service it comes from the hairpin
+            "[IngressRule] priority=1001,sctp6,ipv6_src=fd00:ffff::a9fe:a9fc,"
+            "ipv6_dst=fd00::a00:10a actions=goto_table:70",
         ],
         "policy/x/p/isolation": [
             "[IngressDefault] priority=1000,ipv6,ipv6_dst=fd00::a00:10a actions=drop"

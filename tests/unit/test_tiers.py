@@ -4,8 +4,6 @@ seen as packets delivered or dropped, and the flows' shape (conjunctions, priori
 
 from __future__ import annotations
 
-import itertools
-
 import pytest
 
 from flows import cnp, netpol, policy, tiers
@@ -17,6 +15,7 @@ from tests.unit.test_fake_pipeline import (
     Slots,
     _sport,
     node_flows,
+    probe_matrix,
     world,
 )
 
@@ -95,23 +94,7 @@ def network(policies=(), cnps=()):
 def matrix(policies=(), cnps=()) -> dict[str, bool]:
     """Every pod to every declared port of every other pod: delivered (and its reply) or not."""
     net, pods = network(policies, cnps)
-    got = {}
-    for (sn, src, _), (dn, dst, ports) in itertools.permutations(pods, 2):
-        for port, proto in sorted({(c, pr) for _, c, pr in ports}):
-            eth_dst = dst.mac if sn == dn else NODES[sn].gw_mac
-            make = tcp if proto == "TCP" else udp
-            pkt = make(src.ofport, src.mac, eth_dst, src.ip, dst.ip, next(_sport), port)
-            deliveries, _ = net.send(NODES[sn].node_ip, pkt)
-            ok = [(d.node, d.port) for d in deliveries] == [(NODES[dn].node_ip, dst.ofport)]
-            assert ok or not deliveries, deliveries
-            if ok:
-                reply_dst = src.mac if sn == dn else NODES[dn].gw_mac
-                back, _ = net.send(
-                    NODES[dn].node_ip, pkt.reply(dst.ofport, dst.mac, reply_dst, tcp_flags="SA")
-                )
-                assert [(d.node, d.port) for d in back] == [(NODES[sn].node_ip, src.ofport)]
-            got[f"{src.namespace}/{src.name}->{dst.namespace}/{dst.name}:{port}/{proto}"] = ok
-    return got
+    return probe_matrix(net, pods)
 
 
 def pairs(got, src_ns=None, dst_ns=None, src=None, dst=None, port=None):
@@ -343,8 +326,9 @@ def test_one_conjunction_per_rule_flows_grow_with_pods_plus_rules():
     )
     flows = tiers.policy_flows(parsed, view, Slots(), 64000)["cnp/big/ingress/0"]
     local = sum(1 for n, _, _ in pods if n == 0)
-    # the local subjects (nw_dst), every pod as a peer (nw_src), the port, the conj_id flow
-    assert len(flows) == local + len(pods) + 1 + 1
+    # the local subjects (nw_dst), every pod as a peer (nw_src), the port, the conj_id flow,
+    # and per local subject (its own peer) the hairpin address to it on the port
+    assert len(flows) == local + len(pods) + 1 + 1 + local
     assert {f.priority for f in flows} == {64000}
 
 

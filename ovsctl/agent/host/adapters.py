@@ -5,6 +5,7 @@ composition root passes these in; unit tests pass in-memory fakes (tests/fakes/h
 from __future__ import annotations
 
 import re
+import socket
 
 from ovsctl.agent.host import netlink
 from ovsctl.agent.host.ovsdb import OVSDB
@@ -37,10 +38,9 @@ class Interfaces:
 
     def orphans(self, known: set[str]) -> list[str]:
         """Host veths named like ours that no attachment knows."""
-        from pyroute2 import IPRoute
-
-        with IPRoute() as ipr:
-            names = [link.get_attr("IFLA_IFNAME") for link in ipr.get_links()]
+        # the names alone: a netlink dump decodes every attribute of every link (70 ms at
+        # the agent's start with 100 pods)
+        names = [name for _, name in socket.if_nameindex()]
         return [n for n in names if n and HOST_IF_RE.match(n) and n not in known]
 
 

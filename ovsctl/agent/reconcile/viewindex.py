@@ -29,13 +29,29 @@ def _pod_info(obj) -> PodInfo:
     return PodInfo(
         obj.namespace,
         obj.name,
-        tuple(sorted(obj.labels_dict().items())),
+        obj.labels.pairs,  # sorted items, shared by the pods of one label set (k8s/parsing.py)
         obj.ip,
-        tuple((cp.name, cp.port, cp.protocol) for cp in obj.ports),
+        _port_triples(obj.ports),
         ready=obj.ready,
         terminating=obj.terminating,
         ips=ordered(obj.ips),  # both addresses of a dual-stack pod
     )
+
+
+# a pod's container ports as (name, port, protocol), one tuple per distinct port list: pods of
+# one template share their list (k8s/parsing.py), so 50,000 pods hold a few of these, not
+# 50,000 (starts over past _PORTS_MAX distinct lists)
+_PORTS: dict[tuple, tuple] = {}
+_PORTS_MAX = 1 << 14
+
+
+def _port_triples(ports: tuple) -> tuple[tuple[str, int, str], ...]:
+    hit = _PORTS.get(ports)
+    if hit is None:
+        if len(_PORTS) >= _PORTS_MAX:
+            _PORTS.clear()
+        hit = _PORTS[ports] = tuple((cp.name, cp.port, cp.protocol) for cp in ports)
+    return hit
 
 
 def _put(table: dict, name: str, value) -> bool:
@@ -88,7 +104,7 @@ class ViewIndex:
             elif kind == "Node":
                 node = None
                 if obj is not None:
-                    node = (tuple(sorted(obj.labels_dict().items())), obj.addresses)
+                    node = (obj.labels.pairs, obj.addresses)
                 d.nodes |= _put(self._nodes, key[2], node)
             else:
                 d.keys.add(key)

@@ -22,8 +22,8 @@ from flows import owners, tables
 
 from .parse import Step
 
-ADMIN = {"egress": "AdminEgressRule", "ingress": "AdminIngressRule"}
-BASELINE = {"egress": "BaselineEgressRule", "ingress": "BaselineIngressRule"}
+ADMIN = {d: tables.TIER_TABLES[("Admin", d)] for d in ("egress", "ingress")}
+BASELINE = {d: tables.TIER_TABLES[("Baseline", d)] for d in ("egress", "ingress")}
 TIER_OF = {**{t: "Admin" for t in ADMIN.values()}, **{t: "Baseline" for t in BASELINE.values()}}
 NP_RULE = {"egress": "EgressRule", "ingress": "IngressRule"}
 

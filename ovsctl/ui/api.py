@@ -1,0 +1,267 @@
+"""The /api/ documents (docs/ui.md), for one node or every node of a lab."""
+
+from __future__ import annotations
+
+import time
+import urllib.parse
+
+from ovsctl.tools import trace as tracing
+
+from . import pipeline
+from .data import BadRequest, NodeSource, NotFound, Unreachable, services_endpoints
+
+PROTOS = ("tcp", "udp", "icmp")
+
+
+def parse_key(key: str) -> tuple[str, str, int, str]:
+    """A matrix key "ns/a->ns/b:80/TCP" -> (src, dst, port, proto in lower case)."""
+    src, _, rest = key.partition("->")
+    dst, _, pp = rest.rpartition(":")
+    port, _, proto = pp.partition("/")
+    return src, dst, int(port), proto.lower()
+
+
+def trace_link(src: str, dst: str, proto: str, port: int | None) -> str:
+    q = {"src": src, "dst": dst, "proto": proto}
+    if port is not None:
+        q["dport"] = str(port)
+    return "#trace?" + urllib.parse.urlencode(q, safe="/")
+
+
+class API:
+    """Documents over `sources` (one per node, in order); `lab` a ovsctl.lab.lab.Lab or None."""
+
+    def __init__(self, sources: list[NodeSource], lab=None):
+        self.sources = {s.name: s for s in sources}
+        self.lab = lab
+
+    @classmethod
+    def for_node(cls, agent: str, rundir: str, bridge: str = "br-int") -> API:
+        src = NodeSource("local", agent, rundir, bridge)
+        cluster = src.view_or_none("/cluster")
+        if cluster and cluster.get("node"):
+            src.name = cluster["node"]
+        return cls([src])
+
+    @classmethod
+    def for_lab(cls, name: str) -> API:
+        """Every node of lab `name` (LabError when there is none)."""
+        from ovsctl.lab.lab import Lab
+
+        lab = Lab(name)
+        nodes = sorted(lab.meta()["nodes"], key=lambda n: (len(n), n))  # node0 … node10
+        return cls([NodeSource(n, lab.api_socket(n), lab.ovs(n).rundir) for n in nodes], lab)
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def source(self, node: str | None) -> NodeSource:
+        if not node:
+            if len(self.sources) == 1:
+                return next(iter(self.sources.values()))
+            raise BadRequest(f"give node= (one of {', '.join(self.sources)})")
+        s = self.sources.get(node)
+        if s is None:
+            raise NotFound(f"no node {node!r} (nodes: {', '.join(self.sources)})")
+        return s
+
+    def cluster(self) -> dict:
+        """The /cluster view of the first node whose agent answers."""
+        errors = []
+        for s in self.sources.values():
+            try:
+                return s.view("/cluster")
+            except Unreachable as e:
+                errors.append(str(e))
+        raise Unreachable("; ".join(errors))
+
+    def owner_filter(self, src: NodeSource, owner: str | None):
+        if not owner:
+            return None
+        try:
+            pipeline.check_owner(owner)
+        except ValueError as e:
+            raise BadRequest(str(e)) from None
+        ips = src.pod_ips(owner[len("pod/") :]) if owner.startswith("pod/") else []
+        return pipeline.OwnerFilter(owner, ips)
+
+    def tracer(self):
+        try:
+            if self.lab is not None:
+                return tracing.lab_tracer(self.lab)
+            s = next(iter(self.sources.values()))
+            return tracing.node_tracer(s.agent, s.rundir, s.bridge)
+        except tracing.TraceError as e:
+            raise Unreachable(str(e)) from None
+
+    # -- documents -------------------------------------------------------------------------------
+
+    def nodes(self) -> dict:
+        out = []
+        for s in self.sources.values():
+            c = s.view_or_none("/cluster")
+            me = next((n for n in (c or {}).get("nodes") or [] if n["name"] == s.name), {})
+            out.append(
+                {
+                    "name": s.name,
+                    "ip": (c or {}).get("node_ip") or me.get("ip"),
+                    "pod_cidrs": (c or {}).get("pod_cidrs") or me.get("pod_cidrs") or [],
+                    "agent": "up" if c is not None else "down",
+                }
+            )
+        return {"lab": self.lab.name if self.lab is not None else None, "nodes": out}
+
+    def pipeline(self, node: str | None, owner: str | None = None) -> dict:
+        src = self.source(node)
+        match = self.owner_filter(src, owner)
+        return pipeline.pipeline_doc(src.name, src.rows(), time.time(), src.ports(), match)
+
+    def flows(self, node, table, owner=None, offset=0, limit=500) -> dict:
+        src = self.source(node)
+        match = self.owner_filter(src, owner)
+        rows = src.rows()
+        if not any(r["table_id"] == table for r in rows):
+            raise NotFound(f"no flows in table {table} on {src.name}")
+        return pipeline.flows_doc(src.name, rows, table, match, offset, limit)
+
+    def owners(self, node: str | None) -> dict:
+        src = self.source(node)
+        return pipeline.owners_doc(src.name, src.rows())
+
+    def trace(self, src, dst, proto="tcp", dport=None, sport=None, family=None) -> dict:
+        tracer = self.tracer()
+        try:
+            t = tracer.trace(src, dst, proto, dport, sport or tracing.DEFAULT_SPORT, family=family)
+        except tracing.TraceError as e:
+            msg = str(e)
+            if msg.startswith("no "):
+                raise NotFound(msg) from None
+            if msg.startswith(("cannot", "unexpected")) or " on /" in msg:
+                raise Unreachable(msg) from None
+            raise BadRequest(msg) from None
+        finally:
+            tracer.close()
+        return t.to_dict()
+
+    def matrix(self, namespace: str | None = None, probe: bool = False) -> dict:
+        cluster = self.cluster()
+        if namespace and namespace not in {n["name"] for n in cluster.get("namespaces") or []}:
+            raise NotFound(f"no namespace {namespace!r}")
+        if probe and self.lab is None:
+            raise BadRequest("probe=1 needs a lab (ovsctl ui --lab NAME): it sends real packets")
+        tracer = self.tracer()
+        scope: dict = {}
+        try:
+            if self.lab is not None:
+                traced, intended, _ = tracing.lab_matrix(tracer, namespace)
+            else:
+                res = tracing.node_matrix(tracer, tracer.any.name, namespace)
+                traced, intended, scope = res["traced"], res["intended"], res["scope"]
+        except tracing.TraceError as e:
+            raise Unreachable(str(e)) from None
+        finally:
+            tracer.close()
+        probed: dict = {}
+        if probe:
+            from ovsctl.lab.lab import LabError
+
+            try:
+                probed = self.lab.probe()
+            except LabError as e:
+                raise Unreachable(f"probe: {e}") from None
+        cells, pods = [], set()
+        for key in sorted(intended):
+            s, d, port, proto = parse_key(key)
+            pods |= {s, d}
+            t, p = traced.get(key), probed.get(key) if probe else None
+            cell = {
+                "src": s,
+                "dst": d,
+                "proto": proto,
+                "port": port,
+                "intent": intended[key],
+                "traced": t,
+                "probed": p,
+                "differs": any(v is not None and v != intended[key] for v in (t, p)),
+                "trace": trace_link(s, d, proto, port),
+            }
+            if scope:
+                cell["scope"] = scope.get(key)
+            cells.append(cell)
+        return {
+            "namespaces": sorted(n["name"] for n in cluster.get("namespaces") or []),
+            "pods": sorted(pods),
+            "cells": cells,
+        }
+
+    def topology(self) -> dict:
+        any_cluster = self.cluster()
+        pods_by_ip = {}
+        for p in any_cluster.get("pods") or []:
+            for ip in p.get("ips") or [p.get("ip")]:
+                if ip:
+                    pods_by_ip[ip] = p
+        nodes = []
+        for n in any_cluster.get("nodes") or []:
+            src = self.sources.get(n["name"])
+            own = src.view_or_none("/cluster") if src else None
+            st = src.view_or_none("/status") if src else None
+            view_pods = (own or any_cluster).get("pods") or []
+            tun = (st or {}).get("tunnel") or {}
+            nodes.append(
+                {
+                    "name": n["name"],
+                    "ip": n.get("ip"),
+                    "pod_cidrs": n.get("pod_cidrs") or [n.get("pod_cidr")],
+                    "agent": None if src is None else ("up" if own else "down"),
+                    "tunnels": [
+                        {"to": p["node"], "remote_ip": p["node_ip"], "port": tun.get("port")}
+                        for p in (st or {}).get("peers") or []
+                    ],
+                    "pods": [
+                        {
+                            "ns": p["namespace"],
+                            "name": p["name"],
+                            "ips": p.get("ips") or [p.get("ip")],
+                            "port": (p.get("local") or {}).get("ofport"),
+                        }
+                        for p in view_pods
+                        if p.get("node") == n["name"]
+                    ],
+                }
+            )
+        flows_view = next((v for s in self.sources.values() if (v := s.view_or_none("/flows"))), {})
+        eps = services_endpoints(flows_view)
+        services = []
+        for sv in any_cluster.get("services") or []:
+            ref = f"{sv['namespace']}/{sv['name']}"
+            endpoints = []
+            for ip, port in eps.get(ref, []):
+                p = pods_by_ip.get(ip)
+                endpoints.append(
+                    {
+                        "pod": f"{p['namespace']}/{p['name']}" if p else None,
+                        "ip": ip,
+                        "port": int(port) if port else None,
+                        "node": p.get("node") if p else _node_of(any_cluster, ip),
+                    }
+                )
+            services.append(
+                {
+                    "ns": sv["namespace"],
+                    "name": sv["name"],
+                    "type": sv.get("type"),
+                    "cluster_ips": sv.get("cluster_ips") or [sv.get("cluster_ip")],
+                    "ports": sv.get("ports") or [],
+                    "endpoints": endpoints,
+                }
+            )
+        lab = self.lab.name if self.lab is not None else None
+        return {"lab": lab, "nodes": nodes, "services": services}
+
+
+def _node_of(cluster: dict, ip: str) -> str | None:
+    """The node whose pod CIDR holds `ip` (an endpoint that is no pod the view knows)."""
+    try:
+        return tracing.NodeView(cluster, {}).node_of_pod_ip(ip)
+    except (ValueError, KeyError):
+        return None
