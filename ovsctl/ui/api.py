@@ -131,8 +131,9 @@ class API:
         tracer = self.tracer()
         try:
             t = tracer.trace(src, dst, proto, dport, sport or tracing.DEFAULT_SPORT, family=family)
+            return name_owners(t.to_dict(), tracer.views)
         except tracing.TraceError as e:
-            msg = str(e)
+            msg = str(e).replace("give --dport", "give a port (dport=)")  # the CLI's words
             if msg.startswith("no "):
                 raise NotFound(msg) from None
             if msg.startswith(("cannot", "unexpected")) or " on /" in msg:
@@ -140,7 +141,6 @@ class API:
             raise BadRequest(msg) from None
         finally:
             tracer.close()
-        return t.to_dict()
 
     def matrix(self, namespace: str | None = None, probe: bool = False) -> dict:
         cluster = self.cluster()
@@ -257,6 +257,23 @@ class API:
             )
         lab = self.lab.name if self.lab is not None else None
         return {"lab": lab, "nodes": nodes, "services": services}
+
+
+def name_owners(doc: dict, views: dict) -> dict:
+    """Give every step of a trace document (and a hop's drop outcome) `owner_text`: its owner
+    as `ovsctl trace` prints it (`pod frontend/f1`, `policy data/deny isolation`, `node node1`),
+    named by the view of the node the step ran on; `owner` keeps the raw key (a pod's is its
+    container id)."""
+    for hop in doc.get("hops") or []:
+        view = views.get(hop.get("node"))
+        label = view.owner_label if view is not None else (lambda k: k or "")
+        for ps in hop.get("passes") or []:
+            for step in ps.get("steps") or []:
+                step["owner_text"] = label(step.get("owner"))
+        out = hop.get("outcome") or {}
+        if out.get("owner"):
+            out["owner_text"] = label(out["owner"])
+    return doc
 
 
 def _node_of(cluster: dict, ip: str) -> str | None:
