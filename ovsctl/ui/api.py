@@ -178,13 +178,14 @@ class API:
         except tracing.UnreachableError as e:
             raise Unreachable(str(e)) from None
         except tracing.TraceError as e:
-            gone = [n for n in down if re.search(rf"\b{re.escape(n)}\b", str(e))]
+            msg = str(e).replace("give --dport", "give a port (dport=)")  # the CLI's words
+            gone = [n for n in down if re.search(rf"\b{re.escape(n)}\b", msg)]
             if gone:  # e.g. its source is on a node whose agent does not answer
-                raise Unreachable(f"{e} (node {gone[0]}: agent: {down[gone[0]]})") from None
-            raise BadRequest(str(e)) from None
+                raise Unreachable(f"{msg} (node {gone[0]}: agent: {down[gone[0]]})") from None
+            raise BadRequest(msg) from None
         finally:
             tracer.close()
-        doc = t.to_dict()
+        doc = name_owners(t.to_dict(), tracer.views)
         nxt = (t.continues or {}).get("node")
         if nxt in down:
             doc["notes"].append(
@@ -311,6 +312,23 @@ class API:
             )
         lab = self.lab.name if self.lab is not None else None
         return {"lab": lab, "nodes": nodes, "services": services}
+
+
+def name_owners(doc: dict, views: dict) -> dict:
+    """Give every step of a trace document (and a hop's drop outcome) `owner_text`: its owner
+    as `ovsctl trace` prints it (`pod frontend/f1`, `policy data/deny isolation`, `node node1`),
+    named by the view of the node the step ran on; `owner` keeps the raw key (a pod's is its
+    container id)."""
+    for hop in doc.get("hops") or []:
+        view = views.get(hop.get("node"))
+        label = view.owner_label if view is not None else (lambda k: k or "")
+        for ps in hop.get("passes") or []:
+            for step in ps.get("steps") or []:
+                step["owner_text"] = label(step.get("owner"))
+        out = hop.get("outcome") or {}
+        if out.get("owner"):
+            out["owner_text"] = label(out["owner"])
+    return doc
 
 
 def _node_of(cluster: dict, ip: str) -> str | None:

@@ -34,6 +34,8 @@ spec:
   ingress:
   - from:
     - namespaceSelector: {matchLabels: {team: backend}}
+"""
+SERVICE = """
 ---
 apiVersion: v1
 kind: Service
@@ -108,7 +110,7 @@ class UI:
 
 @pytest.fixture(scope="module")
 def lab(make_lab):
-    return make_lab(3, lab_pods_yaml(node_names=NODES) + "---\n" + POLICY)
+    return make_lab(3, lab_pods_yaml(node_names=NODES) + "---\n" + POLICY + SERVICE)
 
 
 @pytest.fixture(scope="module")

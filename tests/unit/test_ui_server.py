@@ -194,3 +194,30 @@ def test_params_and_trace_args():
 def test_matrix_keys_and_links():
     assert parse_key("x/a->y/b:80/TCP") == ("x/a", "y/b", 80, "tcp")
     assert trace_link("x/a", "y/b", "udp", 53) == "#trace?src=x/a&dst=y/b&proto=udp&dport=53"
+
+
+def test_trace_steps_name_their_owners_as_ovsctl_trace_does():
+    from ovsctl.tools.trace import NodeView
+    from ovsctl.ui.api import name_owners
+
+    cid = "153d7ca0ffee153d7ca0ffee"
+    pod = {"namespace": "frontend", "name": "f1", "ip": "10.244.0.3", "node": "node0",
+           "local": {"key": f"{cid}/eth0", "ofport": 4}}  # fmt: skip
+    view = NodeView({"node": "node0", "pods": [pod]}, {})
+    step = {"table_id": 0, "owner": f"pod/{cid}/eth0"}
+    doc = {
+        "hops": [
+            {
+                "node": "node0",
+                "passes": [{"steps": [step, {"owner": "pipeline"}, {"owner": None}]}],
+                "outcome": {"kind": "drop", "owner": "policy/data/deny/isolation"},
+            },
+            {"node": "elsewhere", "passes": [{"steps": [{"owner": "node/node1"}]}]},
+        ]
+    }
+    out = name_owners(doc, {"node0": view})
+    steps = out["hops"][0]["passes"][0]["steps"]
+    assert [s["owner_text"] for s in steps] == ["pod frontend/f1", "pipeline", ""]
+    assert steps[0]["owner"] == f"pod/{cid}/eth0"  # the raw key stays
+    assert out["hops"][0]["outcome"]["owner_text"] == "policy data/deny isolation"
+    assert out["hops"][1]["passes"][0]["steps"][0]["owner_text"] == "node/node1"
