@@ -20,7 +20,7 @@ Wire protocol (see docs/cni.md): the shim sends ONE JSON object followed by
 
 import _socket
 import errno
-import os
+import posix
 import sys
 import time
 
@@ -545,7 +545,9 @@ def _error_object(exc, version):
 
 def main(environ=None, stdin=None, stdout=None, stderr=None):
     """Run the plugin; print the result or error; return the exit status."""
-    environ = os.environ if environ is None else environ
+    if environ is None:  # os.environ, without importing os (1 ms of every exec, a seventh)
+        enc, errors = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
+        environ = {k.decode(enc, errors): v.decode(enc, errors) for k, v in posix.environ.items()}
     stdin = sys.stdin if stdin is None else stdin
     stdout = sys.stdout if stdout is None else stdout
     stderr = sys.stderr if stderr is None else stderr

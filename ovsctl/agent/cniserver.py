@@ -122,6 +122,10 @@ def _drain(conn: socket.socket, deadline: float) -> int:
 class CNIServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
     allow_reuse_address = True
+    # Connections waiting to be accepted. socketserver's default of 5 is less than the ADDs
+    # kubelet starts at once after a reboot: a shim's connect then fails with EAGAIN (its
+    # socket has a timeout, so it does not wait for room) and the ADD with code 11.
+    request_queue_size = 1024
 
     def __init__(self, path: str, dispatch, after=None):
         self.path = path

@@ -14,6 +14,7 @@ import contextlib
 import fcntl
 import json
 import os
+import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -345,10 +346,7 @@ class IPAM:
     def _next_free(self, state: _State, i: int = 0) -> int:
         pool = self.pools[i]
         used = {
-            int(netaddr.IPAddress(x))
-            for a in state.allocs.values()
-            for x in a.ips
-            if netaddr.IPAddress(x).version == pool.version
+            n for a in state.allocs.values() for v, n in map(_ip_key, a.ips) if v == pool.version
         }
         capacity = pool.capacity
         start = pool.first
@@ -541,8 +539,16 @@ def _copy(state: _State) -> _State:
 
 
 def _order(a: Allocation) -> tuple[int, int]:
-    addr = netaddr.IPAddress(a.ip)
-    return addr.version, int(addr)
+    return _ip_key(a.ip)
+
+
+def _ip_key(ip: str) -> tuple[int, int]:
+    """(version, integer) of a normalised address, as netaddr gives them, ~8x faster: every
+    ADD and DEL reads every allocation's addresses twice (the free-address scan, the file's
+    order)."""
+    if ":" in ip:
+        return 6, int.from_bytes(socket.inet_pton(socket.AF_INET6, ip), "big")
+    return 4, int.from_bytes(socket.inet_pton(socket.AF_INET, ip), "big")
 
 
 def _key(container_id: str, ifname: str) -> tuple[str, str]:

@@ -105,7 +105,23 @@ def table_label(t: dict) -> str:
     return f"[{t['id']}] {t['name']}\n{count(t.get('flows'))} flows\n{count(t.get('packets'))} pkts"
 
 
+ROW = 6  # tables per row of the pipeline drawing, at most
+
+
+def grid(ids: list, per_row: int = ROW) -> list[list]:
+    """`ids` in rows of at most `per_row`, as even as they come: 22 tables -> 6, 6, 6, 4."""
+    if not ids:
+        return []
+    rows = -(-len(ids) // per_row)
+    per = -(-len(ids) // rows)
+    return [ids[i : i + per] for i in range(0, len(ids), per)]
+
+
 def pipeline_dot(pipeline: dict) -> tuple[str, dict[str, list[str]]]:
+    """The tables left to right in pipeline order, wrapped in rows (like lines of text) so that
+    the whole pipeline fits a screen: each row one rank, kept in order by invisible edges, and
+    its tables aligned with the row above by heavier invisible edges; where packets leave the
+    switch ends the last row."""
     lines = header("pipeline")
     texts: dict[str, list[str]] = {}
     known = set()
@@ -120,7 +136,7 @@ def pipeline_dot(pipeline: dict) -> tuple[str, dict[str, list[str]]]:
         fill = "#fdecea" if t.get("drop_flows") else "#ffffff"
         lines.append(
             f"t{tid} "
-            + attrs(id=gid, klass=klass, label=table_label(t), width="2.2", fillcolor=fill)
+            + attrs(id=gid, klass=klass, label=table_label(t), width="1.9", fillcolor=fill)
             + ";"
         )
     kinds: dict[tuple[int, int], list[str]] = {}  # one edge per pair, whatever its kinds
@@ -152,6 +168,16 @@ def pipeline_dot(pipeline: dict) -> tuple[str, dict[str, list[str]]]:
                 + attrs(id=f"exit-{a}-{kind}", klass="exit", style="dashed")
                 + ";"
             )
+    rows = grid([f"t{t}" for t in sorted(known)])
+    if rows:
+        rows[-1] += [f"x_{kind}" for kind in sinks]
+    for row in rows:
+        lines.append("{rank=same; " + "; ".join(row) + ";}")
+        if len(row) > 1:
+            lines.append(" -> ".join(row) + " [style=invis, weight=10];")
+    for above, below in zip(rows, rows[1:], strict=False):
+        for a, b in zip(above, below, strict=False):
+            lines.append(f"{a} -> {b} [style=invis, weight=100];")
     lines.append("}")
     return "\n".join(lines), texts
 
@@ -168,7 +194,7 @@ def pipeline_svg(pipeline: dict) -> str:
 
 
 def step_label(step: dict) -> str:
-    owner = step.get("owner") or "?"
+    owner = step.get("owner_text") or step.get("owner") or "?"
     return f"[{step.get('table_id')}] {step.get('table')}\nprio {step.get('priority')} · {owner}"
 
 
@@ -275,6 +301,14 @@ def trace_svg(trace: dict) -> str:
 # -- the topology ------------------------------------------------------------------------------
 
 
+def port_text(port) -> str:
+    """A Service port as the page's table shows it: `80/TCP`, `53/UDP (dns)`."""
+    if not isinstance(port, dict):
+        return str(port)
+    name = f" ({port['name']})" if port.get("name") else ""
+    return f"{port.get('port')}/{port.get('protocol') or 'TCP'}{name}"
+
+
 def topology_dot(topology: dict) -> str:
     lines = header("topology")
     nodes = topology.get("nodes") or []
@@ -327,7 +361,7 @@ def topology_dot(topology: dict) -> str:
             )
     for k, svc in enumerate(topology.get("services") or []):
         key = f"{svc.get('ns')}/{svc.get('name')}"
-        ports = ", ".join(str(p) for p in svc.get("ports") or [])
+        ports = ", ".join(port_text(p) for p in svc.get("ports") or [])
         label = f"svc {key}\n{', '.join(svc.get('cluster_ips') or [])}\n{ports}".rstrip()
         lines.append(
             f"v{k} "

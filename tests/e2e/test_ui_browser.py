@@ -15,6 +15,7 @@ import pytest
 
 from tests.chromium import artifact, browser
 from tests.e2e.conftest import lab_pods_yaml
+from tests.e2e.test_ui_api import SERVICE
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 WAIT_MS = 20_000
@@ -59,7 +60,7 @@ def start_ui(lab_name: str) -> tuple[subprocess.Popen, str]:
 
 @pytest.fixture(scope="module")
 def ui(make_lab):
-    yaml = lab_pods_yaml(node_names=["node0", "node1", "node2"]) + POLICY
+    yaml = lab_pods_yaml(node_names=["node0", "node1", "node2"]) + POLICY + SERVICE
     lab = make_lab(3, yaml)
     proc, url = start_ui(lab.name)
     try:
@@ -84,7 +85,15 @@ def api(ui, path: str) -> dict:
 
 
 def shot(page, name: str) -> None:
-    page.screenshot(path=artifact("ui", f"{name}.png"), full_page=False)
+    """The window down to the end of what the tab shows (a smaller picture)."""
+    view = page.viewport_size
+    bottom = page.evaluate(
+        """() => Math.max(...[...document.querySelectorAll('main > section:not([hidden]) > *')]
+                 .map((e) => e.getBoundingClientRect().bottom))"""
+    )
+    height = max(200, min(view["height"], int(bottom) + 12))
+    clip = {"x": 0, "y": 0, "width": view["width"], "height": height}
+    page.screenshot(path=artifact("ui", f"{name}.png"), clip=clip)
 
 
 def ping(lab, src: str, dst: str, count: int = 5) -> None:
@@ -129,7 +138,20 @@ def test_pipeline_shows_every_table_with_counters_that_rise(ui):
     )
     page.wait_for_selector('[id="table-0"].changed', timeout=WAIT_MS)
     assert lab.name in page.text_content("#lab")
+    assert_whole_pipeline_visible(page, [t["id"] for t in doc["tables"]])
     shot(page, "pipeline")
+
+
+def assert_whole_pipeline_visible(page, ids: list[int]) -> None:
+    """Every table's box inside the 1400x900 window (no scrolling) and its counters legible."""
+    view = page.viewport_size
+    for tid in ids:
+        box = page.locator(f'[id="table-{tid}"]').bounding_box()
+        assert box["x"] >= 0 and box["x"] + box["width"] <= view["width"], (tid, box)
+        assert box["y"] >= 0 and box["y"] + box["height"] <= view["height"], (tid, box)
+        text = page.locator(f'[id="table-{tid}-packets"]').bounding_box()
+        assert text["height"] >= 11, (tid, text)  # px: 11 pt text not shrunk below legibility
+    assert page.evaluate("document.scrollingElement.scrollHeight") <= view["height"]
 
 
 def test_clicking_a_table_lists_its_flows_with_owners(ui):
@@ -153,7 +175,10 @@ def test_clicking_a_table_lists_its_flows_with_owners(ui):
         arg=dropped,
         timeout=WAIT_MS,
     )
-    shot(page, "flows-policy")
+    ids = [t["id"] for t in api(ui, "/api/pipeline?node=node1")["tables"]]
+    assert_whole_pipeline_visible(page, ids)  # the flows under it, the page not scrolled
+    assert page.locator("#flows-table tbody tr").last.bounding_box()["y"] < 900
+    shot(page, "flows-policy")  # docs/img/ui-pipeline.png
     page.click('[id="table-0"]')  # Classifier: the pods' and nodes' flows
     page.wait_for_selector("#flows[data-table='0'] tbody tr", timeout=WAIT_MS)
     text = page.text_content("#flows-table tbody")
@@ -201,7 +226,9 @@ def test_a_trace_blocked_by_a_policy_draws_the_path_and_names_it(ui):
     first = page.text_content('#trace-svg [id="step-0-0-0-table"]')
     assert first == "[0] Classifier"
     assert page.locator("#trace-steps li.step").count() >= 20  # each matched flow listed
-    shot(page, "trace-blocked")
+    page.locator("#trace-svg #verdict").scroll_into_view_if_needed()  # the drop and the verdict
+    page.locator("#trace-steps li.step").last.scroll_into_view_if_needed()
+    shot(page, "trace-blocked")  # docs/img/ui-trace.png
 
 
 def test_a_trace_across_nodes_shows_both_pipelines(ui):
@@ -217,6 +244,21 @@ def test_a_trace_across_nodes_shows_both_pipelines(ui):
     assert "VXLAN tunnel to node1" in page.text_content('#trace-svg [id="tunnel-0-1"]')
     assert "backend/b2 on node1" in page.text_content("#trace-svg #verdict")
     assert page.locator("#trace-steps section.hop").count() == 2
+    # pods' flows name the pod (as `ovsctl trace` does), never its container id
+    drawn = page.text_content("#trace-svg svg")
+    listed = page.locator("#trace-steps li.step span.owner").all_text_contents()
+    assert "prio 200 · pod frontend/f1" in drawn and "pod backend/b2" in drawn
+    assert "pod frontend/f1" in listed and "pod backend/b2" in listed, listed
+    doc = api(ui, "/api/trace?src=frontend/f1&dst=backend/b2&proto=tcp&dport=80")
+    steps = [s for h in doc["hops"] for p in h["passes"] for s in p["steps"]]
+    raw = {s["owner"] for s in steps if (s["owner"] or "").startswith("pod/")}
+    assert len(raw) == 2 and {s["owner_text"] for s in steps} >= {
+        "pod frontend/f1",
+        "pod backend/b2",
+    }
+    for key in raw:  # pod/CONTAINER/eth0: the raw key is in the document, not on the page
+        cid = key.split("/")[1]
+        assert cid[:12] not in drawn and not any(cid[:12] in o for o in listed), key
     shot(page, "trace-across-nodes")
 
 
@@ -225,6 +267,7 @@ def test_the_matrix_marks_the_blocked_cells(ui):
     page.goto(ui["url"] + "/#matrix")
     page.wait_for_selector("table.matrix td.cell[data-src]", timeout=60_000)
     port = page.input_value("#matrix-port")
+    assert port == "tcp/80"  # TCP first: the pods answer on tcp/80 and udp/53
     cells = page.locator("table.matrix td.cell[data-src]")
     assert cells.count() == 9 * 8
     for i in range(cells.count()):
@@ -239,3 +282,89 @@ def test_the_matrix_marks_the_blocked_cells(ui):
     page.wait_for_selector("#trace-svg #verdict.verdict-dropped", timeout=WAIT_MS)
     assert page.url.split("#", 1)[1].startswith("trace?src=frontend/f3&dst=data/d1")
     assert "frontend/f3 → data/d1" in page.text_content("#trace-verdict")
+
+
+def test_the_node_selector_picks_the_pipelines_node_and_only_there(ui):
+    page = ui["page"]
+    page.goto(ui["url"] + "/#pipeline?node=node0")
+    page.wait_for_selector('svg[data-node=node0] [id="table-0"][data-packets]', timeout=WAIT_MS)
+    assert page.is_visible("#node-picker") and page.input_value("#node") == "node0"
+    page.select_option("#node", "node2")
+    page.wait_for_selector('svg[data-node=node2] [id="table-0"][data-packets]', timeout=WAIT_MS)
+    assert page.url.endswith("#pipeline?node=node2")
+    assert page.text_content("#status").startswith("node2: ")
+    for tab in (
+        "matrix",
+        "trace",
+        "topology",
+    ):  # the whole lab there: no selector that does nothing
+        page.click(f"#tabs a[data-tab={tab}]")
+        page.wait_for_selector(f"#tab-{tab}:not([hidden])", timeout=WAIT_MS)
+        assert not page.is_visible("#node-picker"), tab
+    page.click("#tabs a[data-tab=pipeline]")
+    page.wait_for_selector("#node-picker:not([hidden])", timeout=WAIT_MS)
+
+
+def trace_form(page, src: str, dst: str, proto: str = "tcp", dport: str = "80") -> None:
+    page.fill("#trace-form input[name=src]", src)
+    page.fill("#trace-form input[name=dst]", dst)
+    page.select_option("#trace-form select[name=proto]", proto)
+    page.fill("#trace-form input[name=dport]", dport)
+    page.click("#trace-form button[type=submit]")
+
+
+def test_a_trace_to_a_service_and_to_an_address(ui):
+    page = ui["page"]
+    page.goto(ui["url"] + "/#trace")
+    trace_form(page, "frontend/f1", "svc:backend/web")
+    page.wait_for_selector("#trace-svg #verdict.verdict-delivered", timeout=WAIT_MS)
+    service = page.text_content("#trace-verdict .v-Service")
+    assert re.fullmatch(
+        r"svc:backend/web [\d.]+:80 → endpoint 10\.244\.[\d.]+:80 \(backend/b\d on node\d\)",
+        service,
+    ), service
+    steps = page.locator("#trace-steps li.step span.owner").all_text_contents()
+    assert "service backend/web" in steps, steps
+    shot(page, "trace-service")
+    b2 = ui["lab"].pods()["backend/b2"]["ip"]
+    trace_form(page, "frontend/f1", b2)
+    page.wait_for_selector("#trace-svg #verdict.verdict-delivered", timeout=WAIT_MS)
+    assert f"frontend/f1 → {b2} (backend/b2) tcp/80" in page.text_content("#trace-verdict")
+    # the drawing at its own size: a step's text as big as dot made it, not blown up
+    height = page.locator('#trace-svg [id="step-0-0-0-table"]').bounding_box()["height"]
+    assert 8 <= height <= 20, height
+
+
+@pytest.mark.parametrize(
+    "src,dst,dport,words",
+    [
+        ("frontend/nope", "backend/b1", "80", "no pod or Service frontend/nope"),
+        ("frontend/f1", "svc:backend/nope", "80", "no Service backend/nope"),
+        ("frontend/f1", "10.1.2.300", "80", "'10.1.2.300' is not an IP address"),
+        ("frontend/f1", "192.0.2.9", "", "give a port"),
+    ],
+)
+def test_a_bad_trace_says_why_on_the_page(ui, src, dst, dport, words):
+    page = ui["page"]
+    page.goto(ui["url"] + "/#trace?src=frontend/f1&dst=backend/b2&proto=tcp&dport=80")
+    page.wait_for_selector("#trace-svg #verdict", timeout=WAIT_MS)
+    trace_form(page, src, dst, dport=dport)
+    page.wait_for_selector("#trace-verdict.verdict-error", timeout=WAIT_MS)
+    box = page.text_content("#trace-verdict")
+    assert box.startswith(f"CANNOT TRACE {src} → {dst}: ") and words in box, box
+    assert page.text_content("#status").startswith("trace failed: ")
+    assert not page.is_visible("#trace-svg") and page.locator("#trace-steps *").count() == 0
+
+
+def test_the_topology_shows_nodes_pods_and_the_service(ui):
+    page = ui["page"]
+    page.goto(ui["url"] + "/#topology")
+    page.wait_for_selector('#topology-svg [id="svc-backend-web"]', timeout=WAIT_MS)
+    svc = page.locator('#topology-svg [id="svc-backend-web"] text').all_text_contents()
+    assert svc[0] == "svc backend/web" and svc[-1] == "80/TCP (http)", svc
+    for n in ("node0", "node1", "node2"):
+        assert page.locator(f'#topology-svg [id="node-{n}"]').count() == 1
+    row = page.text_content("#services tbody tr")
+    assert "backend/web" in row and "80/TCP (http)" in row
+    assert all(f"backend/b{i}" in row for i in (1, 2, 3)), row
+    shot(page, "topology")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import socket
 import types
 
 import pytest
@@ -197,17 +196,28 @@ def test_matrix_keys_and_links():
     assert trace_link("x/a", "y/b", "udp", 53) == "#trace?src=x/a&dst=y/b&proto=udp&dport=53"
 
 
-def test_a_malformed_request_gets_json_too(srv):
-    def raw(data: bytes) -> bytes:
-        with socket.create_connection(srv.server_address[:2], timeout=10) as s:
-            s.sendall(data)
-            reply = b""
-            while chunk := s.recv(4096):
-                reply += chunk
-        return reply
+def test_trace_steps_name_their_owners_as_ovsctl_trace_does():
+    from ovsctl.tools.trace import NodeView
+    from ovsctl.ui.api import name_owners
 
-    # a request line it cannot read: answered as to HTTP/0.9, the body alone
-    assert error_of(raw(b"GET /api/nodes HTTP/1.1 extra\r\n\r\n")).startswith("400 ")
-    head, _, body = raw(b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\n\r\n").partition(b"\r\n\r\n")
-    assert head.split(b" ")[1] == b"414" and b"Content-Type: application/json" in head
-    assert error_of(body).startswith("414 ")
+    cid = "153d7ca0ffee153d7ca0ffee"
+    pod = {"namespace": "frontend", "name": "f1", "ip": "10.244.0.3", "node": "node0",
+           "local": {"key": f"{cid}/eth0", "ofport": 4}}  # fmt: skip
+    view = NodeView({"node": "node0", "pods": [pod]}, {})
+    step = {"table_id": 0, "owner": f"pod/{cid}/eth0"}
+    doc = {
+        "hops": [
+            {
+                "node": "node0",
+                "passes": [{"steps": [step, {"owner": "pipeline"}, {"owner": None}]}],
+                "outcome": {"kind": "drop", "owner": "policy/data/deny/isolation"},
+            },
+            {"node": "elsewhere", "passes": [{"steps": [{"owner": "node/node1"}]}]},
+        ]
+    }
+    out = name_owners(doc, {"node0": view})
+    steps = out["hops"][0]["passes"][0]["steps"]
+    assert [s["owner_text"] for s in steps] == ["pod frontend/f1", "pipeline", ""]
+    assert steps[0]["owner"] == f"pod/{cid}/eth0"  # the raw key stays
+    assert out["hops"][0]["outcome"]["owner_text"] == "policy data/deny isolation"
+    assert out["hops"][1]["passes"][0]["steps"][0]["owner_text"] == "node/node1"

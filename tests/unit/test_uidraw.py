@@ -120,6 +120,16 @@ def test_names_from_the_cluster_stay_text():
     assert set(pod[0].get("id")) <= set(
         "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-"
     )
+    t = trace_doc()
+    t["src"], t["policy"] = EVIL, f"x/{EVIL}"
+    t["hops"][0]["node"] = EVIL
+    t["hops"][0]["passes"][0]["steps"][0]["owner"] = EVIL
+    svg = draw.trace_svg(t)
+    assert "<script" not in svg
+    root = parse(svg)
+    assert texts(by_id(root, "trace-src")) == [EVIL]
+    assert by_id(root, "step-0-0-0-flow").text == f"prio 200 · {EVIL}"
+    assert texts(by_id(root, "verdict"))[-1] == f"NetworkPolicy x/{EVIL}"
 
 
 def step(tid, name, prio=0, owner="pipeline", actions=("goto_table:1",)):
@@ -220,7 +230,9 @@ def test_topology_nodes_tunnels_pods_and_services():
         nodes.append({"name": f"node{i}", "ip": f"172.30.0.1{i}", "pod_cidrs": [f"10.244.{i}.0/24"],
                       "tunnels": [{"to": o, "remote_ip": "x", "port": 1} for o in others],
                       "pods": [{"ns": "web", "name": f"w{i}", "ips": [f"10.244.{i}.2"], "port": 3}]})  # fmt: skip
-    svc = {"ns": "web", "name": "front", "cluster_ips": ["10.96.0.10"], "ports": ["80/TCP"],
+    svc = {"ns": "web", "name": "front", "cluster_ips": ["10.96.0.10"],
+           "ports": [{"name": "", "port": 80, "protocol": "TCP", "node_port": None},
+                     {"name": "dns", "port": 53, "protocol": "UDP", "node_port": None}],
            "endpoints": [{"pod": "web/w0", "ip": "10.244.0.2", "node": "node0"},
                          {"pod": None, "ip": "192.0.2.7", "node": None}]}  # fmt: skip
     root = parse(draw.topology_svg({"nodes": nodes, "services": [svc]}))
@@ -229,7 +241,11 @@ def test_topology_nodes_tunnels_pods_and_services():
         assert texts(by_id(root, f"pod-web-w{i}")) == [f"web/w{i}", f"10.244.{i}.2"]
     tunnels = sorted(e.get("id") for e in root.iter() if "tunnel" in (e.get("class") or ""))
     assert tunnels == ["tunnel-node0-node1", "tunnel-node0-node2", "tunnel-node1-node2"]
-    assert texts(by_id(root, "svc-web-front")) == ["svc web/front", "10.96.0.10", "80/TCP"]
+    assert texts(by_id(root, "svc-web-front")) == [
+        "svc web/front",
+        "10.96.0.10",
+        "80/TCP, 53/UDP (dns)",
+    ]
     by_id(root, "ep-web-front-0")
     by_id(root, "ep-web-front-1")
 
@@ -256,3 +272,29 @@ def test_the_committed_samples_draw(path):
         root = parse(draw.topology_svg(doc))
         for n in doc["nodes"]:
             by_id(root, f"node-{n['name']}")
+
+
+def test_a_step_shows_its_named_owner_not_the_raw_key():
+    t = trace_doc()
+    first = t["hops"][0]["passes"][0]["steps"][0]
+    first["owner"], first["owner_text"] = "pod/153d7ca0ffee/eth0", "pod frontend/f1"
+    root = parse(draw.trace_svg(t))
+    assert by_id(root, "step-0-0-0-flow").text == "prio 200 · pod frontend/f1"
+
+
+def test_the_pipeline_is_laid_out_in_rows():
+    assert draw.grid(list(range(22))) == [
+        [0, 1, 2, 3, 4, 5], [6, 7, 8, 9, 10, 11], [12, 13, 14, 15, 16, 17], [18, 19, 20, 21]
+    ]  # fmt: skip
+    assert draw.grid(list(range(20))) == [list(range(i, i + 5)) for i in range(0, 20, 5)]
+    assert draw.grid([1, 2]) == [[1, 2]] and draw.grid([]) == []
+    source, _ = draw.pipeline_dot(pipeline_doc())
+    assert "{rank=same; " in source
+
+
+def test_the_whole_pipeline_is_wider_than_tall():
+    with open(os.path.join(DATA, "pipeline.json")) as fh:
+        doc = json.load(fh)
+    assert len(doc["tables"]) == 22
+    x, y, w, h = map(float, parse(draw.pipeline_svg(doc)).get("viewBox").split())
+    assert w > 3 * h and w < 1300, (w, h)  # 1400 px across shows it whole, 11 pt text legible

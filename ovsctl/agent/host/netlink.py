@@ -17,7 +17,8 @@ import time
 
 from pyroute2 import IPRoute
 from pyroute2.ethtool.ioctl import IoctlEthtool, NoSuchDevice, NotSupportedError
-from pyroute2.netlink.exceptions import NetlinkError
+
+from ovsctl.agent.host import rtnl
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +98,11 @@ def _index(ipr: IPRoute, name: str) -> int | None:
 
 
 def link_exists(name: str) -> bool:
-    with IPRoute() as ipr:
-        return _index(ipr, name) is not None
+    try:
+        socket.if_nametoindex(name)
+    except OSError:
+        return False
+    return True
 
 
 def link_mac(name: str) -> str | None:
@@ -209,42 +213,41 @@ def create_pod_interface(
     in its namespace's thread (the CNI ADD plugs the host end into OVS meanwhile); what it raises
     is raised (after the pod side's thread has ended, the pair removed)."""
     host_mac = host_side_mac(host_if)
-    with IPRoute() as ipr:
+    nl = rtnl.host()
+    try:
+        fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as e:
+        raise NetlinkFailure(f"cannot open network namespace {netns}: {e.strerror}") from e
+    try:
+        nl.do(rtnl.veth(host_if, host_mac, mtu, ifname, mac, fd))
+    except OSError as e:
+        if e.errno == errno.EEXIST:
+            raise NetlinkFailure(
+                f"interface {host_if} or {ifname} in {netns} already exists"
+            ) from e
+        raise NetlinkFailure(f"creating veth {host_if}: {e.strerror}") from e
+    finally:
+        os.close(fd)
+    try:
         try:
-            ipr.link(
-                "add",
-                ifname=host_if,
-                kind="veth",
-                mtu=mtu,
-                address=host_mac,
-                peer={"ifname": ifname, "net_ns_fd": netns, "mtu": mtu, "address": mac},
-            )
-        except NetlinkError as e:
-            if e.code == errno.EEXIST:
-                raise NetlinkFailure(
-                    f"interface {host_if} or {ifname} in {netns} already exists"
-                ) from e
-            raise NetlinkFailure(f"creating veth {host_if}: {e}") from e
-        try:
+            idx = socket.if_nametoindex(host_if)
+            quiet_host_side(host_if)
+            nl.do(rtnl.link_up(idx, host_if))
+        except OSError as e:
+            raise NetlinkFailure(f"bringing up host end {host_if}: {e}") from e
+        addrs = ((ip, prefixlen, gateway), *more)
+        job = _start_in_netns(netns, _configure_pod_side, ifname, addrs, tx_off)
+        if during is not None:
             try:
-                idx = socket.if_nametoindex(host_if)
-                quiet_host_side(host_if)
-                ipr.link("set", index=idx, state="up")
-            except (OSError, NetlinkError) as e:
-                raise NetlinkFailure(f"bringing up host end {host_if}: {e}") from e
-            addrs = ((ip, prefixlen, gateway), *more)
-            job = _start_in_netns(netns, _configure_pod_side, ifname, addrs, tx_off)
-            if during is not None:
-                try:
-                    during()
-                except BaseException:
-                    job[0].join()  # the pod side's thread never outlives the call
-                    raise
-            routed = _finish(*job)
-            return host_mac, (routed if more else routed[0])
-        except BaseException:
-            _delete(ipr, host_if)
-            raise
+                during()
+            except BaseException:
+                job[0].join()  # the pod side's thread never outlives the call
+                raise
+        routed = _finish(*job)
+        return host_mac, (routed if more else routed[0])
+    except BaseException:
+        delete_link(host_if)
+        raise
 
 
 def host_side_mac(host_if: str) -> str:
@@ -280,61 +283,52 @@ def _configure_pod_side(ifname, addrs, tx_off) -> tuple[bool, ...]:
     except OSError:
         raise NetlinkFailure(f"{ifname} did not appear in the pod's namespace") from None
     routed = []
-    with IPRoute() as ipr:
-        step = f"enabling IPv6 on {ifname} in the pod's namespace"
-        try:
-            if any(_family(a[0]) == socket.AF_INET6 for a in addrs):
-                _no_dad(ifname)  # before the link is up: its link-local is never tentative
-            step = f"bringing up {ifname} in the pod's namespace"
-            ipr.link("set", index=idx, state="up")
+    step = f"enabling IPv6 on {ifname} in the pod's namespace"
+    try:
+        if any(_family(a[0]) == socket.AF_INET6 for a in addrs):
+            _no_dad(ifname)  # before the link is up: its link-local is never tentative
+        step = f"configuring {ifname} in the pod's namespace"
+        with rtnl.Rtnl() as nl:
+            # one send: the link up, its addresses, loopback up (the kernel takes them in order)
+            reqs = [rtnl.link_up(idx, ifname)]
             for ip, prefixlen, _gw in addrs:
-                step = f"adding {ip}/{prefixlen} to {ifname} in the pod's namespace"
-                if _family(ip) == socket.AF_INET6:
-                    ipr.addr("add", index=idx, address=ip, prefixlen=prefixlen, flags=IFA_F_NODAD)
-                else:
-                    ipr.addr("add", index=idx, address=ip, prefixlen=prefixlen)
-            try:
-                ipr.link("set", index=socket.if_nametoindex("lo"), state="up")
-            except OSError:
-                pass  # no loopback device: nothing to bring up
+                v6 = _family(ip) == socket.AF_INET6
+                reqs.append(rtnl.addr_add(idx, ip, prefixlen, IFA_F_NODAD if v6 else 0))
+            lo = _lo_index()
+            if lo is not None:
+                reqs.append(rtnl.link_up(lo, "lo"))
+            nl.do(*reqs)
             for ip, _plen, gateway in addrs:
                 fam = _family(ip)
                 step = f"adding the default route via {gateway} on {ifname} in the pod's namespace"
-                has_default = any(
-                    r["dst_len"] == 0 and r.get_attr("RTA_GATEWAY")
-                    if fam == socket.AF_INET6
-                    else r["dst_len"] == 0
-                    for r in ipr.get_routes(family=fam, table=254)
-                )
+                has_default = nl.default_route(fam, gateway_only=fam == socket.AF_INET6)
                 if not has_default:
-                    dst = "0.0.0.0/0" if fam == socket.AF_INET else "::/0"
-                    ipr.route("add", dst=dst, gateway=gateway, oif=idx, family=fam)
+                    nl.do(rtnl.default_route_add(gateway, idx))
                 routed.append(not has_default)
-            step = f"turning off TX checksum offload on {ifname}"
-            if tx_off:
-                tx_checksum_off(ifname)
-        except (OSError, NetlinkError) as e:
-            raise NetlinkFailure(f"{step}: {e}") from e
+        step = f"turning off TX checksum offload on {ifname}"
+        if tx_off:
+            tx_checksum_off(ifname)
+    except OSError as e:
+        raise NetlinkFailure(f"{step}: {e}") from e
     return tuple(routed)
 
 
-def _delete(ipr: IPRoute, name: str) -> bool:
-    idx = _index(ipr, name)
-    if idx is None:
-        return False
+def _lo_index() -> int | None:
     try:
-        ipr.link("del", index=idx)
-    except NetlinkError as e:
-        if e.code != errno.ENODEV:
-            raise
-        return False
-    return True
+        return socket.if_nametoindex("lo")
+    except OSError:
+        return None  # no loopback device: nothing to bring up
 
 
 def delete_link(name: str) -> bool:
     """Delete an interface (a veth takes its peer with it); False if it was not there."""
-    with IPRoute() as ipr:
-        return _delete(ipr, name)
+    try:
+        rtnl.host().do(rtnl.link_del(name))
+    except OSError as e:
+        if rtnl.gone(e):
+            return False
+        raise NetlinkFailure(f"deleting {name}: {e}") from e
+    return True
 
 
 def pod_interface(netns: str, ifname: str) -> dict | None:

@@ -138,6 +138,8 @@ UI.route = function () {
     }
   }
   UI.current = name;
+  // the node selector picks the Pipeline's node; the other tabs show every node of a lab
+  UI.$("#node-picker").hidden = UI.nodes.length < 2 || name !== "pipeline";
   UI.error(null);
   Promise.resolve(UI.tabs[name].show(params)).catch((e) => UI.error(e.message));
 };
@@ -159,7 +161,6 @@ UI.start = async function () {
   for (const n of UI.nodes) {
     sel.appendChild(UI.el("option", { value: n.name }, `${n.name}${n.agent === "down" ? " (agent down)" : ""}`));
   }
-  UI.$("#node-picker").hidden = UI.nodes.length < 2;
   UI.$("#lab").textContent = UI.lab ? `lab ${UI.lab}` : UI.nodes.length ? `node ${UI.nodes[0].name}` : "";
   if (UI.nodes.length) UI.node = UI.nodes[0].name;
   sel.addEventListener("change", () => {

@@ -14,7 +14,12 @@
       const k = `${c.proto}/${c.port}`;
       if (!seen.includes(k)) seen.push(k);
     }
-    return seen;
+    // TCP first, then by port: what an engineer asks about first (tcp/80 before udp/53)
+    const key = (k) => [k.startsWith("tcp/") ? 0 : 1, k.split("/")[0], Number(k.split("/")[1])];
+    return seen.sort((a, b) => {
+      const [x, y] = [key(a), key(b)];
+      return x[0] - y[0] || x[1].localeCompare(y[1]) || x[2] - y[2];
+    });
   }
 
   function cellClass(c) {

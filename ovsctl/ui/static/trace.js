@@ -26,13 +26,23 @@
     }
   }
 
-  function verdictBox(t) {
+  // the Service a trace went through: "svc:ns/web 10.96.0.1:80 → endpoint 10.244.0.2:80 (ns/a on node0)"
+  function serviceText(sv) {
+    if (typeof sv !== "object" || sv === null) return String(sv);
+    const pod = sv.endpoint_pod ? ` (${sv.endpoint_pod}${sv.node ? ` on ${sv.node}` : ""})` : "";
+    const ep = sv.endpoint ? ` → endpoint ${sv.endpoint}${pod}` : " → no endpoint";
+    return `${sv.service || "?"} ${sv.frontend || ""}${ep}`;
+  }
+
+  function verdictBox(t, asked) {
     const box = UI.clear(UI.$("#trace-verdict"));
     box.hidden = false;
     box.className = `verdict verdict-${t.verdict}`;
     const port = t.dport ? `${t.proto}/${t.dport}` : t.proto;
     box.appendChild(UI.el("strong", {}, `${(t.verdict || "?").toUpperCase()}`));
-    box.appendChild(UI.el("span", {}, ` ${t.src} → ${t.dst} ${port}`));
+    const src = asked.src && asked.src !== t.src ? `${asked.src} (${t.src})` : t.src;
+    const dst = asked.dst && asked.dst !== t.dst ? `${asked.dst} (${t.dst})` : t.dst;
+    box.appendChild(UI.el("span", {}, ` ${src} → ${dst} ${port}`));
     const lines = [];
     if (t.verdict === "delivered" && t.to) lines.push(["to", t.to]);
     if (t.table) lines.push(["at", `${t.table} on ${t.node}`]);
@@ -42,7 +52,7 @@
     const rules = (t.allowed_by || []).join(", ");
     if (rules) lines.push(["allowed by", rules]);
     if (t.reason) lines.push(["why", t.reason]);
-    if (t.service) lines.push(["Service", typeof t.service === "string" ? t.service : JSON.stringify(t.service)]);
+    if (t.service) lines.push(["Service", serviceText(t.service)]);
     if (t.agrees_with_intent === false) lines.push(["intent", "DISAGREES with the policies' intent"]);
     for (const n of t.notes || []) lines.push(["note", n]);
     const dl = UI.el("dl");
@@ -67,7 +77,7 @@
             { class: "step", id: `li-step-${h}-${p}-${i}` },
             UI.el("span", { class: "table" }, `[${s.table_id}] ${s.table}`),
             UI.el("span", { class: "prio" }, ` priority ${s.priority} `),
-            UI.el("span", { class: "owner" }, s.owner || "?"),
+            UI.el("span", { class: "owner", title: s.owner || "" }, s.owner_text || s.owner || "?"),
             UI.el("div", { class: "mono" }, s.match ? s.match : "(table miss)"),
             UI.el("div", { class: "mono actions" }, "→ " + (s.actions || []).join(", ")),
           );
@@ -99,14 +109,32 @@
     UI.$("#trace-verdict").hidden = true;
     try {
       const [t, svg] = await Promise.all([UI.get("/api/trace?" + q), UI.get("/svg/trace?" + q, "text")]);
-      verdictBox(t);
-      UI.placeSvg(UI.$("#trace-svg"), svg);
+      verdictBox(t, params);
+      naturalSize(UI.placeSvg(UI.$("#trace-svg"), svg));
       stepList(t);
       UI.status(`traced ${t.src} → ${t.dst}: ${t.verdict}`);
     } catch (e) {
       lastKey = null;
-      throw e;
+      failed(params, e.message);
     }
+  }
+
+  // the drawing at its own size (boxes and text as dot made them), narrower panels scale it down
+  function naturalSize(svg) {
+    const vb = svg.viewBox && svg.viewBox.baseVal;
+    if (vb && vb.width) svg.style.width = `${Math.ceil((vb.width * 96) / 72)}px`;
+  }
+
+  // a trace that could not be made: the server's words where the verdict goes
+  function failed(params, msg) {
+    const box = UI.clear(UI.$("#trace-verdict"));
+    box.hidden = false;
+    box.className = "verdict verdict-error";
+    box.setAttribute("role", "alert");
+    box.appendChild(UI.el("strong", {}, "CANNOT TRACE"));
+    box.appendChild(UI.el("span", {}, ` ${params.src || "?"} → ${params.dst || "?"}: `));
+    box.appendChild(UI.el("span", { class: "why" }, msg));
+    UI.status(`trace failed: ${msg}`);
   }
 
   let wired = false;
