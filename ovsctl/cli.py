@@ -14,6 +14,9 @@ from ovsctl.tools.agentclient import DEFAULT_SOCKET, default_url
 
 
 def _agent(args) -> int:
+    from ovsctl.agent import gctune
+
+    gctune.hold()  # no cyclic GC while the start builds the agent's state; Agent.start releases
     from ovsctl import config
 
     try:
@@ -143,7 +146,30 @@ def _add_ui_parser(sub) -> None:
         help="address to serve on (default %(default)s; another host than a loopback one "
         "opens the views of every pod and policy to whoever reaches it)",
     )
-    node_flags(u, json_flag=False)
+    u.add_argument(
+        "--allow-host",
+        metavar="NAME",
+        action="append",
+        help="a name the page may be opened by (the Host header), besides loopback names and "
+        "(on a non-loopback --listen) IP addresses; repeatable. Other names are refused "
+        "(DNS rebinding)",
+    )
+    u.add_argument(
+        "--agent",
+        metavar="SOCKET",
+        help="the one node's agent: its unix socket (PATH or unix:PATH, or an http:// URL), "
+        f"for /cluster, /flows and /status (default $OVSCTL_AGENT or {DEFAULT_SOCKET}); "
+        "not with --lab",
+    )
+    u.add_argument(
+        "--ovs-rundir",
+        metavar="DIR",
+        help="the one node's OVS run directory (its bridge's .mgmt socket and ovs-vswitchd's "
+        "control socket; default $OVS_RUNDIR or /var/run/openvswitch); not with --lab",
+    )
+    u.add_argument(
+        "--bridge", metavar="NAME", help="the one node's bridge (default br-int); not with --lab"
+    )
     u.add_argument(
         "--log-level",
         default="info",

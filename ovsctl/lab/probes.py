@@ -142,13 +142,17 @@ class LabProbes:
         return out
 
     def probe(
-        self, timeout: float = 2.0, services: bool = False, family: int | None = None
+        self,
+        timeout: float = 2.0,
+        services: bool = False,
+        family: int | None = None,
+        only: set[str] | None = None,
     ) -> dict[str, bool]:
         """Every pod to every other pod on every declared port; with services=True also every
         pod to every Service port (keys "src->svc:ns/name:PORT/PROTO"). `family` (4 or 6)
         picks the pods' and Services' addresses of that family (default: the lab's first
         family); the keys are the same for both. A Service without a ClusterIP of the family
-        is left out."""
+        is left out. `only`: the keys to probe (the others are not)."""
         fam = self.family(family)
         pods = self.pods()
         svc_targets = []
@@ -190,6 +194,8 @@ class LabProbes:
                 }
                 for name, ip, port, proto in svc_targets
             ]
+            if only is not None:
+                todo = [t for t in todo if t["key"] in only]
             return self._run_prober(
                 src["netns"], todo, timeout, f"{src['namespace']}/{src['name']}"
             )

@@ -2,15 +2,40 @@
 
 from __future__ import annotations
 
+import re
 import time
 import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
 
 from ovsctl.tools import trace as tracing
 
 from . import pipeline
-from .data import BadRequest, NodeSource, NotFound, Unreachable, services_endpoints
+from .data import BadRequest, NodeSource, NotFound, UIError, Unreachable, services_endpoints
 
 PROTOS = ("tcp", "udp", "icmp")
+MATRIX_SECONDS = 60.0  # a matrix that takes longer is stopped (ns= traces fewer pairs)
+
+
+class TooLong(UIError):
+    status = 503
+
+
+class _Deadline:
+    """A node's ofproto/trace runner that refuses to start a trace after `at` (monotonic)."""
+
+    def __init__(self, runner, at: float):
+        self.runner, self.at = runner, at
+
+    def trace(self, flow: str, ct_next: list[str]) -> str:
+        if time.monotonic() > self.at:
+            raise TooLong(
+                f"the matrix took longer than {MATRIX_SECONDS:.0f} s and was stopped: "
+                "give ns= to trace fewer pairs"
+            )
+        return self.runner.trace(flow, ct_next)
+
+    def close(self) -> None:
+        self.runner.close()
 
 
 def parse_key(key: str) -> tuple[str, str, int, str]:
@@ -74,31 +99,45 @@ class API:
                 errors.append(str(e))
         raise Unreachable("; ".join(errors))
 
-    def owner_filter(self, src: NodeSource, owner: str | None):
+    @staticmethod
+    def check_owner(owner: str | None) -> None:
+        if owner:
+            try:
+                pipeline.check_owner(owner)
+            except ValueError as e:
+                raise BadRequest(str(e)) from None
+
+    def owner_filter(self, src: NodeSource, owner: str | None, rows: list[dict]):
+        """The OwnerFilter of `owner` (None without one); NotFound for a pod neither the
+        node's agent nor its flows know."""
         if not owner:
             return None
-        try:
-            pipeline.check_owner(owner)
-        except ValueError as e:
-            raise BadRequest(str(e)) from None
         ips = src.pod_ips(owner[len("pod/") :]) if owner.startswith("pod/") else []
+        if owner.startswith("pod/") and not ips and all(r["ui_owner"]["id"] != owner for r in rows):
+            why = "" if src.view_or_none("/cluster") else " (its agent does not answer)"
+            raise NotFound(f"no pod {owner[len('pod/') :]!r} on {src.name}{why}")
         return pipeline.OwnerFilter(owner, ips)
 
-    def tracer(self):
+    def tracer(self) -> tuple[tracing.Tracer, dict[str, str]]:
+        """A tracer over the nodes whose agents answer, and {node: why} of those that do not."""
+        down: dict[str, str] = {}
         try:
             if self.lab is not None:
-                return tracing.lab_tracer(self.lab)
+                return tracing.lab_tracer(self.lab, down), down
             s = next(iter(self.sources.values()))
-            return tracing.node_tracer(s.agent, s.rundir, s.bridge)
+            return tracing.node_tracer(s.agent, s.rundir, s.bridge), down
         except tracing.TraceError as e:
-            raise Unreachable(str(e)) from None
+            gone = "; ".join(f"node {n}: agent: {why}" for n, why in down.items())
+            raise Unreachable(gone or str(e)) from None
 
     # -- documents -------------------------------------------------------------------------------
 
     def nodes(self) -> dict:
         out = []
-        for s in self.sources.values():
-            c = s.view_or_none("/cluster")
+        srcs = list(self.sources.values())
+        with ThreadPoolExecutor(max_workers=max(1, len(srcs))) as pool:  # a slow agent: once
+            views = list(pool.map(lambda s: s.view_or_none("/cluster"), srcs))
+        for s, c in zip(srcs, views, strict=True):
             me = next((n for n in (c or {}).get("nodes") or [] if n["name"] == s.name), {})
             out.append(
                 {
@@ -112,13 +151,16 @@ class API:
 
     def pipeline(self, node: str | None, owner: str | None = None) -> dict:
         src = self.source(node)
-        match = self.owner_filter(src, owner)
-        return pipeline.pipeline_doc(src.name, src.rows(), time.time(), src.ports(), match)
+        self.check_owner(owner)
+        rows = src.rows()
+        match = self.owner_filter(src, owner, rows)
+        return pipeline.pipeline_doc(src.name, rows, time.time(), src.ports(), match)
 
     def flows(self, node, table, owner=None, offset=0, limit=500) -> dict:
         src = self.source(node)
-        match = self.owner_filter(src, owner)
+        self.check_owner(owner)
         rows = src.rows()
+        match = self.owner_filter(src, owner, rows)
         if not any(r["table_id"] == table for r in rows):
             raise NotFound(f"no flows in table {table} on {src.name}")
         return pipeline.flows_doc(src.name, rows, table, match, offset, limit)
@@ -128,19 +170,29 @@ class API:
         return pipeline.owners_doc(src.name, src.rows())
 
     def trace(self, src, dst, proto="tcp", dport=None, sport=None, family=None) -> dict:
-        tracer = self.tracer()
+        tracer, down = self.tracer()
         try:
             t = tracer.trace(src, dst, proto, dport, sport or tracing.DEFAULT_SPORT, family=family)
-            return name_owners(t.to_dict(), tracer.views)
+        except tracing.NotFoundError as e:
+            raise NotFound(str(e)) from None
+        except tracing.UnreachableError as e:
+            raise Unreachable(str(e)) from None
         except tracing.TraceError as e:
             msg = str(e).replace("give --dport", "give a port (dport=)")  # the CLI's words
-            if msg.startswith("no "):
-                raise NotFound(msg) from None
-            if msg.startswith(("cannot", "unexpected")) or " on /" in msg:
-                raise Unreachable(msg) from None
+            gone = [n for n in down if re.search(rf"\b{re.escape(n)}\b", msg)]
+            if gone:  # e.g. its source is on a node whose agent does not answer
+                raise Unreachable(f"{msg} (node {gone[0]}: agent: {down[gone[0]]})") from None
             raise BadRequest(msg) from None
         finally:
             tracer.close()
+        doc = name_owners(t.to_dict(), tracer.views)
+        nxt = (t.continues or {}).get("node")
+        if nxt in down:
+            doc["notes"].append(
+                f"node {nxt}: agent: {down[nxt]}: not traced there; the trace ends where the "
+                f"packet leaves for {nxt}"
+            )
+        return doc
 
     def matrix(self, namespace: str | None = None, probe: bool = False) -> dict:
         cluster = self.cluster()
@@ -148,11 +200,13 @@ class API:
             raise NotFound(f"no namespace {namespace!r}")
         if probe and self.lab is None:
             raise BadRequest("probe=1 needs a lab (ovsctl ui --lab NAME): it sends real packets")
-        tracer = self.tracer()
+        tracer, down = self.tracer()
+        at = time.monotonic() + MATRIX_SECONDS
+        tracer.runners = {n: _Deadline(r, at) for n, r in tracer.runners.items()}
         scope: dict = {}
         try:
             if self.lab is not None:
-                traced, intended, _ = tracing.lab_matrix(tracer, namespace)
+                traced, intended, _ = tracing.lab_matrix(tracer, namespace, skip_nodes=set(down))
             else:
                 res = tracing.node_matrix(tracer, tracer.any.name, namespace)
                 traced, intended, scope = res["traced"], res["intended"], res["scope"]
@@ -165,7 +219,7 @@ class API:
             from ovsctl.lab.lab import LabError
 
             try:
-                probed = self.lab.probe()
+                probed = self.lab.probe(only=set(intended))
             except LabError as e:
                 raise Unreachable(f"probe: {e}") from None
         cells, pods = [], set()
@@ -191,6 +245,7 @@ class API:
             "namespaces": sorted(n["name"] for n in cluster.get("namespaces") or []),
             "pods": sorted(pods),
             "cells": cells,
+            "down": down,
         }
 
     def topology(self) -> dict:

@@ -145,20 +145,17 @@ def name_rows(rows: list[dict], flows_view, status, cluster=lambda: None) -> lis
     cnps = {}
     if any(k.startswith("cnp/") for k in owners.values()):
         cnps = flowview.cluster_policies(cluster())
-    named: dict[tuple, tuple] = {}  # flowview.name_rows, once per distinct (owner id, feature)
+    flowview.name_rows(rows, owners, pods, cnps)
+    ui: dict[tuple, dict] = {}  # once per distinct (owner id, feature), as flowview names them
     for r in rows:
         o = r["owner"]
         k = (o["owner"], o["feature"])
-        hit = named.get(k)
-        if hit is None:
-            key = owners.get(o["owner"]) if o["owner"] else None
-            text = flowview.owner_name(key, o["feature"], o["owner"], pods, cnps)
-            hit = named[k] = (
-                key,
-                text,
-                pipeline.owner_of(key, o["feature"], o["owner"], text, pods),
+        u = ui.get(k)
+        if u is None:
+            u = ui[k] = pipeline.owner_of(
+                r["owner_key"], o["feature"], o["owner"], r["owner_name"], pods
             )
-        r["owner_key"], r["owner_name"], r["ui_owner"] = hit
+        r["ui_owner"] = u
     return rows
 
 

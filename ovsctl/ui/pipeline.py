@@ -14,7 +14,7 @@ import re
 from functools import lru_cache
 
 from flows import owners, tables
-from ovsctl.tools.flowview import ip_pattern
+from ovsctl.tools import flowview
 
 KINDS = ("pod", "policy", "cnp", "service", "node", "pipeline", "unknown")
 MAX_LIMIT = 5000
@@ -133,21 +133,30 @@ def owner_of(key: str | None, feature: str, oid: int, text: str, pods: dict[str,
 
 
 class OwnerFilter:
-    """Which flows an owner touches: its own (by UI owner id) and, for a pod, every flow whose
-    match or actions name one of its addresses (policy clauses, a Service's DNAT to it), as
-    `ovsctl flows --pod` selects them."""
+    """Which flows an owner touches: its own (by UI owner id) and those `ovsctl flows` selects
+    for it (flowview.select): for a pod, every flow whose match or actions name one of its
+    addresses (policy clauses, a Service's DNAT to it); for a policy or a
+    ClusterNetworkPolicy, its flows by owner id too when the agent is down (no owner keys)."""
 
     def __init__(self, owner_id: str, pod_ips: list[str] | tuple = ()):
         self.id = owner_id
-        self._pats = [ip_pattern(ip) for ip in pod_ips if ip]
+        self.pod_ips = {ip for ip in pod_ips if ip}
 
-    def __call__(self, row: dict) -> bool:
-        if row["ui_owner"]["id"] == self.id:
-            return True
-        if self._pats:
-            text = f"{row['match']} {row['actions']}"
-            return any(p.search(text) for p in self._pats)
-        return False
+    def select(self, rows: list[dict]) -> list[dict]:
+        """The rows the owner touches, in order."""
+        kind, _, name = self.id.partition("/")
+        more: list[dict] = []
+        if kind == "pod" and self.pod_ips:
+            more = flowview.select(rows, pod_keys=set(), pod_ips=self.pod_ips)
+        elif kind == "policy":
+            ns, pol = flowview.split_ref(name)
+            ids = flowview.policy_owner_ids(ns, pol)
+            more = flowview.select(rows, policy=(ns, pol), policy_ids=ids)
+        elif kind == "cnp":
+            ids = set(flowview.cluster_policy_owners(name))
+            more = flowview.select(rows, policy=("cnp", name), policy_ids=ids)
+        chosen = {id(r) for r in more}
+        return [r for r in rows if r["ui_owner"]["id"] == self.id or id(r) in chosen]
 
 
 def check_owner(owner_id: str) -> str:
@@ -174,6 +183,7 @@ def pipeline_doc(
     """The /api/pipeline document of one node's rows. `ports` {"gateway": ofport, "tunnel":
     ofport}; `match` an OwnerFilter (tables it touches get hit=true)."""
     ports = ports or {}
+    chosen = {id(r) for r in match.select(rows)} if match is not None else set()
     gw, tun = ports.get("gateway"), ports.get("tunnel")
     per: dict[int, dict] = {}
     edges: dict[tuple, int] = {}
@@ -203,7 +213,7 @@ def pipeline_doc(
             edges[(tid, to, kind)] = edges.get((tid, to, kind), 0) + 1
         for kind in fexits:
             exits[(tid, kind)] = exits.get((tid, kind), 0) + 1
-        if match is not None and not t["hit"] and match(r):
+        if id(r) in chosen:
             t["hit"] = True
     return {
         "node": node,
@@ -236,7 +246,8 @@ def flows_doc(
 ) -> dict:
     """The /api/flows document: the table's flows (those `match` selects), highest priority
     first, `limit` of them from `offset`."""
-    sel = [flow_row(r) for r in rows if r["table_id"] == table_id and (match is None or match(r))]
+    own = rows if match is None else match.select(rows)
+    sel = [flow_row(r) for r in own if r["table_id"] == table_id]
     sel.sort(key=lambda f: (-f["priority"], f["match"]))
     limit = max(0, min(limit, MAX_LIMIT))
     return {

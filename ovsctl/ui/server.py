@@ -1,35 +1,48 @@
 """`ovsctl ui`: the read-only HTTP server of the page, its assets and the JSON API.
 
-GET and HEAD only (anything else: 405); binds 127.0.0.1 unless told otherwise; while it listens
-on a loopback address it answers only requests whose Host is a loopback name (a web page
-elsewhere cannot reach it by DNS rebinding). Static files come from ovsctl/ui/static/ and never
-from outside it. Every error is JSON {"error": "..."}; a request is logged at DEBUG, start and
-stop at INFO.
+GET and HEAD only (anything else: 405); binds 127.0.0.1 unless told otherwise; which Host
+names and origins it answers and how much it does at once: ovsctl/ui/guard.py. Static files
+come from ovsctl/ui/static/ and never from outside it. Every error is JSON {"error": "..."}
+(http.server's own too); every reply carries a Content-Security-Policy and nosniff. A request
+is logged at DEBUG, start and stop at INFO.
 """
 
 from __future__ import annotations
 
 import http.server
-import ipaddress
 import json
 import logging
 import mimetypes
 import os
+import re
 import signal
 import socket
 import sys
 import threading
 import urllib.parse
+import xml.etree.ElementTree as ET
 
 from .api import API, PROTOS
 from .data import BadRequest, NotFound, UIError
+from .guard import (
+    CSP,
+    MAX_CONNECTIONS,
+    Busy,
+    Shared,
+    busy_reply,
+    check_host,
+    check_origin,
+    host_name,  # noqa: F401 - part of this module's interface (tests)
+    is_loopback,
+)
 
 log = logging.getLogger("ovsctl.ui")
 
 STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 DEFAULT_LISTEN = "127.0.0.1:8476"
-LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
 SVG_CACHE = 64
+SVG_NS = "http://www.w3.org/2000/svg"
+_NUMBER = re.compile(r"[0-9]{1,10}")  # ASCII digits only: str.isdigit() takes '²' and '٣'
 
 # route -> allowed parameters
 PARAMS = {
@@ -56,26 +69,9 @@ def parse_listen(text: str) -> tuple[str, int]:
     if not sep or not host:
         raise ValueError(f"--listen {text!r}: give HOST:PORT, e.g. {DEFAULT_LISTEN}")
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if not port.isdigit() or not 0 <= int(port) <= 65535:
+    if not _NUMBER.fullmatch(port) or not 0 <= int(port) <= 65535:
         raise ValueError(f"--listen {text!r}: the port must be a number 0..65535")
     return host, int(port)
-
-
-def host_name(header: str) -> str:
-    """The name in a Host header, without the port: '[::1]:8476' -> '::1'."""
-    header = header.strip().lower()
-    if header.startswith("["):
-        return header[1:].partition("]")[0]
-    return header if header.count(":") > 1 else header.partition(":")[0]
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def params(route: str, query: str) -> dict[str, str]:
@@ -99,7 +95,7 @@ def int_param(p: dict, name: str, lo: int, hi: int, default=None):
     if name not in p or p[name] == "":
         return default
     v = p[name]
-    if not v.isdigit() or not lo <= int(v) <= hi:
+    if not _NUMBER.fullmatch(v) or not lo <= int(v) <= hi:
         raise BadRequest(f"{name}={v!r}: give a number {lo}..{hi}")
     return int(v)
 
@@ -139,13 +135,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
     server_version = "ovsctl-ui"
     sys_version = ""  # the Server header names no Python version
     timeout = 30  # a connection that sends nothing for this long is closed
-    # what http.server itself answers (a malformed request line, headers too long): JSON too
-    error_content_type = "application/json"
-    error_message_format = '{"error": "%(code)d %(message)s"}'
     api: API  # set on the subclass the server makes
-    loopback_only = True
+    bound = "127.0.0.1"  # the address it listens on
+    allow_hosts: frozenset = frozenset()  # --allow-host
     svg_cache: dict
     svg_lock: threading.Lock
+    shared: Shared  # traces shared by the requests that ask for them; the heavy slots
 
     def log_message(self, fmt, *args):  # noqa: D102 - each request at DEBUG
         log.debug("%s %s", self.address_string(), fmt % args)
@@ -163,6 +158,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return self._not_allowed
         raise AttributeError(name)
 
+    def send_error(self, code, message=None, explain=None):
+        """What http.server itself answers (a malformed request line, headers too long): JSON
+        built by json.dumps (the message may hold any character), with the headers of every
+        reply."""
+        short = self.responses.get(code, ("error",))[0]
+        self.log_error("code %d, message %s", code, message or short)
+        self.close_connection = True
+        data = json.dumps({"error": f"{code} {message or short}"}).encode()
+        body = self.command != "HEAD" and code >= 200 and code not in (204, 304)
+        self._send(code, "application/json", data, body, {"Connection": "close"})
+
     def _not_allowed(self):
         self._send_json(405, {"error": f"{self.command} not allowed: read-only (GET only)"},
                         extra={"Allow": "GET, HEAD"})  # fmt: skip
@@ -174,6 +180,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(data)))
         self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Content-Security-Policy", CSP)
         self.send_header("Cache-Control", "no-store")
         for k, v in (extra or {}).items():
             self.send_header(k, v)
@@ -187,15 +194,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def _serve(self, body: bool):
         try:
-            if self.loopback_only:
-                if host_name(self.headers.get("Host") or "") not in LOOPBACK_NAMES:
-                    self._send_json(403, {"error": "Host must be a loopback name"}, body)
-                    return
+            host = self.headers.get("Host") or ""
+            check_host(host, self.bound, self.allow_hosts)
             url = urllib.parse.urlsplit(self.path)
+            if url.path.startswith(("/api/", "/svg/")):
+                check_origin(self.headers, host)
             ctype, data = self._route(url.path, url.query)
             self._send(200, ctype, data, body)
         except UIError as e:
-            self._send_json(e.status, {"error": str(e)}, body)
+            extra = {"Retry-After": "2"} if isinstance(e, Busy) else None
+            self._send_json(e.status, {"error": str(e)}, body, extra)
         except (BrokenPipeError, ConnectionResetError):
             log.debug("client went away: %s", self.path)
         except Exception as e:  # noqa: BLE001 - a bug is a 500 and a log line, never a traceback out
@@ -245,9 +253,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             probe = p.get("probe", "0")
             if probe not in ("", "0", "1"):
                 raise BadRequest(f"probe={probe!r}: 0 or 1")
-            return api.matrix(p.get("ns") or None, probe == "1")
+            return self.shared.run(lambda: api.matrix(p.get("ns") or None, probe == "1"))
         if path == "/api/trace":
-            return api.trace(**trace_args(p))
+            args = trace_args(p)
+            return self.shared.get(tuple(sorted(args.items())), lambda: api.trace(**args))
         return api.topology()
 
     def _svg(self, what: str, p: dict) -> str:
@@ -257,15 +266,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
             raise Unavailable(f"drawing is not available here ({e})") from None
         if what == "pipeline":
             doc = self._api("/api/pipeline", p)
-            key = (
-                doc["node"],
-                tuple((t["id"], t["hit"], t["drop_flows"] > 0) for t in doc["tables"]),
-                tuple((e["from"], e["to"], e["kind"]) for e in doc["edges"]),
-            )
+            key = layout_key(doc)
             with self.svg_lock:
                 hit = self.svg_cache.get(key)
             if hit is not None:
-                return hit
+                return with_counts(hit, doc, draw.count)
             svg = _draw(draw, "pipeline_svg", doc)
             with self.svg_lock:
                 if len(self.svg_cache) >= SVG_CACHE:
@@ -277,35 +282,120 @@ class Handler(http.server.BaseHTTPRequestHandler):
         return _draw(draw, "topology_svg", self._api("/api/topology", p))
 
 
+def layout_key(doc: dict) -> tuple:
+    """What a pipeline drawing is laid out from: the node, its tables (with the marks drawn
+    into them: drop, hit), edges and exits. The counters are not in it: a drawing taken from
+    the cache gets the document's counters written in (with_counts)."""
+    return (
+        doc["node"],
+        tuple((t["id"], t["name"], t["hit"], t["drop_flows"] > 0) for t in doc["tables"]),
+        tuple((e["from"], e["to"], e["kind"]) for e in doc["edges"]),
+        tuple((x["table"], x["to"]) for x in doc.get("exits") or ()),
+    )
+
+
+def with_counts(svg: str, doc: dict, count) -> str:
+    """A cached pipeline drawing with the counters of `doc` in its `table-<id>-flows` and
+    `table-<id>-packets` texts (as draw writes them, `count` the short form)."""
+    texts = {}
+    for t in doc["tables"]:
+        texts[f"table-{t['id']}-flows"] = f"{count(t['flows'])} flows"
+        texts[f"table-{t['id']}-packets"] = f"{count(t['packets'])} pkts"
+    ET.register_namespace("", SVG_NS)
+    root = ET.fromstring(svg)
+    for el in root.iter(f"{{{SVG_NS}}}text"):
+        text = texts.get(el.get("id", ""))
+        if text is not None:
+            el.text = text
+    return ET.tostring(root, encoding="unicode")
+
+
 def _draw(draw, fn: str, doc: dict) -> str:
     f = getattr(draw, fn, None)
     if f is None:
         raise Unavailable(f"drawing is not available here (ovsctl.ui.draw has no {fn})")
     try:
         return f(doc)
-    except (OSError, RuntimeError, ValueError) as e:  # e.g. Graphviz's dot missing or failing
+    # e.g. Graphviz's dot missing or failing; ET.ParseError (a SyntaxError) for SVG it can't read
+    except (OSError, RuntimeError, ValueError, SyntaxError) as e:
         log.warning("%s failed: %s", fn, e)
         raise Unavailable(f"drawing failed: {e}") from None
 
 
-def make_server(api: API, host: str, port: int) -> http.server.ThreadingHTTPServer:
-    """A server for `api` on host:port (port 0: any free port; see .server_address)."""
+class Server(http.server.ThreadingHTTPServer):
+    """A thread per request, at most `slots` of them: one more is answered 503 at once."""
+
+    daemon_threads = True
+    max_connections = MAX_CONNECTIONS
+
+    def server_activate(self):
+        self.slots = threading.BoundedSemaphore(self.max_connections)
+        super().server_activate()
+
+    def process_request(self, request, client_address):
+        if not self.slots.acquire(blocking=False):
+            log.warning(
+                "busy: %d requests at once; refused %s", self.max_connections, client_address
+            )
+            try:
+                request.sendall(busy_reply())
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+
+def make_server(
+    api: API, host: str, port: int, allow_hosts=(), max_connections: int = MAX_CONNECTIONS
+) -> Server:
+    """A server for `api` on host:port (port 0: any free port; see .server_address).
+    `allow_hosts`: more names the Host header may give (--allow-host)."""
     handler = type(
         "BoundHandler",
         (Handler,),
         {
             "api": api,
-            "loopback_only": is_loopback(host),
+            "bound": host,
+            "allow_hosts": frozenset(h.lower() for h in allow_hosts),
             "svg_cache": {},
             "svg_lock": threading.Lock(),
+            "shared": Shared(),
         },
     )
-    cls = http.server.ThreadingHTTPServer
+    attrs = {"max_connections": max_connections}
     if ":" in host:
-        cls = type("V6Server", (cls,), {"address_family": socket.AF_INET6})
-    srv = cls((host, port), handler)
-    srv.daemon_threads = True
-    return srv
+        attrs["address_family"] = socket.AF_INET6
+    return type("BoundServer", (Server,), attrs)((host, port), handler)
+
+
+def node_args(args) -> tuple[str, str, str]:
+    """(agent, OVS run directory, bridge) of the one node; ValueError when they are given
+    with --lab (a lab's nodes are found by the lab)."""
+    given = [f for f, v in (("--agent", args.agent), ("--ovs-rundir", args.ovs_rundir),
+                            ("--bridge", args.bridge)) if v is not None]  # fmt: skip
+    if args.lab and given:
+        raise ValueError(
+            f"{' and '.join(given)} {'names' if len(given) == 1 else 'name'} one node; with "
+            "--lab every node of the lab is read (give one or the other)"
+        )
+    from ovsctl.tools.agentclient import default_url
+
+    return (
+        args.agent or default_url(),
+        args.ovs_rundir or os.environ.get("OVS_RUNDIR", "/var/run/openvswitch"),
+        args.bridge or "br-int",
+    )
 
 
 def main(args) -> int:
@@ -315,6 +405,7 @@ def main(args) -> int:
     )
     try:
         host, port = parse_listen(args.listen)
+        node = node_args(args)
     except ValueError as e:
         print(f"ovsctl ui: {e}", file=sys.stderr)
         return 2
@@ -328,8 +419,8 @@ def main(args) -> int:
                 print(f"ovsctl ui: {e}", file=sys.stderr)
                 return 2
         else:
-            api = API.for_node(args.agent, args.ovs_rundir, args.bridge)
-        srv = make_server(api, host, port)
+            api = API.for_node(*node)
+        srv = make_server(api, host, port, args.allow_host or ())
     except OSError as e:
         print(f"ovsctl ui: cannot listen on {args.listen}: {e.strerror or e}", file=sys.stderr)
         return 2
@@ -339,8 +430,10 @@ def main(args) -> int:
     if not is_loopback(host):
         log.warning(
             "listening on %s, not only this machine: anyone who reaches it can read the "
-            "cluster's pods, policies and flows",
+            "cluster's pods, policies and flows (Host names answered: its addresses, "
+            "loopback names%s)",
             host,
+            "".join(f", {h}" for h in args.allow_host or ()),
         )
     log.info("serving %s at %s (read-only; stop with Ctrl-C)", what, url)
     print(f"ovsctl ui: {what} at {url}", flush=True)

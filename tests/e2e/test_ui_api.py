@@ -11,9 +11,9 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import select
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.parse
 
@@ -48,34 +48,41 @@ spec:
 
 
 class UI:
-    """A running `ovsctl ui` (stopped by its PID)."""
+    """A running `ovsctl ui` (stopped by its PID), its output in a file (a pipe nobody reads
+    would fill up and stop it)."""
 
     def __init__(self, *args: str):
         env = dict(os.environ, PYTHONPATH=REPO)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ovsctl.cli", "ui", *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
+        fd, self.log = tempfile.mkstemp(prefix="ovsctl-ui-", suffix=".log")
+        with os.fdopen(fd, "w") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "ovsctl.cli", "ui", *args],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
         deadline = time.monotonic() + 20
         line = ""
-        while not line and time.monotonic() < deadline:
-            if select.select([self.proc.stdout], [], [], 0.5)[0]:
-                line = self.proc.stdout.readline()
-            if self.proc.poll() is not None:
+        while self.proc.poll() is None and time.monotonic() < deadline:
+            line = next((x for x in self.output().splitlines() if " at http://" in x), "")
+            if line:
                 break
-        if " at http://" not in line:
-            self.stop()
-            raise AssertionError(f"ovsctl ui did not start: {line!r} {self.proc.stderr.read()}")
+            time.sleep(0.1)  # polling the log for the line it prints
+        if not line:
+            raise AssertionError(f"ovsctl ui did not start: {self.stop()}")
         self.url = urllib.parse.urlsplit(line.split(" at ", 1)[1].strip())
         self.line = line
 
-    def ask(self, path: str, method: str = "GET", host: str | None = None) -> tuple[int, object]:
+    def output(self) -> str:
+        with open(self.log) as fh:
+            return fh.read()
+
+    def ask(
+        self, path: str, method: str = "GET", host: str | None = None, headers=None
+    ) -> tuple[int, object]:
         c = http.client.HTTPConnection(host or self.url.hostname, self.url.port, timeout=60)
         try:
-            c.request(method, path)
+            c.request(method, path, headers=headers or {})
             r = c.getresponse()
             body = r.read()
             ctype = r.getheader("Content-Type") or ""
@@ -96,10 +103,9 @@ class UI:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
-        err = self.proc.stderr.read()
-        self.proc.stdout.close()
-        self.proc.stderr.close()
-        return err
+        out = self.output()
+        os.unlink(self.log)
+        return out
 
 
 @pytest.fixture(scope="module")
@@ -194,6 +200,24 @@ def test_trace_across_nodes_has_both_pipelines(ui):
     assert status == 404 and "frontend/nobody" in err["error"]
 
 
+def test_trace_to_a_service_and_to_an_address(lab, ui):
+    t = ui.get("/api/trace?src=frontend/f1&dst=svc:backend/web")
+    assert t["verdict"] == "delivered" and t["dport"] == 80
+    assert t["service"]["service"] == "svc:backend/web"
+    assert t["service"]["endpoint_pod"] in {"backend/b1", "backend/b2", "backend/b3"}
+    assert t["to"].startswith(f"pod {t['service']['endpoint_pod']} on ")
+    d2 = lab.pods()["data/d2"]["ip"]
+    t = ui.get(f"/api/trace?src=frontend/f1&dst={d2}&proto=tcp&dport=80")
+    # the address is the pod it belongs to
+    assert (
+        t["dst"] == "data/d2" and t["verdict"] == "dropped" and t["policy"] == "data/from-backend"
+    )
+    status, err = ui.ask("/api/trace?src=frontend/f1&dst=svc:backend/nothing")
+    assert status == 404 and "backend/nothing" in err["error"]
+    status, err = ui.ask("/api/pipeline?node=node1&owner=pod/data/nobody")
+    assert status == 404 and "data/nobody" in err["error"]
+
+
 def test_matrix_marks_the_blocked_cells(ui):
     doc = ui.get("/api/matrix?ns=data&probe=1")
     assert doc["namespaces"] == ["backend", "data", "frontend"]
@@ -236,16 +260,24 @@ def test_read_only_and_local_unless_asked(lab, ui):
             status, doc = ui.ask(path, method)
             assert status == 405 and "read-only" in doc["error"], (method, path)
     assert _installed(lab) == before  # nothing changed on any switch
+    # another web page in the user's browser cannot make it probe (or trace)
+    for headers in ({"Sec-Fetch-Site": "cross-site"}, {"Origin": "http://evil.example"}):
+        status, doc = ui.ask("/api/matrix?probe=1", headers=headers)
+        assert status == 403 and "refused" in doc["error"], headers
     # bound to 127.0.0.1 only: another loopback address is not served
     with pytest.raises(ConnectionRefusedError):
         ui.ask("/api/nodes", host="127.0.0.2")
-    wide = UI("--lab", lab.name, "--listen", "0.0.0.0:0")
+    wide = UI("--lab", lab.name, "--listen", "0.0.0.0:0", "--allow-host", "ui.example")
     try:
         status, doc = wide.ask("/api/nodes", host="127.0.0.2")
         assert status == 200 and doc["lab"] == lab.name
+        port = wide.url.port
+        status, doc = wide.ask("/api/nodes", headers={"Host": f"rebound.evil.example:{port}"})
+        assert status == 403 and "--allow-host" in doc["error"]  # DNS rebinding: refused
+        assert wide.ask("/api/nodes", headers={"Host": f"ui.example:{port}"})[0] == 200
     finally:
         err = wide.stop()
-    assert "not only this machine" in err and "stopped" in err
+    assert "not only this machine" in err and "ui.example" in err and "stopped" in err
 
 
 def test_drawings_are_the_documents_laid_out(ui):
@@ -312,8 +344,25 @@ def test_a_node_whose_agent_is_gone(lab, ui):
         assert doc["owners"] and {o["kind"] for o in doc["owners"]} == {"unknown"}
         topo = ui.get("/api/topology")
         assert [n["agent"] for n in topo["nodes"]] == ["up", "up", "down"]
-        status, err = ui.ask("/api/trace?src=frontend/f1&dst=data/d3&dport=80")
+        # the others still trace: node0 -> node1 whole
+        t = ui.get("/api/trace?src=frontend/f1&dst=data/d2&dport=80")
+        assert t["verdict"] == "dropped" and [h["node"] for h in t["hops"]] == ["node0", "node1"]
+        # towards node2: up to the tunnel, saying why it stops there
+        t = ui.get("/api/trace?src=backend/b1&dst=data/d3&dport=80")
+        assert [h["node"] for h in t["hops"]] == ["node0"] and t["continues"]["node"] == "node2"
+        assert any("node node2: agent" in n for n in t["notes"]), t["notes"]
+        # from node2: it cannot be traced, and the error names the node and its agent
+        status, err = ui.ask("/api/trace?src=frontend/f3&dst=backend/b2&dport=80")
         assert status == 502 and "node2" in err["error"] and "agent" in err["error"], err
+        # the matrix of the others: node2's cells unknown, the rest traced
+        doc = ui.get("/api/matrix?ns=data")
+        assert list(doc["down"]) == ["node2"]
+        for c in doc["cells"]:
+            on2 = c["src"].endswith("3") or c["dst"].endswith("3")  # f3, b3, d3 on node2
+            assert (c["traced"] is None) == on2, c
+        cells = {(c["src"], c["dst"], c["port"]): c for c in doc["cells"]}
+        assert cells[("frontend/f1", "data/d2", 80)]["traced"] is False
+        assert cells[("backend/b1", "data/d2", 80)]["traced"] is True
     finally:
         lab.node_start("node2", log=lambda *_: None)
     deadline = time.monotonic() + 15

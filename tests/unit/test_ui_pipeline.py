@@ -199,3 +199,32 @@ def test_service_endpoints_from_the_dnat_flows():
     }
     assert sorted(pods[ip] for ip, port in eps["backend/web"]) == ["b1", "b2", "b3"]
     assert {port for _, port in eps["backend/web"]} == {"80"}
+
+
+def test_owner_filter_policy_without_the_agent_finds_its_flows_by_owner_id():
+    """The agent down: no owner keys, so no UI owner names the policy; its flows are found by
+    the owner ids its keys hash to, as `ovsctl flows --policy` finds them."""
+    bare = name_rows(flowdump.parse(DUMP), None, None)
+    assert not any(r["ui_owner"]["id"].startswith("policy/") for r in bare)
+    match = pipeline.OwnerFilter("policy/data/from-backend")
+    doc = pipeline.pipeline_doc("node1", bare, 0.0, PORTS, match)
+    assert {t["name"] for t in doc["tables"] if t["hit"]} == {"IngressRule", "IngressDefault"}
+    table = tables.BY_NAME["IngressDefault"].id
+    flows = pipeline.flows_doc("node1", bare, table, match)["flows"]
+    assert flows and all(f["owner"]["kind"] == "unknown" for f in flows)
+    assert not pipeline.OwnerFilter("policy/data/other").select(bare)
+
+
+def test_owners_are_named_once_per_distinct_owner(monkeypatch):
+    from ovsctl.tools import flowview
+
+    calls = []
+    real = flowview.owner_name
+    monkeypatch.setattr(flowview, "owner_name", lambda *a: calls.append(a[:3]) or real(*a))
+    rows = name_rows(flowdump.parse(DUMP), FLOWS, STATUS)
+    distinct = {(r["owner"]["owner"], r["owner"]["feature"]) for r in rows}
+    assert len(calls) == len(distinct) < len(rows)
+    fresh = flowview.name_rows(flowdump.parse(DUMP), {}, {})
+    assert [r["owner_name"] for r in fresh] == [
+        real(None, r["owner"]["feature"], r["owner"]["owner"], {}) for r in fresh
+    ]

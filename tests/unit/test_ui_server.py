@@ -6,7 +6,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import socket
 import types
 
 import pytest
@@ -195,22 +194,6 @@ def test_params_and_trace_args():
 def test_matrix_keys_and_links():
     assert parse_key("x/a->y/b:80/TCP") == ("x/a", "y/b", 80, "tcp")
     assert trace_link("x/a", "y/b", "udp", 53) == "#trace?src=x/a&dst=y/b&proto=udp&dport=53"
-
-
-def test_a_malformed_request_gets_json_too(srv):
-    def raw(data: bytes) -> bytes:
-        with socket.create_connection(srv.server_address[:2], timeout=10) as s:
-            s.sendall(data)
-            reply = b""
-            while chunk := s.recv(4096):
-                reply += chunk
-        return reply
-
-    # a request line it cannot read: answered as to HTTP/0.9, the body alone
-    assert error_of(raw(b"GET /api/nodes HTTP/1.1 extra\r\n\r\n")).startswith("400 ")
-    head, _, body = raw(b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\n\r\n").partition(b"\r\n\r\n")
-    assert head.split(b" ")[1] == b"414" and b"Content-Type: application/json" in head
-    assert error_of(body).startswith("414 ")
 
 
 def test_trace_steps_name_their_owners_as_ovsctl_trace_does():

@@ -21,9 +21,11 @@ def node_tracer(agent: str, rundir: str, bridge: str = "br-int") -> Tracer:
     return Tracer({view.name: view}, {view.name: Appctl(ctl_path(rundir), bridge)})
 
 
-def lab_tracer(lab) -> Tracer:
+def lab_tracer(lab, down: dict | None = None) -> Tracer:
     """Every node of a lab: each agent's views (read inside the node's netns) and a unixctl
-    connection to each node's ovs-vswitchd."""
+    connection to each node's ovs-vswitchd. `down`, a dict: a node whose agent does not answer
+    is left out and recorded there ({node: why}; a trace stops where its packet leaves for it,
+    as on a real node); without it, such a node fails the whole."""
     from concurrent.futures import ThreadPoolExecutor
 
     meta = lab.meta()
@@ -31,14 +33,19 @@ def lab_tracer(lab) -> Tracer:
 
     def views(n):  # the agents' unix sockets are files: no need to enter the node's netns
         sock = lab.api_socket(n)
-        return NodeView(fetch("/cluster", sock), fetch("/flows", sock))
+        try:
+            return NodeView(fetch("/cluster", sock), fetch("/flows", sock))
+        except TraceError as e:
+            if down is None:
+                raise
+            return e
 
     with ThreadPoolExecutor(max_workers=max(1, len(nodes))) as pool:
-        vs = list(pool.map(views, nodes))
-    return Tracer(
-        {n: v for n, v in zip(nodes, vs, strict=True)},
-        {n: Appctl(os.path.join(lab.ovs(n).rundir, "ovs-vswitchd.ctl")) for n in nodes},
-    )
+        vs = dict(zip(nodes, pool.map(views, nodes), strict=True))
+    if down is not None:
+        down.update({n: str(v) for n, v in vs.items() if isinstance(v, TraceError)})
+    up = {n: v for n, v in vs.items() if not isinstance(v, TraceError)}
+    return Tracer(up, {n: Appctl(os.path.join(lab.ovs(n).rundir, "ovs-vswitchd.ctl")) for n in up})
 
 
 def main_trace(args) -> int:

@@ -19,6 +19,14 @@ class TraceError(RuntimeError):
     pass
 
 
+class NotFoundError(TraceError):
+    """A pod, Service or node the trace was asked about is not known."""
+
+
+class UnreachableError(TraceError):
+    """An agent or an ovs-vswitchd did not answer (or answered what cannot be read)."""
+
+
 @dataclass
 class Step:
     """One flow table lookup as ofproto/trace prints it."""

@@ -21,23 +21,27 @@ def lab_matrix(
     namespace: str | None = None,
     family: int | None = None,
     tiers: dict | None = None,
+    skip_nodes: set[str] | frozenset = frozenset(),
 ) -> tuple[dict, dict, dict]:
     """Every pod to every other pod on every declared TCP/UDP port, traced through every node
     (all nodes at hand): ({key: reachable}, {key: intended}, {key: Trace}). `family` 4 or 6:
     between the pods' addresses of that family (pods without one left out); the keys are the
     same for both families. `tiers`, a dict: filled with {key: the tier that decided the pair
-    in the intent ("Admin", "NetworkPolicy", "Baseline", "default")}."""
+    in the intent ("Admin", "NetworkPolicy", "Baseline", "default")}. `skip_nodes`: nodes not
+    at hand (an agent that does not answer): a pair with an end there is intended, not traced."""
     pods = tracer.intents.pods
     traced, intended, traces = {}, {}, {}
     ends = {p["namespace"] + "/" + p["name"]: p for p in tracer.any.pods}
+    skip = set(skip_nodes)
     for src, dst, port, proto in intents.pairs(pods, namespace, family):
         key = intents.probe_key(src, dst, port, proto)
-        s = End("pod", _addr(src, family), src.key, pod=ends[src.key])
-        d = End("pod", _addr(dst, family), dst.key, pod=ends[dst.key])
-        t = tracer.trace(s, d, proto.lower(), port)
-        traces[key] = t
-        traced[key] = t.reached
         it = tracer.intents.evaluate(src, dst, port, proto, family)
+        if not {ends[src.key].get("node"), ends[dst.key].get("node")} & skip:
+            s = End("pod", _addr(src, family), src.key, pod=ends[src.key])
+            d = End("pod", _addr(dst, family), dst.key, pod=ends[dst.key])
+            t = tracer.trace(s, d, proto.lower(), port)
+            traces[key] = t
+            traced[key] = t.reached
         intended[key] = it.allowed
         if tiers is not None:
             tiers[key] = pair_tier(it)

@@ -7,7 +7,7 @@ import os
 import socket
 import threading
 
-from .parse import TraceError
+from .parse import TraceError, UnreachableError
 
 
 def ctl_path(rundir: str) -> str:
@@ -20,7 +20,9 @@ def ctl_path(rundir: str) -> str:
         with open(os.path.join(rundir, "ovs-vswitchd.pid")) as fh:
             pid = int(fh.read().strip())
     except (OSError, ValueError):
-        raise TraceError(f"no ovs-vswitchd control socket in {rundir} (set --ovs-rundir)") from None
+        raise UnreachableError(
+            f"no ovs-vswitchd control socket in {rundir} (set --ovs-rundir)"
+        ) from None
     return os.path.join(rundir, f"ovs-vswitchd.{pid}.ctl")
 
 
@@ -44,7 +46,7 @@ class Appctl:
                 s.connect(self.path)
             except OSError as e:
                 s.close()
-                raise TraceError(f"cannot reach ovs-vswitchd at {self.path}: {e}") from None
+                raise UnreachableError(f"cannot reach ovs-vswitchd at {self.path}: {e}") from None
             self._sock, self._buf = s, ""
         return self._sock
 
@@ -58,7 +60,7 @@ class Appctl:
                 reply = self._read(sock)
             except OSError as e:
                 self.close()
-                raise TraceError(f"{method} on {self.path}: {e}") from None
+                raise UnreachableError(f"{method} on {self.path}: {e}") from None
         if reply.get("error"):
             raise TraceError(str(reply["error"]).strip())
         return reply.get("result") or ""

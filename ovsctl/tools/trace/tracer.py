@@ -19,8 +19,10 @@ from .parse import (
     DEFAULT_SPORT,
     MAX_HOPS,
     PROTOS,
+    NotFoundError,
     Pass,
     TraceError,
+    UnreachableError,
     flow_fields,
     parse,
 )
@@ -183,7 +185,7 @@ class Tracer:
         raw = self.runners[node].trace(flow, [ct] * CT_PASSES)
         passes = parse(raw)
         if not passes:
-            raise TraceError(f"unexpected ofproto/trace output on {node}: {raw[:200]!r}")
+            raise UnreachableError(f"unexpected ofproto/trace output on {node}: {raw[:200]!r}")
         for p in passes:
             for s in p.steps:
                 if s.bridge == p.bridge:
@@ -363,7 +365,7 @@ class Tracer:
             here = dst.node if dst.kind == "pod" and dst.node in self.views else None
         here = here or next(iter(self.views))
         if here not in self.views:
-            raise TraceError(f"no node {here} here")
+            raise NotFoundError(f"no node {here} here")
         view = self.views[here]
         if dst.kind == "pod" and (dst.pod["namespace"], dst.pod["name"]) in view.local:
             dl_dst = view.local[(dst.pod["namespace"], dst.pod["name"])]["local"]["mac"]

@@ -13,7 +13,7 @@ from flows.family import family
 from ovsctl.tools import agentclient
 from ovsctl.tools.flowview import cluster_policies, cnp_rule_name
 
-from .parse import TraceError
+from .parse import NotFoundError, TraceError, UnreachableError
 
 
 def fetch(path: str, agent: str | None = None, timeout: float = 10) -> dict:
@@ -22,7 +22,7 @@ def fetch(path: str, agent: str | None = None, timeout: float = 10) -> dict:
     try:
         return agentclient.get(path, agent, timeout)
     except agentclient.AgentUnreachable as e:
-        raise TraceError(f"cannot read {path} from the agent: {e}") from None
+        raise UnreachableError(f"cannot read {path} from the agent: {e}") from None
 
 
 class NodeView:
@@ -237,7 +237,7 @@ def resolve(spec: str, view: NodeView, version: int | None = None) -> End:
                 raise TraceError(f"Service {ns}/{name} has no {fam}ClusterIP")
             return End("service", addr, f"svc:{ns}/{name}", service=sv)
     what = "Service" if want_svc else "pod or Service"
-    raise TraceError(f"no {what} {ns}/{name} (and {spec!r} is not an IP address)")
+    raise NotFoundError(f"no {what} {ns}/{name} (and {spec!r} is not an IP address)")
 
 
 def default_port(dst: End, proto: str) -> int | None:
