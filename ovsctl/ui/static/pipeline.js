@@ -184,8 +184,19 @@
     if (st.svg) for (const g of st.svg.querySelectorAll("g.selected")) g.classList.remove("selected");
   }
 
+  // what was typed as an owner's id: the id itself, or a name that is one owner's on this node
+  // ("data/only-backend", "frontend/f2", "node2": the id without its kind, or its text)
+  function resolveOwner(text) {
+    if (!text || st.owners.some((o) => o.id === text)) return text;
+    const t = text.toLowerCase();
+    const hits = st.owners.filter(
+      (o) => o.id.slice(o.id.indexOf("/") + 1).toLowerCase() === t || (o.text || "").toLowerCase() === t,
+    );
+    return hits.length === 1 ? hits[0].id : text;
+  }
+
   function setOwner(value) {
-    UI.go("pipeline", { node: st.node, owner: value });
+    UI.go("pipeline", { node: st.node, owner: resolveOwner(value) });
   }
 
   let wired = false;
