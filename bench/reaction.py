@@ -145,8 +145,9 @@ def _measure(
     kinds: tuple[str, ...],
     size: tuple[int, int, int, int] = (NODES, PODS, LOCAL, POLICIES),
     stats: dict | None = None,
+    changes: int = CHANGES,
 ) -> tuple[dict[str, list[float]], list[float]]:
-    """CHANGES changes cycling through `kinds` against a cluster of `size` (nodes, pods, pods
+    """`changes` changes cycling through `kinds` against a cluster of `size` (nodes, pods, pods
     on this node, policies) that also holds `cnps`: the samples per kind and the floor
     (ovs-ofctl add-flow) measured after each. `stats`, if given, gets the agent's CPU seconds
     over the changes, its RSS after them and the set-up times (bench/scale.py)."""
@@ -164,7 +165,7 @@ def _measure(
         + cnps
     )
     remote_ips = [d["status"]["podIP"] for d in docs if d["kind"] == "Pod" and "status" in d]
-    endpoints = remote_ips[: CHANGES + 5]
+    endpoints = remote_ips[: changes + 5]
     for d in [*docs, SERVICE, _slice(endpoints)]:
         api.create(d)
     host = None
@@ -189,7 +190,7 @@ def _measure(
                 cpu0 = _proc(node.proc.pid)[1]
             eps = list(endpoints)
             with FlowMonitor(node) as mon:
-                for n in range(CHANGES):
+                for n in range(changes):
                     kind = kinds[n % len(kinds)]
                     t0 = time.monotonic()
                     if kind == "cnp":
@@ -252,7 +253,7 @@ def _measure(
                     node.ovs.ofctl("del-flows", "br-int", "cookie=0x77/-1")
             if stats is not None:
                 rss, cpu1 = _proc(node.proc.pid)
-                stats.update(rss_mb=rss, cpu_s_per_event=(cpu1 - cpu0) / CHANGES)
+                stats.update(rss_mb=rss, cpu_s_per_event=(cpu1 - cpu0) / changes)
     finally:
         api.stop()
         if host:

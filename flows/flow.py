@@ -497,7 +497,13 @@ def flow(table: str, priority: int, match: dict | None = None, actions=(), cooki
     ip/arp/tcp/udp/sctp/icmp shorthand) to values (str or int). Flows are values, so the same
     arguments give the same Flow: recently built ones are remembered (policy recomputation
     rebuilds mostly the flows it had)."""
-    f = _checked(table, priority, _items(table, priority, match, cookie), tuple(actions), cookie)
+    return _built(table, priority, _items(table, priority, match, cookie), tuple(actions), cookie)
+
+
+@functools.lru_cache(maxsize=1 << 15)
+def _built(table: str, priority: int, match_items: tuple, acts: tuple, cookie: int) -> Flow:
+    """flow()'s Flow, checked and its table's declarations asked, remembered as a whole."""
+    f = _checked(table, priority, match_items, acts, cookie)
     _declared(f)
     return f
 
@@ -518,7 +524,8 @@ def any_table_flow(
 ) -> Flow:
     """flow() without its table's declarations: every field and action flow() knows, in any
     table. For tests of the encoder only; pipeline code uses flow()."""
-    return _checked(table, priority, _items(table, priority, match, cookie), tuple(actions), cookie)
+    items = _items(table, priority, match, cookie)
+    return _checked_any(table, priority, items, tuple(actions), cookie)
 
 
 def _declared(f: Flow) -> None:
@@ -532,7 +539,11 @@ def _declared_shape(table: str, fields: tuple, actions: tuple) -> None:
     _check_against_table(tables.table(table), [(f, None) for f in fields], actions)
 
 
-@functools.lru_cache(maxsize=1 << 15)
+@functools.lru_cache(maxsize=1 << 12)
+def _checked_any(table: str, priority: int, match_items: tuple, acts: tuple, cookie: int) -> Flow:
+    return _checked(table, priority, match_items, acts, cookie)
+
+
 def _checked(table: str, priority: int, match_items: tuple, acts: tuple, cookie: int) -> Flow:
     t = tables.table(table)
     if not 0 <= priority <= 0xFFFF:

@@ -14,6 +14,9 @@ from ovsctl.tools.agentclient import DEFAULT_SOCKET, default_url
 
 
 def _agent(args) -> int:
+    from ovsctl.agent import gctune
+
+    gctune.hold()  # no cyclic GC while the start builds the agent's state; Agent.start releases
     from ovsctl import config
 
     try:

@@ -83,7 +83,7 @@ class AgentConfig:
     kubeconfig: str = ""  # kubeconfig path for source api ("" = in-cluster or ~/.kube/config)
     api_ca: str = ""  # CA bundle for api_server (https); "" = the system's CAs
     api_token_file: str = ""  # bearer token file for api_server, re-read when it changes
-    resync_period: float = 300.0  # seconds between full relists of the Kubernetes API
+    resync_period: float = 0.0  # seconds between full relists of the API; 0 = never
     metrics_host: str = "0.0.0.0"  # /metrics /healthz /readyz (TCP: every pod reaches it)
     metrics_port: int = 9476  # 0 = no HTTP endpoint
     api_socket: str = "/run/ovsctl/agent.sock"  # /status /flows /cluster, root only; "" = off
@@ -115,8 +115,8 @@ class AgentConfig:
                 "pod_cidr is required without a cluster state source "
                 "(e.g. --pod-cidr 10.244.0.0/24, or --cluster-state DIR, or --source api)"
             )
-        if self.resync_period <= 0:
-            raise ConfigError("resync_period: must be positive")
+        if self.resync_period < 0:
+            raise ConfigError("resync_period: must be 0 (never) or positive")
         for key in ("api_ca", "api_token_file"):
             path = getattr(self, key)
             if not path:
@@ -324,7 +324,8 @@ HELP = {
     "api_ca": "CA bundle (PEM) that signs api_server's certificate",
     "api_token_file": "file holding the bearer token for api_server (re-read when it changes, "
     "as projected service account tokens rotate)",
-    "resync_period": "seconds between full relists of the Kubernetes API",
+    "resync_period": "seconds between full relists of the Kubernetes API (0, the default: "
+    "never; a watch resumes from its resourceVersion and a 410 Gone relists)",
     "metrics_host": "address of the /metrics /healthz /readyz endpoint (TCP)",
     "metrics_port": "port of that endpoint (0 = off)",
     "api_socket": "unix socket (mode 0600) of /status /flows /cluster for the ovsctl tools "

@@ -20,7 +20,7 @@ import time
 import netaddr
 
 from flows import policy, services
-from ovsctl.agent import LOGGER
+from ovsctl.agent import LOGGER, gctune
 from ovsctl.agent.audit import AuditLog, cnp_rule_of
 from ovsctl.agent.cluster import POLICY_INPUTS, Cluster
 from ovsctl.agent.cni import CNI
@@ -234,6 +234,7 @@ class Agent:
         )
         self.server = CNIServer(cfg.cni_socket, self.dispatch, after=self.gc.settle)
         self.server.start()
+        gctune.release()  # the collector, held off while the start built its state (cli.py)
 
     @staticmethod
     def _status_writer(source):

@@ -18,6 +18,30 @@ import time
 
 log = logging.getLogger(__name__)
 
+_held = False
+
+
+def hold() -> None:
+    """Start-up: no cyclic collection until release(). The agent's start makes most of what it
+    will hold (the cluster's objects, the policy view, every flow), and the collector, started
+    by allocation counts, walked that growing heap again and again: a third of the first
+    computation at 1,000 pods. The `ovsctl agent` command calls this first thing."""
+    global _held
+    if gc.isenabled():
+        gc.disable()
+        _held = True
+
+
+def release() -> None:
+    """The end of the start: what it made is frozen (out of later collections' sight, as after
+    a settle; the periodic full collection unfreezes and walks it, and frees any cycle the
+    start left) and collection resumes. Nothing if hold() did not disable it."""
+    global _held
+    if _held:
+        _held = False
+        gc.freeze()
+        gc.enable()
+
 
 class GCPolicy:
     def __init__(self, full_every: float = 300.0):

@@ -19,8 +19,11 @@ How it works
   is retried with capped exponential backoff (``backoff_initial`` doubling to ``backoff_max``,
   reset after a successful request), resuming the watch from the last resourceVersion; a list
   that failed is simply tried again.
-- Every ``resync_period`` seconds each kind is relisted anyway (a full resync; again only real
-  differences are emitted).
+- No periodic relist by default: a watch resumed from its resourceVersion misses no event
+  (the server replays every change after it, or answers 410 and the kind is relisted), and a
+  relist of every kind by every agent is a read of the whole cluster (docs/scale.md: at 500
+  nodes, every 5 minutes, more than all the watch traffic). ``resync_period`` > 0 relists
+  each kind that often anyway (only real differences are emitted).
 - A kind served by a **CustomResourceDefinition** (ClusterNetworkPolicy) may be missing: when
   its list gets HTTP 404 (the CRD is not installed) or 403 (the ClusterRole does not grant it),
   the watcher logs it once, naming the manifest to apply, counts the kind as listed with no
@@ -138,7 +141,7 @@ class APISource:
         in_cluster: bool | None = None,
         kinds: Iterable[str] = ACCEPTED_KINDS,
         pod_field_selector: str = "",
-        resync_period: float = 300.0,
+        resync_period: float = 0.0,
         watch_timeout: int = 300,
         backoff_initial: float = 0.2,
         backoff_max: float = 10.0,

@@ -105,6 +105,13 @@ def test_flags_take_comma_lists():
     assert "comma-separated" in parser.format_help()
 
 
+def test_periodic_relist_is_off_unless_asked_for():
+    assert load(pod_cidr="10.244.1.0/24").resync_period == 0
+    assert load(pod_cidr="10.244.1.0/24", resync_period=600).resync_period == 600
+    with pytest.raises(ConfigError, match="resync_period: must be 0 \\(never\\) or positive"):
+        load(pod_cidr="10.244.1.0/24", resync_period=-1)
+
+
 def test_no_pod_cidr_at_all_is_refused_without_a_source():
     with pytest.raises(ConfigError, match="pod_cidr is required"):
         load()
