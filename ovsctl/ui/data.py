@@ -29,6 +29,7 @@ log = logging.getLogger("ovsctl.ui")
 
 DUMP_TTL = 1.5
 VIEW_TTL = 2.0
+SLOW = 2.0  # an agent or switch slower than this is named in the log (a request waits on it)
 
 
 class UIError(Exception):
@@ -82,10 +83,14 @@ class NodeSource:
 
     def _fetcher(self, path: str):
         def fetch():
+            t0 = time.monotonic()
             try:
                 return agentclient.get(path, self.agent)
             except agentclient.AgentUnreachable as e:
                 return e
+            finally:
+                if (took := time.monotonic() - t0) > SLOW:
+                    log.warning("node %s: its agent took %.1f s for %s", self.name, took, path)
 
         return fetch
 
@@ -124,7 +129,10 @@ class NodeSource:
             self.view_or_none("/status"),
             lambda: self.view_or_none("/cluster"),
         )
-        log.debug("node %s: %d flows dumped in %.3f s", self.name, len(rows), time.monotonic() - t0)
+        took = time.monotonic() - t0
+        (log.warning if took > SLOW else log.debug)(
+            "node %s: %d flows dumped in %.3f s", self.name, len(rows), took
+        )
         return rows
 
     def pod_ips(self, ref: str) -> list[str]:

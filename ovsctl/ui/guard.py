@@ -27,7 +27,7 @@ SAFE_FETCH_SITES = {"same-origin", "none"}
 CSP = "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'"
 HEAVY = 2  # traces and matrices computed at once
 MAX_CONNECTIONS = 32
-SHARED_TTL = 5.0  # a trace's document is shared for this long (the page asks twice)
+SHARED_TTL = 2.0  # a trace's document is shared for this long (the page asks twice)
 
 
 class Forbidden(UIError):
