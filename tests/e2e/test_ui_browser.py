@@ -266,8 +266,15 @@ def test_a_trace_blocked_by_a_policy_draws_the_path_and_names_it(ui):
 
 def test_a_trace_across_nodes_shows_both_pipelines(ui):
     page = ui["page"]
-    page.goto(ui["url"] + "/#trace?src=frontend/f1&dst=backend/b2&proto=tcp&dport=80")
+    page.goto(ui["url"] + "/#trace?src=frontend/f1&dst=data/d2&proto=tcp&dport=80")
+    page.wait_for_selector("#trace-svg #verdict.verdict-dropped", timeout=WAIT_MS)
+    page.locator("#trace-svg #verdict").scroll_into_view_if_needed()  # the last trace read down
+    page.locator("#trace-steps li.step").last.scroll_into_view_if_needed()
+    assert page.evaluate("document.querySelector('#trace-svg').scrollTop") > 0
+    trace_form(page, "frontend/f1", "backend/b2")
     page.wait_for_selector("#trace-svg #verdict.verdict-delivered", timeout=WAIT_MS)
+    for panel in ("#trace-svg", "#trace-steps"):  # the new path shown from its start
+        assert page.evaluate(f"document.querySelector('{panel}').scrollTop") == 0, panel
     assert page.text_content('#trace-svg [id="hop-0"] text').startswith("node0 · br-int")
     assert page.text_content('#trace-svg [id="hop-1"] text').startswith("node1 · br-int")
     for h in (0, 1):  # each node's pipeline from its Classifier to its Output

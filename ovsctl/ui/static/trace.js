@@ -129,6 +129,7 @@
       verdictBox(t, params);
       naturalSize(UI.placeSvg(UI.$("#trace-svg"), svg));
       stepList(t);
+      UI.$("#trace-svg").scrollTop = UI.$("#trace-steps").scrollTop = 0; // a new path from its start
       UI.status(`traced ${t.src} → ${t.dst}: ${t.verdict}`);
     } catch (e) {
       lastKey = null;
