@@ -52,21 +52,32 @@ class Unreachable(UIError):
 
 class _Cached:
     """A value recomputed at most every `ttl` seconds; callers in between share it (one
-    computation at a time)."""
+    computation at a time). While one caller recomputes an expired value, the others get the
+    last one at once instead of waiting (an agent or switch that hangs holds up one request
+    for its node, not every request)."""
+
+    _NONE = object()
 
     def __init__(self, ttl: float, compute):
         self.ttl, self.compute = ttl, compute
         self._lock = threading.Lock()
         self._at = -1e9
-        self._value = None
+        self._value = self._NONE
 
     def get(self):
-        with self._lock:
-            now = time.monotonic()
-            if now - self._at >= self.ttl:
+        if time.monotonic() - self._at < self.ttl:
+            return self._value
+        if self._value is self._NONE:
+            self._lock.acquire()  # nothing to give meanwhile: wait for the first
+        elif not self._lock.acquire(blocking=False):
+            return self._value  # being recomputed: the last value meanwhile
+        try:
+            if time.monotonic() - self._at >= self.ttl:
                 self._value = self.compute()
                 self._at = time.monotonic()
             return self._value
+        finally:
+            self._lock.release()
 
 
 class NodeSource:
