@@ -5,6 +5,7 @@ matrix. Each test saves a screenshot under tests/artifacts/ui (not committed).""
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -495,6 +496,45 @@ def test_without_a_drawing_the_tables_are_listed(ui, tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_a_pod_that_does_not_answer_differs_from_the_intent(ui):
+    """Near the end: frontend/f2's responder is stopped, so real packets to it get no answer
+    where the policies and the switch let them through: those cells differ, and say so."""
+    page, lab = ui["page"], ui["lab"]
+    pid = lab.pods()["frontend/f2"]["pid"]
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while _running(pid):
+        assert time.monotonic() < deadline, "the responder did not stop"
+        time.sleep(0.05)
+    page.goto(ui["url"] + "/#matrix?ns=frontend&probe=1")
+    page.wait_for_function(  # a cell of this matrix (not the last one's), probed
+        """() => { const c = document.querySelector(
+                     'td.cell[data-src="backend/b1"][data-dst="frontend/f2"]');
+                   return c !== null && c.textContent.split(' ').length >= 3; }""",
+        timeout=60_000,
+    )
+    cells = page.locator("table.matrix td.cell[data-src]")
+    differ = set()
+    for i in range(cells.count()):
+        c = cells.nth(i)
+        if "differs" in c.get_attribute("class").split():
+            differ.add((c.get_attribute("data-src"), c.get_attribute("data-dst")))
+            assert c.text_content() == "✓ ✓ ✗ ≠"  # intended, traced through, no answer
+    pods = [f"{ns}/{ns[0]}{i}" for ns in ("frontend", "backend", "data") for i in (1, 2, 3)]
+    assert differ == {(p, "frontend/f2") for p in pods if p != "frontend/f2"}
+    assert f"{len(differ)} differ from the intent" in page.text_content("#status")
+    shot(page, "matrix-differs")
+
+
+def _running(pid: int) -> bool:
+    """The process exists and is no zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def test_a_node_whose_agent_is_down_leaves_its_cells_unknown(ui):
