@@ -107,7 +107,8 @@ def busy_reply() -> bytes:
     body = json.dumps({"error": "busy: too many requests at once; try again"}).encode()
     head = (
         "HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-        f"X-Content-Type-Options: nosniff\r\nRetry-After: 1\r\nContent-Length: {len(body)}\r\n"
+        f"X-Content-Type-Options: nosniff\r\nContent-Security-Policy: {CSP}\r\n"
+        f"Retry-After: 1\r\nContent-Length: {len(body)}\r\n"
         "Connection: close\r\n\r\n"
     )
     return head.encode() + body
