@@ -52,6 +52,8 @@ KEYS = {
     ),
     "ui_render_ratio": ("that / Chromium showing the same bridge's dump-flows text", ""),
     "ui_flows_s": ("ovsctl ui: click on the 12k-flow table to its flows listed (s)", ""),
+    "ui_api_pipeline_s": ("ovsctl ui: /api/pipeline, 20 tables / 30k flows, dump expired (s)", ""),
+    "ui_api_pipeline_ratio": ("that / ovs-ofctl dump-flows of the same bridge", ""),
 }
 
 

@@ -11,6 +11,12 @@ directly, `ovsctl ui --ovs-rundir DIR --bridge br-ui`). Measured in headless Chr
 
 Each time ends when two animation frames have passed after the condition (the browser has
 painted). The goal is a render under 2 s.
+
+Then bench/ui_api.py, the server's side of the same size without a browser (`ui_api_*`):
+`ui_api_pipeline_s`, GET /api/pipeline with the node's dump expired (dump, parse, owners, the
+graph), and `ui_api_pipeline_ratio`, that / `ovs-ofctl dump-flows` of the bridge in the same
+run; `ui_api_pipeline_warm_s` within the shared dump's 1.5 s, `ui_api_flows_page_s` 500 rows of
+one table.
 """
 
 from __future__ import annotations
@@ -196,6 +202,18 @@ def run() -> dict:
         "ui_render_ratio": round(ui / refs, 2),
         "raw": raw,
     }
+    from bench import ui_api
+
+    api = ui_api.run()
+    res.update(
+        {
+            "ui_api_dump_s": api["dump_s"],
+            "ui_api_pipeline_s": api["pipeline_cold_s"],
+            "ui_api_pipeline_ratio": api["ui_pipeline_cold_ratio"],
+            "ui_api_pipeline_warm_s": api["pipeline_warm_s"],
+            "ui_api_flows_page_s": api["flows_page_s"],
+        }
+    )
     save("ui", res)
     return res
 

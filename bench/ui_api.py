@@ -9,7 +9,9 @@ cookie. Measured, each the median of RUNS:
   second tab: the graph from the shared dump);
 - `flows_page`: GET /api/flows of one 1,500-flow table, 500 rows, within DUMP_TTL.
 
-Ratios to `dump` are what to read; `python -m bench.ui_api` (root: it starts an OVS).
+Ratios to `dump` are what to read. `make bench BENCH=ui` runs it after bench/ui.py (its keys
+`ui_api_*` in bench/results/ui.json and the summary); alone: `python -m bench.ui_api` (root:
+it starts an OVS).
 """
 
 from __future__ import annotations
@@ -77,7 +79,7 @@ def _get(url: str) -> float:
     return time.perf_counter() - t0
 
 
-def main() -> dict:
+def run() -> dict:
     pods = [
         {
             "container_id": f"c{i:04d}",
@@ -147,4 +149,4 @@ def main() -> dict:
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(), indent=2))
+    print(json.dumps(run(), indent=2))

@@ -29,6 +29,7 @@ log = logging.getLogger("ovsctl.ui")
 
 DUMP_TTL = 1.5
 VIEW_TTL = 2.0
+SLOW = 2.0  # an agent or switch slower than this is named in the log (a request waits on it)
 
 
 class UIError(Exception):
@@ -51,21 +52,32 @@ class Unreachable(UIError):
 
 class _Cached:
     """A value recomputed at most every `ttl` seconds; callers in between share it (one
-    computation at a time)."""
+    computation at a time). While one caller recomputes an expired value, the others get the
+    last one at once instead of waiting (an agent or switch that hangs holds up one request
+    for its node, not every request)."""
+
+    _NONE = object()
 
     def __init__(self, ttl: float, compute):
         self.ttl, self.compute = ttl, compute
         self._lock = threading.Lock()
         self._at = -1e9
-        self._value = None
+        self._value = self._NONE
 
     def get(self):
-        with self._lock:
-            now = time.monotonic()
-            if now - self._at >= self.ttl:
+        if time.monotonic() - self._at < self.ttl:
+            return self._value
+        if self._value is self._NONE:
+            self._lock.acquire()  # nothing to give meanwhile: wait for the first
+        elif not self._lock.acquire(blocking=False):
+            return self._value  # being recomputed: the last value meanwhile
+        try:
+            if time.monotonic() - self._at >= self.ttl:
                 self._value = self.compute()
                 self._at = time.monotonic()
             return self._value
+        finally:
+            self._lock.release()
 
 
 class NodeSource:
@@ -82,10 +94,14 @@ class NodeSource:
 
     def _fetcher(self, path: str):
         def fetch():
+            t0 = time.monotonic()
             try:
                 return agentclient.get(path, self.agent)
             except agentclient.AgentUnreachable as e:
                 return e
+            finally:
+                if (took := time.monotonic() - t0) > SLOW:
+                    log.warning("node %s: its agent took %.1f s for %s", self.name, took, path)
 
         return fetch
 
@@ -124,7 +140,10 @@ class NodeSource:
             self.view_or_none("/status"),
             lambda: self.view_or_none("/cluster"),
         )
-        log.debug("node %s: %d flows dumped in %.3f s", self.name, len(rows), time.monotonic() - t0)
+        took = time.monotonic() - t0
+        (log.warning if took > SLOW else log.debug)(
+            "node %s: %d flows dumped in %.3f s", self.name, len(rows), took
+        )
         return rows
 
     def pod_ips(self, ref: str) -> list[str]:

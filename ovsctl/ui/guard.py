@@ -27,7 +27,7 @@ SAFE_FETCH_SITES = {"same-origin", "none"}
 CSP = "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'"
 HEAVY = 2  # traces and matrices computed at once
 MAX_CONNECTIONS = 32
-SHARED_TTL = 5.0  # a trace's document is shared for this long (the page asks twice)
+SHARED_TTL = 2.0  # a trace's document is shared for this long (the page asks twice)
 
 
 class Forbidden(UIError):
@@ -107,7 +107,8 @@ def busy_reply() -> bytes:
     body = json.dumps({"error": "busy: too many requests at once; try again"}).encode()
     head = (
         "HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-        f"X-Content-Type-Options: nosniff\r\nRetry-After: 1\r\nContent-Length: {len(body)}\r\n"
+        f"X-Content-Type-Options: nosniff\r\nContent-Security-Policy: {CSP}\r\n"
+        f"Retry-After: 1\r\nContent-Length: {len(body)}\r\n"
         "Connection: close\r\n\r\n"
     )
     return head.encode() + body

@@ -5,9 +5,10 @@ matrix. Each test saves a screenshot under tests/artifacts/ui (not committed).""
 import json
 import os
 import re
-import selectors
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 
@@ -32,42 +33,69 @@ spec:
   - from:
     - namespaceSelector: {matchLabels: {team: backend}}
 """
+EVIL = "<img src=x onerror=window.pwned=1>\"'&amp;"
+SHOWN = "<img src=x onerror=window.pwned=1>"  # as text (the name is shown quoted, repr-style)
+# a ClusterNetworkPolicy rule may be named anything (100 characters): the name is shown with its
+# flows and in traces, as text. It accepts frontend -> frontend, which is allowed anyway.
+HOSTILE = f"""
+---
+apiVersion: policy.networking.k8s.io/v1alpha2
+kind: ClusterNetworkPolicy
+metadata: {{name: hostile-names}}
+spec:
+  tier: Admin
+  priority: 5
+  subject:
+    namespaces: {{matchLabels: {{team: frontend}}}}
+  ingress:
+  - name: {json.dumps(EVIL)}
+    action: Accept
+    from:
+    - namespaces: {{matchLabels: {{team: frontend}}}}
+"""
 
 
-def start_ui(lab_name: str) -> tuple[subprocess.Popen, str]:
-    """`ovsctl ui --lab NAME` on a free port; its URL from the line it prints."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ovsctl.cli", "ui", "--lab", lab_name, "--listen", "127.0.0.1:0"],
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": REPO},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
-    deadline, seen = time.monotonic() + 30, []
+def start_ui(lab_name: str, log: str, env: dict | None = None) -> tuple[subprocess.Popen, str]:
+    """`ovsctl ui --lab NAME` on a free port, its output to the file `log` (a pipe nobody
+    reads would fill and stop it); its URL from the line it prints."""
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ovsctl.cli", "ui", "--lab", lab_name, "--listen",
+             "127.0.0.1:0"],
+            cwd=REPO,
+            env={**os.environ, "PYTHONPATH": REPO, **(env or {})},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    deadline = time.monotonic() + 30
     while time.monotonic() < deadline and proc.poll() is None:
-        if sel.select(timeout=max(0.0, deadline - time.monotonic())):
-            line = proc.stdout.readline()
-            seen.append(line)
-            m = re.search(r" at (http://127\.0\.0\.1:\d+)/", line)
-            if m:
-                return proc, m.group(1)
+        with open(log) as fh:
+            m = re.search(r" at (http://127\.0\.0\.1:\d+)/", fh.read())
+        if m:
+            return proc, m.group(1)
+        time.sleep(0.1)  # polling the log for the line it prints
     proc.kill()
-    raise AssertionError(f"ovsctl ui did not start: {''.join(seen)}")
+    proc.wait()
+    with open(log) as fh:
+        raise AssertionError(f"ovsctl ui did not start: {fh.read()}")
 
 
 @pytest.fixture(scope="module")
 def ui(make_lab):
-    yaml = lab_pods_yaml(node_names=["node0", "node1", "node2"]) + POLICY + SERVICE
+    yaml = lab_pods_yaml(node_names=["node0", "node1", "node2"]) + POLICY + SERVICE + HOSTILE
     lab = make_lab(3, yaml)
-    proc, url = start_ui(lab.name)
+    fd, log = tempfile.mkstemp(prefix="ovsctl-ui-", suffix=".log")
+    os.close(fd)
+    proc, url = start_ui(lab.name, log)
     try:
         with browser() as ctx:
             page = ctx.new_page()
             errors = []
             page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on(  # what the Content-Security-Policy blocked: nothing of the page's own
+                "console",
+                lambda m: "Content Security Policy" in m.text and errors.append(m.text),
+            )
             yield {"lab": lab, "url": url, "page": page, "errors": errors}
             assert not errors, f"JavaScript errors on the page: {errors}"
     finally:
@@ -77,6 +105,7 @@ def ui(make_lab):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        os.unlink(log)
 
 
 def api(ui, path: str) -> dict:
@@ -96,14 +125,15 @@ def shot(page, name: str) -> None:
     page.screenshot(path=artifact("ui", f"{name}.png"), clip=clip)
 
 
-def ping(lab, src: str, dst: str, count: int = 5) -> None:
+def ping(lab, src: str, dst: str, count: int = 5) -> int:
+    """`ping -c count` from pod src to pod dst; its exit status (0: every reply came)."""
     ip = lab.pods()[dst]["ip"]
     ns = lab.pod_netns(src)
-    subprocess.run(
+    return subprocess.run(
         ["ip", "netns", "exec", ns, "ping", "-c", str(count), "-i", "0.2", "-W", "1", ip],
         capture_output=True,
         timeout=30,
-    )
+    ).returncode
 
 
 def packets(page, tid: int) -> int:
@@ -125,14 +155,14 @@ def test_pipeline_shows_every_table_with_counters_that_rise(ui):
         assert re.fullmatch(
             r"[\d.]+[kMG]? flows", page.text_content(f'[id="table-{t["id"]}-flows"]')
         )
-        assert "drop" in page.get_attribute(f'[id="table-{t["id"]}"]', "class").split() or (
-            not t["drop_flows"]
-        )
+        drop = "drop" in page.get_attribute(f'[id="table-{t["id"]}"]', "class").split()
+        assert drop == (t["drop_flows"] > 0), t  # red exactly where there are drop flows
     before = {t: packets(page, t) for t in (0, 50, 90)}  # Classifier, L3Forwarding, Output
-    ping(ui["lab"], "frontend/f1", "backend/b2")  # node0 -> node1: through node0's pipeline
+    # node0 -> node1: 5 requests out through node0's pipeline (and 5 replies back in)
+    assert ping(ui["lab"], "frontend/f1", "backend/b2", count=5) == 0
     page.wait_for_function(
         """(before) => Object.entries(before).every(([t, n]) =>
-             Number(document.querySelector(`[id="table-${t}"]`).dataset.packets) > n)""",
+             Number(document.querySelector(`[id="table-${t}"]`).dataset.packets) >= n + 5)""",
         arg=before,
         timeout=WAIT_MS,
     )
@@ -168,7 +198,8 @@ def test_clicking_a_table_lists_its_flows_with_owners(ui):
     drop_row = page.locator("#flows-table tbody tr.drop").first
     assert "data/only-backend" in drop_row.locator("td.owner").text_content()
     dropped = int(drop_row.locator("td.packets").text_content())
-    ping(ui["lab"], "frontend/f2", "data/d2", count=3)  # node1 to node1, blocked by the policy
+    # node1 to node1, blocked by the policy: no reply
+    assert ping(ui["lab"], "frontend/f2", "data/d2", count=3) != 0
     page.wait_for_function(  # the list refreshes with the counters
         """(n) => Number(document.querySelector('#flows-table tbody tr.drop td.packets')
                   .textContent) >= n + 3""",
@@ -193,9 +224,11 @@ def test_the_owner_filter_highlights_the_tables_it_touches(ui):
     policy = next(o for o in owners if o["id"] == "policy/data/only-backend")
     page.goto(ui["url"] + "/#pipeline?node=node1")
     page.wait_for_selector('svg[data-node=node1] [id="table-0"][data-packets]', timeout=WAIT_MS)
-    page.fill("#owner", policy["id"])
-    page.dispatch_event("#owner", "change")
+    page.fill("#owner", "data/only-backend")  # the name, as an engineer types it: its id found
+    page.press("#owner", "Enter")
     page.wait_for_selector("#pipeline-svg svg.filtered g.table.hit", timeout=WAIT_MS)
+    assert page.url.endswith("owner=policy%2Fdata%2Fonly-backend")
+    assert page.input_value("#owner") == policy["id"]
     hit = page.eval_on_selector_all("g.table.hit", "gs => gs.map(g => Number(g.id.slice(6)))")
     assert sorted(hit) == sorted(policy["tables"])
     assert f"{policy['flows']} flows in {len(policy['tables'])} tables" in page.text_content(
@@ -233,8 +266,15 @@ def test_a_trace_blocked_by_a_policy_draws_the_path_and_names_it(ui):
 
 def test_a_trace_across_nodes_shows_both_pipelines(ui):
     page = ui["page"]
-    page.goto(ui["url"] + "/#trace?src=frontend/f1&dst=backend/b2&proto=tcp&dport=80")
+    page.goto(ui["url"] + "/#trace?src=frontend/f1&dst=data/d2&proto=tcp&dport=80")
+    page.wait_for_selector("#trace-svg #verdict.verdict-dropped", timeout=WAIT_MS)
+    page.locator("#trace-svg #verdict").scroll_into_view_if_needed()  # the last trace read down
+    page.locator("#trace-steps li.step").last.scroll_into_view_if_needed()
+    assert page.evaluate("document.querySelector('#trace-svg').scrollTop") > 0
+    trace_form(page, "frontend/f1", "backend/b2")
     page.wait_for_selector("#trace-svg #verdict.verdict-delivered", timeout=WAIT_MS)
+    for panel in ("#trace-svg", "#trace-steps"):  # the new path shown from its start
+        assert page.evaluate(f"document.querySelector('{panel}').scrollTop") == 0, panel
     assert page.text_content('#trace-svg [id="hop-0"] text').startswith("node0 · br-int")
     assert page.text_content('#trace-svg [id="hop-1"] text').startswith("node1 · br-int")
     for h in (0, 1):  # each node's pipeline from its Classifier to its Output
@@ -368,3 +408,148 @@ def test_the_topology_shows_nodes_pods_and_the_service(ui):
     assert "backend/web" in row and "80/TCP (http)" in row
     assert all(f"backend/b{i}" in row for i in (1, 2, 3)), row
     shot(page, "topology")
+
+
+def test_the_matrix_probe_box_sends_real_packets(ui):
+    page = ui["page"]
+    page.goto(ui["url"] + "/#matrix?ns=data")
+    page.wait_for_selector("table.matrix td.cell[data-src]", timeout=60_000)
+    page.check("#matrix-probe")
+    page.wait_for_function(  # intent · traced · probed: three marks once probed
+        """() => { const c = document.querySelector('table.matrix td.cell[data-src]');
+                   return c !== null && c.textContent.split(' ').length === 3; }""",
+        timeout=60_000,
+    )
+    assert "probe=1" in page.url
+    blocked = page.text_content('td.cell[data-src="frontend/f1"][data-dst="data/d2"]')
+    allowed = page.text_content('td.cell[data-src="backend/b1"][data-dst="data/d2"]')
+    assert (blocked, allowed) == ("✗ ✗ ✗", "✓ ✓ ✓")
+    shot(page, "matrix-probed")
+
+
+def test_the_matrix_refresh_button_traces_again(ui):
+    page = ui["page"]
+    page.goto(ui["url"] + "/#matrix?ns=frontend")
+    page.wait_for_selector("table.matrix td.cell[data-src]", timeout=60_000)
+    with page.expect_response(lambda r: "/api/matrix?ns=frontend" in r.url, timeout=60_000):
+        page.click("#matrix-refresh")
+    page.wait_for_selector("table.matrix td.cell[data-src]", timeout=60_000)
+
+
+def test_the_trace_button_traces_the_same_query_again(ui):
+    page = ui["page"]
+    page.goto(ui["url"] + "/#trace?src=frontend/f1&dst=data/d2&proto=tcp&dport=80")
+    page.wait_for_selector("#trace-svg #verdict.verdict-dropped", timeout=WAIT_MS)
+    with page.expect_response(lambda r: "/api/trace?" in r.url, timeout=WAIT_MS):
+        page.click("#trace-form button[type=submit]")
+    page.wait_for_selector("#trace-svg #verdict.verdict-dropped", timeout=WAIT_MS)
+
+
+def test_a_drop_names_the_rule_that_dropped_it(ui):
+    page = ui["page"]
+    page.goto(ui["url"] + "/#trace?src=frontend/f1&dst=data/d2&proto=tcp&dport=80")
+    page.wait_for_selector("#trace-svg #verdict.verdict-dropped", timeout=WAIT_MS)
+    assert page.text_content("#trace-verdict .v-isolated-by") == "data/only-backend"
+    rule = page.text_content("#trace-verdict .v-rule")
+    assert rule.startswith("[65] IngressDefault priority ") and "data/only-backend" in rule, rule
+    assert page.text_content("#trace-verdict .v-direction") == "ingress"
+
+
+def test_hostile_names_are_text_everywhere(ui):
+    page = ui["page"]
+    owner = next(
+        o for o in api(ui, "/api/owners?node=node1")["owners"] if o["id"] == "cnp/hostile-names"
+    )
+    table = owner["tables"][0]
+    page.goto(ui["url"] + f"/#pipeline?node=node1&owner={owner['id']}")
+    page.wait_for_selector(f'svg[data-node=node1] [id="table-{table}"]', timeout=WAIT_MS)
+    page.click(f'[id="table-{table}"]')
+    page.wait_for_selector(f"#flows[data-table='{table}'] tbody tr", timeout=WAIT_MS)
+    assert SHOWN in page.text_content("#flows-table tbody")  # the name, as text
+    page.goto(ui["url"] + "/#trace?src=frontend/f1&dst=frontend/f2&proto=tcp&dport=80")
+    page.wait_for_selector("#trace-svg #verdict.verdict-delivered", timeout=WAIT_MS)
+    assert SHOWN in page.text_content("#trace-steps") and "&amp;" in page.text_content(
+        "#trace-steps"
+    )
+    assert SHOWN in page.text_content("#trace-svg")
+    assert page.locator("main img").count() == 0
+    assert page.evaluate("window.pwned") is None
+
+
+def test_without_a_drawing_the_tables_are_listed(ui, tmp_path):
+    """A node where Graphviz's dot fails (here: a dot that exits 1 first on PATH)."""
+    dot = tmp_path / "dot"
+    dot.write_text("#!/bin/sh\necho 'dot: cannot draw' >&2\nexit 1\n")
+    dot.chmod(0o755)
+    log = str(tmp_path / "ui.log")
+    env = {"PATH": f"{tmp_path}:{os.environ['PATH']}"}
+    proc, url = start_ui(ui["lab"].name, log, env)
+    try:
+        page = ui["page"]
+        page.goto(url + "/#pipeline?node=node0")
+        page.wait_for_selector('.plain-pipeline [id="table-0"][data-packets]', timeout=WAIT_MS)
+        assert "cannot draw" in page.text_content(".plain-pipeline .why")
+        assert re.fullmatch(r"[\d.]+[kMG]? flows", page.text_content('[id="table-0-flows"]'))
+        page.click('[id="table-0"]')
+        page.wait_for_selector("#flows[data-table='0'] tbody tr", timeout=WAIT_MS)
+        shot(page, "pipeline-no-graphviz")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_a_pod_that_does_not_answer_differs_from_the_intent(ui):
+    """Near the end: frontend/f2's responder is stopped, so real packets to it get no answer
+    where the policies and the switch let them through: those cells differ, and say so."""
+    page, lab = ui["page"], ui["lab"]
+    pid = lab.pods()["frontend/f2"]["pid"]
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while _running(pid):
+        assert time.monotonic() < deadline, "the responder did not stop"
+        time.sleep(0.05)
+    page.goto(ui["url"] + "/#matrix?ns=frontend&probe=1")
+    page.wait_for_function(  # a cell of this matrix (not the last one's), probed
+        """() => { const c = document.querySelector(
+                     'td.cell[data-src="backend/b1"][data-dst="frontend/f2"]');
+                   return c !== null && c.textContent.split(' ').length >= 3; }""",
+        timeout=60_000,
+    )
+    cells = page.locator("table.matrix td.cell[data-src]")
+    differ = set()
+    for i in range(cells.count()):
+        c = cells.nth(i)
+        if "differs" in c.get_attribute("class").split():
+            differ.add((c.get_attribute("data-src"), c.get_attribute("data-dst")))
+            assert c.text_content() == "✓ ✓ ✗ ≠"  # intended, traced through, no answer
+    pods = [f"{ns}/{ns[0]}{i}" for ns in ("frontend", "backend", "data") for i in (1, 2, 3)]
+    assert differ == {(p, "frontend/f2") for p in pods if p != "frontend/f2"}
+    assert f"{len(differ)} differ from the intent" in page.text_content("#status")
+    shot(page, "matrix-differs")
+
+
+def _running(pid: int) -> bool:
+    """The process exists and is no zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_a_node_whose_agent_is_down_leaves_its_cells_unknown(ui):
+    """Last in the module: node2's agent is stopped and started again."""
+    page, lab = ui["page"], ui["lab"]
+    lab.node_stop("node2", log=lambda *_: None)
+    try:
+        page.goto(ui["url"] + "/#matrix?ns=backend")
+        page.wait_for_selector("table.matrix td.cell[data-src]", timeout=60_000)
+        cells = page.locator("table.matrix td.cell[data-src]")
+        for i in range(cells.count()):
+            c = cells.nth(i)
+            on2 = any(c.get_attribute(a).endswith("3") for a in ("data-src", "data-dst"))
+            assert ("unknown" in c.get_attribute("class").split()) == on2
+        assert "not traced (agent down): node2" in page.text_content("#status")
+        shot(page, "matrix-node-down")
+    finally:
+        lab.node_start("node2", log=lambda *_: None)

@@ -247,10 +247,12 @@ def test_more_connections_than_the_cap_get_a_503():
         hold.sendall(b"GET /api/nodes HTTP/1.1\r\n")  # a request that has not ended
         deadline = time.monotonic() + 10
         while True:  # its thread has the one slot once it reads the line
-            status, _, body = ask(s, "/api/nodes")
+            status, headers, body = ask(s, "/api/nodes")
             if status == 503 or time.monotonic() > deadline:
                 break
         assert status == 503 and "too many requests" in error_of(body)
+        assert headers["Content-Security-Policy"] == guard.CSP
+        assert headers["X-Content-Type-Options"] == "nosniff"
         hold.sendall(b"Host: 127.0.0.1\r\n\r\n")
         assert b" 200 " in hold.recv(100)
         hold.close()

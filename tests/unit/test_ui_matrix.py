@@ -161,3 +161,32 @@ def test_a_trace_that_leaves_for_a_node_that_is_down_says_so():
     api = StubAPI(StubTracer(lambda s, d: True), down={"n2": "connection refused"})
     doc = api.trace("x/a", "y/c")
     assert any("node n2: agent: connection refused" in n for n in doc["notes"])
+
+
+def test_a_hung_node_holds_up_one_request_not_every_one():
+    """data._Cached: while one caller recomputes (an agent that hangs), the others get the
+    last value at once; the first caller ever waits (there is nothing to give)."""
+    import threading
+
+    from ovsctl.ui.data import _Cached
+
+    release, values = threading.Event(), iter(["first", "second"])
+
+    def compute():
+        v = next(values)
+        if v == "second":
+            assert release.wait(20)
+        return v
+
+    c = _Cached(0.0, compute)  # expired at once: every get recomputes
+    assert c.get() == "first"
+    slow = threading.Thread(target=c.get)
+    slow.start()  # recomputing, and hanging until released
+    deadline = time.monotonic() + 10
+    while not c._lock.locked():
+        assert time.monotonic() < deadline
+    t0 = time.monotonic()
+    assert c.get() == "first" and time.monotonic() - t0 < 1  # not held up
+    release.set()
+    slow.join(10)
+    assert c._value == "second"

@@ -221,3 +221,12 @@ def test_trace_steps_name_their_owners_as_ovsctl_trace_does():
     assert steps[0]["owner"] == f"pod/{cid}/eth0"  # the raw key stays
     assert out["hops"][0]["outcome"]["owner_text"] == "policy data/deny isolation"
     assert out["hops"][1]["passes"][0]["steps"][0]["owner_text"] == "node/node1"
+
+
+def test_the_node_image_can_draw():
+    """Without Graphviz in the image every /svg on a real node is a 503 (the page then lists
+    the tables): the Containerfile installs it and checks that dot runs."""
+    with open(os.path.join(os.path.dirname(__file__), "..", "..", "Containerfile")) as fh:
+        text = fh.read()
+    install = text.split("apt-get install", 1)[1].split("&&", 1)[0]
+    assert "graphviz" in install.split() and "| dot -Tsvg" in text

@@ -22,10 +22,12 @@
     });
   }
 
+  const known = (v) => v !== null && v !== undefined;
+
   function cellClass(c) {
-    const seen = c.probed !== null && c.probed !== undefined ? c.probed : c.traced;
-    const verdict = seen === null || seen === undefined ? c.intent : seen;
-    const cls = ["cell", verdict ? "allowed" : "blocked"];
+    const seen = known(c.probed) ? c.probed : c.traced;
+    if (!known(seen)) return "cell unknown"; // an end on a node whose agent does not answer
+    const cls = ["cell", seen ? "allowed" : "blocked"];
     if (c.differs) cls.push("differs");
     return cls.join(" ");
   }
@@ -34,6 +36,7 @@
     const words = [`${c.src} → ${c.dst} ${c.proto}/${c.port}`, `intent ${c.intent ? "allowed" : "blocked"}`];
     if (c.traced !== null && c.traced !== undefined) words.push(`traced ${c.traced ? "allowed" : "blocked"}`);
     if (c.probed !== null && c.probed !== undefined) words.push(`probed ${c.probed ? "reached" : "blocked"}`);
+    if (!known(c.traced) && !known(c.probed)) words.push("not traced: a node's agent does not answer");
     if (c.differs) words.push("DIFFERS from the intent");
     return words.join("; ");
   }
@@ -96,7 +99,9 @@
       host.appendChild(UI.el("h2", {}, `namespace ${ns}`));
       host.appendChild(table);
     }
-    UI.status(`${cells.length} pairs on ${st.port}: ${blocked} blocked, ${differs} differ from the intent`);
+    const down = Object.keys(doc.down || {});
+    const gone = down.length ? `; not traced (agent down): ${down.join(", ")}` : "";
+    UI.status(`${cells.length} pairs on ${st.port}: ${blocked} blocked, ${differs} differ from the intent${gone}`);
   }
 
   let wired = false;
@@ -109,6 +114,10 @@
       render();
     });
     UI.$("#matrix-probe").addEventListener("change", (e) => UI.go("matrix", { ns: st.ns, probe: e.target.checked ? 1 : "" }));
+    UI.$("#matrix-refresh").addEventListener("click", () => {
+      st.doc = null; // trace (and probe) again
+      UI.go("matrix", { ns: st.ns, probe: st.probe ? 1 : "" });
+    });
   }
 
   UI.tabs.matrix = {

@@ -32,8 +32,14 @@
   }
 
   async function draw(doc) {
-    const text = await UI.get("/svg/pipeline?" + UI.query({ node: st.node }), "text");
-    st.svg = UI.placeSvg(UI.$("#pipeline-svg"), text);
+    let text = null;
+    let why = "";
+    try {
+      text = await UI.get("/svg/pipeline?" + UI.query({ node: st.node }), "text");
+    } catch (e) {
+      why = e.message; // e.g. no Graphviz on the node: the tables as a list instead
+    }
+    st.svg = text !== null ? UI.placeSvg(UI.$("#pipeline-svg"), text) : plainTables(doc, why);
     st.svg.dataset.node = doc.node;
     st.drawnKey = layoutKey(doc);
     st.last = {};
@@ -43,6 +49,28 @@
       g.classList.add("clickable");
       g.addEventListener("click", () => openTable(t.id, 0));
     }
+  }
+
+  // without a drawing: one row per table with the ids the drawing has (table-<id>, -flows,
+  // -packets), so the counters, the marks and a click on a table work the same
+  function plainTables(doc, why) {
+    const body = UI.el("tbody");
+    for (const t of doc.tables) {
+      body.appendChild(
+        UI.el(
+          "tr",
+          { id: `table-${t.id}`, class: "table" },
+          UI.el("td", { id: `table-${t.id}-name` }, `[${t.id}] ${t.name}`),
+          UI.el("td", { id: `table-${t.id}-flows`, class: "num" }),
+          UI.el("td", { id: `table-${t.id}-packets`, class: "num" }),
+        ),
+      );
+    }
+    const box = UI.el("div", { class: "plain-pipeline" });
+    box.appendChild(UI.el("p", { class: "why" }, `no drawing (${why}); the tables:`));
+    box.appendChild(UI.el("table", { class: "plain-tables" }, body));
+    UI.clear(UI.$("#pipeline-svg")).appendChild(box);
+    return box;
   }
 
   function paint(doc) {
@@ -156,8 +184,19 @@
     if (st.svg) for (const g of st.svg.querySelectorAll("g.selected")) g.classList.remove("selected");
   }
 
+  // what was typed as an owner's id: the id itself, or a name that is one owner's on this node
+  // ("data/only-backend", "frontend/f2", "node2": the id without its kind, or its text)
+  function resolveOwner(text) {
+    if (!text || st.owners.some((o) => o.id === text)) return text;
+    const t = text.toLowerCase();
+    const hits = st.owners.filter(
+      (o) => o.id.slice(o.id.indexOf("/") + 1).toLowerCase() === t || (o.text || "").toLowerCase() === t,
+    );
+    return hits.length === 1 ? hits[0].id : text;
+  }
+
   function setOwner(value) {
-    UI.go("pipeline", { node: st.node, owner: value });
+    UI.go("pipeline", { node: st.node, owner: resolveOwner(value) });
   }
 
   let wired = false;

@@ -34,6 +34,13 @@
     return `${sv.service || "?"} ${sv.frontend || ""}${ep}`;
   }
 
+  const ruleText = (a) => `${a.policy} ${a.direction || ""} rule ${a.rule}${a.node ? ` (on ${a.node})` : ""}`;
+
+  function cnpText(cp) {
+    const name = cp.rule_name ? ` '${cp.rule_name}'` : "";
+    return `${cp.tier || ""} ${cp.policy} ${cp.direction || ""} rule ${cp.rule}${name}: ${cp.action || "?"}`.trim();
+  }
+
   function verdictBox(t, asked) {
     const box = UI.clear(UI.$("#trace-verdict"));
     box.hidden = false;
@@ -46,10 +53,17 @@
     const lines = [];
     if (t.verdict === "delivered" && t.to) lines.push(["to", t.to]);
     if (t.table) lines.push(["at", `${t.table} on ${t.node}`]);
-    if (t.cluster_policy) lines.push(["ClusterNetworkPolicy", t.cluster_policy]);
+    const cp = t.cluster_policy;
+    if (cp) lines.push(["ClusterNetworkPolicy", typeof cp === "object" ? cnpText(cp) : String(cp)]);
     if (t.policy) lines.push(["NetworkPolicy", t.policy]);
     if (t.direction) lines.push(["direction", t.direction]);
-    const rules = (t.allowed_by || []).join(", ");
+    if ((t.isolated_by || []).length) lines.push(["isolated by", t.isolated_by.join(", ")]);
+    const last = (t.hops || []).length ? t.hops[t.hops.length - 1].outcome || {} : {};
+    if (t.verdict === "dropped" && last.kind === "drop" && last.table) {
+      const who = last.owner_text || last.owner || "no owner";
+      lines.push(["rule", `[${last.table_id}] ${last.table} priority ${last.priority} ${last.match || "(table miss)"} · ${who}`]);
+    }
+    const rules = (t.allowed_by || []).map((a) => (typeof a === "object" ? ruleText(a) : String(a))).join(", ");
     if (rules) lines.push(["allowed by", rules]);
     if (t.reason) lines.push(["why", t.reason]);
     if (t.service) lines.push(["Service", serviceText(t.service)]);
@@ -99,9 +113,12 @@
     if (g) g.classList.toggle("hover", on);
   }
 
+  let again = false; // the form was sent: trace even the query on screen again
+
   async function run(params) {
     const q = UI.query(Object.fromEntries(FIELDS.map((k) => [k, params[k]])));
-    if (q === lastKey) return;
+    if (q === lastKey && !again) return; // back on the tab: the trace stays
+    again = false;
     lastKey = q;
     UI.status(`tracing ${params.src} → ${params.dst}…`);
     UI.clear(UI.$("#trace-svg"));
@@ -112,6 +129,7 @@
       verdictBox(t, params);
       naturalSize(UI.placeSvg(UI.$("#trace-svg"), svg));
       stepList(t);
+      UI.$("#trace-svg").scrollTop = UI.$("#trace-steps").scrollTop = 0; // a new path from its start
       UI.status(`traced ${t.src} → ${t.dst}: ${t.verdict}`);
     } catch (e) {
       lastKey = null;
@@ -143,6 +161,7 @@
     wired = true;
     UI.$("#trace-form").addEventListener("submit", (e) => {
       e.preventDefault();
+      again = true;
       const f = new FormData(e.target);
       UI.go("trace", Object.fromEntries(FIELDS.map((k) => [k, (f.get(k) || "").trim()])));
     });
