@@ -142,6 +142,12 @@ class Agent:
     # -- start-up -----------------------------------------------------------------------------
 
     def start(self) -> None:
+        try:
+            self._start()
+        finally:
+            gctune.release()  # the collector, held off while the start built its state (cli.py)
+
+    def _start(self) -> None:
         cfg = self.cfg
         for warning in cfg.deprecated():
             log.warning("%s", warning)
@@ -234,7 +240,6 @@ class Agent:
         )
         self.server = CNIServer(cfg.cni_socket, self.dispatch, after=self.gc.settle)
         self.server.start()
-        gctune.release()  # the collector, held off while the start built its state (cli.py)
 
     @staticmethod
     def _status_writer(source):

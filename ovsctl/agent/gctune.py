@@ -19,28 +19,51 @@ import time
 log = logging.getLogger(__name__)
 
 _held = False
+_generation = 0  # which hold a timer belongs to (a stale timer never ends a later hold)
+_hold_lock = threading.Lock()
+HOLD_LIMIT = 20.0  # seconds: a start that waits longer (the API server, the Node's podCIDR)
+# gets its collector back meanwhile
 
 
-def hold() -> None:
-    """Start-up: no cyclic collection until release(). The agent's start makes most of what it
-    will hold (the cluster's objects, the policy view, every flow), and the collector, started
-    by allocation counts, walked that growing heap again and again: a third of the first
-    computation at 1,000 pods. The `ovsctl agent` command calls this first thing."""
-    global _held
-    if gc.isenabled():
+def hold(limit: float = HOLD_LIMIT) -> None:
+    """Start-up: no cyclic collection until release(), and never for more than `limit`
+    seconds. The agent's start makes most of what it will hold (the cluster's objects, the
+    policy view, every flow), and the collector, started by allocation counts, walked that
+    growing heap again and again: a third of the first computation at 1,000 pods. A start that
+    waits (for the API server's first snapshot, for the Node's podCIDR) makes garbage all the
+    while (retries, exceptions), so the hold ends by itself after `limit`. The `ovsctl agent`
+    command calls this first thing."""
+    global _held, _generation
+    with _hold_lock:
+        if not gc.isenabled():
+            return
         gc.disable()
         _held = True
+        _generation += 1
+        why = f"the start took over {limit:g} s"
+    timer = threading.Timer(limit, release, kwargs={"why": why, "generation": _generation})
+    timer.daemon = True
+    timer.start()
 
 
-def release() -> None:
+def release(why: str = "", generation: int | None = None) -> None:
     """The end of the start: what it made is frozen (out of later collections' sight, as after
     a settle; the periodic full collection unfreezes and walks it, and frees any cycle the
-    start left) and collection resumes. Nothing if hold() did not disable it."""
+    start left) and collection resumes. Nothing if hold() did not disable it or it already
+    ended."""
     global _held
-    if _held:
+    with _hold_lock:
+        if not _held or generation not in (None, _generation):
+            return
         _held = False
         gc.freeze()
         gc.enable()
+    if why:
+        log.info("cyclic GC back on: %s", why)
+
+
+def held() -> bool:
+    return _held
 
 
 class GCPolicy:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import gc
+import time
+
+import pytest
 
 from ovsctl.agent import gctune
 
@@ -34,3 +37,39 @@ def test_release_without_hold_leaves_a_disabled_collector_alone():
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_a_hold_ends_by_itself_after_its_limit():
+    """A start that waits (API server, podCIDR) gets its collector back."""
+    assert gc.isenabled()
+    try:
+        gctune.hold(limit=0.05)
+        assert not gc.isenabled() and gctune.held()
+        deadline = time.monotonic() + 10
+        while not gc.isenabled() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert gc.isenabled() and not gctune.held()
+    finally:
+        gc.enable()
+        gc.unfreeze()
+
+
+def test_a_failed_agent_start_gives_the_collector_back():
+    from ovsctl.agent.agent import Agent
+
+    class Boom(Exception):
+        pass
+
+    def fail():
+        raise Boom
+
+    agent = Agent.__new__(Agent)  # only start() is exercised
+    agent._start = fail
+    try:
+        gctune.hold()
+        with pytest.raises(Boom):
+            agent.start()
+        assert gc.isenabled()
+    finally:
+        gc.enable()
+        gc.unfreeze()
