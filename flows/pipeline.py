@@ -37,6 +37,7 @@ PRIO_NORMAL = 200
 PRIO_TUNNEL = 150  # remote pod CIDRs: below the /32s of local pods
 PRIO_NO_HAIRPIN = 210  # tunnel -> tunnel is never right
 PRIO_NO_ENCAP = 220  # nothing in br-int may reach a node's VXLAN port (L3Forwarding)
+PRIO_RESERVED_SRC = 230  # Classifier: ovsctl's own hairpin source never comes from outside
 PRIO_ALWAYS = 65000  # policy tables: what no NetworkPolicy may block (replies, the node)
 CT_ZONE = 65000
 # The first policy table of each direction (ClusterNetworkPolicy's Admin tier): where a packet
@@ -221,6 +222,7 @@ def gateway_flows(node: NodeNet) -> frozenset[Flow]:
                 else []
             ),
             l2_flow(node.gw_mac, node.gw_ofport, ck),
+            *reserved_source_flows(node, node.gw_ofport, ck),
         }
     )
 
@@ -382,6 +384,22 @@ def node_flows(node: NodeNet, overlay: Overlay | None = None) -> frozenset[Flow]
     return out
 
 
+def reserved_source_flows(node: NodeNet, port: int, ck: int) -> set[Flow]:
+    """Only HairpinSNAT makes a packet from the hairpin address, and ingress policy admits it
+    as the pod reaching itself (flows/policy.py): one from the host (the gateway) or another
+    node (the tunnel) with that source is forged, and dropped where it enters."""
+    return {
+        flow(
+            "Classifier",
+            PRIO_RESERVED_SRC,
+            {"protocol": fam.eth, "in_port": port, fam.src: hairpin_ip(fam)},
+            (),
+            ck,
+        )
+        for fam in node.families
+    }
+
+
 def overlay_flows(node: NodeNet, overlay: Overlay) -> frozenset[Flow]:
     """The tunnel side of the node. What the tunnel port accepts is each remote node's own
     Classifier flow (remote_node_flows): there is no catch-all, so a packet from any other
@@ -390,7 +408,7 @@ def overlay_flows(node: NodeNet, overlay: Overlay) -> frozenset[Flow]:
     they are answered with a virtual router MAC."""
     ck = cookie.make("pipeline", pipeline_owner())
     gw_reg, gw_val = regs.PKT_SOURCE.match(regs.FROM_GATEWAY)
-    out = set()
+    out = reserved_source_flows(node, overlay.tun_ofport, ck)
     for cidr in overlay.cluster_cidrs:
         if family(cidr) is V4:
             out.add(

@@ -43,8 +43,9 @@ PIPELINE: tuple[Table, ...] = (
         "Classifier",
         0,
         "drop",
-        "marks where a packet came from: pod, gateway or tunnel (known nodes only)",
-        match=("in_port", "protocol", "tun_src", "vlan_tci"),
+        "marks where a packet came from: pod, gateway or tunnel (known nodes only); drops the"
+        " hairpin source from the gateway or the tunnel",
+        match=("in_port", "protocol", "tun_src", "vlan_tci", "nw_src", "ipv6_src"),
         sets=("reg0",),
         next=("SpoofGuard", "ARPResponder", "HairpinUnSNAT"),
     ),

@@ -603,3 +603,12 @@ def test_hairpin_passes_an_ingress_policy_that_admits_the_pod_itself():
     sw = fake(policy_set([pol], view) | svc)
     res = sw.run(syn(A, VIP, 80))
     assert res.output_ports == [A.ofport], res
+    # The same source forged by the host (through the gateway) or another node (through the
+    # tunnel) is dropped where it enters, not admitted as a itself.
+    for in_port, extra in ((NODE.gw_ofport, {}), (OVERLAY.tun_ofport, {"tun_src": REMOTE.node_ip})):
+        forged = tcp(in_port, GW, A.mac, HAIRPIN_IP, A.ip, next(_sport), 8080, **extra)
+        res = sw.run(forged)
+        assert res.output_ports == [] and res.drop_table == "Classifier", (in_port, res)
+    # ... while an ordinary client from the host still reaches a only as its policy says: not
+    other = tcp(NODE.gw_ofport, GW, A.mac, "192.168.50.99", A.ip, next(_sport), 8080)
+    assert sw.run(other).output_ports == []

@@ -45,6 +45,8 @@ POD_B = PodPort("7b41d0aa/eth0", 4, "10.244.0.3", "0a:58:0a:f4:00:03", "kube-sys
 # fmt: off
 GOLDEN_NODE = {
     "cookie=0x1e5bcd38d0b, table=Classifier, priority=200,in_port=2 actions=set_field:0x1/0xf->reg0,goto_table:ARPResponder",
+    # the hairpin source is made only inside br-int (HairpinSNAT): from the host it is forged
+    "cookie=0x1e5bcd38d0b, table=Classifier, priority=230,ip,in_port=2,nw_src=169.254.169.252 actions=drop",
     "cookie=0x1e5bcd38d0b, table=Classifier, priority=0 actions=drop",
     "cookie=0x1e5bcd38d0b, table=SpoofGuard, priority=0 actions=drop",
     "cookie=0x1e5bcd38d0b, table=ARPResponder, priority=200,arp,arp_tpa=10.244.0.1,arp_op=1 actions=move:NXM_OF_ETH_SRC[]->NXM_OF_ETH_DST[],set_field:0a:58:0a:f4:00:01->eth_src,set_field:2->arp_op,move:NXM_NX_ARP_SHA[]->NXM_NX_ARP_THA[],set_field:0a:58:0a:f4:00:01->arp_sha,move:NXM_OF_ARP_SPA[]->NXM_OF_ARP_TPA[],set_field:10.244.0.1->arp_spa,IN_PORT",
@@ -118,6 +120,8 @@ GOLDEN_POD_B = {
 
 # No catch-all for the tunnel port: each remote node's own Classifier flow admits it.
 GOLDEN_OVERLAY = {
+    # ... and from another node too
+    "cookie=0x1e5bcd38d0b, table=Classifier, priority=230,ip,in_port=1,nw_src=169.254.169.252 actions=drop",
     "cookie=0x1e5bcd38d0b, table=ARPResponder, priority=100,arp,reg0=0x1/0xf,arp_tpa=10.244.0.0/16,arp_op=1 actions=move:NXM_OF_ETH_SRC[]->NXM_OF_ETH_DST[],set_field:0a:58:ff:ff:ff:fe->eth_src,set_field:2->arp_op,move:NXM_NX_ARP_SHA[]->NXM_NX_ARP_THA[],set_field:0a:58:ff:ff:ff:fe->arp_sha,move:NXM_OF_ARP_TPA[]->NXM_NX_REG1[],move:NXM_OF_ARP_SPA[]->NXM_OF_ARP_TPA[],move:NXM_NX_REG1[]->NXM_OF_ARP_SPA[],IN_PORT",
 }
 
@@ -982,7 +986,9 @@ def test_the_tunnel_is_accepted_only_from_known_node_ips_and_only_untagged_ipv4(
     from_tunnel = [
         f
         for f in every
-        if f.table == "Classifier" and dict(f.match).get("in_port") == str(OVERLAY.tun_ofport)
+        if f.table == "Classifier"
+        and dict(f.match).get("in_port") == str(OVERLAY.tun_ofport)
+        and f.actions  # not the forged hairpin source's drop
     ]
     by_src = {dict(f.match)["tun_src"]: f for f in from_tunnel}
     assert set(by_src) == {REMOTE.node_ip, REMOTE_C.node_ip}  # no catch-all, nothing else
@@ -1000,7 +1006,9 @@ def test_the_tunnel_is_accepted_only_from_known_node_ips_and_only_untagged_ipv4(
     assert miss.actions == ()
     # with no other node known, the tunnel accepts nothing at all
     alone = pipeline.node_flows(NODE_WITH_IP, OVERLAY)
-    assert not [f for f in alone if dict(f.match).get("in_port") == str(OVERLAY.tun_ofport)]
+    assert not [
+        f for f in alone if dict(f.match).get("in_port") == str(OVERLAY.tun_ofport) and f.actions
+    ]
 
 
 def test_no_packet_in_br_int_reaches_any_nodes_vxlan_port():
@@ -1108,6 +1116,8 @@ POD_A6 = dataclasses.replace(POD_A, ips=("10.244.0.2", "fd00:10:244::2"))
 
 # fmt: off
 GOLDEN_NODE6 = {
+    "cookie=0x1e5bcd38d0b, table=Classifier, priority=230,ipv6,in_port=1,ipv6_src=fd00:ffff::a9fe:a9fc actions=drop",
+    "cookie=0x1e5bcd38d0b, table=Classifier, priority=230,ipv6,in_port=2,ipv6_src=fd00:ffff::a9fe:a9fc actions=drop",
     "cookie=0x1e5bcd38d0b, table=ARPResponder, priority=100,icmp6,reg0=0x1/0xf,icmp_type=135,nd_target=fd00:10:244::/56 actions=move:NXM_OF_ETH_SRC[]->NXM_OF_ETH_DST[],set_field:0a:58:ff:ff:ff:fe->eth_src,move:NXM_NX_IPV6_SRC[]->NXM_NX_IPV6_DST[],move:NXM_NX_ND_TARGET[]->NXM_NX_IPV6_SRC[],set_field:136->icmpv6_type,set_field:0->icmpv6_code,set_field:3758096384->nd_reserved,set_field:2->nd_options_type,resubmit(,NDReply)",
     "cookie=0x1e5bcd38d0b, table=ARPResponder, priority=200,icmp6,icmp_type=135,nd_target=fd00:10:244::1 actions=move:NXM_OF_ETH_SRC[]->NXM_OF_ETH_DST[],set_field:0a:58:0a:f4:00:01->eth_src,move:NXM_NX_IPV6_SRC[]->NXM_NX_IPV6_DST[],set_field:fd00:10:244::1->ipv6_src,set_field:136->icmpv6_type,set_field:0->icmpv6_code,set_field:3758096384->nd_reserved,set_field:2->nd_options_type,resubmit(,NDReply)",
     "cookie=0x1e5bcd38d0b, table=ARPResponder, priority=200,icmp6,icmp_type=135,nd_target=fe80::858:aff:fef4:1 actions=move:NXM_OF_ETH_SRC[]->NXM_OF_ETH_DST[],set_field:0a:58:0a:f4:00:01->eth_src,move:NXM_NX_IPV6_SRC[]->NXM_NX_IPV6_DST[],set_field:fe80::858:aff:fef4:1->ipv6_src,set_field:136->icmpv6_type,set_field:0->icmpv6_code,set_field:3758096384->nd_reserved,set_field:2->nd_options_type,resubmit(,NDReply)",

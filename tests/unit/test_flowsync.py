@@ -304,7 +304,7 @@ def test_plan_orders_by_table_then_priority_descending():
     p = s.plan()
     got = _order(p.add)
     assert got == sorted(got, key=lambda tp: (tp[0], -tp[1]))
-    assert got[0] == (0, 200) and got[-1] == (90, 0)  # Output, the last table
+    assert got[0] == (0, pipeline.PRIO_RESERVED_SRC) and got[-1] == (90, 0)  # Output is last
     s.applied(p)
 
     s.remove_owner(owner(POD_A))
@@ -343,8 +343,9 @@ def test_install_twice_is_idempotent():
     s, sw = FlowSync(), FakeSwitch()
     everything(s)
     first = sync(s, sw)
-    # node (conntrack, NodePort SNAT, four ClusterNetworkPolicy tier tables) + 2 pods
-    assert len(first.add) == len(sw.flows) == 38 + 9 + 9
+    # node (conntrack, NodePort SNAT, four ClusterNetworkPolicy tier tables, the forged
+    # hairpin source's drop) + 2 pods
+    assert len(first.add) == len(sw.flows) == 39 + 9 + 9
     snapshot, sent = dict(sw.flows), sw.messages
 
     everything(s)  # the same state recomputed from scratch
