@@ -24,17 +24,26 @@ from tests.e2e.conftest import lab_pods_yaml
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NODES = ["node0", "node1", "node2"]
-POLICY = """
+
+
+def data_from_backend(name: str) -> str:
+    """A NetworkPolicy NAME in namespace data that admits only namespace backend: frontend ->
+    data is blocked."""
+    return f"""
+---
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
-metadata: {name: from-backend, namespace: data}
+metadata: {{name: {name}, namespace: data}}
 spec:
-  podSelector: {}
+  podSelector: {{}}
   policyTypes: [Ingress]
   ingress:
   - from:
-    - namespaceSelector: {matchLabels: {team: backend}}
+    - namespaceSelector: {{matchLabels: {{team: backend}}}}
 """
+
+
+POLICY = data_from_backend("from-backend")
 SERVICE = """
 ---
 apiVersion: v1
@@ -110,7 +119,7 @@ class UI:
 
 @pytest.fixture(scope="module")
 def lab(make_lab):
-    return make_lab(3, lab_pods_yaml(node_names=NODES) + "---\n" + POLICY + SERVICE)
+    return make_lab(3, lab_pods_yaml(node_names=NODES) + POLICY + SERVICE)
 
 
 @pytest.fixture(scope="module")

@@ -16,23 +16,12 @@ import pytest
 
 from tests.chromium import artifact, browser
 from tests.e2e.conftest import lab_pods_yaml
-from tests.e2e.test_ui_api import SERVICE
+from tests.e2e.test_ui_api import SERVICE, data_from_backend
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 WAIT_MS = 20_000
 
-POLICY = """
----
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: only-backend, namespace: data}
-spec:
-  podSelector: {}
-  policyTypes: [Ingress]
-  ingress:
-  - from:
-    - namespaceSelector: {matchLabels: {team: backend}}
-"""
+POLICY = data_from_backend("only-backend")
 EVIL = "<img src=x onerror=window.pwned=1>\"'&amp;"
 SHOWN = "<img src=x onerror=window.pwned=1>"  # as text (the name is shown quoted, repr-style)
 # a ClusterNetworkPolicy rule may be named anything (100 characters): the name is shown with its
