@@ -1,6 +1,7 @@
 """The CNI path's rtnetlink client (ovsctl/agent/host/rtnl.py): the requests it builds, decoded
 back field by field, and how it matches the kernel's answers to its requests (a scripted socket
-stands in for the kernel; the real one is exercised by the CNI integration tests)."""
+stands in for the kernel; the real one is exercised by the CNI integration tests), and how
+ovsctl/agent/host/netlink.py words a refused request in the CNI error."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import struct
 
 import pytest
 
-from ovsctl.agent.host import rtnl
+from ovsctl.agent.host import netlink, rtnl
 
 
 def _decode(msg: bytes, head: struct.Struct) -> tuple[tuple, dict[int, bytes]]:
@@ -165,3 +166,71 @@ def test_a_refused_dump_raises():
     with pytest.raises(rtnl.RtnlError) as e:
         nl.default_route(socket.AF_INET, False)
     assert e.value.errno == errno.EPERM
+
+
+def test_an_error_names_the_request_once_without_the_errno_prefix():
+    nl, _ = _nl([lambda s: [_ack(s[0][0], errno.EEXIST)]])
+    with pytest.raises(rtnl.RtnlError) as e:
+        nl.do(rtnl.addr_add(2, "10.0.0.5", 24))
+    assert (e.value.errno, e.value.strerror) == (errno.EEXIST, "File exists")
+    assert e.value.request == "adding 10.0.0.5/24"
+    assert str(e.value) == "adding 10.0.0.5/24: File exists"
+
+
+# What a CNI ADD/DEL reports (it reaches kubelet as the CNI error): each step's failure said
+# once. The kernel is scripted; nothing on the machine is changed.
+
+
+def _host(monkeypatch, script) -> Kernel:
+    nl, kernel = _nl(script)
+    monkeypatch.setattr(rtnl, "host", lambda: nl)
+    return kernel
+
+
+def _add(tmp_path, host_if="ovs0fix19", ifname="eth0"):
+    netns = tmp_path / "netns"  # opened (and closed) only: the scripted kernel refuses first
+    netns.write_bytes(b"")
+    kw = dict(mac="0a:58:0a:00:00:05", ip="10.0.0.5", prefixlen=24, gateway="10.0.0.1")
+    return netlink.create_pod_interface(host_if, str(netns), ifname, mtu=1400, tx_off=False, **kw)
+
+
+def test_a_refused_veth_is_reported_once(monkeypatch, tmp_path):
+    _host(monkeypatch, [lambda s: [_ack(s[0][0], errno.EPERM)]])
+    with pytest.raises(netlink.NetlinkFailure) as e:
+        _add(tmp_path)
+    assert str(e.value) == "creating veth ovs0fix19: Operation not permitted"
+
+
+def test_a_host_end_that_cannot_come_up_is_reported_once_and_removed(monkeypatch, tmp_path):
+    monkeypatch.setattr(netlink, "quiet_host_side", lambda name: None)
+    kernel = _host(
+        monkeypatch,
+        [
+            lambda s: [_ack(s[0][0])],  # the veth
+            lambda s: [_ack(s[0][0], errno.ENETDOWN)],  # up
+            lambda s: [_ack(s[0][0])],  # deleted again
+        ],
+    )
+    with pytest.raises(netlink.NetlinkFailure) as e:
+        _add(tmp_path, host_if="lo")  # an interface every namespace has, for if_nametoindex
+    assert str(e.value) == "bringing up host end lo: Network is down"
+    assert len(kernel.sent) == 3
+
+
+def test_a_refused_delete_is_reported_once(monkeypatch):
+    _host(monkeypatch, [lambda s: [_ack(s[0][0], errno.EPERM)]])
+    with pytest.raises(netlink.NetlinkFailure) as e:
+        netlink.delete_link("ovs0fix19")
+    assert str(e.value) == "deleting ovs0fix19: Operation not permitted"
+
+
+def test_a_refused_request_of_the_pod_side_batch_is_named_once(monkeypatch):
+    nl, _ = _nl(
+        [lambda s: [_ack(s[0][0]), _ack(s[1][0], errno.EEXIST)] + [_ack(x) for x, _ in s[2:]]]
+    )
+    monkeypatch.setattr(rtnl, "Rtnl", lambda: nl)
+    with pytest.raises(netlink.NetlinkFailure) as e:
+        netlink._configure_pod_side("lo", [("10.0.0.5", 24, "10.0.0.1")], False)
+    assert str(e.value) == (
+        "configuring lo in the pod's namespace: adding 10.0.0.5/24: File exists"
+    )

@@ -30,6 +30,18 @@ class NetlinkFailure(RuntimeError):
     pass
 
 
+def _failed(step: str, e: OSError, batch: bool = False) -> NetlinkFailure:
+    """The failure of `step`, said once: the reason without an OSError's "[Errno N]", the file
+    it concerns if any, and, for a `batch` of netlink requests, which one the kernel refused
+    (a step of one request names it already)."""
+    reason = e.strerror or str(e)
+    if batch and isinstance(e, rtnl.RtnlError) and e.request not in step:
+        reason = f"{e.request}: {reason}"
+    elif e.filename is not None:
+        reason = f"{e.filename}: {reason}"
+    return NetlinkFailure(f"{step}: {reason}")
+
+
 def host_ifname(container_id: str, ifname: str) -> str:
     """Host-side veth name for an attachment: stable, unique, at most 15 bytes."""
     digest = hashlib.sha256(f"{container_id}/{ifname}".encode()).hexdigest()
@@ -142,7 +154,7 @@ def _no_dad(ifname: str) -> None:
         _sysctl(f"{base}/accept_dad", "0")
         _sysctl(f"{base}/accept_ra", "0")  # the pipeline drops pods' RAs; take none either
     except OSError as e:
-        raise NetlinkFailure(f"enabling IPv6 on {ifname}: {e}") from e
+        raise _failed(f"enabling IPv6 on {ifname}", e) from e
 
 
 def setup_gateway(
@@ -225,7 +237,7 @@ def create_pod_interface(
             raise NetlinkFailure(
                 f"interface {host_if} or {ifname} in {netns} already exists"
             ) from e
-        raise NetlinkFailure(f"creating veth {host_if}: {e.strerror}") from e
+        raise _failed(f"creating veth {host_if}", e) from e
     finally:
         os.close(fd)
     try:
@@ -234,7 +246,7 @@ def create_pod_interface(
             quiet_host_side(host_if)
             nl.do(rtnl.link_up(idx, host_if))
         except OSError as e:
-            raise NetlinkFailure(f"bringing up host end {host_if}: {e}") from e
+            raise _failed(f"bringing up host end {host_if}", e) from e
         addrs = ((ip, prefixlen, gateway), *more)
         job = _start_in_netns(netns, _configure_pod_side, ifname, addrs, tx_off)
         if during is not None:
@@ -309,7 +321,7 @@ def _configure_pod_side(ifname, addrs, tx_off) -> tuple[bool, ...]:
         if tx_off:
             tx_checksum_off(ifname)
     except OSError as e:
-        raise NetlinkFailure(f"{step}: {e}") from e
+        raise _failed(step, e, batch=True) from e
     return tuple(routed)
 
 
@@ -327,7 +339,7 @@ def delete_link(name: str) -> bool:
     except OSError as e:
         if rtnl.gone(e):
             return False
-        raise NetlinkFailure(f"deleting {name}: {e}") from e
+        raise _failed(f"deleting {name}", e) from e
     return True
 
 

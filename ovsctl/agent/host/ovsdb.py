@@ -32,8 +32,10 @@ SYSTEM_OVS = "/usr/lib/python3/dist-packages/ovs"
 
 def use_c_json(where: str = SYSTEM_OVS) -> str:
     """Have `ovs.json` parse with the C parser: its own if it has one, else the system
-    package's, if that one loads into this interpreter and parses a sample as the json module
-    does. Returns the parser in use, "C" or "PYTHON" (nothing changes on any failure)."""
+    package's, the first `_json<suffix>` there (one per extension suffix of this interpreter)
+    that loads and parses a sample as the json module does. Returns the parser in use, "C" or
+    "PYTHON" (nothing changes on any failure). It switches a process-wide setting: call it
+    before any OVSDB connection exists, as json_parser() does."""
     import importlib.machinery
     import importlib.util
     import json
@@ -57,14 +59,29 @@ def use_c_json(where: str = SYSTEM_OVS) -> str:
             p.feed(sample)
             if p.finish() != json.loads(sample):
                 raise ValueError("it parses a sample differently from the json module")
-        except Exception as e:  # noqa: BLE001 - the Python parser stays
-            log.info("OVSDB: %s not usable (%s): JSON parsed in Python", path, e)
-            return ovs.json.PARSER
+        except Exception as e:  # noqa: BLE001 - the next suffix, or the Python parser
+            log.info("OVSDB: %s not usable (%s)", path, e)
+            continue
         ovs._json = mod
         ovs.json.ovs = ovs  # ovs.json binds the name only when its own import succeeded
         ovs.json.PARSER = ovs.json.PARSER_C
         break
     return ovs.json.PARSER
+
+
+_parser: str | None = None
+_parser_lock = threading.Lock()
+
+
+def json_parser() -> str:
+    """The JSON parser of every OVSDB connection in this process, chosen (use_c_json) and
+    logged at the first call, before the first connection, and never switched after."""
+    global _parser
+    with _parser_lock:
+        if _parser is None:
+            _parser = use_c_json()
+            log.info("OVSDB: JSON parsed by the %s parser", _parser)
+        return _parser
 
 
 # The columns the agent reads or writes, and no others: every column in the replica is JSON
@@ -157,7 +174,7 @@ class OVSDB:
         self.timeout = timeout
         self._lock = threading.RLock()
         self._by_name: dict[str, tuple[int, dict]] = {}
-        log.info("OVSDB: JSON parsed by the %s parser", use_c_json())
+        json_parser()
         self.idl = ovs.db.idl.Idl(remote, _fetch_schema(remote, timeout))
         self._stop = threading.Event()
         self.on_change = None  # called (outside the lock) after the replica changed
@@ -408,7 +425,7 @@ class OVSDB:
             cols["ofport_request"] = [ofport_request]
         if mtu_request is not None:
             cols["mtu_request"] = [mtu_request]
-        self._put_ports([(bridge, name, cols)])
+        self._put_port(bridge, name, cols)
         timeout = wait_ofport or self.timeout
         deadline = time.monotonic() + timeout
         while True:  # poll with the lock taken only briefly: other requests go on meanwhile
@@ -437,25 +454,23 @@ class OVSDB:
         port.interfaces = [iface]
         return port, iface
 
-    def _put_ports(self, ports: list[tuple[str, str, dict]]) -> None:
-        """One transaction that adds (or updates) each (bridge, name, columns)."""
+    def _put_port(self, bridge: str, name: str, cols: dict) -> None:
+        """One transaction that adds (or updates) port `name` on `bridge` with `cols`."""
 
         def fn(txn):
-            for bridge, name, cols in ports:
-                br = self._find("Bridge", bridge)
-                if br is None:
-                    raise OVSDBError(f"bridge {bridge} does not exist")
-                iface = self._find("Interface", name)
-                if iface is None:
-                    port, iface = self._new_port(txn, name)
-                    # a mutation ("insert" into the set), not the whole set rewritten: reading
-                    # and writing br.ports converts every port's row, ~1 ms of CPU at 100 pods
-                    br.addvalue("ports", port)
-                for col, value in cols.items():
-                    _set(iface, col, value)
+            br = self._find("Bridge", bridge)
+            if br is None:
+                raise OVSDBError(f"bridge {bridge} does not exist")
+            iface = self._find("Interface", name)
+            if iface is None:
+                port, iface = self._new_port(txn, name)
+                # a mutation ("insert" into the set), not the whole set rewritten: reading
+                # and writing br.ports converts every port's row, ~1 ms of CPU at 100 pods
+                br.addvalue("ports", port)
+            for col, value in cols.items():
+                _set(iface, col, value)
 
-        names = ", ".join(name for _, name, _ in ports)
-        self._transact(fn, f"add port{'s' if len(ports) > 1 else ''} {names}")
+        self._transact(fn, f"add port {name}")
 
     def del_port(self, bridge: str, name: str) -> bool:
         """Remove a port if present; returns whether it was there."""

@@ -41,7 +41,15 @@ _ATTR = struct.Struct("=HH")
 
 
 class RtnlError(OSError):
-    """A request the kernel refused: errno is the kernel's, the message names the request."""
+    """A request the kernel refused: errno and strerror are the kernel's, `request` says which
+    request it was; str() is "request: reason", without the "[Errno N]" of an OSError."""
+
+    def __init__(self, err: int, request: str):
+        super().__init__(err, os.strerror(err))
+        self.request = request
+
+    def __str__(self) -> str:
+        return f"{self.request}: {self.strerror}"
 
 
 def _attr(kind: int, data: bytes) -> bytes:
@@ -138,10 +146,10 @@ class Rtnl:
         """call(), raising RtnlError for the first request the kernel refused."""
         for (what, *_), err in zip(reqs, self.call(*reqs), strict=True):
             if err:
-                raise RtnlError(err, f"{what}: {os.strerror(err)}")
+                raise RtnlError(err, what)
 
-    def dump(self, kind: int, body: bytes) -> list[bytes]:
-        """The payloads of a dump request's answers."""
+    def dump(self, kind: int, body: bytes, what: str) -> list[bytes]:
+        """The payloads of a dump request's answers; `what` names the request in an error."""
         with self.lock:
             seq, msg = self._msg(kind, NLM_F_REQUEST | NLM_F_DUMP, body)
             self.sock.send(msg)
@@ -153,14 +161,15 @@ class Rtnl:
                     return out
                 if rkind == NLMSG_ERROR:
                     err = -struct.unpack_from("=i", payload)[0]
-                    raise RtnlError(err, f"dump {kind}: {os.strerror(err)}")
+                    raise RtnlError(err, what)
                 out.append(payload)
             raise AssertionError("unreachable")
 
     def default_route(self, family: int, gateway_only: bool) -> bool:
         """Whether the main table has a default route of `family` (with a gateway, if
         `gateway_only`)."""
-        for p in self.dump(RTM_GETROUTE, _RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)):
+        body = _RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)
+        for p in self.dump(RTM_GETROUTE, body, "reading the routes"):
             _fam, dst_len, _s, _t, table, _p, _sc, _ty, _f = _RTMSG.unpack_from(p)
             attrs = _attrs(p, _RTMSG.size)
             if RTA_TABLE in attrs:
