@@ -1,6 +1,6 @@
 """`make demo`: a 3-node lab (each node a network namespace with its own OVS and ovsctl
 agent, a VXLAN overlay between them), nine sample pods in three namespaces plugged in through
-the CNI shim as kubelet would, then the lab's status, the probe matrix and one node's flow
+the CNI shim as kubelet would, a Service in front of the backend pods, then the lab's status, the probe matrix and one node's flow
 tables. Everything is removed at the end unless --keep is given."""
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from ovsctl.tools.matrix import render_matrix
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 UI_URL = "http://127.0.0.1:8476/"  # `ovsctl ui`'s default --listen
-EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(HERE)), "examples", "pods.yaml")
+_EX = os.path.join(os.path.dirname(os.path.dirname(HERE)), "examples")
+EXAMPLES = [os.path.join(_EX, "pods.yaml"), os.path.join(_EX, "services.yaml")]
 
 
 def main(argv=None) -> int:
@@ -33,8 +34,11 @@ def main(argv=None) -> int:
         lab.down()
     ok = False
     try:
-        print(f"== ovsctl lab up --name {args.name} --nodes {args.nodes} -f examples/pods.yaml")
-        lab.up(args.nodes, files=[EXAMPLES], log=lambda m: print("   " + m))
+        print(
+            f"== ovsctl lab up --name {args.name} --nodes {args.nodes} "
+            "-f examples/pods.yaml -f examples/services.yaml"
+        )
+        lab.up(args.nodes, files=EXAMPLES, log=lambda m: print("   " + m))
         st = lab.status()
         print("\n== ovsctl lab status")
         for n in st["nodes"]:
@@ -58,6 +62,7 @@ def main(argv=None) -> int:
             print(
                 f"\nthe lab is still up: ovsctl lab status --name {args.name}; "
                 f"ovsctl lab exec --name {args.name} frontend/f1 -- ping 10.244.1.2; "
+                f"ovsctl lab trace --name {args.name} frontend/f1 svc:backend/web; "
                 f"remove it with: ovsctl lab down --name {args.name}"
             )
             print(f"open it in a browser: .venv/bin/ovsctl ui --lab {args.name}  (then {UI_URL})")
