@@ -496,6 +496,7 @@ def hairpin_flows(pod: PodPort, ck: int) -> tuple[Flow, ...]:
     output goes back out of the port it came in by."""
     est, est_val = regs.ESTABLISHED.match(1)
     out_reg, out_val = regs.OUT_PORT.match(pod.ofport)
+    hp_reg, hp_val = regs.HAIRPIN.match(1)
     out = []
     for ip in pod.ips:
         fam = family(ip)
@@ -506,6 +507,7 @@ def hairpin_flows(pod: PodPort, ck: int) -> tuple[Flow, ...]:
                 PRIO_NORMAL,
                 self_to_self,
                 (
+                    SetField(hp_reg, hp_val),  # registers survive the recirculation
                     CT(
                         HAIRPIN_ZONE,
                         table=EGRESS_FIRST,

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 import netaddr
 
-from flows import cookie, owners
+from flows import cookie, owners, regs
 from flows.family import V4, V6, Family, of
 from flows.flow import Conjunction, Flow, Goto, MeteredController, flow
 from flows.model import hairpin_ip
@@ -302,6 +302,23 @@ def _ver(addr: str) -> int:
     return 6 if ":" in addr else 4
 
 
+# a rule's hairpin conjunction: its conj_id plus this (conj_ids of rules stay below 2**24)
+HAIRPIN_CONJ = 1 << 30
+
+
+def _peer_match(addr: str, end: str) -> dict:
+    """A peer address or CIDR as a clause match; a source CIDR that holds the hairpin address
+    does not match hairpin packets (reg0[6]): they are judged as the pod itself, by the rule's
+    hairpin conjunction (an ipBlock 0.0.0.0/0 except the pod CIDRs admits no pod's hairpin)."""
+    m = _addr_match(addr, end)
+    if end == "src" and "/" in addr:
+        fam = V6 if ":" in addr else V4
+        if netaddr.IPAddress(hairpin_ip(fam)) in netaddr.IPNetwork(addr):
+            reg, val = regs.HAIRPIN.match(0)
+            m[reg] = val
+    return m
+
+
 def _addr_match(addr: str, end: str) -> dict:
     """{"protocol": "ip", "nw_src": addr} (end "src"/"dst") in the address's own family."""
     fam = V6 if ":" in addr else V4
@@ -422,18 +439,28 @@ class Conjunctions:
             own_addrs = _of_fams(own_addrs, fams)
         if not own_addrs or (peer_ips is not None and not peer_ips):
             return
-        if own_end == "dst" and peer_ips is not None:
-            self._hairpin(_among(own_addrs, peer_ips), ports)
         clauses: list[list[dict]] = [[_addr_match(a, own_end) for a in own_addrs]]
         if peer_ips is not None:
-            clauses.append([_addr_match(a, peer_end) for a in sorted(set(peer_ips))])
+            clauses.append([_peer_match(a, peer_end) for a in sorted(set(peer_ips))])
+        port_clause = None
         if ports is not None:
-            clauses.append(
-                [m for proto, lo, hi in ports for m in _port_matches(proto, lo, hi, fams)]
-            )
+            port_clause = [m for proto, lo, hi in ports for m in _port_matches(proto, lo, hi, fams)]
+            clauses.append(port_clause)
         if len(clauses) == 1:
             self.direct |= {tuple(sorted(m.items())) for m in clauses[0]}
             return
+        self._conjunction(conj_id, clauses, fams)
+        mine = _among(own_addrs, peer_ips) if own_end == "dst" and peer_ips is not None else []
+        if mine:
+            # The own pods that are their own peers, reaching themselves through a Service,
+            # arrive from the hairpin address (pipeline.hairpin_flows): a conjunction of their
+            # addresses (the same clause flows as above), that source and the same ports.
+            hp = [{"protocol": f.eth, f.src: hairpin_ip(f)} for f in _fams(mine)]
+            own_mine = [_addr_match(a, "dst") for a in mine]
+            rest = [port_clause] if port_clause is not None else []
+            self._conjunction(conj_id + HAIRPIN_CONJ, [own_mine, hp, *rest], _fams(mine))
+
+    def _conjunction(self, conj_id: int, clauses: list[list[dict]], fams) -> None:
         n = len(clauses)
         for ci, clause in enumerate(clauses, start=1):
             for m in clause:
@@ -441,20 +468,6 @@ class Conjunctions:
         for fam in fams:
             match = {"protocol": fam.eth, "conj_id": conj_id}
             self.conj.append(flow(self.table, self.prio, match, self.action, self.ck))
-
-    def _hairpin(self, addrs: list[str], ports) -> None:
-        """Ingress: a pod that is its own peer, reaching itself through a Service, arrives
-        from the hairpin address (pipeline.hairpin_flows SNATs it); match that pair directly
-        (peer any: the conjunction already admits it)."""
-        for a in addrs:
-            fam = V6 if ":" in a else V4
-            pair = {"protocol": fam.eth, fam.src: hairpin_ip(fam), fam.dst: a}
-            if ports is None:
-                self.direct.add(tuple(sorted(pair.items())))
-                continue
-            for proto, lo, hi in ports:
-                for m in _port_matches(proto, lo, hi, (fam,)):
-                    self.direct.add(tuple(sorted({**pair, **m}.items())))
 
     def flows(self) -> frozenset[Flow]:
         t, prio, ck = self.table, self.prio, self.ck

@@ -45,6 +45,10 @@ ESTABLISHED = RegField(0, 4, 4, "established connection: skip policy")
 # reg0[5]: SessionAffinity found this client's endpoint (in reg4 and reg5[0..15]).
 AFFINITY = RegField(0, 5, 5, "SessionAffinity hit: endpoint in reg4/reg5")
 
+# reg0[6]: HairpinSNAT made this packet's source the hairpin address (a pod reaching itself
+# through a Service): ingress policy judges it as the pod, not as an address in a peer CIDR.
+HAIRPIN = RegField(0, 6, 6, "hairpin: the source is the pod itself (HairpinSNAT)")
+
 # reg4, reg5[0..15]: the endpoint's IP and port remembered by SessionAffinity.
 AFFINITY_IP = RegField(4, 0, 31, "endpoint IP from SessionAffinity")
 AFFINITY_PORT = RegField(5, 0, 15, "endpoint port from SessionAffinity")

@@ -179,8 +179,9 @@ PIPELINE: tuple[Table, ...] = (
         "HairpinSNAT",
         37,
         "next",
-        "a pod that reached itself through a Service: SNAT (zone 65001)",
+        "a pod that reached itself through a Service: SNAT (zone 65001), marked in reg0[6]",
         match=(*_IP, "ct_state", "ct_mark"),
+        sets=("reg0",),
         next=("AdminEgressRule",),
     ),
     _t(
@@ -253,7 +254,7 @@ PIPELINE: tuple[Table, ...] = (
         67,
         "next",
         "ClusterNetworkPolicy Baseline tier, ingress of pods no NetworkPolicy isolates",
-        match=(*_IP, *_IP6, *_L4, "conj_id"),
+        match=(*_IP, *_IP6, *_L4, "conj_id", "reg0"),
         next=("L2Forwarding",),
     ),
     _t(

@@ -19,7 +19,9 @@ import time
 log = logging.getLogger(__name__)
 
 _held = False
+_timed_out = False  # the hold ended by its limit: the start's own release still freezes
 _generation = 0  # which hold a timer belongs to (a stale timer never ends a later hold)
+_timer: threading.Timer | None = None
 _hold_lock = threading.Lock()
 HOLD_LIMIT = 20.0  # seconds: a start that waits longer (the API server, the Node's podCIDR)
 # gets its collector back meanwhile
@@ -33,29 +35,40 @@ def hold(limit: float = HOLD_LIMIT) -> None:
     waits (for the API server's first snapshot, for the Node's podCIDR) makes garbage all the
     while (retries, exceptions), so the hold ends by itself after `limit`. The `ovsctl agent`
     command calls this first thing."""
-    global _held, _generation
+    global _held, _generation, _timer, _timed_out
     with _hold_lock:
         if not gc.isenabled():
             return
         gc.disable()
-        _held = True
+        _held, _timed_out = True, False
         _generation += 1
         why = f"the start took over {limit:g} s"
-    timer = threading.Timer(limit, release, kwargs={"why": why, "generation": _generation})
-    timer.daemon = True
-    timer.start()
+        _timer = threading.Timer(limit, release, kwargs={"why": why, "generation": _generation})
+        _timer.daemon = True
+        _timer.start()
 
 
 def release(why: str = "", generation: int | None = None) -> None:
     """The end of the start: what it made is frozen (out of later collections' sight, as after
     a settle; the periodic full collection unfreezes and walks it, and frees any cycle the
-    start left) and collection resumes. Nothing if hold() did not disable it or it already
-    ended."""
-    global _held
+    start left) and collection resumes. Nothing if hold() did not disable it. `generation`:
+    the hold's own timer (its limit passed); the start's release after that still freezes
+    what the start made."""
+    global _held, _timer, _timed_out
     with _hold_lock:
-        if not _held or generation not in (None, _generation):
+        if generation is not None:  # the timer
+            if not _held or generation != _generation:
+                return
+            _timed_out = True
+        elif not _held:
+            if _timed_out:
+                _timed_out = False
+                gc.freeze()
             return
         _held = False
+        if _timer is not None and generation is None:
+            _timer.cancel()
+        _timer = None
         gc.freeze()
         gc.enable()
     if why:

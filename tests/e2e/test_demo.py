@@ -1,6 +1,7 @@
 """`make demo`, the README's first command: the demo lab comes up, every pod reaches every
-other, the Service of examples/services.yaml is served, the UI's command is printed, and the lab
-is gone afterwards (with --keep it stays, and `ovsctl lab trace` reaches the Service)."""
+other, the UI's command is printed, and the lab is gone afterwards; with --keep it stays, the
+Service of examples/services.yaml answers every pod on both ports (real packets) and `ovsctl lab
+trace` follows a packet to it."""
 
 from __future__ import annotations
 
@@ -36,8 +37,7 @@ def test_demo_runs_and_leaves_nothing_behind():
         assert "table=" in out or "Classifier" in out  # node0's flow tables were printed
         assert not Lab(name).exists()
     finally:
-        if Lab(name).exists():
-            Lab(name).down()
+        Lab(name).down()  # idempotent, from any state (a demo killed halfway too)
 
 
 def test_demo_keep_leaves_a_lab_whose_service_answers_a_trace():
@@ -57,5 +57,10 @@ def test_demo_keep_leaves_a_lab_whose_service_answers_a_trace():
         doc = json.loads(tr.stdout)
         assert doc["verdict"] == "delivered", doc["verdict"]
         assert doc["service"], doc
+        # and real packets: every pod reaches the Service on both its ports
+        pr = _run("-m", "ovsctl.cli", "lab", "probe", "--name", name, "--services", "--json")
+        res = json.loads(pr.stdout)
+        svc = {k: v for k, v in res.items() if "svc:backend/web" in k}
+        assert len(svc) >= 9 * 2 and all(svc.values()), svc
     finally:
         Lab(name).down()

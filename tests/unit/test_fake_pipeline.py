@@ -572,6 +572,42 @@ def test_ct_without_table_keeps_the_passes_ct_fields():
     assert len(sw.conntrack.in_zone(5)) == 1
 
 
+def _self_service(ingress_from: list) -> FakeOFTable:
+    """A node whose Service WEB_SVC has pod A as its only endpoint, A under an ingress policy
+    with these peers."""
+    view = View(
+        {"default": {"kubernetes.io/metadata.name": "default"}},
+        [info(A, {"app": "a"}, ports=(("http", 8080, "TCP"),)), info(B, {"app": "b"})],
+    )
+    pol = netpol.parse(
+        {
+            "metadata": {"name": "a-in", "namespace": "default"},
+            "spec": {
+                "podSelector": {"matchLabels": {"app": "a"}},
+                "ingress": [{"from": ingress_from}],
+            },
+        }
+    )
+    svc = services.service_flows(WEB_SVC, [Endpoint(A.ip, (("http", 8080, "TCP"),))])
+    return fake(policy_set([pol], view) | svc)
+
+
+def _hairpin_through_service(ingress_from: list) -> list[int]:
+    """Ports pod A's SYN to its own Service is delivered to."""
+    return _self_service(ingress_from).run(syn(A, VIP, 80)).output_ports
+
+
+def test_hairpin_is_judged_as_the_pod_not_as_an_address_in_a_peer_cidr():
+    # a CIDR that holds the pod's address admits its hairpin ...
+    assert _hairpin_through_service([{"ipBlock": {"cidr": "10.244.0.0/16"}}]) == [A.ofport]
+    # ... one that excepts it does not, though the CIDR holds the hairpin address itself
+    everywhere_but_pods = {"ipBlock": {"cidr": "0.0.0.0/0", "except": ["10.244.0.0/16"]}}
+    assert _hairpin_through_service([everywhere_but_pods]) == []
+    assert _hairpin_through_service([{"ipBlock": {"cidr": "169.254.0.0/16"}}]) == []
+    # a selector that picks another pod only does not admit it either
+    assert _hairpin_through_service([{"podSelector": {"matchLabels": {"app": "b"}}}]) == []
+
+
 def test_register_masks_and_output_to_the_in_port_is_skipped():
     reg, val = regs.OUT_PORT.match(A.ofport)
     fl = [
@@ -586,21 +622,7 @@ def test_register_masks_and_output_to_the_in_port_is_skipped():
 
 
 def test_hairpin_passes_an_ingress_policy_that_admits_the_pod_itself():
-    view = View(
-        {"default": {"kubernetes.io/metadata.name": "default"}},
-        [info(A, {"app": "a"}, ports=(("http", 8080, "TCP"),)), info(B, {"app": "b"})],
-    )
-    pol = netpol.parse(
-        {
-            "metadata": {"name": "a-from-a", "namespace": "default"},
-            "spec": {
-                "podSelector": {"matchLabels": {"app": "a"}},
-                "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "a"}}}]}],
-            },
-        }
-    )
-    svc = services.service_flows(WEB_SVC, [Endpoint(A.ip, (("http", 8080, "TCP"),))])
-    sw = fake(policy_set([pol], view) | svc)
+    sw = _self_service([{"podSelector": {"matchLabels": {"app": "a"}}}])
     res = sw.run(syn(A, VIP, 80))
     assert res.output_ports == [A.ofport], res
     # The same source forged by the host (through the gateway) or another node (through the

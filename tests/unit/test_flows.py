@@ -102,7 +102,7 @@ GOLDEN_POD_A = {
     "cookie=0x28d0bc6746f, table=L3Forwarding, priority=200,ip,dl_dst=0a:58:0a:f4:00:01,nw_dst=10.244.0.2 actions=set_field:0a:58:0a:f4:00:01->eth_src,set_field:0a:58:0a:f4:00:02->eth_dst,dec_ttl,goto_table:AdminIngressRule",
     "cookie=0x28d0bc6746f, table=L2Forwarding, priority=200,dl_dst=0a:58:0a:f4:00:02 actions=set_field:0x3->reg2,goto_table:ConntrackCommit",
     "cookie=0x28d0bc6746f, table=ConntrackState, priority=205,ct_state=+est+trk,ip,nw_src=10.244.0.2,nw_dst=10.244.0.2 actions=set_field:0x10/0x10->reg0,ct(table=L3Forwarding,zone=65001,nat)",
-    "cookie=0x28d0bc6746f, table=HairpinSNAT, priority=200,ip,nw_src=10.244.0.2,nw_dst=10.244.0.2 actions=ct(commit,table=AdminEgressRule,zone=65001,nat(src=169.254.169.252))",
+    "cookie=0x28d0bc6746f, table=HairpinSNAT, priority=200,ip,nw_src=10.244.0.2,nw_dst=10.244.0.2 actions=set_field:0x40/0x40->reg0,ct(commit,table=AdminEgressRule,zone=65001,nat(src=169.254.169.252))",
     "cookie=0x28d0bc6746f, table=Output, priority=210,reg2=0x3,in_port=3 actions=IN_PORT",
 }
 
@@ -114,7 +114,7 @@ GOLDEN_POD_B = {
     "cookie=0x222ee7483c2, table=L3Forwarding, priority=200,ip,dl_dst=0a:58:0a:f4:00:01,nw_dst=10.244.0.3 actions=set_field:0a:58:0a:f4:00:01->eth_src,set_field:0a:58:0a:f4:00:03->eth_dst,dec_ttl,goto_table:AdminIngressRule",
     "cookie=0x222ee7483c2, table=L2Forwarding, priority=200,dl_dst=0a:58:0a:f4:00:03 actions=set_field:0x4->reg2,goto_table:ConntrackCommit",
     "cookie=0x222ee7483c2, table=ConntrackState, priority=205,ct_state=+est+trk,ip,nw_src=10.244.0.3,nw_dst=10.244.0.3 actions=set_field:0x10/0x10->reg0,ct(table=L3Forwarding,zone=65001,nat)",
-    "cookie=0x222ee7483c2, table=HairpinSNAT, priority=200,ip,nw_src=10.244.0.3,nw_dst=10.244.0.3 actions=ct(commit,table=AdminEgressRule,zone=65001,nat(src=169.254.169.252))",
+    "cookie=0x222ee7483c2, table=HairpinSNAT, priority=200,ip,nw_src=10.244.0.3,nw_dst=10.244.0.3 actions=set_field:0x40/0x40->reg0,ct(commit,table=AdminEgressRule,zone=65001,nat(src=169.254.169.252))",
     "cookie=0x222ee7483c2, table=Output, priority=210,reg2=0x4,in_port=4 actions=IN_PORT",
 }
 
@@ -1150,7 +1150,7 @@ GOLDEN_POD_A6 = {
     "cookie=0x28d0bc6746f, table=ARPResponder, priority=200,icmp6,icmp_type=135,nd_target=fd00:10:244::2 actions=move:NXM_OF_ETH_SRC[]->NXM_OF_ETH_DST[],set_field:0a:58:0a:f4:00:02->eth_src,move:NXM_NX_IPV6_SRC[]->NXM_NX_IPV6_DST[],set_field:fd00:10:244::2->ipv6_src,set_field:136->icmpv6_type,set_field:0->icmpv6_code,set_field:1610612736->nd_reserved,set_field:2->nd_options_type,resubmit(,NDReply)",
     "cookie=0x28d0bc6746f, table=ARPResponder, priority=200,icmp6,icmp_type=135,nd_target=fe80::858:aff:fef4:2 actions=move:NXM_OF_ETH_SRC[]->NXM_OF_ETH_DST[],set_field:0a:58:0a:f4:00:02->eth_src,move:NXM_NX_IPV6_SRC[]->NXM_NX_IPV6_DST[],set_field:fe80::858:aff:fef4:2->ipv6_src,set_field:136->icmpv6_type,set_field:0->icmpv6_code,set_field:1610612736->nd_reserved,set_field:2->nd_options_type,resubmit(,NDReply)",
     "cookie=0x28d0bc6746f, table=ConntrackState, priority=205,ct_state=+est+trk,ipv6,ipv6_src=fd00:10:244::2,ipv6_dst=fd00:10:244::2 actions=set_field:0x10/0x10->reg0,ct(table=L3Forwarding,zone=65001,nat)",
-    "cookie=0x28d0bc6746f, table=HairpinSNAT, priority=200,ipv6,ipv6_src=fd00:10:244::2,ipv6_dst=fd00:10:244::2 actions=ct(commit,table=AdminEgressRule,zone=65001,nat(src=fd00:ffff::a9fe:a9fc))",
+    "cookie=0x28d0bc6746f, table=HairpinSNAT, priority=200,ipv6,ipv6_src=fd00:10:244::2,ipv6_dst=fd00:10:244::2 actions=set_field:0x40/0x40->reg0,ct(commit,table=AdminEgressRule,zone=65001,nat(src=fd00:ffff::a9fe:a9fc))",
     "cookie=0x28d0bc6746f, table=L3Forwarding, priority=200,ipv6,dl_dst=0a:58:0a:f4:00:01,ipv6_dst=fd00:10:244::2 actions=set_field:0a:58:0a:f4:00:01->eth_src,set_field:0a:58:0a:f4:00:02->eth_dst,dec_ttl,goto_table:AdminIngressRule",
     "cookie=0x28d0bc6746f, table=SpoofGuard, priority=200,ipv6,in_port=3,vlan_tci=0x0000/0x1fff,dl_src=0a:58:0a:f4:00:02,ipv6_src=fd00:10:244::2 actions=goto_table:ARPResponder",
     "cookie=0x28d0bc6746f, table=SpoofGuard, priority=200,ipv6,in_port=3,vlan_tci=0x0000/0x1fff,dl_src=0a:58:0a:f4:00:02,ipv6_src=fe80::858:aff:fef4:2 actions=goto_table:ARPResponder",

@@ -23,6 +23,7 @@ def test_hold_then_release_freezes_what_the_start_made_and_collects_again():
         gctune.release()  # once only
         assert gc.isenabled()
     finally:
+        gctune.release()
         gc.enable()
         gc.unfreeze()
 
@@ -50,6 +51,7 @@ def test_a_hold_ends_by_itself_after_its_limit():
             time.sleep(0.01)
         assert gc.isenabled() and not gctune.held()
     finally:
+        gctune.release()
         gc.enable()
         gc.unfreeze()
 
@@ -71,5 +73,33 @@ def test_a_failed_agent_start_gives_the_collector_back():
             agent.start()
         assert gc.isenabled()
     finally:
+        gctune.release()
+        gc.enable()
+        gc.unfreeze()
+
+
+def test_a_stale_timer_never_ends_a_later_hold_and_a_late_release_still_freezes():
+    assert gc.isenabled()
+    try:
+        gctune.hold(limit=0.05)
+        gctune.release()  # the start ended early: its timer is cancelled
+        gctune.hold(limit=30)
+        deadline = time.monotonic() + 0.3
+        while time.monotonic() < deadline:  # well past the first hold's limit
+            assert gctune.held() and not gc.isenabled()
+            time.sleep(0.01)
+        gctune.release()
+        # a hold that ran out: the start's own release still freezes what it made after
+        gctune.hold(limit=0.01)
+        deadline = time.monotonic() + 10
+        while gctune.held() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert gc.isenabled() and not gctune.held()
+        frozen = gc.get_freeze_count()
+        made = [[i] for i in range(1000)]
+        gctune.release()
+        assert gc.get_freeze_count() >= frozen + len(made)
+    finally:
+        gctune.release()
         gc.enable()
         gc.unfreeze()

@@ -119,6 +119,14 @@ class Structure:
             assert cid in self.conj_flows, f"conjunction {cid} has no conj_id flow"
             assert self.conj_flows[cid].priority in c["prio"]
         assert set(self.conj_flows) == set(self.conj), "conj_id flows without a conjunction"
+        # the rules' hairpin conjunctions (a pod that is its own peer, through a Service) apart
+        self.hairpin = {
+            cid - policy.HAIRPIN_CONJ: self.conj.pop(cid)
+            for cid in sorted(self.conj)
+            if cid >= policy.HAIRPIN_CONJ
+        }
+        for cid in self.hairpin:
+            self.conj_flows.pop(cid + policy.HAIRPIN_CONJ)
 
     def shapes(self) -> list[list[set[str]]]:
         """Each conjunction as its clause match sets, in conjunction id order."""
@@ -841,6 +849,8 @@ def _field_ok(field: str, value: str, pkt: dict) -> bool:
         return int(value, 0) == pkt["port"]
     if field == "conj_id":
         return False  # only the second lookup, after a conjunction fired, matches conj_id
+    if field == "reg0" and value == "0/0x40":
+        return True  # not a hairpin packet (the model sends none)
     raise AssertionError(f"the model does not know match field {field}")
 
 
@@ -1329,3 +1339,29 @@ def test_port_masks_examples():
     assert port_masks(1, 65535)[-1] == (32768, 0x8000)
     assert port_masks(0, 65535) == [(0, 0)]
     assert port_masks(5, 4) == []
+
+
+def test_the_hairpin_costs_two_flows_per_rule_not_one_per_pod_and_port():
+    """A "same namespace" rule on many ports: each pod is its own peer, so its hairpin (through
+    a Service) must be admitted; the rule's hairpin conjunction shares the own and port clause
+    flows and adds only its source clause and its conj_id flow."""
+    pods = [pod("x", f"p{i}", f"10.1.0.{i + 1}") for i in range(50)]
+    pol = parse(
+        {
+            "podSelector": {},
+            "ingress": [
+                {
+                    "from": [{"podSelector": {}}],
+                    "ports": [{"port": 1024, "endPort": 65535}, {"port": 53, "protocol": "UDP"}],
+                }
+            ],
+        }
+    )
+    rule = flows_of(pol, view(pods))[policy.rule_owner(pol, "ingress", 0)]
+    s = Structure(rule)
+    n_ports = len(port_masks(1024, 65535)) + 1
+    assert len(rule) == 50 + 50 + n_ports + 1 + 2
+    ((hp,),) = [list(c["clauses"][2]) for c in s.hairpin.values()]
+    assert hp == "ip,nw_src=169.254.169.252"
+    (c,) = s.hairpin.values()
+    assert c["clauses"][1] == s.conj[next(iter(s.conj))]["clauses"][1]  # the same own flows

@@ -264,16 +264,20 @@ def test_ipv6_only_pods_golden():
             "ingress": [{"from": [{"podSelector": {}}], "ports": [{"protocol": "SCTP"}]}],
         }
     )
+    # a is its own peer: reaching itself through a Service it comes from the hairpin address,
+    # matched by the rule's second conjunction (the own and port clause flows are shared)
     assert owner_texts(pol, pods) == {
         "policy/x/p/ingress/0": [
+            "[IngressRule] priority=1001,conj_id=1073742336,ipv6 actions=goto_table:70",
             "[IngressRule] priority=1001,conj_id=512,ipv6 actions=goto_table:70",
-            "[IngressRule] priority=1001,ipv6,ipv6_dst=fd00::a00:10a actions=conjunction(512,1/3)",
+            "[IngressRule] priority=1001,ipv6,ipv6_dst=fd00::a00:10a "
+            "actions=conjunction(512,1/3),conjunction(1073742336,1/3)",
             "[IngressRule] priority=1001,ipv6,ipv6_src=fd00::a00:10a actions=conjunction(512,2/3)",
             "[IngressRule] priority=1001,ipv6,ipv6_src=fd00::a00:20a actions=conjunction(512,2/3)",
-            "[IngressRule] priority=1001,sctp6 actions=conjunction(512,3/3)",
-            # a is its own peer: reaching itself through a Service it comes from the hairpin
-            "[IngressRule] priority=1001,sctp6,ipv6_src=fd00:ffff::a9fe:a9fc,"
-            "ipv6_dst=fd00::a00:10a actions=goto_table:70",
+            "[IngressRule] priority=1001,ipv6,ipv6_src=fd00:ffff::a9fe:a9fc "
+            "actions=conjunction(1073742336,2/3)",
+            "[IngressRule] priority=1001,sctp6 "
+            "actions=conjunction(512,3/3),conjunction(1073742336,3/3)",
         ],
         "policy/x/p/isolation": [
             "[IngressDefault] priority=1000,ipv6,ipv6_dst=fd00::a00:10a actions=drop"

@@ -327,8 +327,9 @@ def test_one_conjunction_per_rule_flows_grow_with_pods_plus_rules():
     flows = tiers.policy_flows(parsed, view, Slots(), 64000)["cnp/big/ingress/0"]
     local = sum(1 for n, _, _ in pods if n == 0)
     # the local subjects (nw_dst), every pod as a peer (nw_src), the port, the conj_id flow,
-    # and per local subject (its own peer) the hairpin address to it on the port
-    assert len(flows) == local + len(pods) + 1 + 1 + local
+    # and the hairpin conjunction's source clause and conj_id flow (its other clauses' flows
+    # are the ones above)
+    assert len(flows) == local + len(pods) + 1 + 1 + 2
     assert {f.priority for f in flows} == {64000}
 
 
