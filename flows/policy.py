@@ -251,19 +251,26 @@ def _addrs_in(cidrs: list[str], pods: list[PodInfo]) -> dict[tuple[str, str], tu
     """Per pod (namespace, name) with an address inside any of the CIDRs: those addresses.
     Integer ranges per family (this runs per rule and pod): an IPv4 block never covers an
     IPv6 address, whatever its integer value."""
+    ranges = _ranges(cidrs)
+    out = {}
+    for p in pods:
+        hit = tuple(a for a in p.addrs if _inside(a, ranges))
+        if hit:
+            out[(p.namespace, p.name)] = hit
+    return out
+
+
+def _ranges(cidrs) -> dict[int, list[tuple[int, int]]]:
+    """The CIDRs as integer ranges, per IP version."""
     ranges: dict[int, list[tuple[int, int]]] = {4: [], 6: []}
     for n in map(netaddr.IPNetwork, cidrs):
         ranges[n.version].append((n.first, n.last))
-    out = {}
-    for p in pods:
-        hit = []
-        for a in p.addrs:
-            v, ip = _ip_int(a)
-            if any(lo <= ip <= hi for lo, hi in ranges[v]):
-                hit.append(a)
-        if hit:
-            out[(p.namespace, p.name)] = tuple(hit)
-    return out
+    return ranges
+
+
+def _inside(addr: str, ranges: dict[int, list[tuple[int, int]]]) -> bool:
+    v, ip = _ip_int(addr)
+    return any(lo <= ip <= hi for lo, hi in ranges[v])
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -294,12 +301,8 @@ def _of_fams(addrs: list[str], fams: tuple[Family, ...]) -> list[str]:
 def _among(addrs: list[str], peer_ips: list[str]) -> list[str]:
     """Those of `addrs` that are one of `peer_ips` (addresses and CIDRs) or inside a CIDR."""
     peers = set(peer_ips)
-    nets = [netaddr.IPNetwork(c) for c in peers if "/" in c]
-    return [a for a in addrs if a in peers or any(a in n for n in nets if n.version == _ver(a))]
-
-
-def _ver(addr: str) -> int:
-    return 6 if ":" in addr else 4
+    ranges = _ranges(c for c in peers if "/" in c)
+    return [a for a in addrs if a in peers or _inside(a, ranges)]
 
 
 # a rule's hairpin conjunction: its conj_id plus this (conj_ids of rules stay below 2**24)
@@ -311,12 +314,16 @@ def _peer_match(addr: str, end: str) -> dict:
     does not match hairpin packets (reg0[6]): they are judged as the pod itself, by the rule's
     hairpin conjunction (an ipBlock 0.0.0.0/0 except the pod CIDRs admits no pod's hairpin)."""
     m = _addr_match(addr, end)
-    if end == "src" and "/" in addr:
-        fam = V6 if ":" in addr else V4
-        if netaddr.IPAddress(hairpin_ip(fam)) in netaddr.IPNetwork(addr):
-            reg, val = regs.HAIRPIN.match(0)
-            m[reg] = val
+    if end == "src" and "/" in addr and _holds_hairpin(addr):
+        reg, val = regs.HAIRPIN.match(0)
+        m[reg] = val
     return m
+
+
+@functools.lru_cache(maxsize=4096)
+def _holds_hairpin(cidr: str) -> bool:
+    """Remembered: the same peer CIDRs meet every recomputation of their rules."""
+    return _inside(hairpin_ip(V6 if ":" in cidr else V4), _ranges([cidr]))
 
 
 def _addr_match(addr: str, end: str) -> dict:
