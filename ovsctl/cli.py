@@ -96,7 +96,7 @@ def _reachability(args) -> int:
     return trace.main_reachability(args)
 
 
-def node_flags(p, json_flag: bool = True) -> None:
+def node_flags(p) -> None:
     """--agent, --ovs-rundir, --bridge (and --json): where one node's views and switch are."""
     p.add_argument(
         "--agent",
@@ -112,8 +112,7 @@ def node_flags(p, json_flag: bool = True) -> None:
         "(default $OVS_RUNDIR or /var/run/openvswitch)",
     )
     p.add_argument("--bridge", default="br-int", help="the bridge (default br-int)")
-    if json_flag:
-        p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--json", action="store_true", help="print JSON")
 
 
 def _ui(args) -> int:
