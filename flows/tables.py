@@ -318,6 +318,7 @@ _NEXT: dict[str, Table] = {
 }
 
 
-def name_of(table_id: int) -> str:
+def name_of(table_id: int, unknown: str = "{}") -> str:
+    """The table's name; `unknown` formatted with the id for a table the pipeline lacks."""
     t = BY_ID.get(table_id)
-    return t.name if t else str(table_id)
+    return t.name if t else unknown.format(table_id)

@@ -92,8 +92,7 @@ def action_info(actions: str, gateway: int | None = None, tunnel: int | None = N
 
 
 def table_name(table_id: int) -> str:
-    t = tables.BY_ID.get(table_id)
-    return t.name if t else f"table{table_id}"
+    return tables.name_of(table_id, "table{}")
 
 
 # ---- owners ------------------------------------------------------------------------------------
