@@ -525,7 +525,7 @@ def any_table_flow(
     """flow() without its table's declarations: every field and action flow() knows, in any
     table. For tests of the encoder only; pipeline code uses flow()."""
     items = _items(table, priority, match, cookie)
-    return _checked_any(table, priority, items, tuple(actions), cookie)
+    return _checked(table, priority, items, tuple(actions), cookie)
 
 
 def _declared(f: Flow) -> None:
@@ -537,11 +537,6 @@ def _declared_shape(table: str, fields: tuple, actions: tuple) -> None:
     """The table's declarations read only the match's field names and the actions: flows of
     one shape (a rule's peer addresses, each pod's flows of one kind) are checked once."""
     _check_against_table(tables.table(table), [(f, None) for f in fields], actions)
-
-
-@functools.lru_cache(maxsize=1 << 12)
-def _checked_any(table: str, priority: int, match_items: tuple, acts: tuple, cookie: int) -> Flow:
-    return _checked(table, priority, match_items, acts, cookie)
 
 
 def _checked(table: str, priority: int, match_items: tuple, acts: tuple, cookie: int) -> Flow:

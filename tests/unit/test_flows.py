@@ -220,7 +220,11 @@ def _l2(port=3, ck=0):
 
 
 def test_flow_remembers_what_it_built_and_still_checks():
-    assert _l2() is _l2()  # the same arguments: the same value, built once
+    # flow(), as the pipeline calls it: the same arguments, the same value, built once
+    assert pipeline.l2_flow("0a:58:0a:f4:00:02", 3, 0) is pipeline.l2_flow(
+        "0a:58:0a:f4:00:02", 3, 0
+    )
+    assert _l2() == _l2()  # any_table_flow (tests only) builds afresh: equal values
     # an int and its text are different arguments but the same flow
     assert any_table_flow("L2Forwarding", 200, {"reg1": 5}) == any_table_flow(
         "L2Forwarding", 200, {"reg1": "0x5"}
