@@ -277,7 +277,7 @@ def test_a_foreign_route_or_neighbour_entry_is_never_taken_over_nor_removed(net,
     try:
         update(lb, {"198.51.100.20", "198.51.100.21"}, {})
         got = sh("ip", "-4", "route", "show", "198.51.100.20/32", ns=NODE_NS)
-        assert f"dev {NODE_IF} proto static" in got and "243" not in got  # not overwritten
+        assert f"dev {NODE_IF} proto static" in got and "proto 243" not in got  # not overwritten
         assert "198.51.100.20" not in routes(False)
         assert "198.51.100.21 proto 243" in routes(False)
         assert "198.51.100.20" not in sh("ip", "neigh", "show", "dev", GW_IF, ns=NODE_NS)
